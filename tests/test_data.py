@@ -1,0 +1,606 @@
+"""Real-dataset registry, loaders and label harmonisation.
+
+Every loader runs on ALL rows of the real metadata file(s) in ../shared/datasets/metadata (copied at run time into a
+temporary folder in the dataset's official layout, with a tiny image written under each real file name), and on the
+real images in ../shared/datasets/real-samples where there are some. Expected counts are computed here from the raw
+files with maps written out independently of dermlib/data/label_map.csv.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dermlib.config import get_config
+from dermlib.data import (
+    ISIC8,
+    SOURCES,
+    build_manifest,
+    harmonise,
+    label_report,
+    label_table,
+    load_source,
+    registry_table,
+)
+from dermlib.data.schema import MANIFEST_COLUMNS, SITES, validate_manifest
+from dermlib.data.sources import LOADERS, load_with_skipped
+
+HAM_MAP = {"akiec": "AK", "bcc": "BCC", "bkl": "BKL", "df": "DF", "mel": "MEL", "nv": "NV", "vasc": "VASC"}
+PAD_MAP = {"ACK": "AK", "BCC": "BCC", "MEL": "MEL", "NEV": "NV", "SCC": "SCC", "SEK": "BKL"}
+BCN_MAP = {"Nevus": "NV", "Melanoma, NOS": "MEL", "Melanoma metastasis": "MEL", "Basal cell carcinoma": "BCC",
+           "Seborrheic keratosis": "BKL", "Solar lentigo": "BKL", "Solar or actinic keratosis": "AK",
+           "Squamous cell carcinoma, NOS": "SCC", "Dermatofibroma": "DF",
+           "Benign soft tissue proliferations - Vascular": "VASC"}
+ISIC2020_MAP = {"nevus": "NV", "melanoma": "MEL", "seborrheic keratosis": "BKL", "lentigo NOS": "BKL",
+                "lichenoid keratosis": "BKL", "solar lentigo": "BKL"}
+FITZ_MAP = {"melanoma": "MEL", "malignant melanoma": "MEL", "superficial spreading melanoma ssm": "MEL",
+            "lentigo maligna": "MEL", "basal cell carcinoma": "BCC", "basal cell carcinoma morpheiform": "BCC",
+            "solid cystic basal cell carcinoma": "BCC", "squamous cell carcinoma": "SCC", "actinic keratosis": "AK",
+            "seborrheic keratosis": "BKL", "dermatofibroma": "DF", "nevocytic nevus": "NV", "congenital nevus": "NV",
+            "halo nevus": "NV", "pyogenic granuloma": "VASC", "granuloma pyogenic": "VASC"}
+DDI_MAP = {"melanoma": "MEL", "melanoma-acral-lentiginous": "MEL", "melanoma-in-situ": "MEL",
+           "nodular-melanoma-(nm)": "MEL", "basal-cell-carcinoma": "BCC", "basal-cell-carcinoma-nodular": "BCC",
+           "basal-cell-carcinoma-superficial": "BCC", "squamous-cell-carcinoma": "SCC",
+           "squamous-cell-carcinoma-keratoacanthoma": "SCC", "squamous-cell-carcinoma-in-situ": "AK",
+           "actinic-keratosis": "AK", "seborrheic-keratosis": "BKL", "seborrheic-keratosis-irritated": "BKL",
+           "benign-keratosis": "BKL", "lichenoid-keratosis": "BKL", "solar-lentigo": "BKL", "dermatofibroma": "DF",
+           "melanocytic-nevi": "NV", "dysplastic-nevus": "NV", "blue-nevus": "NV",
+           "pigmented-spindle-cell-nevus-of-reed": "NV", "angioma": "VASC", "arteriovenous-hemangioma": "VASC",
+           "pyogenic-granuloma": "VASC"}
+
+
+def derm7pt_class(diagnosis: str) -> str | None:
+    """The ISIC8 class of a Derm7pt diagnosis, written independently of label_map.csv."""
+    if "melanoma" in diagnosis:
+        return "MEL"
+    if diagnosis.endswith("nevus"):
+        return "NV"
+    return {"basal cell carcinoma": "BCC", "seborrheic keratosis": "BKL", "lentigo": "BKL", "dermatofibroma": "DF",
+            "vascular lesion": "VASC"}.get(diagnosis)
+
+
+def _encoded(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (150, 90, 70)).save(buf, fmt)
+    return buf.getvalue()
+
+
+JPEG, PNG, BMP = _encoded("JPEG"), _encoded("PNG"), _encoded("BMP")
+
+
+def write_files(paths: list[str], data: bytes) -> None:
+    """Put the same small encoded image under every path: written once, then hard-linked (no data blocks per file,
+    so tens of thousands of files are created and removed in about a second)."""
+    for parent in sorted({os.path.dirname(p) for p in paths}):
+        os.makedirs(parent, exist_ok=True)
+    with open(paths[0], "wb") as fh:
+        fh.write(data)
+    for path in paths[1:]:
+        os.link(paths[0], path)
+
+
+def raw_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def counts(series: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in series.dropna().value_counts().items()}
+
+
+def attrs(manifest: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame([json.loads(t) for t in manifest["attributes"]], index=manifest.index)
+
+
+def check_manifest(manifest: pd.DataFrame, source: str) -> None:
+    """Schema, unique ids, no missing-value strings, vocabularies."""
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+    validate_manifest(manifest)
+    assert manifest["sample_id"].is_unique
+    assert manifest["sample_id"].str.startswith(source + "/").all()
+    assert (manifest["source"] == source).all() and (manifest["modality"] == SOURCES[source].modality).all()
+    assert manifest["split"].isna().all() and manifest["partition"].isna().all()
+    for col in ("label_raw", "sex", "site", "patient_id", "lesion_id"):
+        assert not manifest[col].str.strip().str.lower().isin(["unknown", "nan", "none", "", "unk"]).any(), col
+    assert manifest["site"].dropna().isin(SITES).all()
+    assert manifest["label"].dropna().isin(ISIC8).all()
+    assert manifest["fitzpatrick"].dropna().between(1, 6).all()
+    assert manifest["image_path"].map(os.path.isfile).all()
+
+
+# ---------------------------------------------------------------- registry and label table
+
+def test_registry_lists_twelve_documented_sources() -> None:
+    names = ["ham10000", "bcn20000", "isic2019", "isic2020", "pad_ufes_20", "derm7pt_derm", "derm7pt_clinic", "ph2",
+             "skinl2", "fitzpatrick17k", "ddi", "med_node"]
+    assert sorted(SOURCES) == sorted(names) == sorted(LOADERS)
+    for name, spec in SOURCES.items():
+        assert spec.name == name and spec.modality in ("dermoscopic", "clinical")
+        assert spec.licence_status in ("file", "repo", "unverified")
+        assert spec.homepage and spec.download and spec.citation and spec.layout and spec.licence
+    assert "isic image download --collections 249" in SOURCES["bcn20000"].download
+    assert "isic-cli" in SOURCES["isic2020"].download
+    assert SOURCES["ddi"].licence_status == "unverified" and SOURCES["pad_ufes_20"].licence == "CC BY 4.0"
+    table = registry_table()
+    assert table["name"].tolist() == list(SOURCES) and table["modality"].value_counts()["clinical"] == 5
+
+
+def test_label_table_covers_every_source_with_isic8_classes() -> None:
+    table = label_table()
+    assert set(table["source"]) == set(SOURCES)
+    assert table["label"].dropna().isin(ISIC8).all()
+    for source in SOURCES:  # every source can produce at least two classes
+        assert table.loc[table["source"] == source, "label"].dropna().nunique() >= 2
+    out = harmonise("pad_ufes_20", pd.Series([" nev ", "MEL", "not-a-label", None]))
+    assert out.iloc[:2].tolist() == ["NV", "MEL"] and out.iloc[2:].isna().all()
+
+
+# ---------------------------------------------------------------- HAM10000
+
+@pytest.fixture(scope="session")
+def ham_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("ham10000")
+    shutil.copy(shared_metadata / "HAM10000" / "HAM10000_metadata.csv", root)
+    ids = raw_csv(root / "HAM10000_metadata.csv")["image_id"]
+    part = (ids.str[5:].astype(int) >= 29306).map({False: "HAM10000_images_part_1", True: "HAM10000_images_part_2"})
+    write_files([str(root / p / f"{i}.jpg") for p, i in zip(part, ids)], JPEG)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+
+
+def test_ham10000_all_rows(ham_root: Path) -> None:
+    raw = raw_csv(ham_root / "HAM10000_metadata.csv")
+    m = load_source("ham10000", ham_root)
+    check_manifest(m, "ham10000")
+    assert len(m) == len(raw) == 10015
+    assert counts(m["label"]) == counts(raw["dx"].map(HAM_MAP))
+    assert m["sex"].isna().sum() == (raw["sex"] == "unknown").sum() == 57
+    assert m["age"].isna().sum() == (raw["age"] == "").sum()
+    assert m["site"].isna().sum() == (raw["localization"] == "unknown").sum()
+    assert m["lesion_id"].tolist() == raw["lesion_id"].tolist() and m["patient_id"].isna().all()
+    a = attrs(m)
+    assert counts(a["dx_type"]) == counts(raw["dx_type"])
+    assert (a["isic_id"] == raw["image_id"]).all()
+    assert m["image_path"].str.contains("HAM10000_images_part_2").sum() == (raw["image_id"] >= "ISIC_0029306").sum()
+
+
+def test_ham10000_dataverse_variant(ham_root: Path, shared_metadata: Path, tmp_path: Path) -> None:
+    for part in ("HAM10000_images_part_1", "HAM10000_images_part_2"):
+        os.symlink(ham_root / part, tmp_path / part)  # symlinked image folders are followed
+    shutil.copy(shared_metadata / "HAM10000" / "dataverse_variant" / "HAM10000_metadata", tmp_path)
+    m = load_source("ham10000", tmp_path)
+    raw = raw_csv(tmp_path / "HAM10000_metadata")
+    assert len(m) == 10015 and counts(attrs(m)["dataset"]) == counts(raw["dataset"])
+
+
+def test_ham10000_real_sample_images(shared_samples: Path) -> None:
+    m = load_source("ham10000", shared_samples / "HAM10000")
+    check_manifest(m, "ham10000")
+    assert len(m) == 35 and counts(m["label"]) == {c: 5 for c in ["AK", "BCC", "BKL", "DF", "MEL", "NV", "VASC"]}
+    for path in m["image_path"]:
+        with Image.open(path) as img:
+            assert img.size == (600, 450)
+
+
+# ---------------------------------------------------------------- PAD-UFES-20
+
+@pytest.fixture(scope="session")
+def pad_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("pad")
+    shutil.copy(shared_metadata / "PAD-UFES-20" / "metadata.csv", root)
+    names = raw_csv(root / "metadata.csv")["img_id"]
+    write_files([str(root / "images" / f"imgs_part_{i % 3 + 1}" / n) for i, n in enumerate(names)], PNG)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+
+
+def test_pad_ufes_20_all_rows_across_image_parts(pad_root: Path) -> None:
+    raw = raw_csv(pad_root / "metadata.csv")
+    m = load_source("pad_ufes_20", pad_root)
+    check_manifest(m, "pad_ufes_20")
+    assert len(m) == len(raw) == 2298 and m["label"].notna().all()
+    assert counts(m["label"]) == counts(raw["diagnostic"].map(PAD_MAP))
+    assert m["sex"].isna().sum() == (raw["gender"] == "").sum() == 804
+    assert counts(m["fitzpatrick"].astype("string")) == counts(raw["fitspatrick"].replace("", pd.NA))
+    assert (m["patient_id"] == "pad_ufes_20/" + raw["patient_id"]).all()
+    assert m["image_path"].str.contains("imgs_part_3").sum() == len(raw) // 3
+    a = attrs(m)
+    assert a["smoke"].eq(True).sum() == (raw["smoke"] == "TRUE").sum() and a["smoke"].isna().sum() == 804
+    assert a["itch"].isna().sum() == (raw["itch"] == "UNK").sum() == 6  # UNK is missing, not a third value
+    assert a["diameter_2_mm"].eq(1.2).sum() == 1
+    assert "BRASIL" not in set(a["background_father"].dropna())
+
+
+def test_pad_ufes_20_real_sample_images(shared_samples: Path) -> None:
+    m = load_source("pad_ufes_20", shared_samples / "PAD-UFES-20")
+    check_manifest(m, "pad_ufes_20")
+    raw = raw_csv(shared_samples / "PAD-UFES-20" / "metadata.csv")
+    assert len(m) == 15 and counts(m["label"]) == counts(raw["diagnostic"].map(PAD_MAP))
+    assert counts(m["fitzpatrick"].astype("string")) == counts(raw["fitspatrick"].replace("", pd.NA).str[:1])
+    biopsed = attrs(m)["biopsed"]
+    assert biopsed.map(type).eq(bool).all() and biopsed.sum() == (raw["biopsed"] == "True").sum()
+
+
+# ---------------------------------------------------------------- ISIC 2019 / 2020, BCN20000
+
+@pytest.fixture(scope="session")
+def isic2019_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("isic2019")
+    for f in ("ISIC_2019_Training_GroundTruth.csv", "ISIC_2019_Training_Metadata.csv"):
+        shutil.copy(shared_metadata / "ISIC2019" / f, root)
+    ids = raw_csv(root / "ISIC_2019_Training_GroundTruth.csv")["image"]
+    write_files([str(root / "ISIC_2019_Training_Input" / f"{i}.jpg") for i in ids], JPEG)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+
+
+def test_isic2019_all_rows_one_hot(isic2019_root: Path) -> None:
+    gt = raw_csv(isic2019_root / "ISIC_2019_Training_GroundTruth.csv")
+    meta = raw_csv(isic2019_root / "ISIC_2019_Training_Metadata.csv")
+    m = load_source("isic2019", isic2019_root)
+    check_manifest(m, "isic2019")
+    assert len(m) == len(gt) == 25331
+    assert counts(m["label"]) == {c: int((gt[c] == "1.0").sum()) for c in ISIC8}
+    assert m["sex"].isna().sum() == (meta["sex"] == "").sum() == 384
+    assert m["lesion_id"].isna().sum() == (meta["lesion_id"] == "").sum() == 2084
+    assert m["site"].isna().sum() == (meta["anatom_site_general"] == "").sum()
+    assert not attrs(m)["isic_id"].str.contains("downsampled").any()
+
+
+def test_isic2019_accepts_gender_header(isic2019_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "isic2019"
+    root.mkdir()
+    os.symlink(isic2019_root / "ISIC_2019_Training_Input", root / "ISIC_2019_Training_Input")  # symlinks are followed
+    shutil.copy(isic2019_root / "ISIC_2019_Training_GroundTruth.csv", root)
+    header, rest = (isic2019_root / "ISIC_2019_Training_Metadata.csv").read_bytes().split(b"\n", 1)
+    assert header.rstrip(b"\r").endswith(b",sex")
+    (root / "ISIC_2019_Training_Metadata.csv").write_bytes(header.replace(b",sex", b",gender") + b"\n" + rest)
+    m = load_source("isic2019", root)
+    assert len(m) == 25331 and m["sex"].notna().sum() == 25331 - 384
+
+
+@pytest.fixture(scope="session")
+def isic2020_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("isic2020")
+    for f in ("ISIC_2020_Training_GroundTruth.csv", "ISIC_2020_Training_Duplicates.csv"):
+        shutil.copy(shared_metadata / "ISIC2020" / f, root)
+    ids = raw_csv(root / "ISIC_2020_Training_GroundTruth.csv")["image_name"]
+    write_files([str(root / "train" / f"{i}.jpg") for i in ids], JPEG)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+
+
+def test_isic2020_v1_then_v2_ground_truth(isic2020_root: Path, shared_metadata: Path) -> None:
+    raw = raw_csv(isic2020_root / "ISIC_2020_Training_GroundTruth.csv")
+    m = load_source("isic2020", isic2020_root)
+    check_manifest(m, "isic2020")
+    assert len(m) == len(raw) == 33126
+    assert counts(m["label"]) == counts(raw["diagnosis"].map(ISIC2020_MAP))
+    assert m["label_raw"].isna().sum() == (raw["diagnosis"] == "unknown").sum() == 27124
+    assert (m["patient_id"] == raw["patient_id"]).all() and m["lesion_id"].isna().all()
+    assert m["age"].isna().sum() == (raw["age_approx"] == "").sum()
+    dups = raw_csv(isic2020_root / "ISIC_2020_Training_Duplicates.csv")
+    dup_ids = set(dups["image_name_1"]) | set(dups["image_name_2"])
+    assert attrs(m)["duplicate_of"].notna().sum() == len(dup_ids)
+    report = label_report(m).set_index("reason")["n"]
+    assert report["no label in the source"] == 27124
+    assert report["label has no ISIC8 class (label_map.csv)"].sum() == len(raw) - 27124 - m["label"].notna().sum()
+    shutil.copy(shared_metadata / "ISIC2020" / "ISIC_2020_Training_GroundTruth_v2.csv", isic2020_root)
+    try:
+        v2 = load_source("isic2020", isic2020_root)
+    finally:
+        (isic2020_root / "ISIC_2020_Training_GroundTruth_v2.csv").unlink()
+    raw2 = raw_csv(shared_metadata / "ISIC2020" / "ISIC_2020_Training_GroundTruth_v2.csv")
+    assert len(v2) == 33126 and (v2["lesion_id"] == raw2["lesion_id"]).all()
+    assert counts(v2["label"]) == counts(m["label"]) and (v2["age"] == m["age"]).fillna(True).all()
+
+
+@pytest.fixture(scope="session")
+def bcn_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("bcn20000")
+    shutil.copy(shared_metadata / "BCN20000" / "bcn20000_metadata_2025-05-22.csv", root)
+    ids = raw_csv(root / "bcn20000_metadata_2025-05-22.csv")["isic_id"]
+    write_files([str(root / f"{i}.jpg") for i in ids], JPEG)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+
+
+def test_bcn20000_all_rows(bcn_root: Path) -> None:
+    raw = raw_csv(bcn_root / "bcn20000_metadata_2025-05-22.csv")
+    m = load_source("bcn20000", bcn_root)
+    check_manifest(m, "bcn20000")
+    assert len(m) == len(raw) == 18946
+    specific = raw["diagnosis_3"].where(raw["diagnosis_3"] != "", raw["diagnosis_2"])
+    assert counts(m["label"]) == counts(specific.map(BCN_MAP))
+    assert m["label_raw"].isna().sum() == (raw["diagnosis_2"] == "").sum() == 1156
+    assert counts(m["label_raw"].where(m["label"].isna())) == {"Scar": 314}
+    assert (m["lesion_id"] == raw["lesion_id"]).all() and m["sex"].isna().sum() == 117
+    a = attrs(m)
+    assert a["melanocytic"].eq(True).sum() == (raw["melanocytic"] == "True").sum()
+
+
+# ---------------------------------------------------------------- Derm7pt, PH2
+
+@pytest.fixture(scope="session")
+def derm7pt_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("derm7pt")
+    shutil.copytree(shared_metadata / "Derm7pt" / "meta", root / "release_v0" / "meta")
+    raw = raw_csv(root / "release_v0" / "meta" / "meta.csv")
+    paths = pd.concat([raw["derm"], raw["clinic"]]).drop_duplicates()
+    folders = paths.str.split("/").str[0]
+    on_disk = folders.groupby(folders.str.lower()).agg(lambda f: f.value_counts().index[0])  # FCl/ exists as FCL/
+    files = folders.str.lower().map(on_disk) + "/" + paths.str.split("/").str[1]
+    write_files([str(root / "release_v0" / "images" / f) for f in files], JPEG)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+
+
+def test_derm7pt_both_views_case_insensitive(derm7pt_root: Path) -> None:
+    raw = raw_csv(derm7pt_root / "release_v0" / "meta" / "meta.csv")
+    derm = load_source("derm7pt_derm", derm7pt_root)
+    check_manifest(derm, "derm7pt_derm")
+    assert len(derm) == len(raw) == 1011
+    assert counts(derm["label"]) == counts(raw["diagnosis"].map(derm7pt_class))
+    fcl = derm.loc[derm["sample_id"] == "derm7pt_derm/" + raw.loc[raw["derm"] == "FCl/Fcl068.jpg", "case_num"].iloc[0]]
+    assert fcl["image_path"].iloc[0].endswith(os.path.join("FCL", "Fcl068.jpg"))
+    a = attrs(derm)
+    assert counts(a["derm7pt_split"]) == {"train": 413, "valid": 203, "test": 395}
+    assert counts(a["blue_whitish_veil"]) == counts(raw["blue_whitish_veil"])
+    assert (a["seven_point_score"] == raw["seven_point_score"].astype(int)).all()
+    clinic, skipped = load_with_skipped("derm7pt_clinic", derm7pt_root)
+    check_manifest(clinic, "derm7pt_clinic")
+    reused = raw["clinic"] == raw["derm"]
+    assert len(clinic) == len(raw) - reused.sum() == 1002
+    assert sorted(skipped["sample_id"]) == sorted("derm7pt_clinic/" + raw.loc[reused, "case_num"])
+    assert set(clinic["lesion_id"]) <= set(derm["lesion_id"])  # both views of a case share the grouping key
+
+
+@pytest.fixture(scope="session")
+def ph2_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("ph2") / "PH2Dataset"
+    root.mkdir()
+    shutil.copy(shared_metadata / "PH2" / "PH2_dataset.xlsx", root)
+    sheet = pd.read_excel(root / "PH2_dataset.xlsx", header=None, dtype=str)
+    names = sheet.iloc[13:, 0].dropna().str.strip()
+    base = root / "PH2 Dataset images"
+    write_files([str(base / n / f"{n}_Dermoscopic_Image" / f"{n}.bmp") for n in names], BMP)
+    write_files([str(base / n / f"{n}_lesion" / f"{n}_lesion.bmp") for n in names], BMP)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+
+
+def test_ph2_workbook_all_rows(ph2_root: Path) -> None:
+    sheet = pd.read_excel(ph2_root / "PH2_dataset.xlsx", header=None, dtype=str).iloc[13:]
+    m = load_source("ph2", ph2_root.parent)
+    check_manifest(m, "ph2")
+    assert len(m) == len(sheet) == 200
+    assert counts(m["label"]) == {"NV": int(sheet[[2, 3]].eq("X").sum().sum()), "MEL": int(sheet[4].eq("X").sum())}
+    expected = [os.path.join(f"{n}_Dermoscopic_Image", f"{n}.bmp") for n in m["sample_id"].str[4:]]
+    assert all(p.endswith(e) for p, e in zip(m["image_path"], expected))
+    a = attrs(m)
+    assert a["colors"].map(lambda c: "black" in c).sum() == sheet[16].eq("X").sum()
+    assert a["colors"].map(lambda c: "light brown" in c).sum() == sheet[13].eq("X").sum()
+    assert counts(a["streaks"]) == counts(sheet[8].map({"A": "absent", "P": "present"}))
+    assert counts(a["asymmetry"].astype(str)) == counts(sheet[5]) and a["asymmetry"].map(type).eq(int).all()
+
+
+# ---------------------------------------------------------------- Fitzpatrick17k, DDI
+
+@pytest.fixture(scope="session")
+def fitz_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("fitzpatrick17k")
+    shutil.copy(shared_metadata / "Fitzpatrick17k" / "fitzpatrick17k.csv", root)
+    raw = raw_csv(root / "fitzpatrick17k.csv")
+    names = [[f"{h}.jpg", h, a][i % 3] for i, (h, a) in enumerate(zip(raw["md5hash"], raw["url_alphanum"]))]
+    write_files([str(root / "data" / "finalfitz17k" / n) for n in names], JPEG)  # all three naming conventions
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+
+
+def test_fitzpatrick17k_all_rows_both_releases(fitz_root: Path, shared_metadata: Path, tmp_path: Path) -> None:
+    raw = raw_csv(fitz_root / "fitzpatrick17k.csv")
+    m = load_source("fitzpatrick17k", fitz_root)
+    check_manifest(m, "fitzpatrick17k")
+    assert len(m) == len(raw) == 16577
+    assert counts(m["label"]) == counts(raw["label"].map(FITZ_MAP))
+    assert m.loc[raw["three_partition_label"] == "non-neoplastic", "label"].isna().all()
+    assert m["fitzpatrick"].isna().sum() == (raw["fitzpatrick_scale"] == "-1").sum() == 565
+    report = label_report(m)
+    assert report["n"].sum() == len(raw) - raw["label"].isin(list(FITZ_MAP)).sum()
+    assert (report["reason"] == "label has no ISIC8 class (label_map.csv)").all()  # every raw label is in the table
+    old = tmp_path / "fitz2021"
+    old.mkdir()
+    shutil.copy(shared_metadata / "Fitzpatrick17k" / "v2021_initial" / "fitzpatrick17k.csv", old)
+    os.rename(fitz_root / "data", old / "data")
+    try:
+        m2 = load_source("fitzpatrick17k", old)
+    finally:
+        os.rename(old / "data", fitz_root / "data")
+    assert len(m2) == 16577 and counts(m2["label"]) == counts(m["label"])
+
+
+@pytest.fixture(scope="session")
+def ddi_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("ddi")
+    shutil.copy(shared_metadata / "DDI" / "ddi_metadata.csv", root)
+    write_files([str(root / f) for f in raw_csv(root / "ddi_metadata.csv")["DDI_file"]], PNG)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+
+
+def test_ddi_all_rows_skin_tone_pairs(ddi_root: Path) -> None:
+    raw = raw_csv(ddi_root / "ddi_metadata.csv")
+    m = load_source("ddi", ddi_root)
+    check_manifest(m, "ddi")
+    assert len(m) == len(raw) == 656 and m["fitzpatrick"].isna().all()
+    assert counts(m["label"]) == counts(raw["disease"].map(DDI_MAP))
+    a = attrs(m)
+    assert counts(a["fitzpatrick_pair"]) == counts(raw["skin_tone"].map({"12": "I-II", "34": "III-IV", "56": "V-VI"}))
+    assert a["malignant"].sum() == (raw["malignant"] == "True").sum()
+
+
+# ---------------------------------------------------------------- SKINL2, MED-NODE (no public label files)
+
+def test_skinl2_v1_and_v2_layouts(tmp_path: Path) -> None:
+    cats = {"Melanoma": 3, "Nevus": 4, "Basal-cell Carcinoma": 2, "Seborrheic Keratosis": 2, "Hemangioma": 1,
+            "Dermatofibroma": 1, "Psoriasis": 2, "Other": 1}
+    files, lesion = [], 0
+    for cat, n in cats.items():
+        for _ in range(n):
+            lesion += 1
+            files.append(str(tmp_path / "SKINL2_v1" / "Dermatoscopic" / cat / f"{lesion:04d}_Dermatoscopic.png"))
+            files.append(str(tmp_path / "SKINL2_v1" / "Central View" / cat / f"{lesion:04d}" / "a_TotalFocus.png"))
+    for lesion, cat in ((301, "Melanoma"), (302, "Nevus"), (303, "Others")):
+        folder = tmp_path / "SKINL2_v2" / f"{lesion:04d}" / cat / "Dermatoscopic"
+        files.append(str(folder / f"{lesion:04d}_Dermatoscopic.jpg"))
+    write_files(files, PNG)
+    m = load_source("skinl2", tmp_path)
+    check_manifest(m, "skinl2")
+    assert len(m) == sum(cats.values()) + 3
+    assert counts(m["label"]) == {"MEL": 4, "NV": 5, "BCC": 2, "BKL": 2, "VASC": 1, "DF": 1}
+    assert counts(attrs(m)["skinl2_version"]) == {"v1": sum(cats.values()), "v2": 3}
+    assert "skinl2/v2/0301" in set(m["sample_id"]) and m["lesion_id"].str.match(r"skinl2/\d{4}$").all()
+    report = label_report(m)
+    assert dict(zip(report["label_raw"], report["n"])) == {"Psoriasis": 2, "Other": 1, "Others": 1}
+
+
+def test_med_node_folder_per_class(tmp_path: Path) -> None:
+    base = tmp_path / "complete_mednode_dataset"
+    write_files([str(base / "melanoma" / f"{1000 + i}.jpg") for i in range(70)], JPEG)
+    write_files([str(base / "naevus" / f"{2000 + i}.jpg") for i in range(100)], JPEG)
+    m = load_source("med_node", tmp_path)
+    check_manifest(m, "med_node")
+    assert counts(m["label"]) == {"MEL": 70, "NV": 100} and m["label_raw"].isin(["melanoma", "naevus"]).all()
+    with pytest.raises(FileNotFoundError, match=r"no melanoma/ or naevus/ folder.*cs\.rug\.nl"):
+        load_source("med_node", base / "melanoma")
+
+
+# ---------------------------------------------------------------- bad inputs
+
+def test_missing_root_names_folder_and_download(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"ham10000: dataset folder .*nope does not exist.*doi\.org/10\.7910"):
+        load_source("ham10000", tmp_path / "nope")
+    with pytest.raises(ValueError, match="unknown source 'ham'"):
+        load_source("ham", tmp_path)
+
+
+def test_missing_metadata_file_names_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"GroundTruth\.csv not found.*challenge\.isic-archive"):
+        load_source("isic2019", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"meta/meta\.csv not found.*derm\.cs\.sfu\.ca"):
+        load_source("derm7pt_derm", tmp_path)
+
+
+def test_missing_column_names_file_and_column(shared_samples: Path, tmp_path: Path) -> None:
+    shutil.copytree(shared_samples / "PAD-UFES-20", tmp_path / "pad")
+    meta = raw_csv(tmp_path / "pad" / "metadata.csv").drop(columns="diagnostic")
+    meta.to_csv(tmp_path / "pad" / "metadata.csv", index=False)
+    with pytest.raises(ValueError, match=r"pad_ufes_20: .*metadata\.csv has no column\(s\) \['diagnostic'\]"):
+        load_source("pad_ufes_20", tmp_path / "pad")
+
+
+def test_absent_image_strict_error_or_counted_skip(shared_samples: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "ham"
+    shutil.copytree(shared_samples / "HAM10000", root)
+    raw = raw_csv(root / "HAM10000_metadata.csv")
+    gone = raw["image_id"].iloc[4]
+    next(root.rglob(f"{gone}.jpg")).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"1 of 35 images .* line 6 \(image_id {gone}\) expects '{gone}\.jpg'"):
+        load_source("ham10000", root)
+    m, skipped = load_with_skipped("ham10000", root, strict=False)
+    assert len(m) == 34 and skipped["sample_id"].tolist() == [f"ham10000/{gone}"]
+    assert skipped["reason"].tolist() == ["image file missing"]
+    with caplog.at_level("WARNING", logger="dermlib.data.sources"):
+        assert len(load_source("ham10000", root, strict=False)) == 34
+    assert "ham10000: 1 metadata rows skipped (1 image file missing)" in caplog.text
+
+
+def test_malformed_ground_truth_names_the_line(shared_metadata: Path, tmp_path: Path) -> None:
+    for f in ("ISIC_2019_Training_GroundTruth.csv", "ISIC_2019_Training_Metadata.csv"):
+        shutil.copy(shared_metadata / "ISIC2019" / f, tmp_path)
+    gt = raw_csv(tmp_path / "ISIC_2019_Training_GroundTruth.csv")
+    gt.loc[9, ["MEL", "NV"]] = "1.0"  # two classes in one row
+    gt.to_csv(tmp_path / "ISIC_2019_Training_GroundTruth.csv", index=False)
+    with pytest.raises(ValueError, match=rf"line 11 \({gt.loc[9, 'image']}\) is not one-hot"):
+        load_source("isic2019", tmp_path)
+    meta = raw_csv(tmp_path / "ISIC_2019_Training_Metadata.csv").drop(index=3)
+    meta.to_csv(tmp_path / "ISIC_2019_Training_Metadata.csv", index=False)
+    gt.loc[9, "NV"] = "0.0"
+    gt.to_csv(tmp_path / "ISIC_2019_Training_GroundTruth.csv", index=False)
+    with pytest.raises(ValueError, match=rf"image {gt.loc[3, 'image']} .*line 5\) has no row in"):
+        load_source("isic2019", tmp_path)
+
+
+def test_derm7pt_without_images_folder(shared_metadata: Path, tmp_path: Path) -> None:
+    shutil.copytree(shared_metadata / "Derm7pt" / "meta", tmp_path / "release_v0" / "meta")
+    with pytest.raises(FileNotFoundError, match=r"image folder .*release_v0/images not found.*derm\.cs\.sfu\.ca"):
+        load_source("derm7pt_clinic", tmp_path)
+
+
+def test_unknown_label_is_excluded_and_reported(shared_samples: Path, tmp_path: Path) -> None:
+    root = tmp_path / "pad"
+    shutil.copytree(shared_samples / "PAD-UFES-20", root)
+    meta = raw_csv(root / "metadata.csv")
+    meta.loc[0, "diagnostic"] = "XYZ"
+    meta.to_csv(root / "metadata.csv", index=False)
+    m = load_source("pad_ufes_20", root)
+    assert m["label"].isna().sum() == 1 and m.loc[m["label"].isna(), "label_raw"].tolist() == ["XYZ"]
+    report = label_report(m)
+    assert report.to_dict("records") == [{"source": "pad_ufes_20", "label_raw": "XYZ",
+                                          "reason": "label not in label_map.csv", "n": 1}]
+
+
+# ---------------------------------------------------------------- build_manifest (paper profile)
+
+def test_build_manifest_drops_counts_and_dedupes(ham_root: Path, isic2019_root: Path, bcn_root: Path,
+                                                 shared_samples: Path, tmp_path: Path) -> None:
+    write_files([str(tmp_path / "datasets" / "med_node" / "naevus" / f"{i}.jpg") for i in range(3)], JPEG)
+    cfg = get_config("paper", {"data.sources": ["ham10000", "bcn20000", "isic2019", "pad_ufes_20", "med_node"],
+                               "data.roots.ham10000": str(ham_root), "data.roots.bcn20000": str(bcn_root),
+                               "data.roots.isic2019": str(isic2019_root),
+                               "data.roots.pad_ufes_20": str(shared_samples / "PAD-UFES-20"),
+                               "work_dir": str(tmp_path)})
+    manifest, report = build_manifest(cfg)
+    validate_manifest(manifest)
+    assert manifest["label"].notna().all() and manifest["split"].isna().all()
+    ham = raw_csv(ham_root / "HAM10000_metadata.csv")
+    bcn = raw_csv(bcn_root / "bcn20000_metadata_2025-05-22.csv")
+    bcn_kept = bcn.loc[bcn["diagnosis_3"].where(bcn["diagnosis_3"] != "", bcn["diagnosis_2"]).isin(BCN_MAP), "isic_id"]
+    gt = raw_csv(isic2019_root / "ISIC_2019_Training_GroundTruth.csv")
+    isic_dup = gt["image"].isin(set(ham["image_id"]) | set(bcn_kept))
+    per_source = manifest["source"].value_counts()
+    assert per_source["ham10000"] == 10015 and per_source["bcn20000"] == len(bcn_kept)
+    assert per_source["isic2019"] == len(gt) - isic_dup.sum() and per_source["med_node"] == 3
+    assert per_source["pad_ufes_20"] == 15
+    dup = report[report["reason"].str.startswith("same ISIC image")]
+    assert dup["source"].unique().tolist() == ["isic2019"] and dup["n"].sum() == isic_dup.sum()
+    bcn_out = report[report["source"] == "bcn20000"].set_index("reason")["n"]
+    assert bcn_out.sum() == len(bcn) - len(bcn_kept)
+    assert len(manifest) + report["n"].sum() == 10015 + len(bcn) + len(gt) + 15 + 3  # every row accounted for
+
+
+def test_build_manifest_counts_absent_images_when_not_strict(shared_samples: Path, tmp_path: Path) -> None:
+    root = tmp_path / "ham"
+    shutil.copytree(shared_samples / "HAM10000", root)
+    gone = sorted(root.rglob("ISIC_*.jpg"))[:2]
+    labels = raw_csv(root / "HAM10000_metadata.csv").set_index("image_id").loc[[p.stem for p in gone], "dx"]
+    for path in gone:
+        path.unlink()
+    cfg = get_config("paper", {"data.sources": ["ham10000"], "data.roots.ham10000": str(root),
+                               "data.strict_images": False, "work_dir": str(tmp_path)})
+    manifest, report = build_manifest(cfg)
+    assert len(manifest) == 33 and not manifest["sample_id"].isin([f"ham10000/{p.stem}" for p in gone]).any()
+    assert report["reason"].unique().tolist() == ["image file missing"] and report["n"].sum() == 2
+    assert sorted(report["label_raw"].repeat(report["n"])) == sorted(labels)
+    with pytest.raises(FileNotFoundError, match="images listed in"):
+        build_manifest(get_config("paper", {"data.sources": ["ham10000"], "data.roots.ham10000": str(root)}))
+    with pytest.raises(ValueError, match="not in the registry"):
+        build_manifest(get_config("demo"))
