@@ -24,8 +24,14 @@ SHARED = Path(os.environ.get("DERMLIB_SHARED", REPO_ROOT.parent / "shared"))
 TINY_OVERRIDES: dict[str, object] = {
     "data.n_per_source": 12,
     "data.image_size": 32,
+    "data.synth_image_size": 64,
     "train.epochs": 1,
+    "train.batch_size": 16,
+    "train.max_text_len": 48,
     "eval.bootstrap": 20,
+    # notes: a private cache (never the committed demo cache) and the local LLM on 3 samples per LLM strategy
+    "notes.cache_path": "{work_dir}/notes/cache.sqlite",
+    "notes.limit": 3,
 }
 
 

@@ -1,0 +1,116 @@
+"""Figures of the data-preparation step (notebook 01): counts, metadata completeness, a gallery, crop examples.
+
+Each function returns a matplotlib Figure; the notebook saves it with dermlib.plots.savefig. Titles go through
+dermlib.plots.source_title, so SynthDerm figures say they are synthetic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.patches import Rectangle
+
+from dermlib.data.labels import ISIC8
+from dermlib.data.preprocess import ImageError, load_rgb, preprocess_image
+from dermlib.data.schema import load_attributes
+from dermlib.plots import setup_style, source_title
+
+METADATA_FIELDS = ["age", "sex", "site", "fitzpatrick", "lesion_id", "patient_id"]
+
+
+def class_source_counts(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Images per source (rows, sorted) x class (columns in ISIC8 order, then any other), with a total column."""
+    table = pd.crosstab(manifest["source"], manifest["label"])
+    cols = [c for c in ISIC8 if c in table.columns] + sorted(c for c in table.columns if c not in ISIC8)
+    table = table.reindex(columns=cols).sort_index()
+    table["total"] = table.sum(axis=1)
+    table.index.name, table.columns.name = "source", None
+    return table
+
+
+def metadata_completeness(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Fraction of rows with a value, per source x metadata field."""
+    present = manifest[METADATA_FIELDS].notna().astype(float)
+    return present.groupby(manifest["source"].to_numpy()).mean().sort_index()
+
+
+def counts_heatmap(manifest: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
+    """Heatmap of images per source x class, with the partition beside each source name."""
+    setup_style()
+    table = class_source_counts(manifest).drop(columns="total")
+    if "partition" in manifest and manifest["partition"].notna().any():
+        part = manifest.groupby("source")["partition"].first()
+        table.index = [f"{s} ({part.get(s)})" for s in table.index]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * table.shape[1], 0.9 + 0.4 * table.shape[0]))
+    sns.heatmap(table, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax, linewidths=0.5)
+    ax.set(xlabel="class", ylabel="", title=source_title(cfg, "images per source and class"))
+    return fig
+
+
+def completeness_heatmap(manifest: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
+    """Heatmap of the fraction of rows that have each metadata field, per source."""
+    setup_style()
+    table = metadata_completeness(manifest)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * table.shape[1], 0.9 + 0.4 * table.shape[0]))
+    sns.heatmap(table, annot=True, fmt=".2f", cmap="Greens", vmin=0, vmax=1, cbar=False, ax=ax, linewidths=0.5)
+    ax.set(xlabel="metadata field", ylabel="", title=source_title(cfg, "metadata completeness (fraction present)"))
+    return fig
+
+
+def gallery(manifest: pd.DataFrame, images: np.ndarray, index: pd.DataFrame, cfg: dict[str, Any],
+            per_source: int = 6) -> plt.Figure:
+    """Preprocessed images from the cache: one row per source, the first `per_source` cached rows of each."""
+    setup_style()
+    rows = index.merge(manifest[["sample_id", "source", "label"]], on="sample_id")
+    sources = sorted(rows["source"].unique())
+    height = 1.3 * len(sources) + 0.8
+    fig, axes = plt.subplots(len(sources), per_source, figsize=(1.2 * per_source + 2.0, height), squeeze=False,
+                             gridspec_kw={"left": 0.22, "right": 0.99, "top": 1 - 0.55 / height,
+                                          "bottom": 0.25 / height, "wspace": 0.05, "hspace": 0.3})
+    for i, source in enumerate(sources):
+        chosen = rows[rows["source"] == source].head(per_source)
+        for j in range(per_source):
+            ax = axes[i, j]
+            ax.axis("off")
+            if j < len(chosen):
+                ax.imshow(images[int(chosen["row"].iloc[j])])
+                ax.set_title(str(chosen["label"].iloc[j]), fontsize=7, pad=2)
+        axes[i, 0].text(-0.08, 0.5, source, transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=8)
+    fig.suptitle(source_title(cfg, "preprocessed images per source"), y=1 - 0.1 / height)
+    return fig
+
+
+def crop_examples(manifest: pd.DataFrame, cfg: dict[str, Any], size: int, n: int = 4) -> plt.Figure:
+    """Before/after preprocessing for up to `n` images (one per source, the first that is actually cropped): the
+    original with its crop box (Otsu field of view for dermoscopy, annotated box for clinical photos) above the
+    resized result."""
+    setup_style()
+    examples = []
+    for _, rows in manifest.groupby("source", sort=True):  # one example per source, as long as sources last
+        for row in rows.head(10).itertuples(index=False):
+            try:
+                after, info = preprocess_image(row.image_path, row.modality, load_attributes(row.attributes), size)
+            except ImageError:
+                continue
+            if info["crop_method"] in ("otsu", "bbox"):
+                examples.append((row, after, info))
+                break
+        if len(examples) == n:
+            break
+    fig, axes = plt.subplots(2, max(len(examples), 1), figsize=(2.4 * max(len(examples), 1), 5), squeeze=False)
+    for j, (row, after, info) in enumerate(examples):
+        before, _ = load_rgb(row.image_path)
+        axes[0, j].imshow(before)
+        x0, y0, x1, y1 = info["crop_x0"], info["crop_y0"], info["crop_x1"], info["crop_y1"]
+        axes[0, j].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", lw=1.5))
+        axes[0, j].set_title(f"{row.source}\n{info['crop_method']} box", fontsize=7)
+        axes[1, j].imshow(after)
+        axes[1, j].set_title(f"cached {size}x{size}", fontsize=7)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(source_title(cfg, "preprocessing: crop, then resize"))
+    return fig

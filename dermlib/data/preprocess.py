@@ -1,0 +1,255 @@
+"""Preprocessing: decode any image safely, crop it (Otsu field-of-view crop for dermoscopy, the annotated box for
+clinical photos), resize it, and keep the result in a cache so training never decodes the originals twice.
+
+Cache layout (`cache_dir/`): `images.npy` uint8 [N, S, S, 3] (row i = index row i), `index.parquet` (sample_id,
+row, crop box, original size, what was converted), `skipped.csv` (sample_id, reason) and `cache_meta.json`
+(what the cache was built from, so an identical request reuses it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from skimage.color import rgb2gray
+from skimage.filters import threshold_otsu
+from skimage.transform import resize
+
+from dermlib.data.schema import load_attributes
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1  # bump when the preprocessing changes what pixels come out
+INDEX_COLUMNS = ["sample_id", "row", "crop_method", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "orig_width",
+                 "orig_height", "converted"]
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message is the reason logged in skipped.csv."""
+
+
+def load_rgb(path: str | Path) -> tuple[np.ndarray, str | None]:
+    """Decode an image file to uint8 RGB; return (pixels, what was converted or None). Grayscale, palette, RGBA,
+    CMYK and 16-bit images are converted; unreadable or truncated files raise ImageError with the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"missing file: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now: truncated files fail here rather than later
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(im).astype(np.float64)
+                top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+                grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2), f"{mode} (16-bit) -> 8-bit RGB"
+            if mode == "RGB":
+                rgb, note = im, None
+            elif mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                opaque = np.asarray(rgba)[..., 3].min() == 255
+                flat = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+                rgb = Image.alpha_composite(flat, rgba).convert("RGB")
+                note = f"{mode} -> RGB" + ("" if opaque else " (transparent pixels composited on black)")
+            else:  # L, 1, P, CMYK, YCbCr, ...
+                rgb = im.convert("RGB")
+                note = {"L": "grayscale", "1": "1-bit", "P": "palette"}.get(mode, mode) + " -> RGB"
+            pixels = np.asarray(rgb, dtype=np.uint8)
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"unreadable or truncated image: {type(err).__name__}: {err}") from None
+    if pixels.ndim != 3 or pixels.shape[0] < 8 or pixels.shape[1] < 8:
+        raise ImageError(f"image too small to use: {pixels.shape[1]}x{pixels.shape[0]} px")
+    return pixels, note
+
+
+def otsu_box(pixels: np.ndarray, margin: float = 0.02, work_size: int = 128) -> tuple[list[int], bool]:
+    """Bounding box [x0, y0, x1, y1] of the bright field of view of a dermoscopic image (Otsu threshold on a
+    downscaled grey image, rows/columns that are at least 5% bright; a side is cut only where the part cut away
+    is dark), grown by `margin`. Returns (box, found); found is False and the box is the whole image when there is
+    no dark surround or the mask is degenerate."""
+    h, w = pixels.shape[:2]
+    whole = [0, 0, w, h]
+    scale = work_size / max(h, w)
+    small = resize(pixels, (max(2, round(h * scale)), max(2, round(w * scale))), anti_aliasing=True,
+                   preserve_range=True)
+    grey = rgb2gray(small.astype(np.float32) / 255.0)
+    if float(grey.max() - grey.min()) < 0.05:
+        return whole, False  # flat image: nothing to threshold
+    mask = grey > threshold_otsu(grey)
+    rows = np.nonzero(mask.mean(axis=1) >= 0.05)[0]
+    cols = np.nonzero(mask.mean(axis=0) >= 0.05)[0]
+    if len(rows) == 0 or len(cols) == 0:
+        return whole, False
+    sh, sw = mask.shape
+    y0, y1, x0, x1 = rows[0] / sh, (rows[-1] + 1) / sh, cols[0] / sw, (cols[-1] + 1) / sw
+    if (y1 - y0) < 0.3 or (x1 - x0) < 0.3 or mask.mean() < 0.1:
+        return whole, False  # too small to be a field of view: do not crop
+    # only cut a side when what is cut away is dark (the scope's black surround), not merely vignetted skin
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    dark = min(0.3, 0.5 * float(np.median(grey[r0:r1, c0:c1])))
+    if r0 and grey[:r0].mean() > dark:
+        y0 = 0.0
+    if r1 < sh and grey[r1:].mean() > dark:
+        y1 = 1.0
+    if c0 and grey[:, :c0].mean() > dark:
+        x0 = 0.0
+    if c1 < sw and grey[:, c1:].mean() > dark:
+        x1 = 1.0
+    if (x0, y0, x1, y1) == (0.0, 0.0, 1.0, 1.0):
+        return whole, False
+    box = [max(0, int((x0 - margin) * w)), max(0, int((y0 - margin) * h)),
+           min(w, int(np.ceil((x1 + margin) * w))), min(h, int(np.ceil((y1 + margin) * h)))]
+    return box, True
+
+
+def otsu_crop(pixels: np.ndarray, margin: float = 0.02) -> tuple[np.ndarray, list[int]]:
+    """Crop a dermoscopic image to its field of view (see otsu_box); returns (cropped pixels, box)."""
+    box, _ = otsu_box(pixels, margin)
+    return pixels[box[1]:box[3], box[0]:box[2]], box
+
+
+def bbox_crop(pixels: np.ndarray, bbox: list[float]) -> tuple[np.ndarray, list[int]]:
+    """Crop to an annotated box [x0, y0, x1, y1] (clipped to the image); raises ImageError when it is empty."""
+    h, w = pixels.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in bbox)
+    x0, x1, y0, y1 = max(0, x0), min(w, x1), max(0, y0), min(h, y1)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ImageError(f"bounding box {list(bbox)} is empty inside a {w}x{h} image")
+    box = [x0, y0, x1, y1]
+    return pixels[y0:y1, x0:x1], box
+
+
+def square_resize(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size (anti-aliased, bilinear), uint8, as the paper's fixed 224x224 input."""
+    out = resize(pixels, (size, size), order=1, anti_aliasing=True, preserve_range=True)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def preprocess_image(path: str | Path, modality: str, attributes: dict[str, Any] | None, size: int
+                     ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode, crop (Otsu for dermoscopic, `attributes["bbox"]` for clinical when given) and resize one image;
+    returns (uint8 [size, size, 3], info for the cache index). Raises ImageError for unusable files."""
+    pixels, converted = load_rgb(path)
+    h, w = pixels.shape[:2]
+    bbox = (attributes or {}).get("bbox")
+    if bbox is not None:
+        cropped, box = bbox_crop(pixels, bbox)
+        method = "bbox"
+    elif modality == "dermoscopic":
+        box, found = otsu_box(pixels)
+        cropped = pixels[box[1]:box[3], box[0]:box[2]]
+        method = "otsu" if found else "otsu_fallback_full"
+    else:
+        cropped, box, method = pixels, [0, 0, w, h], "none"
+    info = {"crop_method": method, "crop_x0": box[0], "crop_y0": box[1], "crop_x1": box[2], "crop_y1": box[3],
+            "orig_width": w, "orig_height": h, "converted": converted}
+    return square_resize(cropped, size), info
+
+
+def _work(args: tuple[str, str, str, str, int]) -> tuple[str, np.ndarray | None, dict[str, Any] | str]:
+    """One manifest row -> (sample_id, pixels or None, info or skip reason); never raises."""
+    sample_id, path, modality, attributes, size = args
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels, info = preprocess_image(path, modality, load_attributes(attributes), size)
+        return sample_id, pixels, info
+    except ImageError as err:
+        return sample_id, None, str(err)
+    except Exception as err:  # a decoder bug in one file must not stop the whole cache
+        return sample_id, None, f"failed to preprocess: {type(err).__name__}: {err}"
+
+
+def _fingerprint(manifest: pd.DataFrame, size: int) -> str:
+    """Hash of everything that decides the cached pixels: row order, paths, modality, attributes, size."""
+    cols = manifest[["sample_id", "image_path", "modality", "attributes"]].astype("string").fillna("<NA>")
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{size}|".encode())
+    for row in cols.itertuples(index=False):
+        digest.update("\x1f".join(row).encode() + b"\x1e")
+    return digest.hexdigest()
+
+
+def build_cache(manifest: pd.DataFrame, cache_dir: str | Path, size: int = 224, workers: int = 1,
+                force: bool = False) -> pd.DataFrame:
+    """Preprocess every manifest row into `cache_dir` (see module doc) and return the index DataFrame. Unusable
+    images are skipped, logged and listed with their reason in skipped.csv. An existing cache built from the same
+    manifest and size is reused unless `force`."""
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(manifest, size)
+    meta_path = cache / "cache_meta.json"
+    if not force and meta_path.exists() and (cache / "images.npy").exists() and (cache / "index.parquet").exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") == fingerprint:
+            images, index = load_cache(cache)
+            if images.shape == (meta["n_images"], size, size, 3) and len(index) == meta["n_images"]:
+                log.info("reusing preprocessed cache %s (%d images)", cache, len(index))
+                return index
+    meta_path.unlink(missing_ok=True)  # invalid until the new cache is complete
+    tasks = [(str(r.sample_id), str(r.image_path), str(r.modality), r.attributes, int(size))
+             for r in manifest.itertuples(index=False)]
+    tmp = np.lib.format.open_memmap(cache / "images.tmp.npy", mode="w+", dtype=np.uint8,
+                                    shape=(len(tasks), size, size, 3))
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    results = pool.map(_work, tasks, chunksize=16) if pool else map(_work, tasks)
+    try:
+        for sample_id, pixels, info in results:
+            if pixels is None:
+                log.warning("skipped %s: %s", sample_id, info)
+                skipped.append({"sample_id": sample_id, "reason": info})
+                continue
+            tmp[len(rows)] = pixels
+            rows.append({"sample_id": sample_id, "row": len(rows), **info})
+    finally:
+        if pool:
+            pool.shutdown()
+    tmp.flush()
+    if len(rows) == len(tasks):
+        del tmp
+        (cache / "images.tmp.npy").replace(cache / "images.npy")
+    else:  # drop the unused rows left by skipped images
+        final = np.lib.format.open_memmap(cache / "images.npy", mode="w+", dtype=np.uint8,
+                                          shape=(len(rows), size, size, 3))
+        for start in range(0, len(rows), 512):
+            final[start:start + 512] = tmp[start:min(start + 512, len(rows))]
+        final.flush()
+        del tmp, final
+        (cache / "images.tmp.npy").unlink()
+    index = pd.DataFrame(rows, columns=INDEX_COLUMNS).astype(
+        {"sample_id": "string", "crop_method": "string", "converted": "string"})
+    index.to_parquet(cache / "index.parquet", index=False)
+    pd.DataFrame(skipped, columns=["sample_id", "reason"]).to_csv(cache / "skipped.csv", index=False)
+    meta_path.write_text(json.dumps({"fingerprint": fingerprint, "size": size, "n_images": len(rows),
+                                     "n_skipped": len(skipped), "n_manifest": len(tasks)}, indent=2))
+    return index
+
+
+def load_cache(cache_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
+    """(images uint8 [N, S, S, 3] memory-mapped, index DataFrame in row order) of a cache built by build_cache."""
+    cache = Path(cache_dir)
+    missing = [f for f in ("images.npy", "index.parquet") if not (cache / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"{cache} has no {missing}: build it with dermlib.data.build_cache "
+                                "(notebook 01_data, ./run_all.sh --only 01)")
+    images = np.load(cache / "images.npy", mmap_mode="r")
+    index = pd.read_parquet(cache / "index.parquet")
+    if len(index) != len(images):
+        raise ValueError(f"{cache}: index.parquet has {len(index)} rows but images.npy {len(images)}; rebuild it "
+                         "with build_cache(..., force=True)")
+    return images, index
+
+
+def read_skipped(cache_dir: str | Path) -> pd.DataFrame:
+    """The images build_cache skipped, with the reason (sample_id, reason)."""
+    return pd.read_csv(Path(cache_dir) / "skipped.csv", dtype="string")

@@ -1,0 +1,263 @@
+"""Preprocessing (Otsu field-of-view crop, box crop, awkward image files, the cache) and partitions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dermlib.data import assign_partitions, build_cache, load_cache, read_skipped, split_summary, to_manifest
+from dermlib.data.partitions import split_groups
+from dermlib.data.preprocess import bbox_crop, load_rgb, otsu_box, preprocess_image
+
+# ---------------------------------------------------------------- Otsu field-of-view crop
+
+
+def _fov_image(h: int, w: int, cy: float, cx: float, r: float, seed: int = 0) -> np.ndarray:
+    """A dermoscope-like frame: pinkish skin disc with a dark lesion and hair, black surround, noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.full((h, w, 3), 8.0) + rng.normal(0, 4, (h, w, 3))
+    disc = np.hypot(yy - cy, xx - cx) <= r
+    img[disc] = np.array([225, 170, 160]) + rng.normal(0, 6, (int(disc.sum()), 3))
+    lesion = np.hypot(yy - cy - 0.1 * r, xx - cx + 0.2 * r) <= 0.45 * r
+    img[lesion] = [90, 55, 40]
+    img[(np.abs(yy - xx * 0.7 - 5) < 1.2) & disc] = [40, 30, 25]  # a hair across the disc
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("h,w,cy,cx,r", [(300, 400, 150, 200, 120), (256, 256, 128, 128, 100),
+                                         (240, 320, 130, 150, 105), (450, 600, 225, 300, 210)])
+def test_otsu_crop_finds_the_field_of_view(h: int, w: int, cy: float, cx: float, r: float) -> None:
+    box, found = otsu_box(_fov_image(h, w, cy, cx, r))
+    expected = [cx - r, cy - r, cx + r, cy + r]
+    assert found
+    tol = 0.05 * max(h, w)  # the 2% margin plus the downscaled grid
+    assert np.allclose(box, expected, atol=tol), (box, expected)
+
+
+def test_otsu_crop_keeps_images_without_a_dark_surround() -> None:
+    rng = np.random.default_rng(1)
+    skin = np.clip(np.array([220, 170, 150]) + rng.normal(0, 5, (200, 300, 3)), 0, 255).astype(np.uint8)
+    skin[60:140, 100:200] = [80, 50, 40]  # a large dark lesion is not a field-of-view border
+    assert otsu_box(skin) == ([0, 0, 300, 200], False)
+    assert otsu_box(np.zeros((50, 60, 3), np.uint8)) == ([0, 0, 60, 50], False)  # degenerate: flat black
+
+
+def test_real_dermoscopic_images_crop_to_a_plausible_box(shared_samples: Path) -> None:
+    files = sorted((shared_samples / "HAM10000").rglob("*.jpg"))
+    assert len(files) >= 30
+    for path in files:
+        pixels, converted = load_rgb(path)
+        box, _ = otsu_box(pixels)
+        h, w = pixels.shape[:2]
+        assert converted is None and 0 <= box[0] < box[2] <= w and 0 <= box[1] < box[3] <= h
+        assert (box[2] - box[0]) * (box[3] - box[1]) >= 0.6 * w * h, path.name  # HAM images are mostly full-field
+        out, info = preprocess_image(path, "dermoscopic", {}, 48)
+        assert out.shape == (48, 48, 3) and out.dtype == np.uint8 and info["orig_width"] == w
+
+
+def test_real_clinical_rgba_pngs_are_converted(shared_samples: Path) -> None:
+    notes = {p.name: load_rgb(p)[1] for p in sorted((shared_samples / "PAD-UFES-20" / "images").glob("*.png"))}
+    rgba = [name for name in notes if Image.open(shared_samples / "PAD-UFES-20" / "images" / name).mode == "RGBA"]
+    assert rgba and all(notes[name].startswith("RGBA -> RGB") for name in rgba)
+    assert all(note is None for name, note in notes.items() if name not in rgba)
+
+
+def test_bbox_crop_clips_and_rejects_empty_boxes() -> None:
+    img = np.arange(40 * 50 * 3, dtype=np.uint32).reshape(40, 50, 3).astype(np.uint8)
+    crop, box = bbox_crop(img, [10, 5, 30, 25])
+    assert box == [10, 5, 30, 25] and np.array_equal(crop, img[5:25, 10:30])
+    assert bbox_crop(img, [-5, -5, 80, 80])[1] == [0, 0, 50, 40]
+    with pytest.raises(ValueError, match=r"bounding box \[60, 0, 70, 10\] is empty inside a 50x40 image"):
+        bbox_crop(img, [60, 0, 70, 10])
+
+
+# ---------------------------------------------------------------- awkward files and the cache
+
+
+def _write_awkward_files(folder: Path) -> dict[str, Path]:
+    """One file per awkward case, plus two ordinary ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = _fov_image(60, 80, 30, 40, 26)
+    paths = {name: folder / f"{name}.{ext}" for name, ext in [
+        ("ok_jpg", "jpg"), ("ok_png", "png"), ("grayscale", "png"), ("rgba", "png"), ("palette", "png"),
+        ("gray16", "png"), ("corrupt", "jpg"), ("truncated", "jpg"), ("empty", "png"), ("tiny", "png"),
+        ("missing", "jpg")]}
+    Image.fromarray(rgb).save(paths["ok_jpg"], quality=95)
+    Image.fromarray(rgb).save(paths["ok_png"])
+    Image.fromarray(rgb).convert("L").save(paths["grayscale"])
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    rgba[:5, :5, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(paths["rgba"])
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=32).save(paths["palette"])
+    gray16 = np.full((60, 80), 32768, np.uint16)
+    gray16[:, :40] = 65535
+    Image.fromarray(gray16).save(paths["gray16"])
+    paths["corrupt"].write_bytes(os.urandom(2048))
+    full = paths["ok_jpg"].read_bytes()
+    paths["truncated"].write_bytes(full[: len(full) // 2])
+    paths["empty"].write_bytes(b"")
+    Image.fromarray(rgb[:4, :4]).save(paths["tiny"])
+    return paths
+
+
+def _manifest(paths: dict[str, Path], modality: str = "dermoscopic") -> pd.DataFrame:
+    return to_manifest(pd.DataFrame({
+        "sample_id": [f"t/{name}" for name in paths], "source": "t", "image_path": [str(p) for p in paths.values()],
+        "modality": modality, "label_raw": "nevus", "label": "NV"}))
+
+
+def test_awkward_images_are_converted_or_skipped_with_reasons(tmp_path: Path) -> None:
+    paths = _write_awkward_files(tmp_path / "img")
+    manifest = _manifest(paths)
+    index = build_cache(manifest, tmp_path / "cache", size=24)
+    skipped = read_skipped(tmp_path / "cache").set_index("sample_id")["reason"]
+    assert len(index) + len(skipped) == len(manifest)  # nothing silently dropped
+    assert set(skipped.index) == {"t/corrupt", "t/truncated", "t/empty", "t/tiny", "t/missing"}
+    assert skipped["t/missing"].startswith("missing file:") and str(paths["missing"]) in skipped["t/missing"]
+    assert skipped["t/truncated"].startswith("unreadable or truncated image")
+    assert skipped["t/corrupt"].startswith("unreadable or truncated image")
+    assert skipped["t/tiny"] == "image too small to use: 4x4 px"
+    converted = index.set_index("sample_id")["converted"]
+    assert converted["t/grayscale"] == "grayscale -> RGB" and converted["t/palette"] == "palette -> RGB"
+    assert converted["t/rgba"] == "RGBA -> RGB (transparent pixels composited on black)"
+    assert converted["t/gray16"].endswith("(16-bit) -> 8-bit RGB") and pd.isna(converted["t/ok_png"])
+    assert list(index["sample_id"]) == [s for s in manifest["sample_id"] if s not in skipped.index]  # row order kept
+    pixels, _ = load_rgb(paths["gray16"])
+    assert pixels.shape == (60, 80, 3) and pixels[0, 0, 0] == 255 and pixels[0, 79, 0] == 128
+
+
+def test_cache_round_trip_and_reuse(tmp_path: Path) -> None:
+    paths = _write_awkward_files(tmp_path / "img")
+    ok = {k: v for k, v in paths.items() if k in ("ok_jpg", "ok_png", "grayscale", "rgba")}
+    manifest = _manifest(ok)
+    cache = tmp_path / "cache"
+    index = build_cache(manifest, cache, size=20)
+    images, loaded = load_cache(cache)
+    assert images.shape == (4, 20, 20, 3) and images.dtype == np.uint8 and isinstance(images, np.memmap)
+    pd.testing.assert_frame_equal(index, loaded)
+    for row in loaded.itertuples():
+        expected, info = preprocess_image(ok[row.sample_id.split("/")[1]], "dermoscopic", {}, 20)
+        assert np.array_equal(images[row.row], expected) and row.crop_method == info["crop_method"] == "otsu"
+    build_cache(manifest, tmp_path / "parallel", size=20, workers=2)
+    assert np.array_equal(load_cache(tmp_path / "parallel")[0], images)  # workers do not change the result
+    stamp = (cache / "images.npy").stat().st_mtime_ns
+    build_cache(manifest, cache, size=20)
+    assert (cache / "images.npy").stat().st_mtime_ns == stamp  # same manifest + size: reused
+    build_cache(manifest, cache, size=16)
+    assert load_cache(cache)[0].shape == (4, 16, 16, 3)  # a different size rebuilds
+    build_cache(manifest.iloc[:2], cache, size=16)
+    assert load_cache(cache)[0].shape[0] == 2  # a different manifest rebuilds
+
+
+def test_clinical_rows_use_their_box(tmp_path: Path) -> None:
+    paths = _write_awkward_files(tmp_path / "img")
+    manifest = _manifest({"ok_png": paths["ok_png"], "rgba": paths["rgba"]}, modality="clinical")
+    manifest.loc[0, "attributes"] = '{"bbox": [10, 20, 50, 40]}'
+    manifest.loc[1, "attributes"] = '{"bbox": [100, 100, 120, 120]}'  # outside the image: skipped with reason
+    index = build_cache(manifest, tmp_path / "cache", size=16)
+    row = index.iloc[0]
+    assert row["crop_method"] == "bbox" and [row.crop_x0, row.crop_y0, row.crop_x1, row.crop_y1] == [10, 20, 50, 40]
+    assert "is empty inside a 80x60 image" in read_skipped(tmp_path / "cache")["reason"].iloc[0]
+    with pytest.raises(FileNotFoundError, match="build_cache"):
+        load_cache(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------- partitions
+
+
+def _partition_frame(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """Two internal-like sources with lesion and patient ids (some rows have neither) and one external."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for source in ("real_a", "real_b", "real_ext"):
+        for i in range(n):
+            lesion = i // 2
+            rows.append({
+                "sample_id": f"{source}/{i}", "source": source, "image_path": f"/x/{source}/{i}.jpg",
+                "modality": "dermoscopic", "label_raw": "x", "label": ["NV", "MEL", "BKL", "BCC"][lesion % 4],
+                "lesion_id": f"L{lesion}" if i % 10 else None,
+                "patient_id": f"P{lesion // 3}" if source == "real_b" else None,
+            })
+    frame = to_manifest(pd.DataFrame(rows))
+    return frame.sample(frac=1.0, random_state=int(rng.integers(1000))).reset_index(drop=True)
+
+
+CONFIG = {"internal": ["real_a", "real_b"], "external": ["real_ext"], "split_fractions": [0.6, 0.2, 0.2], "seed": 0}
+
+
+def test_partitions_keep_groups_whole_and_match_fractions() -> None:
+    out = assign_partitions(_partition_frame(), CONFIG)
+    internal = out[out["partition"] == "internal"]
+    for col in ("lesion_id", "patient_id"):
+        per_group = internal.dropna(subset=[col]).groupby(["source", col])["split"].nunique()
+        assert per_group.max() == 1, col
+    for _, frame in internal.groupby("source"):
+        shares = frame["split"].value_counts(normalize=True)
+        assert abs(shares["train"] - 0.6) < 0.05 and abs(shares["val"] - 0.2) < 0.05
+        assert abs(shares["test"] - 0.2) < 0.05
+        by_class = frame.groupby("label")["split"].apply(lambda s: (s == "test").mean())
+        assert by_class.between(0.1, 0.3).all()  # stratified
+    assert (out.loc[out["source"] == "real_ext", "split"] == "test").all()
+    assert set(out.loc[out["source"] == "real_ext", "partition"]) == {"external"}
+    table = split_summary(out)
+    assert table.set_index("source").loc["real_ext", "test"] == 600
+
+
+def test_partitions_are_deterministic_and_seeded() -> None:
+    frame = _partition_frame()
+    a = assign_partitions(frame, CONFIG)
+    b = assign_partitions(frame, CONFIG)
+    c = assign_partitions(frame, {**CONFIG, "seed": 1})
+    assert a["split"].equals(b["split"]) and not a["split"].equals(c["split"])
+    paper = assign_partitions(frame, {**CONFIG, "split_fractions": [0.7, 0.1, 0.2]})
+    shares = paper.loc[paper["source"] == "real_a", "split"].value_counts(normalize=True)
+    assert abs(shares["train"] - 0.7) < 0.05 and abs(shares["val"] - 0.1) < 0.04
+
+
+def test_groups_link_lesions_through_patients() -> None:
+    frame = to_manifest(pd.DataFrame({
+        "sample_id": list("abcde"), "source": "s", "image_path": "p", "modality": "clinical", "label_raw": "x",
+        "lesion_id": ["L1", "L2", "L2", None, None], "patient_id": ["P1", "P1", None, None, "P9"]}))
+    groups = split_groups(frame)
+    assert groups[0] == groups[1] == groups[2] and len({groups[0], groups[3], groups[4]}) == 3
+
+
+def test_tiny_sources_still_split() -> None:
+    frame = _partition_frame(n=8)
+    out = assign_partitions(frame, {**CONFIG, "split_fractions": [0.7, 0.1, 0.2]})
+    assert out["split"].notna().all()
+    internal = out[out["partition"] == "internal"]
+    assert internal.dropna(subset=["lesion_id"]).groupby(["source", "lesion_id"])["split"].nunique().max() == 1
+
+
+def test_synthderm_sources_default_to_their_own_partition_and_errors_name_the_source() -> None:
+    frame = _partition_frame(n=20)
+    synth = frame.assign(source=frame["source"].map({"real_a": "synthderm_dermo_a", "real_b": "synthderm_clinic_a",
+                                                     "real_ext": "synthderm_ext_dermo_b"}))
+    out = assign_partitions(synth, {"internal": None, "external": None, "split_fractions": [0.6, 0.2, 0.2]})
+    assert out.groupby("source")["partition"].first().to_dict() == {
+        "synthderm_clinic_a": "internal", "synthderm_dermo_a": "internal", "synthderm_ext_dermo_b": "external"}
+    with pytest.raises(ValueError, match=r"source 'real_ext' is in neither data.internal \['real_a', 'real_b'\]"):
+        assign_partitions(frame, {**CONFIG, "external": []})
+    with pytest.raises(ValueError, match=r"\['real_a'\] are listed as both internal and external"):
+        assign_partitions(frame, {**CONFIG, "external": ["real_ext", "real_a"]})
+    with pytest.raises(ValueError, match="split_fractions must be three non-negative numbers summing to 1"):
+        assign_partitions(frame, {**CONFIG, "split_fractions": [0.5, 0.2]})
+
+
+def test_a_lesion_seen_by_two_internal_sources_stays_in_one_split() -> None:
+    """Derm7pt's dermoscopic and clinical views share a lesion_id: both views must land in the same split."""
+    rows = [{"sample_id": f"{view}/{i}", "source": view, "image_path": f"/x/{view}/{i}.jpg",
+             "modality": "dermoscopic" if view == "derm" else "clinical", "label_raw": "x",
+             "label": ["NV", "MEL", "BKL", "BCC"][i % 4], "lesion_id": f"derm7pt/{i}"}
+            for view in ("derm", "clinic") for i in range(200)]
+    out = assign_partitions(to_manifest(pd.DataFrame(rows)), {**CONFIG, "internal": ["derm", "clinic"], "external": []})
+    assert out.groupby("lesion_id")["split"].nunique().max() == 1
+    shares = out["split"].value_counts(normalize=True)
+    assert abs(shares["train"] - 0.6) < 0.06 and abs(shares["test"] - 0.2) < 0.06
