@@ -1,0 +1,296 @@
+"""The experiment grid: every strategy x seed is trained (or reused) and evaluated on the held-out data.
+
+`run_grid(cfg)` trains each run of `cfg["eval"]` with `dermlib.train.fit` (finished runs are reused), embeds the
+evaluation pool (internal test splits + every external source) with `dermlib.train.encode`, and writes one tidy
+table, `<work_dir>/results/results.parquet` (+ .csv): one row per run x (partition, source) x metric, with a
+bootstrap CI for the headline metrics. Classification uses the image branch only (notes derive from the label).
+Per run, `<work_dir>/results/runs/<run>.parquet` caches its rows and `<work_dir>/results/embeddings/<run>.npz`
+keeps its embeddings for the figures; both are reused while the run and the evaluation settings are unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import softmax
+
+from dermlib import metrics
+from dermlib.data.labels import classes
+
+RESULT_COLUMNS = ["profile", "strategy", "seed", "run_id", "config_hash", "source", "partition", "metric",
+                  "value", "ci_low", "ci_high", "n"]
+CLASSIFICATION = ["kappa", "balanced_accuracy", "macro_auroc"]
+EMBEDDING_METRICS = ["map_i2t", "map_t2i", "paired_cosine"]  # + recall@k_i2t / recall@k_t2i
+POOLED = "pooled"
+EVAL_VERSION = 1  # bump when the evaluation changes, to invalidate cached per-run results
+
+
+def results_dir(cfg: dict[str, Any]) -> Path:
+    """`<work_dir>/results`."""
+    return Path(cfg["work_dir"]) / "results"
+
+
+def grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """One full config per (strategy, seed) of `cfg["eval"]`, with train.strategy / train.seed set."""
+    runs = []
+    for strategy in cfg["eval"]["strategies"]:
+        for seed in cfg["eval"]["seeds"]:
+            run = copy.deepcopy(cfg)
+            run["train"]["strategy"], run["train"]["seed"] = strategy, int(seed)
+            runs.append(run)
+    return runs
+
+
+def metric_names(cfg: dict[str, Any]) -> list[str]:
+    """Every metric a text run reports, in table order."""
+    recalls = [f"recall@{k}_{d}" for d in ("i2t", "t2i") for k in cfg["eval"]["recall_k"]]
+    return CLASSIFICATION + EMBEDDING_METRICS + recalls
+
+
+def evaluation_pool(cfg: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Labelled internal test rows and all external rows (manifest order by sample_id) and their cached images."""
+    from dermlib.data.preprocess import load_cache
+    from dermlib.data.schema import read_manifest
+
+    work = Path(cfg["work_dir"])
+    manifest = read_manifest(work / "manifest.parquet")
+    held_out = (manifest["label"].notna() & ((manifest["partition"] == "external") | (manifest["split"] == "test"))
+                ).fillna(False).astype(bool)
+    pool = manifest[held_out].sort_values("sample_id", kind="stable").reset_index(drop=True)
+    if pool.empty:
+        raise ValueError(f"{work / 'manifest.parquet'}: no labelled test or external rows to evaluate; assign "
+                         "splits and partitions in notebook 01_data")
+    images, index = load_cache(work / "cache")
+    row_of = pd.Series(np.arange(len(index)), index=index["sample_id"].astype(str))
+    absent = ~pool["sample_id"].astype(str).isin(row_of.index)
+    if absent.any():  # images the cache skipped (unreadable): evaluate without them, and say so
+        print(f"evaluation pool: {int(absent.sum())} rows have no cached image (see {work / 'cache'}/skipped.csv)")
+        pool = pool[~absent].reset_index(drop=True)
+    rows = row_of.loc[pool["sample_id"].astype(str)].to_numpy()
+    order = np.argsort(rows, kind="stable")  # read the memory map in file order
+    pixels = np.empty((len(rows), *images.shape[1:]), dtype=np.uint8)
+    pixels[order] = images[rows[order]]
+    return pool, pixels
+
+
+def pool_notes(cfg: dict[str, Any], strategy: str, sample_ids: pd.Series) -> list[str | None]:
+    """The note each pool sample has for `strategy` (first usable one; None when generation failed)."""
+    from dermlib.batches import parse_strategy, read_notes
+
+    notes = read_notes(cfg["work_dir"], parse_strategy(strategy))
+    return [notes[s][0] if notes.get(s) else None for s in sample_ids.astype(str)]
+
+
+def _groups(pool: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
+    """(partition, source, row mask): every source, then each partition pooled."""
+    out = []
+    for (partition, source), part in pool.groupby(["partition", "source"], sort=True):
+        out.append((str(partition), str(source), pool.index.isin(part.index)))
+    for partition in sorted(pool["partition"].dropna().unique()):
+        out.append((str(partition), POOLED, (pool["partition"] == partition).fillna(False).to_numpy(dtype=bool)))
+    return out
+
+
+def _row(metric: str, value: float, n: int, ci: tuple[float, float] = (np.nan, np.nan)) -> dict[str, Any]:
+    return {"metric": metric, "value": float(value), "ci_low": float(ci[0]), "ci_high": float(ci[1]), "n": int(n)}
+
+
+def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
+    """Metric rows (partition, source, metric, value, ci_low, ci_high, n) of one run's pool embeddings."""
+    names = classes(cfg["data"].get("taxonomy", "isic8"))
+    n_boot, k_list = int(cfg["eval"]["bootstrap"]), list(cfg["eval"]["recall_k"])
+    labels = pool["label"].astype(str).to_numpy()
+    proba = softmax(emb["image_logits"].astype(np.float64), axis=1)
+    predicted = np.asarray(names, dtype=object)[proba.argmax(axis=1)]
+    # Integer codes for the bootstrap of kappa (sklearn is several times faster on ints than on strings).
+    y_code = pd.Categorical(labels, categories=names).codes
+    p_code = proba.argmax(axis=1)
+    text = emb.get("text_emb")
+    has_text = np.isfinite(text).all(axis=1) if text is not None else np.zeros(len(pool), dtype=bool)
+    rows = []
+    for partition, source, mask in _groups(pool):
+        where = {"partition": partition, "source": source}
+        y, p = labels[mask], predicted[mask]
+        kappa = metrics.bootstrap_ci(metrics.cohen_kappa, y_code[mask], p_code[mask], n=n_boot, seed=0)
+        rows.append({**where, **_row("kappa", kappa[0], mask.sum(), kappa[1:])})
+        rows.append({**where, **_row("balanced_accuracy", metrics.balanced_accuracy(y, p), mask.sum())})
+        rows.append({**where, **_row("macro_auroc", metrics.macro_auroc(y, proba[mask], names), mask.sum())})
+        paired = mask & has_text
+        n_pairs = int(paired.sum())
+        if text is None or n_pairs < 2:  # the Img baseline (or no notes here): retrieval is not defined
+            for metric in metric_names(cfg)[len(CLASSIFICATION):]:
+                rows.append({**where, **_row(metric, np.nan, n_pairs)})
+            continue
+        img, txt, y = emb["image_emb"][paired], text[paired], labels[paired]
+        for metric, ap in (("map_i2t", metrics.retrieval_ap(img, y, txt, y)),
+                           ("map_t2i", metrics.retrieval_ap(txt, y, img, y))):
+            point = metrics.bootstrap_ci(metrics.nanmean, ap, n=n_boot, seed=0)
+            rows.append({**where, **_row(metric, point[0], np.isfinite(ap).sum(), point[1:])})
+        cosine = metrics.bootstrap_ci(np.mean, metrics.paired_cosine(img, txt), n=n_boot, seed=0)
+        rows.append({**where, **_row("paired_cosine", cosine[0], n_pairs, cosine[1:])})
+        for direction, (q, g) in (("i2t", (img, txt)), ("t2i", (txt, img))):
+            for k in k_list:
+                rows.append({**where, **_row(f"recall@{k}_{direction}", metrics.recall_at_k(q, g, k), n_pairs)})
+    return pd.DataFrame(rows)
+
+
+def _eval_key(run_dir: Path, pool: pd.DataFrame, cfg: dict[str, Any]) -> str:
+    """What decides a run's evaluation: the finished run (its `done` marker), the pool and the eval settings."""
+    done = run_dir / "done"
+    key = {"run": run_dir.name, "done": done.stat().st_mtime_ns, "version": EVAL_VERSION,
+           "eval": {k: cfg["eval"][k] for k in ("bootstrap", "recall_k")},
+           "pool": hashlib.sha256("\n".join(pool["sample_id"].astype(str)).encode()).hexdigest()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_embeddings(path: Path, emb: dict[str, np.ndarray], pool: pd.DataFrame, notes: list[str | None] | None) -> Path:
+    """Write a run's pool embeddings with the sample ids, labels, sources, partitions and notes (npz, no pickle)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: v for k, v in emb.items() if v.size}
+    arrays.update({c: pool[c].astype(str).to_numpy(dtype=str) for c in ("sample_id", "label", "source", "partition")})
+    if notes is not None:
+        arrays["note"] = np.array([n or "" for n in notes], dtype=str)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_embeddings(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays save_embeddings wrote (image_emb, image_logits, [text_emb, note], sample_id, label, ...)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels: np.ndarray) -> pd.DataFrame:
+    """Evaluate one finished run on the pool (cached in results/runs/<run>.parquet); rows in RESULT_COLUMNS."""
+    from dermlib.train import config_hash, encode, load_run, pick_device
+
+    out_dir = results_dir(cfg)
+    if (run_dir / "history.csv").exists():  # learning curves travel with the results (notebook 05)
+        (out_dir / "histories").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "history.csv", out_dir / "histories" / f"{run_dir.name}.csv")
+    cached = out_dir / "runs" / f"{run_dir.name}.parquet"
+    key = _eval_key(run_dir, pool, cfg)
+    if cached.exists():
+        previous = pd.read_parquet(cached)
+        if len(previous) and (previous["eval_key"] == key).all():
+            return previous.drop(columns="eval_key")
+    model, run_cfg = load_run(run_dir)
+    model.to(pick_device(run_cfg["train"].get("device", "auto")))
+    strategy = run_cfg["train"]["strategy"]
+    notes = None if strategy == "Img" else pool_notes(cfg, strategy, pool["sample_id"])
+    emb = encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]))
+    save_embeddings(out_dir / "embeddings" / f"{run_dir.name}.npz", emb, pool, notes)
+    rows = evaluate_embeddings(emb, pool, cfg)
+    rows.insert(0, "profile", cfg["profile"])
+    rows.insert(1, "strategy", strategy)
+    rows.insert(2, "seed", int(run_cfg["train"]["seed"]))
+    rows.insert(3, "run_id", run_dir.name)
+    rows.insert(4, "config_hash", config_hash(run_cfg))
+    rows = rows[RESULT_COLUMNS]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    rows.assign(eval_key=key).to_parquet(cached, index=False)
+    return rows
+
+
+def run_grid(cfg: dict[str, Any]) -> pd.DataFrame:
+    """Train (or reuse) and evaluate every strategy x seed of `cfg["eval"]`; write and return the results table."""
+    from dermlib.train import fit
+
+    pool, pixels = evaluation_pool(cfg)
+    frames = []
+    for run_cfg in grid(cfg):
+        label = f"{run_cfg['train']['strategy']} seed {run_cfg['train']['seed']}"
+        print(f"[grid] {label}: training or reusing", flush=True)
+        run_dir = Path(fit(run_cfg))
+        frames.append(evaluate_run(run_dir, cfg, pool, pixels))
+        kappa = frames[-1].query("metric == 'kappa' and source == @POOLED")
+        print(f"[grid] {label}: {run_dir.name}, pooled kappa "
+              + ", ".join(f"{r.partition} {r.value:.3f}" for r in kappa.itertuples()), flush=True)
+    results = pd.concat(frames, ignore_index=True)
+    write_results(results, cfg)
+    return results
+
+
+def write_results(results: pd.DataFrame, cfg: dict[str, Any]) -> Path:
+    """`<work_dir>/results/results.parquet` and `.csv`; returns the parquet path."""
+    out = results_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    results.to_parquet(out / "results.parquet", index=False)
+    results.to_csv(out / "results.csv", index=False, float_format="%.6g")
+    return out / "results.parquet"
+
+
+def load_results(cfg: dict[str, Any]) -> pd.DataFrame:
+    """The results table of a profile, with a clear error when the grid has not been run."""
+    path = results_dir(cfg) / "results.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the grid in notebook 04_evaluate "
+                                "(dermlib.evaluate.run_grid(cfg)) first, or copy results/ from a GPU run")
+    results = pd.read_parquet(path)
+    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; regenerate it with dermlib.evaluate.run_grid")
+    return results
+
+
+def embeddings_path(cfg: dict[str, Any], run_id: str) -> Path:
+    """Where evaluate_run saved a run's pool embeddings."""
+    return results_dir(cfg) / "embeddings" / f"{run_id}.npz"
+
+
+def run_ids(results: pd.DataFrame, seed: int | None = None) -> dict[str, str]:
+    """strategy -> run_id of one seed (the smallest one unless `seed` is given), in results order."""
+    chosen = results if seed is None else results[results["seed"] == seed]
+    first = chosen.sort_values("seed", kind="stable").drop_duplicates("strategy")
+    order = list(dict.fromkeys(results["strategy"]))
+    return {s: first.set_index("strategy").at[s, "run_id"] for s in order if s in set(first["strategy"])}
+
+
+def load_histories(cfg: dict[str, Any], results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Training histories of the results' runs (copied to results/histories by evaluate_run), by 'strategy seed k'."""
+    out = {}
+    for run in results.drop_duplicates("run_id").itertuples():
+        path = results_dir(cfg) / "histories" / f"{run.run_id}.csv"
+        if path.exists():
+            out[f"{run.strategy} seed {run.seed}"] = pd.read_csv(path)
+    return out
+
+
+def query_image(cfg: dict[str, Any], sample_id: str) -> np.ndarray | None:
+    """The cached pixels of one sample, or None when the cache is not on this machine (figures from results only)."""
+    from dermlib.data.preprocess import load_cache
+
+    try:
+        images, index = load_cache(Path(cfg["work_dir"]) / "cache")
+    except FileNotFoundError:
+        return None
+    rows = np.flatnonzero(index["sample_id"].astype(str).to_numpy() == sample_id)
+    return np.asarray(images[rows[0]]) if len(rows) else None
+
+
+def audit_summary(cfg: dict[str, Any]) -> pd.DataFrame | None:
+    """The notes' hallucination audit per strategy: `<work_dir>/notes/audit_summary.csv` (written by notebook 02);
+    when only the notes are there, it is computed with dermlib.notes.audit_summary and written; None without notes."""
+    from dermlib.data.schema import read_manifest
+
+    work = Path(cfg["work_dir"])
+    path = work / "notes" / "audit_summary.csv"
+    if path.exists():
+        return pd.read_csv(path)
+    if not (work / "notes" / "notes.parquet").exists() or not (work / "manifest.parquet").exists():
+        return None
+    from dermlib.notes import audit, audit_summary as summarise
+
+    notes = pd.read_parquet(work / "notes" / "notes.parquet")
+    summary = summarise(audit(read_manifest(work / "manifest.parquet"), notes), notes)
+    summary.to_csv(path, index=False)
+    return summary

@@ -1,0 +1,278 @@
+"""Metrics of the paper: Cohen's kappa and friends for classification, class-level retrieval mAP, Recall@k and
+paired cosine similarity for the shared embedding space, and the uncertainty around each (bootstrap, seeds).
+
+Embeddings may be numpy arrays or torch tensors (any device); everything is computed in numpy float32 with the
+similarity matrix built in chunks of queries, so a 30,000 x 30,000 pool never needs more than a few hundred MB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, confusion_matrix, roc_auc_score
+
+from dermlib.data.labels import ISIC8
+
+# Similarity-matrix entries held at once (per chunk of queries): 2**23 floats = 32 MB; with sort
+# indices and cumulative counts a chunk peaks near 350 MB.
+CHUNK_ELEMENTS = 2**23
+
+
+def to_numpy(x: Any, dtype: type = np.float32) -> np.ndarray:
+    """An array from a numpy array, list or torch tensor (detached, moved to CPU)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _labels(x: Any) -> np.ndarray:
+    """Class labels (strings or ints) as a 1-D numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).ravel()
+
+
+def l2_normalise(x: Any) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), so dot products are cosine similarities."""
+    arr = to_numpy(x)
+    if arr.ndim != 2:
+        raise ValueError(f"embeddings must be a 2-D [items, dim] array, got shape {arr.shape}")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    return arr / np.where(norms > 0, norms, 1.0)
+
+
+def _chunks(n_rows: int, n_cols: int) -> list[slice]:
+    """Row slices so that a [rows, n_cols] block stays under CHUNK_ELEMENTS entries."""
+    step = max(1, CHUNK_ELEMENTS // max(n_cols, 1))
+    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
+
+
+# ----------------------------------------------------------------------------------------------- classification
+def cohen_kappa(y_true: Sequence, y_pred: Sequence) -> float:
+    """Cohen's kappa (unweighted), the paper's headline; NaN when it is undefined (a single class everywhere)."""
+    y_true, y_pred = _labels(y_true), _labels(y_pred)
+    if len(y_true) == 0 or len(set(y_true) | set(y_pred)) < 2:
+        return float("nan")
+    return float(cohen_kappa_score(y_true, y_pred))
+
+
+def kappa_parts(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
+    """Observed agreement p_o, chance agreement p_e (from the marginals) and kappa = (p_o - p_e) / (1 - p_e)."""
+    y_true, y_pred = _labels(y_true), _labels(y_pred)
+    labels = sorted(set(y_true) | set(y_pred), key=str)
+    matrix = confusion_matrix(y_true, y_pred, labels=labels).astype(float)
+    total = matrix.sum()
+    p_o = np.trace(matrix) / total
+    p_e = float((matrix.sum(axis=0) * matrix.sum(axis=1)).sum() / total**2)
+    return {"p_observed": float(p_o), "p_chance": p_e, "kappa": float((p_o - p_e) / (1 - p_e)) if p_e < 1 else np.nan}
+
+
+def balanced_accuracy(y_true: Sequence, y_pred: Sequence) -> float:
+    """Mean recall over the classes present in `y_true`."""
+    y_true, y_pred = _labels(y_true), _labels(y_pred)
+    if len(y_true) == 0:
+        return float("nan")
+    import warnings
+
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true" is expected on small splits
+        warnings.simplefilter("ignore", UserWarning)
+        return float(balanced_accuracy_score(y_true, y_pred))
+
+
+def macro_auroc(y_true: Sequence, proba: Any, classes: Sequence[str] = ISIC8) -> float:
+    """One-vs-rest AUROC averaged over the classes that occur in `y_true` (and are not all of it).
+
+    `proba` is [n, len(classes)] in `classes` order. Classes absent from a split (common on small or external
+    sources) are skipped rather than breaking the average; NaN when fewer than two classes occur.
+    """
+    y_true = _labels(y_true)
+    scores = to_numpy(proba, np.float64)
+    if scores.shape != (len(y_true), len(classes)):
+        raise ValueError(f"proba has shape {scores.shape}, expected ({len(y_true)}, {len(classes)})")
+    aucs = []
+    for j, cls in enumerate(classes):
+        positive = y_true == cls
+        if 0 < positive.sum() < len(y_true):
+            aucs.append(roc_auc_score(positive, scores[:, j]))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def confusion(y_true: Sequence, y_pred: Sequence, classes: Sequence[str] = ISIC8) -> pd.DataFrame:
+    """Confusion matrix as a DataFrame: rows = true class, columns = predicted class, in `classes` order."""
+    matrix = confusion_matrix(_labels(y_true), _labels(y_pred), labels=list(classes))
+    return pd.DataFrame(matrix, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted"))
+
+
+def classification_metrics(y_true: Sequence, proba: Any, classes: Sequence[str] = ISIC8) -> dict[str, float]:
+    """kappa, balanced accuracy and macro AUROC from class probabilities (prediction = argmax)."""
+    scores = to_numpy(proba)
+    y_pred = np.asarray(classes, dtype=object)[scores.argmax(axis=1)]
+    return {
+        "kappa": cohen_kappa(y_true, y_pred),
+        "balanced_accuracy": balanced_accuracy(y_true, y_pred),
+        "macro_auroc": macro_auroc(y_true, scores, classes),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- retrieval
+def retrieval_ap(query_emb: Any, query_labels: Sequence, gallery_emb: Any, gallery_labels: Sequence) -> np.ndarray:
+    """Average precision of every query: gallery ranked by cosine similarity, relevant = same class.
+
+    AP = (1 / #relevant) * sum over relevant items r of precision at r, where precision at r counts every
+    gallery item scoring >= r's score. Items with equal similarity therefore form one block (exactly as
+    `sklearn.metrics.average_precision_score`), so the result does not depend on gallery order.
+    Queries whose class has no item in the gallery get NaN.
+    """
+    q, g = l2_normalise(query_emb), l2_normalise(gallery_emb)
+    q_lab, g_lab = _labels(query_labels), _labels(gallery_labels)
+    if len(q) != len(q_lab) or len(g) != len(g_lab):
+        raise ValueError(f"embeddings and labels differ in length: query {len(q)} vs {len(q_lab)}, "
+                         f"gallery {len(g)} vs {len(g_lab)}")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query and gallery dimensions differ: {q.shape[1]} vs {g.shape[1]}")
+    # Integer class codes shared by query and gallery, so relevance is an integer comparison.
+    codes, _ = pd.factorize(np.concatenate([q_lab, g_lab]))
+    q_code, g_code = codes[: len(q_lab)], codes[len(q_lab):]
+    ap = np.full(len(q), np.nan)
+    positions = np.arange(1, len(g) + 1, dtype=np.float32)
+    for rows in _chunks(len(q), len(g)):
+        sim = q[rows] @ g.T
+        order = np.argsort(-sim, axis=1)  # order inside a block of ties is irrelevant (see below)
+        relevant = g_code[order] == q_code[rows, None]
+        hits = np.cumsum(relevant, axis=1, dtype=np.int32)
+        sim_sorted = np.take_along_axis(sim, order, axis=1)
+        tied_next = sim_sorted[:, :-1] == sim_sorted[:, 1:]
+        if tied_next.any():
+            # Judge every item of a block of equal scores at the block's last position.
+            last = np.ones_like(relevant)
+            last[:, :-1] = ~tied_next
+            end = np.where(last, np.arange(len(g)), len(g))
+            end = np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1]
+            precision = np.take_along_axis(hits, end, axis=1) / positions[end]
+        else:
+            precision = hits / positions
+        n_relevant = hits[:, -1]
+        summed = np.where(relevant, precision, 0.0).sum(axis=1, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ap[rows] = np.where(n_relevant > 0, summed / n_relevant, np.nan)
+    return ap
+
+
+def ranked_list(query_emb: Any, query_label: str, gallery_emb: Any, gallery_labels: Sequence) -> pd.DataFrame:
+    """One query's gallery ranking, for reading AP by hand: rank, cosine, label, relevant and the precision at
+    each item, i.e. relevant items / all items scoring >= it (ties count as one block, as in retrieval_ap).
+
+    The query's AP is the mean of `precision` over the relevant rows.
+    """
+    q = l2_normalise(np.atleast_2d(to_numpy(query_emb)))
+    sim = l2_normalise(gallery_emb) @ q[0]
+    order = np.argsort(-sim, kind="stable")
+    ranked, labels = sim[order], _labels(gallery_labels)[order]
+    relevant = labels == query_label
+    at_or_above = np.searchsorted(-ranked, -ranked, side="right")  # items scoring >= this one
+    relevant_at_or_above = np.cumsum(relevant)[at_or_above - 1]
+    return pd.DataFrame({"rank": np.arange(1, len(order) + 1), "gallery_index": order, "cosine": ranked,
+                         "label": labels, "relevant": relevant, "at_or_above": at_or_above,
+                         "relevant_at_or_above": relevant_at_or_above,
+                         "precision": relevant_at_or_above / at_or_above})
+
+
+def retrieval_map(query_emb: Any, query_labels: Sequence, gallery_emb: Any, gallery_labels: Sequence) -> float:
+    """Class-level mean average precision (queries without any relevant gallery item are left out).
+
+    Image->text: `retrieval_map(image_emb, labels, text_emb, labels)`; text->image: swap the arguments.
+    """
+    ap = retrieval_ap(query_emb, query_labels, gallery_emb, gallery_labels)
+    return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
+
+
+def recall_hits(query_emb: Any, gallery_emb: Any, k: int) -> np.ndarray:
+    """Per query, the probability that its paired gallery item (same row) is in the top k.
+
+    With g items scoring strictly higher and t other items tied with the pair, ties are broken at random:
+    the value is clip((k - g) / (t + 1), 0, 1), i.e. 1/0 without ties and the expected hit with them
+    (template notes are often identical, so ties are real).
+    """
+    q, g = l2_normalise(query_emb), l2_normalise(gallery_emb)
+    if len(q) != len(g):
+        raise ValueError(f"recall@k pairs row i with row i: query has {len(q)} rows, gallery {len(g)}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    hits = np.empty(len(q))
+    for rows in _chunks(len(q), len(g)):
+        sim = q[rows] @ g.T
+        paired = sim[np.arange(sim.shape[0]), np.arange(rows.start, rows.stop)][:, None]
+        higher = (sim > paired).sum(axis=1)
+        tied = (sim == paired).sum(axis=1) - 1
+        hits[rows] = np.clip((k - higher) / (tied + 1), 0.0, 1.0)
+    return hits
+
+
+def recall_at_k(query_emb: Any, gallery_emb: Any, k: int) -> float:
+    """Instance-level Recall@k: share of queries whose paired item (same row index) ranks in the top k."""
+    return float(recall_hits(query_emb, gallery_emb, k).mean())
+
+
+def top_k(query_emb: Any, gallery_emb: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and cosine scores [n_queries, k] of each query's k most similar gallery items (ties: lower index)."""
+    q, g = l2_normalise(query_emb), l2_normalise(gallery_emb)
+    k = min(k, len(g))
+    idx, scores = np.empty((len(q), k), dtype=np.int64), np.empty((len(q), k), dtype=np.float32)
+    for rows in _chunks(len(q), len(g)):
+        sim = q[rows] @ g.T
+        idx[rows] = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        scores[rows] = np.take_along_axis(sim, idx[rows], axis=1)
+    return idx, scores
+
+
+def paired_cosine(a: Any, b: Any) -> np.ndarray:
+    """Cosine similarity of row i of `a` with row i of `b` (each image with its own note)."""
+    a, b = l2_normalise(a), l2_normalise(b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_cosine needs equal shapes, got {a.shape} and {b.shape}")
+    return np.einsum("ij,ij->i", a, b)
+
+
+# -------------------------------------------------------------------------------------------------- uncertainty
+def bootstrap_ci(metric_fn: Callable[..., float], *arrays: Any, n: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """(point, low, high): the metric on the data and a percentile bootstrap interval.
+
+    Rows are resampled with replacement jointly across `arrays` (all of equal length); resamples where the
+    metric is undefined (NaN) are dropped. Deterministic for a given seed.
+    """
+    data = [to_numpy(a, None) for a in arrays]
+    if not data or any(len(a) != len(data[0]) for a in data):
+        raise ValueError(f"bootstrap_ci needs arrays of one length, got {[len(a) for a in data]}")
+    point = float(metric_fn(*data))
+    size = len(data[0])
+    if size == 0 or n < 1:
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    stats = np.array([metric_fn(*(a[idx] for a in data)) for idx in rng.integers(0, size, size=(n, size))],
+                     dtype=np.float64)
+    stats = stats[np.isfinite(stats)]
+    if len(stats) == 0:
+        return point, float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return point, float(low), float(high)
+
+
+def nanmean(values: np.ndarray) -> float:
+    """Mean ignoring NaN (NaN when nothing is left): the bootstrap statistic for per-query AP."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else float("nan")
+
+
+def summarise_seeds(results: pd.DataFrame, keys: Sequence[str] = ("profile", "strategy", "source", "partition",
+                                                                   "metric")) -> pd.DataFrame:
+    """Mean, sample sd and number of seeds of `value` per group of a tidy results table."""
+    keys = [k for k in keys if k in results.columns]
+    grouped = results.groupby(keys, dropna=False, sort=True)["value"]
+    out = grouped.agg(mean="mean", sd="std", n_seeds="count").reset_index()
+    out["sd"] = out["sd"].fillna(0.0).where(out["n_seeds"] > 0)
+    return out

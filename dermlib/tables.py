@@ -1,0 +1,210 @@
+"""The paper's Tables 2-5 rebuilt from the tidy results table, written as CSV, Markdown and LaTeX.
+
+Our numbers sit in columns named `ours: <strategy>`; the few numbers the paper reports (and only those, from
+the paper summary) sit in separate columns named `paper: <strategy>`, in the rows of the datasets they were
+measured on. The two are never mixed in one column. Demo tables are titled as SynthDerm (synthetic) results;
+the paper's rows there are real datasets the demo does not use, so their `ours` cells stay empty.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dermlib.metrics import summarise_seeds
+
+STRATEGIES = ["Img", "M", "M+P1", "M+P2", "P3"]
+POOLED = "pooled"
+PAPER = "Marini et al. 2025 (arXiv 2511.21827)"
+
+# Every number the paper summary reports (/work/shared/paper/README.md); nothing else is known.
+PAPER_KAPPA = {("external", "skinl2"): {"Img": 0.686, "M+P2": 0.743},
+               ("external", "fitzpatrick17k"): {"Img": 0.418, "P3": 0.456}}
+PAPER_MAP_BCN = {("internal", "bcn20000"): {"M+P1": 0.787, "M+P2": 0.782, "P3": 0.510}}
+PAPER_COSINE_RANGE = {"M+P2": (0.689, 0.797), "P3": (0.204, 0.312)}
+RANGE_ROW = ("all", "range across sources")
+MAP_DIRECTION_NOTE = ("The paper summary reports BCN20000 retrieval mAP without saying which direction "
+                      "(image->text or text->image); the same paper numbers are shown in Tables 3 and 4.")
+
+TABLES = {
+    "table2_kappa": ("kappa", "Table 2: Cohen's kappa (image branch) per source, internal and external"),
+    "table3_map_i2t": ("map_i2t", "Table 3: class-level retrieval mAP, image -> text"),
+    "table4_map_t2i": ("map_t2i", "Table 4: class-level retrieval mAP, text -> image"),
+    "table5_paired_cosine": ("paired_cosine", "Table 5: mean cosine similarity of each image with its own note"),
+}
+
+
+def strategies(cfg: dict[str, Any], results: pd.DataFrame) -> list[str]:
+    """Strategies in the configured order, keeping only those present in the results."""
+    order = list(cfg.get("eval", {}).get("strategies") or STRATEGIES)
+    present = set(results["strategy"])
+    return [s for s in order if s in present] + sorted(present - set(order))
+
+
+def _row_order(index: pd.MultiIndex) -> list[tuple[str, str]]:
+    """internal sources, internal pooled, external sources, external pooled."""
+    def key(row: tuple[str, str]) -> tuple[int, int, str]:
+        partition, source = row
+        return ({"internal": 0, "external": 1}.get(partition, 2), source == POOLED, source)
+    return sorted(index, key=key)
+
+
+def ours_wide(results: pd.DataFrame, metric: str, order: list[str]) -> pd.DataFrame:
+    """One row per (partition, source), per strategy: mean over seeds, sd, seeds and mean bootstrap CI."""
+    rows = results[results["metric"] == metric]
+    if rows.empty:
+        return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["partition", "source"]))
+    summary = summarise_seeds(rows, keys=("strategy", "partition", "source"))
+    cis = rows.groupby(["strategy", "partition", "source"])[["ci_low", "ci_high"]].mean().reset_index()
+    summary = summary.merge(cis, on=["strategy", "partition", "source"], how="left")
+    wide = summary.pivot(index=["partition", "source"], columns="strategy",
+                         values=["mean", "sd", "n_seeds", "ci_low", "ci_high"])
+    out = pd.DataFrame(index=wide.index)
+    for strategy in order:
+        if ("mean", strategy) not in wide.columns:
+            continue
+        out[f"ours: {strategy}"] = wide[("mean", strategy)].astype(float)
+        out[f"ours: {strategy} sd"] = wide[("sd", strategy)].astype(float)
+        out[f"ours: {strategy} seeds"] = wide[("n_seeds", strategy)].astype("Int64")
+        out[f"ours: {strategy} ci_low"] = wide[("ci_low", strategy)].astype(float)
+        out[f"ours: {strategy} ci_high"] = wide[("ci_high", strategy)].astype(float)
+    return out
+
+
+def _with_paper(ours: pd.DataFrame, paper: dict[tuple[str, str], dict[str, float]]) -> pd.DataFrame:
+    """Append `paper: <strategy>` columns, adding the paper's dataset rows when our results lack them."""
+    rows = list(ours.index) + [r for r in paper if r not in ours.index]
+    table = ours.reindex(pd.MultiIndex.from_tuples(_row_order(pd.MultiIndex.from_tuples(rows)),
+                                                   names=["partition", "source"]))
+    for strategy in [s for s in STRATEGIES if any(s in v for v in paper.values())]:
+        table[f"paper: {strategy}"] = [paper.get(r, {}).get(strategy, np.nan) for r in table.index]
+    return table
+
+
+def build_table(results: pd.DataFrame, cfg: dict[str, Any], name: str) -> pd.DataFrame:
+    """The numeric table `name` (a key of TABLES): rows (partition, source), `ours:` and `paper:` columns."""
+    metric, _ = TABLES[name]
+    order = strategies(cfg, results)
+    ours = ours_wide(results, metric, order)
+    if name == "table2_kappa":
+        return _with_paper(ours, PAPER_KAPPA)
+    if name in ("table3_map_i2t", "table4_map_t2i"):
+        return _with_paper(ours, PAPER_MAP_BCN)
+    # Table 5: the paper gives a range across datasets; compare it with our range across (non-pooled) sources.
+    table = ours.reindex(pd.MultiIndex.from_tuples(_row_order(ours.index), names=["partition", "source"]))
+    per_source = table[[i[1] != POOLED for i in table.index]]
+    table.loc[RANGE_ROW, :] = np.nan
+    is_range = np.array([index == RANGE_ROW for index in table.index])
+    for strategy in order:
+        column = f"ours: {strategy}"
+        if column in per_source and per_source[column].notna().any():
+            table[f"{column} low"] = np.where(is_range, per_source[column].min(), np.nan)
+            table[f"{column} high"] = np.where(is_range, per_source[column].max(), np.nan)
+    for strategy, (low, high) in PAPER_COSINE_RANGE.items():
+        table[f"paper: {strategy} low"] = np.where(is_range, low, np.nan)
+        table[f"paper: {strategy} high"] = np.where(is_range, high, np.nan)
+    return table
+
+
+def _cell(row: pd.Series, column: str, is_range: bool) -> str:
+    """One human-readable cell: value, then +- sd over seeds or a bootstrap CI; '-' when absent."""
+    if is_range:
+        low, high = row.get(f"{column} low", np.nan), row.get(f"{column} high", np.nan)
+        return f"{low:.3f}-{high:.3f}" if pd.notna(low) else "-"
+    value = row.get(column, np.nan)
+    if pd.isna(value):
+        return "-"
+    value = 0.0 if abs(value) < 5e-4 else value  # never print "-0.000"
+    seeds = row.get(f"{column} seeds", pd.NA)
+    if not pd.isna(seeds) and seeds > 1:
+        return f"{value:.3f} ± {row[f'{column} sd']:.3f} ({int(seeds)} seeds)"
+    low, high = row.get(f"{column} ci_low", np.nan), row.get(f"{column} ci_high", np.nan)
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if pd.notna(low) and pd.notna(high) else f"{value:.3f}"
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Strings for Markdown/LaTeX: one column per strategy for ours, one per strategy for the paper."""
+    ours = [c for c in table.columns if c.startswith("ours: ") and len(c.split(" ")) == 2]
+    paper_ranges = sorted({c.rsplit(" ", 1)[0] for c in table.columns if c.startswith("paper: ")
+                           and c.endswith((" low", " high"))})
+    paper = [c for c in table.columns if c.startswith("paper: ") and not c.endswith((" low", " high"))]
+    out = pd.DataFrame(index=table.index)
+    for column in ours:
+        out[column] = [_cell(row, column, index == RANGE_ROW) for index, row in table.iterrows()]
+    for column in paper:
+        out[column] = [f"{v:.3f}" if pd.notna(v) else "-" for v in table[column]]
+    for column in paper_ranges:
+        out[f"{column} (range)"] = [f"{lo:.3f}-{hi:.3f}" if pd.notna(lo) else "-"
+                                    for lo, hi in zip(table[f"{column} low"], table[f"{column} high"])]
+    return out.reset_index()
+
+
+def title(cfg: dict[str, Any], name: str) -> str:
+    """A table title that says whose data it is."""
+    text = TABLES[name][1]
+    return f"SynthDerm (synthetic) results - {text}" if cfg.get("synthetic") else f"{text} ({cfg.get('profile')})"
+
+
+def footnotes(cfg: dict[str, Any], name: str) -> list[str]:
+    """The notes printed under a table."""
+    notes = [f"'ours' columns: this pipeline (profile {cfg.get('profile')!r}); mean over seeds, then "
+             "+- sd when there are several seeds, else a bootstrap 95% CI in brackets.",
+             f"'paper' columns: the only numbers reported by {PAPER}, on real datasets; never mixed with ours."]
+    if cfg.get("synthetic"):
+        notes.append("Ours are on SynthDerm, a synthetic benchmark: they are not comparable with the paper's.")
+    if name in ("table3_map_i2t", "table4_map_t2i"):
+        notes.append(MAP_DIRECTION_NOTE)
+    if name == "table5_paired_cosine":
+        notes.append("The paper gives paired cosine only as a range across datasets; compare it with the "
+                     "'range across sources' row.")
+    return notes
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of a string DataFrame."""
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(str(v).replace("|", "/") for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def write_table(table: pd.DataFrame, cfg: dict[str, Any], name: str) -> dict[str, Path]:
+    """Write `<figures_dir>/<name>.csv` (numbers), `.md` and `.tex` (formatted, titled, with notes)."""
+    out = Path(cfg["figures_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / f"{name}.csv", "md": out / f"{name}.md", "tex": out / f"{name}.tex"}
+    table.reset_index().to_csv(paths["csv"], index=False, float_format="%.4f")
+    shown = display_table(table)
+    notes = footnotes(cfg, name)
+    paths["md"].write_text(f"### {title(cfg, name)}\n\n{to_markdown(shown)}\n\n"
+                           + "\n".join(f"- {n}" for n in notes) + "\n")
+    latex = shown.to_latex(index=False, caption=title(cfg, name), label=f"tab:{name}", escape=True)
+    paths["tex"].write_text(latex + "% " + "\n% ".join(notes) + "\n")
+    return paths
+
+
+HEADLINE = ["kappa", "map_i2t", "map_t2i", "paired_cosine", "recall@1_i2t"]
+
+
+def headline(results: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
+    """One row per strategy: the pooled internal and external value of each headline metric (mean over seeds)."""
+    pooled = results[(results["source"] == POOLED) & results["metric"].isin(HEADLINE)]
+    wide = pooled.groupby(["strategy", "metric", "partition"])["value"].mean().unstack(["metric", "partition"])
+    columns = [(m, p) for m in HEADLINE for p in ("internal", "external") if (m, p) in wide.columns]
+    out = wide[columns]
+    out.columns = [f"{m} {p}" for m, p in columns]
+    return out.reindex(strategies(cfg, results))
+
+
+def build_all(results: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Build and write Tables 2-5; returns the numeric tables by name."""
+    if results.empty:
+        raise ValueError("the results table is empty: run dermlib.evaluate.run_grid(cfg) (notebook 04) first")
+    tables = {}
+    for name in TABLES:
+        tables[name] = build_table(results, cfg, name)
+        write_table(tables[name], cfg, name)
+    return tables

@@ -1,0 +1,126 @@
+"""The grid end to end on a tiny real SynthDerm work dir: real training, encoding, metrics, resume; notebook 04."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dermlib import metrics
+from dermlib.config import get_config
+from dermlib.data.preprocess import build_cache
+from dermlib.data.schema import save_manifest
+from dermlib.evaluate import RESULT_COLUMNS, embeddings_path, grid, load_embeddings, load_results, run_grid
+from dermlib.notes.synth import synthesize
+from dermlib.records import read_records
+from dermlib.synthderm import SYNTH_SOURCES, generate
+
+INTERNAL = [n for n, s in SYNTH_SOURCES.items() if s["partition"] == "internal"][:2]
+EXTERNAL = [n for n, s in SYNTH_SOURCES.items() if s["partition"] == "external"][:1]
+
+
+def make_work_dir(root: Path, n_per_source: int = 30, size: int = 32) -> Path:
+    """Pipeline layout from real components: SynthDerm images, a preprocessed cache and template (M) notes."""
+    work = root / "work"
+    manifest = generate(root / "synthderm", n_per_source=n_per_source, seed=1, image_size=48,
+                        sources=INTERNAL + EXTERNAL)
+    rng = np.random.default_rng(0)
+    manifest["partition"] = manifest["source"].map({n: SYNTH_SOURCES[n]["partition"] for n in INTERNAL + EXTERNAL})
+    manifest["split"] = np.where(manifest["partition"] == "external", "test",
+                                 rng.choice(["train", "val", "test"], size=len(manifest), p=[0.5, 0.2, 0.3]))
+    save_manifest(manifest, work / "manifest.parquet")
+    build_cache(manifest, work / "cache", size=size)
+    notes = synthesize(manifest, "M")
+    # An external sample without a note must drop out of retrieval only.
+    failed = manifest.loc[manifest["partition"] == "external", "sample_id"].iloc[0]
+    notes.loc[notes["sample_id"] == failed, "status"] = "failed"
+    (work / "notes").mkdir()
+    notes.to_parquet(work / "notes" / "notes.parquet")
+    return work
+
+
+@pytest.fixture(scope="module")
+def grid_cfg(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    torch.set_num_threads(1)
+    work = make_work_dir(tmp_path_factory.mktemp("grid"))
+    return get_config("demo", {"work_dir": str(work), "figures_dir": str(work.parent / "figures"),
+                               "train.epochs": 1, "train.batch_size": 16, "train.max_text_len": 48,
+                               "eval.strategies": ["Img", "M"], "eval.seeds": [0], "eval.bootstrap": 30})
+
+
+@pytest.fixture(scope="module")
+def results(grid_cfg: dict) -> pd.DataFrame:
+    return run_grid(grid_cfg)
+
+
+def test_grid_configs(grid_cfg: dict) -> None:
+    runs = grid({**grid_cfg, "eval": {**grid_cfg["eval"], "seeds": [0, 3]}})
+    assert [(r["train"]["strategy"], r["train"]["seed"]) for r in runs] == [("Img", 0), ("Img", 3), ("M", 0),
+                                                                             ("M", 3)]
+    assert grid_cfg["train"]["strategy"] == "M" and grid_cfg["train"]["seed"] == 0  # the input is not mutated
+
+
+def test_results_table(results: pd.DataFrame, grid_cfg: dict) -> None:
+    assert list(results.columns) == RESULT_COLUMNS
+    assert set(results["strategy"]) == {"Img", "M"} and results["config_hash"].str.len().eq(8).all()
+    pd.testing.assert_frame_equal(load_results(grid_cfg), results)
+    kappa = results[results["metric"] == "kappa"]
+    assert set(kappa["source"]) == set(INTERNAL + EXTERNAL) | {"pooled"}
+    assert set(kappa.loc[kappa["source"] == EXTERNAL[0], "partition"]) == {"external"}
+    pooled_internal = kappa[(kappa["source"] == "pooled") & (kappa["partition"] == "internal")]
+    per_source = kappa[kappa["source"].isin(INTERNAL) & (kappa["strategy"] == "Img")]
+    assert pooled_internal["n"].iloc[0] == per_source["n"].sum()
+    finite = kappa.dropna(subset=["ci_low"])
+    assert ((finite["ci_low"] <= finite["value"] + 1e-9) & (finite["value"] <= finite["ci_high"] + 1e-9)).all()
+    img = results[(results["strategy"] == "Img") & results["metric"].isin(["map_i2t", "paired_cosine"])]
+    assert len(img) and img["value"].isna().all()  # the image-only baseline has no text side
+    text = results[(results["strategy"] == "M") & results["metric"].str.startswith(("map_", "recall@"))]
+    assert text["value"].between(0, 1).all()
+
+
+def test_results_match_saved_embeddings(results: pd.DataFrame, grid_cfg: dict) -> None:
+    """The table's retrieval numbers are reproducible from the saved embeddings (what notebook 05 relies on)."""
+    run_id = results.loc[results["strategy"] == "M", "run_id"].iloc[0]
+    emb = load_embeddings(embeddings_path(grid_cfg, run_id))
+    assert (emb["note"] == "").sum() == np.isnan(emb["text_emb"]).any(axis=1).sum() == 1  # the failed note
+    mask = (emb["source"] == INTERNAL[0]) & np.isfinite(emb["text_emb"]).all(axis=1)
+    expected = metrics.retrieval_map(emb["text_emb"][mask], emb["label"][mask], emb["image_emb"][mask],
+                                     emb["label"][mask])
+    row = results.query("strategy == 'M' and metric == 'map_t2i' and source == @INTERNAL[0]")
+    assert row["value"].iloc[0] == pytest.approx(expected, rel=1e-6) and row["n"].iloc[0] == mask.sum()
+    cos = metrics.paired_cosine(emb["image_emb"][mask], emb["text_emb"][mask]).mean()
+    assert results.query("strategy == 'M' and metric == 'paired_cosine' and source == @INTERNAL[0]")[
+        "value"].iloc[0] == pytest.approx(cos, rel=1e-5)
+
+
+def test_second_run_reuses_runs_and_evaluations(results: pd.DataFrame, grid_cfg: dict) -> None:
+    work = Path(grid_cfg["work_dir"])
+    watched = sorted(work.glob("runs/*/checkpoint.pt")) + sorted(work.glob("results/runs/*.parquet"))
+    assert len(watched) == 4
+    before = {p: p.stat().st_mtime_ns for p in watched}
+    again = run_grid(grid_cfg)
+    assert {p: p.stat().st_mtime_ns for p in watched} == before  # nothing retrained, nothing re-evaluated
+    pd.testing.assert_frame_equal(again, results)
+    # A changed evaluation setting re-evaluates (cheap) without retraining.
+    changed = run_grid({**grid_cfg, "eval": {**grid_cfg["eval"], "bootstrap": 10}})
+    assert all(p.stat().st_mtime_ns == before[p] for p in watched if p.name == "checkpoint.pt")
+    assert any(p.stat().st_mtime_ns != before[p] for p in watched if p.suffix == ".parquet")
+    pd.testing.assert_series_equal(changed["value"], results["value"])
+
+
+def test_notebook_04_records_metrics(tiny_pipeline) -> None:
+    tiny_pipeline.run("04")
+    rec = read_records(tiny_pipeline.work_dir, "04_evaluate")
+    assert set(rec["kappa_internal"]) == set(rec["strategies"]) and set(rec["kappa_external"]) == set(rec["strategies"])
+    assert all(-1 <= v <= 1 for v in rec["kappa_internal"].values())
+    # Template notes (M) exist for every sample; the tiny LLM strategies have notes for a few samples only, so
+    # their retrieval may be undefined (NaN, left out of the record) but never out of range.
+    assert "M" in rec["map_i2t"] and "Img" not in rec["map_i2t"] and "Img" not in rec["paired_cosine"]
+    assert all(0 <= v <= 1 for v in [*rec["map_i2t"].values(), *rec["map_t2i"].values()])
+    assert all(-1 <= v <= 1 for v in rec["paired_cosine"].values())
+    results = pd.read_parquet(Path(tiny_pipeline.work_dir) / "results" / "results.parquet")
+    pooled = results.query("metric == 'kappa' and source == 'pooled' and partition == 'internal'")
+    assert dict(zip(pooled["strategy"], pooled["value"])) == pytest.approx(rec["kappa_internal"])

@@ -1,0 +1,190 @@
+"""Metrics against brute-force Python references and scikit-learn, on random data (with and without ties)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, cohen_kappa_score
+
+from dermlib import metrics
+from dermlib.data.labels import ISIC8
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def brute_ap(q: np.ndarray, q_lab: list, g: np.ndarray, g_lab: list) -> list[float]:
+    """One query at a time, plain loops: precision at a relevant item counts every item scoring >= it."""
+    out = []
+    for qi, ql in zip(q, q_lab):
+        scores = [_cos(qi, gj) for gj in g]
+        rel = [gl == ql for gl in g_lab]
+        n_rel = sum(rel)
+        if n_rel == 0:
+            out.append(math.nan)
+            continue
+        total = 0.0
+        for s, r in zip(scores, rel):
+            if r:
+                at_or_above = [t >= s for t in scores]
+                total += sum(a and b for a, b in zip(at_or_above, rel)) / sum(at_or_above)
+        out.append(total / n_rel)
+    return out
+
+
+def brute_recall(q: np.ndarray, g: np.ndarray, k: int) -> float:
+    """Rank of the paired item by explicit sort (no ties in continuous random data)."""
+    hits = 0
+    for i, qi in enumerate(q):
+        scores = [_cos(qi, gj) for gj in g]
+        ranking = sorted(range(len(g)), key=lambda j: -scores[j])
+        hits += i in ranking[:k]
+    return hits / len(q)
+
+
+@pytest.fixture()
+def random_pool() -> tuple[np.ndarray, list, np.ndarray, list]:
+    rng = np.random.default_rng(3)
+    q, g = rng.normal(size=(40, 6)).astype(np.float32), rng.normal(size=(55, 6)).astype(np.float32)
+    q_lab = list(rng.choice(["MEL", "NV", "BCC", "AK"], size=40))
+    g_lab = list(rng.choice(["MEL", "NV", "BCC"], size=55))  # AK never in the gallery: those queries drop out
+    return q, q_lab, g, g_lab
+
+
+def test_retrieval_ap_matches_brute_force_and_sklearn(random_pool, monkeypatch) -> None:
+    q, q_lab, g, g_lab = random_pool
+    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 7 * 55)  # force several query chunks
+    ap = metrics.retrieval_ap(q, q_lab, g, g_lab)
+    np.testing.assert_allclose(ap, brute_ap(q, q_lab, g, g_lab), rtol=1e-5, equal_nan=True)
+    assert np.isnan(ap[np.array(q_lab) == "AK"]).all() and np.isfinite(ap[np.array(q_lab) != "AK"]).all()
+    for i in np.flatnonzero(np.array(q_lab) != "AK"):
+        scores = (g / np.linalg.norm(g, axis=1, keepdims=True)) @ (q[i] / np.linalg.norm(q[i]))
+        assert ap[i] == pytest.approx(average_precision_score(np.array(g_lab) == q_lab[i], scores), rel=1e-5)
+    expected_map = np.nanmean(brute_ap(q, q_lab, g, g_lab))
+    assert metrics.retrieval_map(q, q_lab, g, g_lab) == pytest.approx(expected_map, rel=1e-5)
+    # The reverse direction is the same function with the arguments swapped.
+    assert metrics.retrieval_map(g, g_lab, q, q_lab) == pytest.approx(np.nanmean(brute_ap(g, g_lab, q, q_lab)),
+                                                                      rel=1e-5)
+
+
+def test_retrieval_ap_ties_are_blocks_independent_of_gallery_order() -> None:
+    rng = np.random.default_rng(5)
+    # Few distinct gallery vectors (like identical template notes): many exactly tied similarities.
+    base = rng.integers(-1, 2, size=(4, 3)).astype(np.float32) + np.eye(4, 3, dtype=np.float32)
+    g = base[rng.integers(0, 4, size=30)]
+    g_lab = list(rng.choice(["MEL", "NV"], size=30))
+    q = rng.normal(size=(12, 3)).astype(np.float32)
+    q_lab = list(rng.choice(["MEL", "NV"], size=12))
+    ap = metrics.retrieval_ap(q, q_lab, g, g_lab)
+    np.testing.assert_allclose(ap, brute_ap(q, q_lab, g, g_lab), rtol=1e-5)
+    for i in range(len(q)):
+        scores = (g / np.linalg.norm(g, axis=1, keepdims=True)) @ (q[i] / np.linalg.norm(q[i]))
+        assert ap[i] == pytest.approx(average_precision_score(np.array(g_lab) == q_lab[i], scores), rel=1e-5)
+    perm = rng.permutation(30)
+    np.testing.assert_allclose(metrics.retrieval_ap(q, q_lab, g[perm], [g_lab[j] for j in perm]), ap, rtol=1e-6)
+
+
+def test_retrieval_map_extremes_and_torch_input() -> None:
+    labels = ["MEL", "NV", "BCC"] * 5
+    onehot = np.eye(3, dtype=np.float32)[[["MEL", "NV", "BCC"].index(c) for c in labels]]
+    assert metrics.retrieval_map(torch.tensor(onehot), labels, torch.tensor(onehot), labels) == pytest.approx(1.0)
+    # Constant embeddings: every item tied, so AP = share of relevant items in the gallery.
+    flat = np.ones((15, 4), dtype=np.float32)
+    assert metrics.retrieval_map(flat, labels, flat, labels) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="differ in length"):
+        metrics.retrieval_map(flat, labels[:-1], flat, labels)
+
+
+def test_recall_at_k_matches_brute_force_and_handles_ties(monkeypatch) -> None:
+    rng = np.random.default_rng(7)
+    q = rng.normal(size=(30, 5))
+    g = q + rng.normal(scale=1.2, size=(30, 5))
+    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 4 * 30)
+    for k in (1, 5, 10):
+        assert metrics.recall_at_k(torch.tensor(q), g, k) == pytest.approx(brute_recall(q, g, k))
+    assert metrics.recall_at_k(q, q, 1) == 1.0
+    # Three identical gallery rows: each query's pair is tied with two others -> expected hit 1/3 at k=1.
+    same = np.ones((3, 4))
+    assert metrics.recall_at_k(same, same, 1) == pytest.approx(1 / 3)
+    assert metrics.recall_at_k(same, same, 3) == 1.0
+
+
+def test_paired_cosine() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(9, 4)), rng.normal(size=(9, 4))
+    expected = [_cos(x, y) for x, y in zip(a, b)]
+    np.testing.assert_allclose(metrics.paired_cosine(a, torch.tensor(b)), expected, rtol=1e-5)
+    np.testing.assert_allclose(metrics.paired_cosine(a, 3 * a), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="equal shapes"):
+        metrics.paired_cosine(a, b[:4])
+
+
+def test_classification_metrics_against_sklearn() -> None:
+    rng = np.random.default_rng(1)
+    classes = ISIC8
+    y = rng.choice(["MEL", "NV", "BCC"], size=60)  # five classes absent from this split
+    proba = rng.dirichlet(np.ones(8), size=60)
+    proba[np.arange(60), [classes.index(c) for c in y]] += rng.uniform(0, 0.6, size=60)  # informative
+    out = metrics.classification_metrics(y, proba, classes)
+    pred = np.array(classes)[proba.argmax(axis=1)]
+    assert out["kappa"] == pytest.approx(cohen_kappa_score(y, pred))
+    assert 0 < out["kappa"] < 1 and 0 < out["balanced_accuracy"] <= 1
+    assert 0.5 < out["macro_auroc"] <= 1.0  # computed over MEL/NV/BCC only, not NaN
+    cm = metrics.confusion(y, pred, classes)
+    assert cm.shape == (8, 8) and cm.to_numpy().sum() == 60 and list(cm.index) == classes
+    assert np.trace(cm.to_numpy()) == (y == pred).sum()
+    assert math.isnan(metrics.cohen_kappa(["NV"] * 5, ["NV"] * 5))
+    assert math.isnan(metrics.macro_auroc(["NV"] * 3, np.full((3, 8), 1 / 8)))
+
+
+def test_bootstrap_ci_contains_point_and_narrows_with_n() -> None:
+    rng = np.random.default_rng(2)
+    small, large = rng.normal(1.0, 1.0, size=50), rng.normal(1.0, 1.0, size=2000)
+    point, low, high = metrics.bootstrap_ci(np.mean, small, n=300, seed=0)
+    assert low < point < high and point == pytest.approx(small.mean())
+    _, low_l, high_l = metrics.bootstrap_ci(np.mean, large, n=300, seed=0)
+    assert (high_l - low_l) < (high - low) / 3  # width shrinks like 1/sqrt(n): sqrt(40) ~ 6
+    assert metrics.bootstrap_ci(np.mean, small, n=300, seed=0) == (point, low, high)  # deterministic
+    y = rng.choice(["MEL", "NV"], size=80)
+    pred = np.where(rng.uniform(size=80) < 0.8, y, "MEL")
+    k, k_low, k_high = metrics.bootstrap_ci(metrics.cohen_kappa, y, pred, n=200, seed=1)
+    assert k_low <= k <= k_high
+    with pytest.raises(ValueError, match="one length"):
+        metrics.bootstrap_ci(metrics.cohen_kappa, y, pred[:10])
+
+
+def test_summarise_seeds() -> None:
+    rows = [{"profile": "demo", "strategy": s, "source": "a", "partition": "internal", "metric": "kappa",
+             "seed": seed, "value": v} for s, seed, v in [("M", 0, 0.5), ("M", 1, 0.7), ("Img", 0, 0.4)]]
+    out = metrics.summarise_seeds(pd.DataFrame(rows)).set_index("strategy")
+    assert out.loc["M", "mean"] == pytest.approx(0.6) and out.loc["M", "sd"] == pytest.approx(np.std([.5, .7],
+                                                                                                      ddof=1))
+    assert out.loc["Img", "n_seeds"] == 1 and out.loc["Img", "sd"] == 0.0
+
+
+def test_top_k() -> None:
+    rng = np.random.default_rng(4)
+    q, g = rng.normal(size=(6, 3)), rng.normal(size=(20, 3))
+    idx, scores = metrics.top_k(q, g, 4)
+    for i in range(6):
+        sims = [_cos(q[i], gj) for gj in g]
+        assert list(idx[i]) == sorted(range(20), key=lambda j: -sims[j])[:4]
+        np.testing.assert_allclose(scores[i], sorted(sims, reverse=True)[:4], rtol=1e-5)
+
+
+def test_ranked_list_gives_the_same_ap_by_hand_with_ties() -> None:
+    rng = np.random.default_rng(8)
+    g = np.repeat(rng.normal(size=(5, 4)), 4, axis=0)  # every gallery vector four times: tied blocks
+    g_lab = list(rng.choice(["MEL", "NV"], size=20))
+    q = rng.normal(size=4)
+    table = metrics.ranked_list(q, "MEL", g, g_lab)
+    assert list(table["rank"]) == list(range(1, 21)) and table["cosine"].is_monotonic_decreasing
+    by_hand = table.loc[table["relevant"], "precision"].mean()
+    assert by_hand == pytest.approx(metrics.retrieval_ap(q[None], ["MEL"], g, g_lab)[0])
+    assert by_hand == pytest.approx(brute_ap(q[None], ["MEL"], g, g_lab)[0])
+    assert (table.groupby("cosine")["at_or_above"].nunique() == 1).all()  # one precision per tied block

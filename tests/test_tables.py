@@ -1,0 +1,156 @@
+"""Tables 2-5 and the figures from a hand-built results table: right values, paper numbers kept apart, files written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermlib import plots, tables
+from dermlib.config import get_config
+from dermlib.evaluate import RESULT_COLUMNS
+from dermlib.records import read_records
+
+SOURCES = [("internal", "synthderm_a"), ("internal", "synthderm_b"), ("internal", "pooled"),
+           ("external", "synthderm_x"), ("external", "pooled")]
+
+
+def value_of(strategy: str, seed: int, source: str, metric: str) -> float:
+    """A distinct, recomputable number for every cell of the hand-built table."""
+    s = ["Img", "M", "M+P1", "M+P2", "P3"].index(strategy)
+    m = ["kappa", "map_i2t", "map_t2i", "paired_cosine"].index(metric)
+    src = [name for _, name in SOURCES].index(source)
+    return round(0.1 + 0.15 * s + 0.01 * src + 0.002 * m + 0.02 * seed, 6)
+
+
+@pytest.fixture()
+def results() -> pd.DataFrame:
+    rows = []
+    for strategy in ["Img", "M", "M+P1", "M+P2", "P3"]:
+        for seed in (0, 1):
+            for partition, source in SOURCES:
+                for metric in ["kappa", "map_i2t", "map_t2i", "paired_cosine"]:
+                    value = np.nan if strategy == "Img" and metric != "kappa" else value_of(strategy, seed, source,
+                                                                                            metric)
+                    rows.append({"profile": "demo", "strategy": strategy, "seed": seed, "run_id": f"{strategy}-{seed}",
+                                 "config_hash": "0" * 8, "source": source, "partition": partition, "metric": metric,
+                                 "value": value, "ci_low": value - 0.05, "ci_high": value + 0.05, "n": 20})
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+@pytest.fixture()
+def cfg(tmp_path: Path) -> dict:
+    return get_config("demo", {"work_dir": str(tmp_path / "work"), "figures_dir": str(tmp_path / "figures")})
+
+
+def test_table2_values_and_separate_paper_columns(results: pd.DataFrame, cfg: dict) -> None:
+    table = tables.build_table(results, cfg, "table2_kappa")
+    for strategy in ["Img", "M", "M+P2"]:
+        expected = np.mean([value_of(strategy, s, "synthderm_x", "kappa") for s in (0, 1)])
+        assert table.loc[("external", "synthderm_x"), f"ours: {strategy}"] == pytest.approx(expected)
+        assert table.loc[("external", "synthderm_x"), f"ours: {strategy} sd"] == pytest.approx(0.02 * np.sqrt(2) / 2)
+    # The paper's numbers live only in `paper:` columns, only in the rows of the datasets they were measured on.
+    assert table.loc[("external", "skinl2"), "paper: Img"] == 0.686
+    assert table.loc[("external", "skinl2"), "paper: M+P2"] == 0.743
+    assert table.loc[("external", "fitzpatrick17k"), "paper: P3"] == 0.456
+    assert table.loc[("external", "skinl2"), [c for c in table.columns if c.startswith("ours")]].isna().all()
+    assert table.loc[[("internal", "synthderm_a"), ("external", "pooled")],
+                     [c for c in table.columns if c.startswith("paper")]].isna().all().all()
+    assert list(table.index[:3]) == [("internal", "synthderm_a"), ("internal", "synthderm_b"), ("internal", "pooled")]
+
+
+def test_retrieval_and_cosine_tables(results: pd.DataFrame, cfg: dict) -> None:
+    t3 = tables.build_table(results, cfg, "table3_map_i2t")
+    t4 = tables.build_table(results, cfg, "table4_map_t2i")
+    assert t3.loc[("internal", "synthderm_b"), "ours: P3"] == pytest.approx(
+        np.mean([value_of("P3", s, "synthderm_b", "map_i2t") for s in (0, 1)]))
+    assert t4.loc[("internal", "synthderm_b"), "ours: P3"] == pytest.approx(
+        np.mean([value_of("P3", s, "synthderm_b", "map_t2i") for s in (0, 1)]))
+    for t in (t3, t4):
+        assert t.loc[("internal", "bcn20000"), ["paper: M+P1", "paper: M+P2", "paper: P3"]].tolist() == [0.787, 0.782,
+                                                                                                          0.510]
+        assert t["ours: Img"].isna().all()  # the image-only baseline has no retrieval
+    t5 = tables.build_table(results, cfg, "table5_paired_cosine")
+    per_source = [np.mean([value_of("M+P2", s, src, "paired_cosine") for s in (0, 1)])
+                  for src in ("synthderm_a", "synthderm_b", "synthderm_x")]
+    assert t5.loc[tables.RANGE_ROW, "ours: M+P2 low"] == pytest.approx(min(per_source))
+    assert t5.loc[tables.RANGE_ROW, "ours: M+P2 high"] == pytest.approx(max(per_source))
+    assert (t5.loc[tables.RANGE_ROW, ["paper: P3 low", "paper: P3 high", "paper: M+P2 low", "paper: M+P2 high"]]
+            .tolist() == [0.204, 0.312, 0.689, 0.797])
+    assert t5.drop(index=[tables.RANGE_ROW])[[c for c in t5.columns if c.startswith("paper")]].isna().all().all()
+
+
+def test_written_files_are_titled_and_formatted(results: pd.DataFrame, cfg: dict) -> None:
+    tables.build_all(results, cfg)
+    out = Path(cfg["figures_dir"])
+    for name in tables.TABLES:
+        for ext in ("csv", "md", "tex"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0
+    md = (out / "table2_kappa.md").read_text()
+    assert md.startswith("### SynthDerm (synthetic) results - Table 2")
+    mean_m = np.mean([value_of("M", s, "synthderm_a", "kappa") for s in (0, 1)])
+    assert f"| internal | synthderm_a | {np.mean([value_of('Img', s, 'synthderm_a', 'kappa') for s in (0, 1)]):.3f} ±" in md
+    assert f"{mean_m:.3f} ± 0.014 (2 seeds)" in md
+    assert "| external | skinl2 | - | - | - | - | - | 0.686 | 0.743 | - |" in md
+    assert "which direction" in (out / "table3_map_i2t.md").read_text()
+    assert "\\caption{SynthDerm (synthetic) results - Table 4" in (out / "table4_map_t2i.tex").read_text()
+    csv = pd.read_csv(out / "table2_kappa.csv")
+    assert {"ours: M", "ours: M sd", "paper: Img", "paper: M+P2"} <= set(csv.columns)
+    # One seed: the bootstrap CI is shown instead of an sd.
+    tables.build_all(results[results["seed"] == 0], cfg)
+    one = (out / "table2_kappa.md").read_text()
+    v = value_of("M", 0, "synthderm_a", "kappa")
+    assert f"{v:.3f} [{v - 0.05:.3f}, {v + 0.05:.3f}]" in one
+    paper_profile = get_config("paper", {"figures_dir": str(out / "paper")})
+    tables.build_all(results, paper_profile)
+    assert "SynthDerm" not in (out / "paper" / "table2_kappa.md").read_text()
+
+
+def test_figures_written(results: pd.DataFrame, cfg: dict) -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.choice(["MEL", "NV", "BCC"], size=60)
+    emb = {"image_emb": rng.normal(size=(60, 8)), "text_emb": rng.normal(size=(60, 8)), "label": labels}
+    emb["text_emb"][0] = np.nan  # a failed note is left out of the map
+    history = pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.5], "val_loss": [2.1, 1.8],
+                            "val_kappa": [0.1, 0.3], "train_ce_image": [1.0, 0.8], "train_nt_xent": [1.0, 0.7]})
+    paths = [
+        plots.plot_kappa(results, cfg),
+        plots.plot_retrieval_map(results, cfg),
+        plots.plot_paired_cosine({"M": rng.uniform(0.2, 0.9, 50), "P3": rng.uniform(0, 0.4, 50)}, cfg),
+        plots.plot_embedding_map(emb, cfg),
+        plots.plot_embedding_map(emb, cfg, method="tsne", name="05_embedding_map_tsne"),
+        plots.plot_retrieval_gallery(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), "MEL",
+                                     ["a note " * 40, "another"], ["MEL", "NV"], [0.9, 0.8], cfg),
+        plots.plot_learning_curves({"M": history}, cfg, name="05_learning_curves"),
+        plots.plot_audit(pd.DataFrame({"strategy": ["M", "P3"], "contradiction_rate": [0.0, 0.4],
+                                       "diagnosis_correct": [1.0, 0.5], "colors_recall": [np.nan, 0.3]}), cfg),
+    ]
+    for png in paths:
+        assert png.exists() and png.stat().st_size > 5000 and png.with_suffix(".pdf").exists()
+    assert [p.name for p in paths[:3]] == ["05_kappa_internal_external.png", "05_retrieval_map.png",
+                                           "05_paired_cosine.png"]
+    with pytest.raises(ValueError, match="lacks columns"):
+        plots.plot_learning_curves({"M": history.drop(columns="val_kappa")}, cfg)
+    with pytest.raises(ValueError, match="image-only"):
+        plots.plot_retrieval_map(results[results["strategy"] == "Img"], cfg)
+
+
+def test_notebook_05_rebuilds_tables_and_figures(tiny_pipeline) -> None:
+    tiny_pipeline.run("05")
+    rec = read_records(tiny_pipeline.work_dir, "05_figures")
+    figures = Path(tiny_pipeline.figures_dir)
+    for name in ("05_kappa_internal_external", "05_retrieval_map", "05_paired_cosine", "05_embedding_map",
+                 "05_retrieval_gallery", "05_learning_curves"):
+        assert f"{name}.png" in rec["figures"] and (figures / f"{name}.pdf").exists()
+    assert "05_hallucination_audit.png" in rec["figures"]  # from notes/audit_summary.csv (computed if absent)
+    assert (Path(tiny_pipeline.work_dir) / "notes" / "audit_summary.csv").exists()
+    assert {f"{t}.{ext}" for t in tables.TABLES for ext in ("csv", "md", "tex")} <= set(rec["tables"])
+    # The figures notebook reports exactly what notebook 04 measured, read back from the results table.
+    assert rec["kappa_internal"] == pytest.approx(read_records(tiny_pipeline.work_dir, "04_evaluate")["kappa_internal"])
+    table2 = pd.read_csv(figures / "table2_kappa.csv").set_index(["partition", "source"])
+    for strategy, value in rec["kappa_internal"].items():
+        assert table2.loc[("internal", "pooled"), f"ours: {strategy}"] == pytest.approx(value, abs=1e-4)
+    assert all(-1 <= v <= 1 for v in rec["mean_paired_cosine"].values())
+    assert "SynthDerm (synthetic) results" in (figures / "table5_paired_cosine.md").read_text()
