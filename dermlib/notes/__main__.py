@@ -1,0 +1,47 @@
+"""Fill a profile's note cache from the command line (e.g. the committed demo cache):
+
+    python -m dermlib.notes --profile demo                 # all strategies for <work_dir>/manifest.parquet
+    python -m dermlib.notes --profile demo --manifest m.parquet --strategies M+P1 P3 --retry-failed
+
+The cache is compacted afterwards (WAL folded in, VACUUM) so it can be committed; it never holds a key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dermlib.config import get_config
+from dermlib.data.schema import read_manifest
+from dermlib.notes.cache import NoteCache
+from dermlib.notes.profile import cache_path, synthesize_profile
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--manifest", default=None, help="manifest parquet (default <work_dir>/manifest.parquet)")
+    parser.add_argument("--strategies", nargs="+", default=None, help="default: the profile's notes.strategies")
+    parser.add_argument("--retry-failed", action="store_true", help="ask again for notes stored as failed")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help='overrides, e.g. notes.limit=20')
+    args = parser.parse_args(argv)
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    cfg = get_config(args.profile, overrides)
+    manifest = read_manifest(args.manifest or Path(cfg["work_dir"]) / "manifest.parquet")
+    start = time.perf_counter()
+    notes = synthesize_profile(manifest, cfg, args.strategies, retry_failed=args.retry_failed)
+    print(notes.groupby("strategy")["status"].value_counts().unstack(fill_value=0).to_string())
+    for strategy, stats in notes.attrs["stats"].items():
+        print(strategy, {k: v for k, v in stats.items() if k in ("llm_calls", "n_cached", "seconds", "cost_usd", "errors")})
+    with NoteCache(cache_path(cfg)) as cache:
+        cache.compact()
+        print(f"{cache.count('ok')} ok and {cache.count('failed')} failed notes in {cache.path} "
+              f"({cache.path.stat().st_size / 1e6:.2f} MB); took {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

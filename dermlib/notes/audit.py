@@ -1,0 +1,226 @@
+"""Hallucination audit of synthetic notes: what each note states, checked against what is known about its image.
+
+Per note (lexical rules, documented here so the numbers can be read critically):
+- age / sex / site / diagnosis: "correct", "contradicted" (a different value is stated), "absent" (not stated),
+  "invented" (stated although the metadata has no value), "n/a" (neither known nor stated).
+- colours and dermoscopic structures: the vocabulary terms a note states (synonyms mapped, e.g. "bluish-grey" ->
+  blue-gray; mentions after "no"/"without"/"absence of" in the same clause are ignored) compared with the ground
+  truth (SynthDerm `attributes.colors/structures`, or Derm7pt/PH2-style criteria in `attributes`).
+- vocabulary adherence: colour/structure mentions inside the constrained vocabulary vs outside it ("pink", "tan",
+  "milia-like cysts", ...).
+- length in words; the per-strategy summary adds diversity (distinct 1-/2-grams over all notes).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pandas as pd
+
+from dermlib.data.labels import ISIC8
+from dermlib.data.schema import load_attributes
+
+_SITE_TERMS: dict[str, str] = {
+    r"posterior torso|upper back|lower back|(?:the|his|her|their|mid) back": "posterior torso",
+    r"anterior torso|chest|abdomen|abdominal wall|breast": "anterior torso",
+    r"lateral torso|flank": "lateral torso",
+    r"head/neck|head|neck|face|facial|scalp|cheek|nose|forehead|ear|chin|temple": "head/neck",
+    r"upper extremity|upper limb|forearm|arm|hand|finger|shoulder|elbow|wrist": "upper extremity",
+    r"lower extremity|lower limb|thigh|leg|knee|calf|shin|ankle": "lower extremity",
+    r"palms/soles|palms?|soles?": "palms/soles",
+    r"oral/genital|genital|oral|mouth|lip": "oral/genital",
+    r"acral|foot|feet|toe|nail": "acral",
+    r"torso|trunk": "torso",
+}
+_DIAGNOSIS_TERMS: dict[str, str] = {
+    "MEL": r"(?<!non-)melanomas?",
+    "NV": r"(?:melanocytic )?na?evus|na?evi|moles?",
+    "BCC": r"basal cell carcinoma|basal cell|bcc",
+    "AK": r"actinic keratos[ie]s|solar keratos[ie]s",
+    "BKL": r"benign keratos[ie]s|seborrh?o?eic keratos[ie]s|(?:solar )?lentig(?:o|ines)|lichen planus-like keratosis",
+    "DF": r"dermatofibromas?",
+    "VASC": r"vascular lesions?|(?:h[a]?em)?angiomas?|angiokeratomas?|pyogenic granulomas?",
+    "SCC": r"squamous cell carcinoma|squamous cell|scc|bowen'?s disease",
+}
+_STRUCTURE_TERMS: dict[str, str] = {
+    r"blue[- ]whit(?:e|ish) veil|whitish veil|veil": "blue-whitish veil",
+    r"pigment(?:ed)? network|reticular (?:pattern|network)|network": "pigment network",
+    r"dots?(?:/| and | or )globules?|globules?|dots": "dots/globules",
+    r"streaks?|pseudopods?|radial streaming": "streaks",
+    r"regression (?:structures?|areas?)|regression|scar-like areas?": "regression structures",
+    r"vascular structures?|vascular pattern|vessels|telangiectas(?:ia|es)|arborizing": "vascular structures",
+}
+_COLOUR_TERMS: dict[str, str] = {
+    r"light[- ]brown": "light brown", r"dark[- ]brown": "dark brown",
+    r"blu(?:e|ish)[- ]gr[ae]y|gr[ae]y[- ]blue": "blue-gray",
+    r"black(?:ish)?": "black", r"red(?:dish)?": "red", r"white|whitish": "white",
+}
+_OFF_COLOURS = r"pink(?:ish)?|purple|violet|yellow(?:ish)?|orange|green|tan|gr[ae]y|brown(?:ish)?|blue|skin[- ]colou?red|flesh[- ]colou?red"
+_OFF_STRUCTURES = r"milia-like cysts?|comedo-like openings?|leaf-like areas?|spoke[- ]wheel|blotch(?:es)?|crystalline structures?|fissures?|ridges?"
+_NEGATION = re.compile(r"\b(?:no|without|absent|absence of|not|lack of|negative for|nor)\b[^.;:\n]*$")
+_TRUTH_KEYS: dict[str, str] = {
+    "pigment_network": "pigment network", "streaks": "streaks", "dots_and_globules": "dots/globules",
+    "dots_globules": "dots/globules", "blue_whitish_veil": "blue-whitish veil",
+    "regression_structures": "regression structures", "regression_areas": "regression structures",
+    "vascular_structures": "vascular structures",
+}
+_ABSENT_VALUES = {"absent", "no", "none", "false", "0", "", "a"}
+
+
+def _find(text: str, terms: dict[str, str], *, negation: bool = True) -> tuple[set[str], str]:
+    """Canonical terms stated in `text` (longest patterns first) and the text with those mentions blanked out."""
+    stated: set[str] = set()
+    for pattern, canonical in terms.items():
+        regex = re.compile(rf"\b(?:{pattern})\b", re.IGNORECASE)
+        for match in regex.finditer(text):
+            clause = text[max(0, match.start() - 40): match.start()]
+            if not (negation and _NEGATION.search(clause)):
+                stated.add(canonical)
+        text = regex.sub(lambda m: " " * len(m.group(0)), text)
+    return stated, text
+
+
+def _count(pattern: str, text: str) -> int:
+    return len(re.findall(rf"\b(?:{pattern})\b", text, re.IGNORECASE))
+
+
+def stated_ages(text: str) -> list[tuple[float, float]]:
+    """Ages a note states, as (low, high) ranges: "54-year-old" -> (54, 54); "in his 50s" -> (50, 59)."""
+    pattern = r"\b(\d{1,3})[- ](?:years?|yrs?)[- ]old\b|\baged?\s*:?\s*(\d{1,3})\b"
+    found = [(float(a), float(a)) for groups in re.findall(pattern, text, re.I) for a in groups if a]
+    found += [(float(d) * 10, float(d) * 10 + 9) for d in re.findall(r"\bin (?:his|her|their) (\d)0s\b", text, re.I)]
+    return found
+
+
+def _field_flag(truth_known: bool, stated: bool, agrees: bool) -> str:
+    if not stated:
+        return "absent" if truth_known else "n/a"
+    if not truth_known:
+        return "invented"
+    return "correct" if agrees else "contradicted"
+
+
+def _sites_agree(stated: set[str], truth: str) -> bool:
+    torso = {"anterior torso", "posterior torso", "lateral torso", "torso"}
+    acral = {"acral", "palms/soles"}
+    return any(s == truth or (s in torso and truth in torso and "torso" in (s, truth))
+               or (s in acral and truth in acral) for s in stated)
+
+
+def _canonical(value: Any, terms: dict[str, str]) -> str:
+    """A ground-truth value in the vocabulary's spelling (unchanged when it is not a known term)."""
+    found, _ = _find(str(value), terms, negation=False)
+    return next(iter(found)) if len(found) == 1 else str(value).strip().lower()
+
+
+def truth_attributes(attrs: dict[str, Any]) -> tuple[set[str] | None, set[str] | None]:
+    """Ground-truth colours and structures from an `attributes` dict (None where the source does not say)."""
+    colours = structures = None
+    raw_colours = attrs.get("colors", attrs.get("colours"))
+    if isinstance(raw_colours, list):
+        colours = {_canonical(c, _COLOUR_TERMS) for c in raw_colours}
+    if isinstance(attrs.get("structures"), list):
+        structures = {_canonical(s, _STRUCTURE_TERMS) for s in attrs["structures"]}
+    elif any(k in attrs for k in _TRUTH_KEYS):
+        structures = {name for k, name in _TRUTH_KEYS.items()
+                      if k in attrs and str(attrs[k]).strip().lower() not in _ABSENT_VALUES}
+    return colours, structures
+
+
+def audit_note(note: str, row: pd.Series | dict[str, Any]) -> dict[str, Any]:
+    """The audit flags of one note against its manifest row."""
+    text = str(note)
+    out: dict[str, Any] = {"n_words": len(text.split())}
+    ages = stated_ages(text)
+    age = row.get("age")
+    age_known = age is not None and not pd.isna(age)
+    out["age"] = _field_flag(age_known, bool(ages),
+                             age_known and any(lo - 2 <= float(age) <= hi + 2 for lo, hi in ages))
+    male = _count(r"male|man|gentleman|boy|he|his|him", text) > 0
+    female = _count(r"female|woman|lady|girl|she|her|hers", text) > 0
+    sex = row.get("sex")
+    sex_known = sex is not None and not pd.isna(sex)
+    out["sex"] = _field_flag(sex_known, male or female,
+                             sex_known and (male, female) == (sex == "male", sex == "female"))
+    sites, _ = _find(text, _SITE_TERMS, negation=False)
+    site = row.get("site")
+    site_known = site is not None and not pd.isna(site)
+    out["site"] = _field_flag(site_known, bool(sites), site_known and _sites_agree(sites, str(site)))
+    diagnoses = {c for c, pattern in _DIAGNOSIS_TERMS.items() if _count(pattern, text)}
+    label = row.get("label")
+    label_known = label is not None and not pd.isna(label) and label in ISIC8
+    out["diagnosis"] = _field_flag(label_known, bool(diagnoses), label_known and diagnoses == {label})
+    if label_known and label in diagnoses and len(diagnoses) > 1:
+        out["diagnosis"] = "mixed"  # the true class and another one are both named
+    structures, rest = _find(text, _STRUCTURE_TERMS)
+    colours, rest = _find(rest, _COLOUR_TERMS)
+    out["vocab_in"] = len(structures) + len(colours)
+    out["vocab_off"] = _count(_OFF_COLOURS, rest) + _count(_OFF_STRUCTURES, rest)
+    true_colours, true_structures = truth_attributes(load_attributes(row.get("attributes")))
+    for name, stated, truth in (("colors", colours, true_colours), ("structures", structures, true_structures)):
+        out[f"{name}_stated"] = ", ".join(sorted(stated))
+        out[f"{name}_n_stated"] = len(stated)
+        out[f"{name}_n_true"] = len(truth) if truth is not None else pd.NA
+        out[f"{name}_tp"] = len(stated & truth) if truth is not None else pd.NA
+    out["any_contradiction"] = any(out[f] == "contradicted" for f in ("age", "sex", "site", "diagnosis"))
+    unsupported = [(stated - truth) for stated, truth in ((colours, true_colours), (structures, true_structures))
+                   if truth is not None]
+    out["any_unsupported_attribute"] = any(len(u) > 0 for u in unsupported) if unsupported else pd.NA
+    return out
+
+
+def audit(manifest: pd.DataFrame, notes: pd.DataFrame) -> pd.DataFrame:
+    """Per-note audit flags for a long notes table (sample_id, strategy, note, status); only `ok` notes."""
+    missing = [c for c in ("sample_id", "strategy", "note") if c not in notes]
+    if missing:
+        raise ValueError(f"notes table lacks columns {missing}; pass the output of dermlib.notes.synthesize")
+    rows = manifest.set_index(manifest["sample_id"].astype(str))
+    ok = notes if "status" not in notes else notes[notes["status"] == "ok"]
+    unknown = set(ok["sample_id"].astype(str)) - set(rows.index)
+    if unknown:
+        raise ValueError(f"{len(unknown)} notes have sample_ids not in the manifest, e.g. {sorted(unknown)[:3]}")
+    records = [{"sample_id": sid, "strategy": strategy, **audit_note(note, rows.loc[sid])}
+               for sid, strategy, note in zip(ok["sample_id"].astype(str), ok["strategy"], ok["note"])]
+    return pd.DataFrame(records)
+
+
+def distinct_ngrams(notes: list[str], n: int) -> float:
+    """Distinct n-grams / all n-grams over a set of notes (1.0 = no repetition; lower = more templated)."""
+    grams = [tuple(words[i:i + n]) for note in notes for words in [re.findall(r"\w+", note.lower())]
+             for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+def _ratio(num: pd.Series, den: pd.Series) -> float:
+    num, den = pd.to_numeric(num, errors="coerce"), pd.to_numeric(den, errors="coerce")
+    total = den[num.notna()].sum()
+    return float(num.sum() / total) if total else float("nan")
+
+
+def audit_summary(flags: pd.DataFrame, notes: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per strategy: consistency rates per field, attribute precision/recall (micro), adherence, length,
+    diversity (when `notes` is given) and the share of notes with a contradiction or an unsupported attribute."""
+    rows = []
+    for strategy, group in flags.groupby("strategy", sort=False):
+        row: dict[str, Any] = {"strategy": strategy, "n_notes": len(group)}
+        for field in ("age", "sex", "site", "diagnosis"):
+            known = group[group[field].isin(["correct", "contradicted", "absent", "mixed"])]
+            for flag in ("correct", "contradicted", "absent"):
+                row[f"{field}_{flag}"] = float((known[field] == flag).mean()) if len(known) else float("nan")
+            row[f"{field}_invented"] = int((group[field] == "invented").sum())
+        for name in ("colors", "structures"):
+            row[f"{name}_precision"] = _ratio(group[f"{name}_tp"], group[f"{name}_n_stated"])
+            row[f"{name}_recall"] = _ratio(group[f"{name}_tp"], group[f"{name}_n_true"])
+        mentions = group["vocab_in"].sum() + group["vocab_off"].sum()
+        row["vocab_adherence"] = float(group["vocab_in"].sum() / mentions) if mentions else float("nan")
+        row["contradiction_rate"] = float(group["any_contradiction"].mean())
+        unsupported = pd.to_numeric(group["any_unsupported_attribute"], errors="coerce").dropna()
+        row["unsupported_attribute_rate"] = float(unsupported.mean()) if len(unsupported) else float("nan")
+        row["mean_words"] = float(group["n_words"].mean())
+        if notes is not None:
+            texts = notes[(notes["strategy"] == strategy) & (notes.get("status", "ok") == "ok")]["note"].astype(str).tolist()
+            row["distinct_1"], row["distinct_2"] = distinct_ngrams(texts, 1), distinct_ngrams(texts, 2)
+            row["unique_notes"] = len(set(texts)) / len(texts) if texts else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)

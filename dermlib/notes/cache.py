@@ -1,0 +1,104 @@
+"""Durable note cache: one SQLite file (WAL), one row per generated note, committed as each note arrives.
+
+The key is a sha256 over everything that determines a generation (backend, model, strategy, template version,
+rendered prompt, generation parameters, sample seed), so a changed template or parameter never reuses an old
+note, and identical requests (e.g. P3's shared prompts) share one. No API key or header is ever stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notes (
+    key TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    template_version TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL,              -- ok | failed
+    note TEXT,                          -- the rendered note (NULL when failed)
+    raw TEXT,                           -- the model's last answer, as returned
+    error TEXT,
+    n_attempts INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    created REAL NOT NULL
+)
+"""
+COLUMNS = ["key", "backend", "model", "strategy", "template_version", "seed", "status", "note", "raw", "error",
+           "n_attempts", "prompt_tokens", "completion_tokens", "created"]
+
+
+def cache_key(*, backend: str, model: str, strategy: str, template_version: str, messages: Any,
+              response_format: Any, params: dict[str, Any], seed: int) -> str:
+    """The sha256 hex digest identifying one generation request."""
+    payload = {"backend": backend, "model": model, "strategy": strategy, "template_version": template_version,
+               "messages": messages, "response_format": response_format, "params": params, "seed": seed}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class NoteCache:
+    """A SQLite note store; use as a context manager or call close()."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        if self.conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        existing = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='notes'").fetchone()
+        if existing is None:
+            self.conn.execute(_SCHEMA)
+
+    def __enter__(self) -> NoteCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (SQLite folds the WAL back into the file when the last one closes)."""
+        self.conn.close()
+
+    def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored rows for the keys that are present."""
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(f"SELECT {', '.join(COLUMNS)} FROM notes WHERE key IN ({marks})", chunk):
+                found[row[0]] = dict(zip(COLUMNS, row))
+        return found
+
+    def put(self, row: dict[str, Any]) -> None:
+        """Store one result and commit it at once (an `ok` row is never replaced by a failure)."""
+        values = {**row, "created": row.get("created", time.time())}
+        self.conn.execute(
+            f"INSERT INTO notes ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+            "ON CONFLICT(key) DO UPDATE SET status=excluded.status, note=excluded.note, raw=excluded.raw, "
+            "error=excluded.error, n_attempts=excluded.n_attempts, prompt_tokens=excluded.prompt_tokens, "
+            "completion_tokens=excluded.completion_tokens, created=excluded.created "
+            "WHERE notes.status != 'ok'",
+            [values.get(c) for c in COLUMNS],
+        )
+
+    def count(self, status: str | None = None) -> int:
+        """Number of stored notes (optionally with one status)."""
+        if status is None:
+            return self.conn.execute("SELECT COUNT(*) FROM notes").fetchone()[0]
+        return self.conn.execute("SELECT COUNT(*) FROM notes WHERE status = ?", (status,)).fetchone()[0]
+
+    def compact(self) -> None:
+        """Fold the WAL into the file and VACUUM it (before committing a cache file to git)."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.execute("VACUUM")
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -1,0 +1,230 @@
+"""The LLM engine: `openai.AsyncOpenAI` against any OpenAI-compatible server, bounded concurrency, timeouts,
+retries with exponential backoff + jitter that honour `Retry-After`, a tqdm progress bar, token and cost totals.
+
+The client's own retries are off (`max_retries=0`); retries happen here so every attempt is counted.
+The API key only travels in the client; every error text passes through `scrub` before it is stored or raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import email.utils
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import openai
+from tqdm import tqdm
+
+T = TypeVar("T")
+# USD per million tokens (input, output) for the standard API; the Batch API costs half. Local models cost 0.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1-nano": (0.10, 0.40),
+}
+
+
+class LLMAuthError(RuntimeError):
+    """The server refused the credentials (HTTP 401/403): no note can succeed, so the run stops."""
+
+
+@dataclass
+class Job:
+    """One note to generate: its cache key, the request, and how to turn an answer into a note."""
+
+    key: str
+    messages: list[dict[str, str]]
+    response_format: dict[str, Any] | None
+    seed: int
+    parse: Callable[[str | None, str | None], tuple[str | None, str | None]]
+
+
+@dataclass
+class Outcome:
+    """The result of one job after all its attempts."""
+
+    key: str
+    status: str  # ok | failed
+    note: str | None
+    raw: str | None
+    error: str | None
+    n_attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class EngineStats:
+    """What a run did: HTTP calls, failures by kind, tokens, wall time."""
+
+    calls: int = 0
+    ok: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    errors: Counter = field(default_factory=Counter)
+
+    @property
+    def notes_per_s(self) -> float:
+        return (self.ok + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """Remove a secret (and any 'Bearer <token>' header echo) from a message."""
+    if secret:
+        text = text.replace(secret, "***")
+    return " ".join(w if not w.startswith("sk-") else "sk-***" for w in text.split(" "))
+
+
+def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float:
+    """Estimated USD for a model's token usage (0 for models without a known price, e.g. local ones)."""
+    price_in, price_out = PRICES.get(model, (0.0, 0.0))
+    cost = (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+    return cost / 2 if batch else cost
+
+
+def retry_after_seconds(exc: openai.APIStatusError) -> float | None:
+    """The server's requested wait from `Retry-After` / `retry-after-ms` headers, if any."""
+    headers = exc.response.headers
+    if headers.get("retry-after-ms"):
+        try:
+            return float(headers["retry-after-ms"]) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def backoff_seconds(attempt: int, base: float, cap: float = 30.0) -> float:
+    """Exponential backoff with jitter for retry number `attempt` (1, 2, ...)."""
+    delay = min(cap, base * 2 ** (attempt - 1))
+    return delay + random.uniform(0, delay)
+
+
+async def _attempt(client: openai.AsyncOpenAI, job: Job, model: str, params: dict[str, Any],
+                   attempt: int) -> tuple[Any, str | None, float | None]:
+    """One HTTP call; returns (completion or None, error, wait before the next try)."""
+    kwargs: dict[str, Any] = {"model": model, "messages": job.messages, "seed": job.seed + attempt, **params}
+    if job.response_format is not None:
+        kwargs["response_format"] = job.response_format
+    try:
+        return await client.chat.completions.create(**kwargs), None, None
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+        raise LLMAuthError(f"HTTP {exc.status_code}: the server rejected the API key") from None
+    except openai.RateLimitError as exc:
+        return None, "HTTP 429 rate limited", retry_after_seconds(exc)
+    except openai.APITimeoutError:
+        return None, "timeout", None
+    except openai.APIConnectionError as exc:
+        return None, f"connection error: {type(exc).__name__}", None
+    except (openai.BadRequestError, openai.NotFoundError, openai.UnprocessableEntityError) as exc:
+        return None, f"HTTP {exc.status_code} (not retried): {exc.message[:300]}", -1.0
+    except openai.APIStatusError as exc:
+        return None, f"HTTP {exc.status_code}: {exc.message[:200]}", retry_after_seconds(exc)
+    except Exception as exc:  # malformed HTTP bodies and other protocol surprises: counted, retried
+        return None, f"bad response: {type(exc).__name__}: {str(exc)[:200]}", None
+
+
+def judge(job: Job, completion: Any) -> tuple[str | None, str | None, str | None]:
+    """Turn a chat completion into (note, raw answer, error): refusals and invalid answers are errors."""
+    if not completion.choices:
+        return None, None, "answer without choices"
+    choice = completion.choices[0]
+    raw = choice.message.content
+    refusal = getattr(choice.message, "refusal", None)
+    if refusal:
+        return None, raw, f"refused: {str(refusal)[:200]}"
+    note, error = job.parse(raw, choice.finish_reason)
+    return note, raw, error
+
+
+async def run_job(client: openai.AsyncOpenAI, job: Job, *, model: str, params: dict[str, Any], max_retries: int,
+                  backoff_base: float, secret: str | None, stats: EngineStats) -> Outcome:
+    """All attempts of one job: HTTP errors back off; invalid answers are re-asked at once with a new seed."""
+    prompt_tokens = completion_tokens = 0
+    error: str | None = None
+    raw: str | None = None
+    attempt = 0
+    for attempt in range(max_retries + 1):
+        stats.calls += 1
+        completion, error, wait = await _attempt(client, job, model, params, attempt)
+        if completion is not None:
+            usage = completion.usage
+            prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
+            completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+            note, raw, error = judge(job, completion)
+            if error is None:
+                return Outcome(job.key, "ok", note, raw, None, attempt + 1, prompt_tokens, completion_tokens)
+        error = scrub(error or "unknown error", secret)
+        stats.errors[error.split(":")[0]] += 1
+        if wait is not None and wait < 0:  # a request the server will never accept
+            break
+        if attempt < max_retries and completion is None:
+            await asyncio.sleep(min(wait, 120.0) + random.uniform(0, 0.1) if wait is not None
+                                else backoff_seconds(attempt + 1, backoff_base))
+    raw = scrub(raw, secret) if raw else raw
+    return Outcome(job.key, "failed", None, raw, error, attempt + 1, prompt_tokens, completion_tokens)
+
+
+async def run_jobs(jobs: list[Job], *, base_url: str | None, api_key: str, model: str, params: dict[str, Any],
+                   concurrency: int, timeout: float, max_retries: int, on_outcome: Callable[[Outcome], None],
+                   n_cached: int = 0, desc: str = "notes", backoff_base: float = 0.5) -> EngineStats:
+    """Run jobs with at most `concurrency` in flight; `on_outcome` is called (and may commit) as each finishes."""
+    stats = EngineStats()
+    if not jobs:
+        return stats
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+    bar = tqdm(total=len(jobs) + n_cached, initial=n_cached, desc=desc, unit="note", file=sys.stderr,
+               mininterval=1.0, ascii=True)
+    start = time.perf_counter()
+
+    async def one(job: Job) -> None:
+        async with semaphore:
+            outcome = await run_job(client, job, model=model, params=params, max_retries=max_retries,
+                                    backoff_base=backoff_base, secret=api_key, stats=stats)
+        stats.ok += outcome.status == "ok"
+        stats.failed += outcome.status == "failed"
+        stats.prompt_tokens += outcome.prompt_tokens
+        stats.completion_tokens += outcome.completion_tokens
+        on_outcome(outcome)
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(done=stats.ok, cached=n_cached, failed=stats.failed,
+                        rate=f"{(stats.ok + stats.failed) / max(elapsed, 1e-9):.2f}/s", refresh=False)
+        bar.update(1)
+
+    try:
+        tasks = [asyncio.ensure_future(one(job)) for job in jobs]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+    finally:
+        stats.seconds = time.perf_counter() - start
+        bar.close()
+        await client.close()
+    return stats
+
+
+def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, also inside Jupyter (whose loop is already running)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()  # type: ignore[arg-type]

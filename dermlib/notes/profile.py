@@ -1,0 +1,83 @@
+"""Notes for a whole profile: settings from the config, the local LLM started only when notes are missing,
+and the long-format `<work_dir>/notes/notes.parquet` every later step reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dermlib.config import REPO_ROOT
+from dermlib.notes.local_llm import INSTALL_HINT, LocalLLM, llama_cpp_available
+from dermlib.notes.strategies import get_strategy
+from dermlib.notes.synth import count_pending, synthesize
+
+
+def cache_path(cfg: dict[str, Any]) -> Path:
+    """The profile's note cache: `notes.cache_path` with {work_dir} filled in; relative paths are under the repo."""
+    path = Path(str(cfg["notes"]["cache_path"]).format(work_dir=cfg["work_dir"]))
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `synthesize` for a profile (the API key is never part of a config)."""
+    n = cfg["notes"]
+    return {"backend": n["backend"], "base_url": n["base_url"], "model": n["model"], "cache_path": cache_path(cfg),
+            "concurrency": n["concurrency"], "timeout": n["timeout"], "max_retries": n["max_retries"],
+            "temperature": n["temperature"], "max_tokens": n["max_tokens"], "variants": n["variants"],
+            "hidden_attributes": tuple(n["hidden_attributes"]), "limit": n["limit"]}
+
+
+def synthesize_profile(manifest: pd.DataFrame, cfg: dict[str, Any], strategies: list[str] | None = None,
+                       *, retry_failed: bool = False) -> pd.DataFrame:
+    """All strategies' notes for a manifest, long format; `attrs["stats"]` maps strategy -> run stats.
+
+    With backend "llamacpp" and no base_url, the local SmolLM2 server is started only if some note is missing.
+    """
+    strategies = list(strategies or cfg["notes"]["strategies"])
+    kwargs = {**settings(cfg), "retry_failed": retry_failed}
+    pending = {s: count_pending(manifest, s, **kwargs) for s in strategies}
+    server = None
+    if sum(pending.values()) and kwargs["backend"] == "llamacpp" and not kwargs["base_url"]:
+        if not llama_cpp_available():
+            raise RuntimeError(f"{sum(pending.values())} notes are not in the cache {kwargs['cache_path']} and the "
+                               f"local LLM is not installed: {INSTALL_HINT}")
+        server = LocalLLM(alias=kwargs["model"], n_threads=cfg["notes"]["n_threads"]).start()
+        kwargs["base_url"] = server.base_url
+    try:
+        frames = [synthesize(manifest, s, **kwargs) for s in strategies]
+    finally:
+        if server is not None:
+            server.stop()
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["stats"] = {s: {**f.attrs.get("stats", {}), "pending_before": pending[s]} for s, f in zip(strategies, frames)}
+    return out
+
+
+def notes_path(work_dir: str | Path) -> Path:
+    return Path(work_dir) / "notes" / "notes.parquet"
+
+
+def save_notes(notes: pd.DataFrame, work_dir: str | Path) -> Path:
+    """Write the long-format notes table to `<work_dir>/notes/notes.parquet`."""
+    path = notes_path(work_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = notes.copy()
+    frame.attrs = {}
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def load_notes(work_dir_or_path: str | Path, strategy: str) -> dict[str, str]:
+    """`{sample_id: note}` for one strategy's successful notes, from a work dir or a notes.parquet path."""
+    path = Path(work_dir_or_path)
+    path = path if path.suffix == ".parquet" else notes_path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run notebook 02_notes (./run_all.sh --only 02) first")
+    get_strategy(strategy)
+    notes = pd.read_parquet(path)
+    chosen = notes[(notes["strategy"] == strategy) & (notes["status"] == "ok")]
+    if chosen.empty and strategy not in set(notes["strategy"]):
+        raise KeyError(f"{path} has no notes for strategy {strategy!r}; it has {sorted(set(notes['strategy']))}")
+    return dict(zip(chosen["sample_id"].astype(str), chosen["note"].astype(str)))

@@ -1,0 +1,87 @@
+"""The hallucination audit on hand-built notes whose right answers are known."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from dermlib.data.schema import to_manifest
+from dermlib.notes import audit, audit_summary
+from dermlib.notes.audit import audit_note, distinct_ngrams, stated_ages, truth_attributes
+
+
+def row(**kw: object) -> dict[str, object]:
+    base = {"sample_id": "s/1", "source": "synthderm_a", "image_path": "x", "modality": "dermoscopic", "label": "MEL",
+            "label_raw": "mel", "age": 54.0, "sex": "male", "site": "posterior torso",
+            "attributes": json.dumps({"colors": ["black", "dark brown"], "structures": ["streaks"]})}
+    return {**base, **kw}
+
+
+def test_consistent_note_with_negated_structure() -> None:
+    note = ("A 54-year-old man has a lesion on the upper back. Dermoscopy shows black and bluish-grey areas, "
+            "streaks, and no blue-whitish veil. Diagnosis: melanoma.")
+    flags = audit_note(note, row())
+    assert (flags["age"], flags["sex"], flags["site"], flags["diagnosis"]) == ("correct",) * 4
+    assert flags["colors_stated"] == "black, blue-gray" and flags["colors_tp"] == 1 and flags["colors_n_true"] == 2
+    assert flags["structures_stated"] == "streaks" and flags["structures_tp"] == 1  # the veil is negated
+    assert flags["any_contradiction"] is False and flags["any_unsupported_attribute"] is True  # blue-gray is not true
+
+
+def test_contradicted_invented_and_off_vocabulary() -> None:
+    note = "A 30-year-old woman with a pink and tan papule on the arm; basal cell carcinoma suspected."
+    flags = audit_note(note, row(age=None))
+    assert flags["age"] == "invented" and flags["sex"] == "contradicted" and flags["site"] == "contradicted"
+    assert flags["diagnosis"] == "contradicted" and flags["any_contradiction"] is True
+    assert flags["vocab_in"] == 0 and flags["vocab_off"] == 2
+    mixed = audit_note("Melanoma versus melanocytic nevus; he is in his 50s.", row())
+    assert mixed["diagnosis"] == "mixed" and mixed["age"] == "correct" and mixed["sex"] == "correct"
+    assert audit_note("A skin lesion.", row())["age"] == "absent"
+    assert audit_note("A skin lesion.", row(age=None, sex=None))["sex"] == "n/a"
+
+
+def test_site_families_and_age_ranges() -> None:
+    assert audit_note("Lesion on the trunk.", row())["site"] == "correct"  # torso includes the posterior torso
+    assert audit_note("Lesion on the sole.", row(site="acral"))["site"] == "correct"
+    assert stated_ages("a 7-year-old; aged 40; in her 60s") == [(7.0, 7.0), (40.0, 40.0), (60.0, 69.0)]
+    assert stated_ages("present for 3 years") == []
+
+
+def test_truth_from_synthderm_and_derm7pt_style_attributes() -> None:
+    assert truth_attributes({"colors": ["Blue-Grey", "red"], "structures": ["dots/globules"]}) == (
+        {"blue-gray", "red"}, {"dots/globules"})
+    derm7pt = {"pigment_network": "atypical", "streaks": "absent", "blue_whitish_veil": "present",
+               "dots_and_globules": "irregular", "vascular_structures": "absent"}
+    assert truth_attributes(derm7pt) == (None, {"pigment network", "blue-whitish veil", "dots/globules"})
+    assert truth_attributes({"diameter_mm": 4}) == (None, None)
+
+
+def test_audit_table_and_summary_numbers() -> None:
+    manifest = to_manifest(pd.DataFrame([row(sample_id="s/1"), row(sample_id="s/2", label="NV", sex="female")]))
+    notes = pd.DataFrame({
+        "sample_id": ["s/1", "s/2", "s/1", "s/2", "s/2"],
+        "strategy": ["A", "A", "B", "B", "B"],
+        "note": ["black, dark brown; melanoma", "red streaks; nevus", "Colours: black.", "x", "never used"],
+        "status": ["ok", "ok", "ok", "ok", "failed"],
+    })
+    flags = audit(manifest, notes)
+    assert len(flags) == 4 and list(flags["strategy"]) == ["A", "A", "B", "B"]
+    summary = audit_summary(flags, notes).set_index("strategy")
+    # A states 3 colours (black, dark brown, red) of which 2 are true; 4 true colours over both samples
+    assert summary.at["A", "colors_precision"] == pytest.approx(2 / 3)
+    assert summary.at["A", "colors_recall"] == pytest.approx(2 / 4)
+    assert summary.at["A", "structures_precision"] == 1.0 and summary.at["A", "diagnosis_correct"] == 1.0
+    assert summary.at["B", "colors_precision"] == 1.0 and summary.at["B", "diagnosis_absent"] == 1.0
+    assert summary.at["B", "n_notes"] == 2 and summary.at["A", "unique_notes"] == 1.0
+    assert math.isnan(summary.at["B", "structures_precision"])  # B never states a structure
+    with pytest.raises(ValueError, match="not in the manifest"):
+        audit(manifest, notes.assign(sample_id=["s/9"] * 5))
+
+
+def test_distinct_ngrams() -> None:
+    assert distinct_ngrams(["a b a b"], 1) == 0.5
+    assert distinct_ngrams(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert distinct_ngrams(["same note", "same note"], 2) == 0.5
+    assert math.isnan(distinct_ngrams([], 2))
