@@ -23,6 +23,11 @@ from scipy.special import softmax
 
 from dermlib import metrics
 from dermlib.data.labels import classes
+from dermlib.data.preprocess import load_cache
+from dermlib.data.schema import read_manifest
+
+# dermlib.train, dermlib.batches and dermlib.notes are imported where they are used: notebook 05 rebuilds the
+# figures from results/ alone and never needs torch or the text model.
 
 RESULT_COLUMNS = ["profile", "strategy", "seed", "run_id", "config_hash", "source", "partition", "metric",
                   "value", "ci_low", "ci_high", "n"]
@@ -56,9 +61,6 @@ def metric_names(cfg: dict[str, Any]) -> list[str]:
 
 def evaluation_pool(cfg: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
     """Labelled internal test rows and all external rows (manifest order by sample_id) and their cached images."""
-    from dermlib.data.preprocess import load_cache
-    from dermlib.data.schema import read_manifest
-
     work = Path(cfg["work_dir"])
     manifest = read_manifest(work / "manifest.parquet")
     held_out = (manifest["label"].notna() & ((manifest["partition"] == "external") | (manifest["split"] == "test"))
@@ -98,7 +100,13 @@ def _groups(pool: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
     return out
 
 
+def predicted_labels(emb: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """Predicted class per pool sample from the IMAGE branch only (argmax of `image_logits`; notes never classify)."""
+    return np.asarray(names, dtype=object)[emb["image_logits"].argmax(axis=1)]
+
+
 def _row(metric: str, value: float, n: int, ci: tuple[float, float] = (np.nan, np.nan)) -> dict[str, Any]:
+    """One metric row of the results table (without the run columns)."""
     return {"metric": metric, "value": float(value), "ci_low": float(ci[0]), "ci_high": float(ci[1]), "n": int(n)}
 
 
@@ -108,12 +116,12 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
     n_boot, k_list = int(cfg["eval"]["bootstrap"]), list(cfg["eval"]["recall_k"])
     labels = pool["label"].astype(str).to_numpy()
     proba = softmax(emb["image_logits"].astype(np.float64), axis=1)
-    predicted = np.asarray(names, dtype=object)[proba.argmax(axis=1)]
+    predicted = predicted_labels(emb, names)
     # Integer codes for the bootstrap of kappa (sklearn is several times faster on ints than on strings).
     y_code = pd.Categorical(labels, categories=names).codes
-    p_code = proba.argmax(axis=1)
+    p_code = pd.Categorical(predicted, categories=names).codes
     text = emb.get("text_emb")
-    has_text = np.isfinite(text).all(axis=1) if text is not None else np.zeros(len(pool), dtype=bool)
+    has_text = metrics.finite_rows(text) if text is not None else np.zeros(len(pool), dtype=bool)
     rows = []
     for partition, source, mask in _groups(pool):
         where = {"partition": partition, "source": source}
@@ -265,10 +273,28 @@ def load_histories(cfg: dict[str, Any], results: pd.DataFrame) -> dict[str, pd.D
     return out
 
 
+def paired_cosines(emb: dict[str, np.ndarray]) -> np.ndarray:
+    """Cosine of each pool image with its own note, for the samples that have a note (a text run's embeddings)."""
+    ok = metrics.finite_rows(emb["text_emb"])
+    return metrics.paired_cosine(emb["image_emb"][ok], emb["text_emb"][ok])
+
+
+def retrieval_example(emb: dict[str, np.ndarray], k: int = 5) -> dict[str, Any]:
+    """One image query (the first internal pool sample with a note) and its k closest notes, for the gallery figure."""
+    ok = np.flatnonzero(metrics.finite_rows(emb["text_emb"]))
+    if len(ok) == 0:
+        raise ValueError("retrieval_example needs a text run with at least one embedded note")
+    internal = ok[emb["partition"][ok] == "internal"]
+    query = internal[0] if len(internal) else ok[0]
+    top, scores = metrics.top_k(emb["image_emb"][[query]], emb["text_emb"][ok], k)
+    hits = ok[top[0]]
+    return {"sample_id": str(emb["sample_id"][query]), "label": str(emb["label"][query]),
+            "notes": [str(n) for n in emb["note"][hits]], "note_labels": [str(c) for c in emb["label"][hits]],
+            "scores": [float(v) for v in scores[0]]}
+
+
 def query_image(cfg: dict[str, Any], sample_id: str) -> np.ndarray | None:
     """The cached pixels of one sample, or None when the cache is not on this machine (figures from results only)."""
-    from dermlib.data.preprocess import load_cache
-
     try:
         images, index = load_cache(Path(cfg["work_dir"]) / "cache")
     except FileNotFoundError:
@@ -280,8 +306,6 @@ def query_image(cfg: dict[str, Any], sample_id: str) -> np.ndarray | None:
 def audit_summary(cfg: dict[str, Any]) -> pd.DataFrame | None:
     """The notes' hallucination audit per strategy: `<work_dir>/notes/audit_summary.csv` (written by notebook 02);
     when only the notes are there, it is computed with dermlib.notes.audit_summary and written; None without notes."""
-    from dermlib.data.schema import read_manifest
-
     work = Path(cfg["work_dir"])
     path = work / "notes" / "audit_summary.csv"
     if path.exists():

@@ -7,6 +7,7 @@ similarity matrix built in chunks of queries, so a 30,000 x 30,000 pool never ne
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,6 +45,11 @@ def l2_normalise(x: Any) -> np.ndarray:
     return arr / np.where(norms > 0, norms, 1.0)
 
 
+def finite_rows(x: Any) -> np.ndarray:
+    """Boolean mask of the rows with no NaN/inf (e.g. the samples whose note was embedded)."""
+    return np.isfinite(to_numpy(x)).all(axis=1)
+
+
 def _chunks(n_rows: int, n_cols: int) -> list[slice]:
     """Row slices so that a [rows, n_cols] block stays under CHUNK_ELEMENTS entries."""
     step = max(1, CHUNK_ELEMENTS // max(n_cols, 1))
@@ -62,6 +68,8 @@ def cohen_kappa(y_true: Sequence, y_pred: Sequence) -> float:
 def kappa_parts(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
     """Observed agreement p_o, chance agreement p_e (from the marginals) and kappa = (p_o - p_e) / (1 - p_e)."""
     y_true, y_pred = _labels(y_true), _labels(y_pred)
+    if len(y_true) == 0:
+        return {"p_observed": float("nan"), "p_chance": float("nan"), "kappa": float("nan")}
     labels = sorted(set(y_true) | set(y_pred), key=str)
     matrix = confusion_matrix(y_true, y_pred, labels=labels).astype(float)
     total = matrix.sum()
@@ -75,8 +83,6 @@ def balanced_accuracy(y_true: Sequence, y_pred: Sequence) -> float:
     y_true, y_pred = _labels(y_true), _labels(y_pred)
     if len(y_true) == 0:
         return float("nan")
-    import warnings
-
     with warnings.catch_warnings():  # "y_pred contains classes not in y_true" is expected on small splits
         warnings.simplefilter("ignore", UserWarning)
         return float(balanced_accuracy_score(y_true, y_pred))
@@ -185,8 +191,7 @@ def retrieval_map(query_emb: Any, query_labels: Sequence, gallery_emb: Any, gall
 
     Image->text: `retrieval_map(image_emb, labels, text_emb, labels)`; text->image: swap the arguments.
     """
-    ap = retrieval_ap(query_emb, query_labels, gallery_emb, gallery_labels)
-    return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
+    return nanmean(retrieval_ap(query_emb, query_labels, gallery_emb, gallery_labels))
 
 
 def recall_hits(query_emb: Any, gallery_emb: Any, k: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,11 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.manifold import TSNE  # noqa: E402
+
+from dermlib.data.labels import ISIC8  # noqa: E402
+from dermlib.metrics import finite_rows, l2_normalise  # noqa: E402
 
 SYNTHETIC_MARK = "SynthDerm (synthetic data) - not the paper's results"
 
@@ -38,6 +44,13 @@ def savefig(fig: plt.Figure, cfg: dict[str, Any], name: str, *, pdf: bool = Fals
     fig.savefig(png, metadata={"Software": None})
     if pdf:
         fig.savefig(out / f"{name}.pdf", metadata={"Creator": None, "Producer": None, "CreationDate": None})
+    return png
+
+
+def _save_and_close(fig: plt.Figure, cfg: dict[str, Any], name: str) -> Path:
+    """savefig as PNG + PDF, then free the figure; returns the PNG path."""
+    png = savefig(fig, cfg, name, pdf=True)
+    plt.close(fig)
     return png
 
 
@@ -84,9 +97,7 @@ def plot_learning_curves(histories: dict[str, pd.DataFrame], cfg: dict[str, Any]
             ax.legend(fontsize=7, ncol=1 + len(ax.get_legend_handles_labels()[0]) // 12)
     fig.suptitle(source_title(cfg, "learning curves"))
     fig.tight_layout()
-    png = savefig(fig, cfg, name, pdf=True)
-    plt.close(fig)
-    return png
+    return _save_and_close(fig, cfg, name)
 
 
 def _pooled(results: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -128,9 +139,7 @@ def plot_kappa(results: pd.DataFrame, cfg: dict[str, Any], name: str = "05_kappa
     fig, ax = plt.subplots(figsize=(8, 4))
     _grouped_bars(ax, table, order, "partition", [p for p in ("internal", "external") if p in set(table["partition"])])
     ax.set(xlabel="strategy", ylabel="Cohen's kappa", title=source_title(cfg, "kappa, internal vs external test"))
-    png = savefig(fig, cfg, name, pdf=True)
-    plt.close(fig)
-    return png
+    return _save_and_close(fig, cfg, name)
 
 
 def plot_retrieval_map(results: pd.DataFrame, cfg: dict[str, Any], name: str = "05_retrieval_map") -> Path:
@@ -149,9 +158,7 @@ def plot_retrieval_map(results: pd.DataFrame, cfg: dict[str, Any], name: str = "
                       ["image -> text", "text -> image"])
         ax.set(xlabel="strategy", ylabel="mAP", title=f"{partition} (pooled)", ylim=(0, 1.05))
     fig.suptitle(source_title(cfg, "class-level retrieval mAP"))
-    png = savefig(fig, cfg, name, pdf=True)
-    plt.close(fig)
-    return png
+    return _save_and_close(fig, cfg, name)
 
 
 def plot_paired_cosine(cosines: dict[str, np.ndarray], cfg: dict[str, Any], name: str = "05_paired_cosine") -> Path:
@@ -167,9 +174,7 @@ def plot_paired_cosine(cosines: dict[str, np.ndarray], cfg: dict[str, Any], name
         ax.text(i, 1.02, f"mean {np.mean(values):.2f}", ha="center", fontsize=8, transform=ax.get_xaxis_transform())
     ax.set(ylabel="cosine(image, own note)", xlabel="strategy")
     ax.set_title(source_title(cfg, "paired image-note cosine similarity"), pad=18)
-    png = savefig(fig, cfg, name, pdf=True)
-    plt.close(fig)
-    return png
+    return _save_and_close(fig, cfg, name)
 
 
 def plot_embedding_map(emb: dict[str, np.ndarray], cfg: dict[str, Any], *, method: str = "pca", title: str = "",
@@ -179,14 +184,9 @@ def plot_embedding_map(emb: dict[str, np.ndarray], cfg: dict[str, Any], *, metho
     `emb` is a saved embeddings file (image_emb, text_emb, label); embeddings are L2-normalised and projected
     jointly with PCA (deterministic) or t-SNE (`method="tsne"`, seeded); at most `max_points` pairs are drawn.
     """
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
-    from dermlib.metrics import l2_normalise
-
     if "text_emb" not in emb:
         raise ValueError("plot_embedding_map needs a run with notes (the Img baseline has no text embeddings)")
-    keep = np.flatnonzero(np.isfinite(emb["text_emb"]).all(axis=1))
+    keep = np.flatnonzero(finite_rows(emb["text_emb"]))
     if len(keep) > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(keep, max_points, replace=False))
     points = np.vstack([l2_normalise(emb["image_emb"][keep]), l2_normalise(emb["text_emb"][keep])])
@@ -198,8 +198,6 @@ def plot_embedding_map(emb: dict[str, np.ndarray], cfg: dict[str, Any], *, metho
         raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
     frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "class": np.tile(emb["label"][keep], 2),
                           "modality": np.repeat(["image", "text"], len(keep))})
-    from dermlib.data.labels import ISIC8
-
     present = set(frame["class"])
     hue_order = [c for c in ISIC8 if c in present] + sorted(present - set(ISIC8))
     setup_style()
@@ -211,9 +209,7 @@ def plot_embedding_map(emb: dict[str, np.ndarray], cfg: dict[str, Any], *, metho
         ax.set(title=what, xlabel=f"{method.upper()} 1", ylabel=f"{method.upper()} 2")
         ax.legend(fontsize=7, markerscale=0.8)
     fig.suptitle(source_title(cfg, f"shared embedding space {title}".strip()))
-    png = savefig(fig, cfg, name, pdf=True)
-    plt.close(fig)
-    return png
+    return _save_and_close(fig, cfg, name)
 
 
 def plot_retrieval_gallery(image: np.ndarray | None, query_label: str, notes: list[str], note_labels: list[str],
@@ -223,8 +219,6 @@ def plot_retrieval_gallery(image: np.ndarray | None, query_label: str, notes: li
 
     `image` may be None when the image cache is not on this machine; the notes are drawn all the same.
     """
-    import textwrap
-
     setup_style()
     fig = plt.figure(figsize=(13, 1.5 + 0.8 * len(notes)))
     ax_img = fig.add_axes([0.01, 0.1, 0.22, 0.78])
@@ -245,9 +239,7 @@ def plot_retrieval_gallery(image: np.ndarray | None, query_label: str, notes: li
                     va="top", fontsize=8, family="monospace",
                     color="darkgreen" if label == query_label else "firebrick")
     fig.suptitle(source_title(cfg, f"image -> text retrieval {title}".strip()), fontsize=11)
-    png = savefig(fig, cfg, name, pdf=True)
-    plt.close(fig)
-    return png
+    return _save_and_close(fig, cfg, name)
 
 
 def plot_confusion(matrix: pd.DataFrame, cfg: dict[str, Any], title: str, name: str) -> Path:
@@ -260,9 +252,7 @@ def plot_confusion(matrix: pd.DataFrame, cfg: dict[str, Any], title: str, name: 
                 xticklabels=matrix.columns, yticklabels=matrix.index, ax=ax)
     ax.grid(False)
     ax.set(xlabel="predicted", ylabel="true", title=source_title(cfg, title))
-    png = savefig(fig, cfg, name, pdf=True)
-    plt.close(fig)
-    return png
+    return _save_and_close(fig, cfg, name)
 
 
 AUDIT_ERRORS = ["contradiction_rate", "unsupported_attribute_rate", "age_contradicted", "sex_contradicted",
@@ -291,6 +281,4 @@ def plot_audit(summary: pd.DataFrame, cfg: dict[str, Any], name: str = "05_hallu
         plt.setp(ax.get_xticklabels(), ha="right")
     fig.suptitle(source_title(cfg, "hallucination audit of the synthetic notes"))
     fig.tight_layout()
-    png = savefig(fig, cfg, name, pdf=True)
-    plt.close(fig)
-    return png
+    return _save_and_close(fig, cfg, name)

@@ -188,6 +188,8 @@ def render(lesion: Lesion, spec: dict[str, Any], shape: tuple[int, int], rng: np
     r_theta = _outline(lesion, radius, theta, outline_rng)
 
     def r_of(angle: float) -> float:
+        """Outline radius at one angle: the outline's random terms come only from its seed, so re-seeding
+        reproduces exactly the outline drawn above (used to start streaks at the border)."""
         return float(_outline(lesion, radius, np.array([angle]), np.random.default_rng(lesion.shape_seed + 1))[0])
 
     d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / r_theta

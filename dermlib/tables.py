@@ -44,12 +44,15 @@ def strategies(cfg: dict[str, Any], results: pd.DataFrame) -> list[str]:
     return [s for s in order if s in present] + sorted(present - set(order))
 
 
+def _row_key(row: tuple[str, str]) -> tuple[int, bool, str]:
+    """Sort key of a (partition, source) row: internal before external, sources before the pooled row."""
+    partition, source = row
+    return {"internal": 0, "external": 1}.get(partition, 2), source == POOLED, source
+
+
 def _row_order(index: pd.MultiIndex) -> list[tuple[str, str]]:
     """internal sources, internal pooled, external sources, external pooled."""
-    def key(row: tuple[str, str]) -> tuple[int, int, str]:
-        partition, source = row
-        return ({"internal": 0, "external": 1}.get(partition, 2), source == POOLED, source)
-    return sorted(index, key=key)
+    return sorted(index, key=_row_key)
 
 
 def ours_wide(results: pd.DataFrame, metric: str, order: list[str]) -> pd.DataFrame:
@@ -197,6 +200,11 @@ def headline(results: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     out = wide[columns]
     out.columns = [f"{m} {p}" for m, p in columns]
     return out.reindex(strategies(cfg, results))
+
+
+def per_strategy(summary: pd.DataFrame, column: str) -> dict[str, float]:
+    """{strategy: value} of one `headline` column, leaving out strategies where it is undefined (NaN)."""
+    return {str(s): float(v) for s, v in summary[column].items() if pd.notna(v)}
 
 
 def build_all(results: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, pd.DataFrame]:

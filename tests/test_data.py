@@ -12,7 +12,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -115,6 +115,24 @@ def check_manifest(manifest: pd.DataFrame, source: str) -> None:
     assert manifest["image_path"].map(os.path.isfile).all()
 
 
+@pytest.fixture(scope="session")
+def dataset_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Path]]:
+    """make(name, *metadata): a temporary dataset folder holding copies of real metadata files (paths relative to
+    shared_metadata). Every folder is removed at the end: tens of thousands of links must not stay in /tmp."""
+    made: list[Path] = []
+
+    def make(name: str, *metadata: str) -> Path:
+        root = tmp_path_factory.mktemp(name)
+        made.append(root)
+        for rel in metadata:
+            shutil.copy(shared_metadata / rel, root)
+        return root
+
+    yield make
+    for root in made:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- registry and label table
 
 def test_registry_lists_twelve_documented_sources() -> None:
@@ -145,14 +163,12 @@ def test_label_table_covers_every_source_with_isic8_classes() -> None:
 # ---------------------------------------------------------------- HAM10000
 
 @pytest.fixture(scope="session")
-def ham_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("ham10000")
-    shutil.copy(shared_metadata / "HAM10000" / "HAM10000_metadata.csv", root)
+def ham_root(dataset_root: Callable[..., Path]) -> Path:
+    root = dataset_root("ham10000", "HAM10000/HAM10000_metadata.csv")
     ids = raw_csv(root / "HAM10000_metadata.csv")["image_id"]
     part = (ids.str[5:].astype(int) >= 29306).map({False: "HAM10000_images_part_1", True: "HAM10000_images_part_2"})
     write_files([str(root / p / f"{i}.jpg") for p, i in zip(part, ids)], JPEG)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+    return root
 
 
 def test_ham10000_all_rows(ham_root: Path) -> None:
@@ -192,13 +208,11 @@ def test_ham10000_real_sample_images(shared_samples: Path) -> None:
 # ---------------------------------------------------------------- PAD-UFES-20
 
 @pytest.fixture(scope="session")
-def pad_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("pad")
-    shutil.copy(shared_metadata / "PAD-UFES-20" / "metadata.csv", root)
+def pad_root(dataset_root: Callable[..., Path]) -> Path:
+    root = dataset_root("pad", "PAD-UFES-20/metadata.csv")
     names = raw_csv(root / "metadata.csv")["img_id"]
     write_files([str(root / "images" / f"imgs_part_{i % 3 + 1}" / n) for i, n in enumerate(names)], PNG)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+    return root
 
 
 def test_pad_ufes_20_all_rows_across_image_parts(pad_root: Path) -> None:
@@ -231,14 +245,12 @@ def test_pad_ufes_20_real_sample_images(shared_samples: Path) -> None:
 # ---------------------------------------------------------------- ISIC 2019 / 2020, BCN20000
 
 @pytest.fixture(scope="session")
-def isic2019_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("isic2019")
-    for f in ("ISIC_2019_Training_GroundTruth.csv", "ISIC_2019_Training_Metadata.csv"):
-        shutil.copy(shared_metadata / "ISIC2019" / f, root)
+def isic2019_root(dataset_root: Callable[..., Path]) -> Path:
+    root = dataset_root("isic2019", "ISIC2019/ISIC_2019_Training_GroundTruth.csv",
+                        "ISIC2019/ISIC_2019_Training_Metadata.csv")
     ids = raw_csv(root / "ISIC_2019_Training_GroundTruth.csv")["image"]
     write_files([str(root / "ISIC_2019_Training_Input" / f"{i}.jpg") for i in ids], JPEG)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+    return root
 
 
 def test_isic2019_all_rows_one_hot(isic2019_root: Path) -> None:
@@ -267,14 +279,12 @@ def test_isic2019_accepts_gender_header(isic2019_root: Path, tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="session")
-def isic2020_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("isic2020")
-    for f in ("ISIC_2020_Training_GroundTruth.csv", "ISIC_2020_Training_Duplicates.csv"):
-        shutil.copy(shared_metadata / "ISIC2020" / f, root)
+def isic2020_root(dataset_root: Callable[..., Path]) -> Path:
+    root = dataset_root("isic2020", "ISIC2020/ISIC_2020_Training_GroundTruth.csv",
+                        "ISIC2020/ISIC_2020_Training_Duplicates.csv")
     ids = raw_csv(root / "ISIC_2020_Training_GroundTruth.csv")["image_name"]
     write_files([str(root / "train" / f"{i}.jpg") for i in ids], JPEG)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+    return root
 
 
 def test_isic2020_v1_then_v2_ground_truth(isic2020_root: Path, shared_metadata: Path) -> None:
@@ -303,13 +313,11 @@ def test_isic2020_v1_then_v2_ground_truth(isic2020_root: Path, shared_metadata: 
 
 
 @pytest.fixture(scope="session")
-def bcn_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("bcn20000")
-    shutil.copy(shared_metadata / "BCN20000" / "bcn20000_metadata_2025-05-22.csv", root)
+def bcn_root(dataset_root: Callable[..., Path]) -> Path:
+    root = dataset_root("bcn20000", "BCN20000/bcn20000_metadata_2025-05-22.csv")
     ids = raw_csv(root / "bcn20000_metadata_2025-05-22.csv")["isic_id"]
     write_files([str(root / f"{i}.jpg") for i in ids], JPEG)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+    return root
 
 
 def test_bcn20000_all_rows(bcn_root: Path) -> None:
@@ -329,8 +337,8 @@ def test_bcn20000_all_rows(bcn_root: Path) -> None:
 # ---------------------------------------------------------------- Derm7pt, PH2
 
 @pytest.fixture(scope="session")
-def derm7pt_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("derm7pt")
+def derm7pt_root(shared_metadata: Path, dataset_root: Callable[..., Path]) -> Path:
+    root = dataset_root("derm7pt")
     shutil.copytree(shared_metadata / "Derm7pt" / "meta", root / "release_v0" / "meta")
     raw = raw_csv(root / "release_v0" / "meta" / "meta.csv")
     paths = pd.concat([raw["derm"], raw["clinic"]]).drop_duplicates()
@@ -338,8 +346,7 @@ def derm7pt_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory
     on_disk = folders.groupby(folders.str.lower()).agg(lambda f: f.value_counts().index[0])  # FCl/ exists as FCL/
     files = folders.str.lower().map(on_disk) + "/" + paths.str.split("/").str[1]
     write_files([str(root / "release_v0" / "images" / f) for f in files], JPEG)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+    return root
 
 
 def test_derm7pt_both_views_case_insensitive(derm7pt_root: Path) -> None:
@@ -363,8 +370,8 @@ def test_derm7pt_both_views_case_insensitive(derm7pt_root: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def ph2_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("ph2") / "PH2Dataset"
+def ph2_root(shared_metadata: Path, dataset_root: Callable[..., Path]) -> Path:
+    root = dataset_root("ph2") / "PH2Dataset"
     root.mkdir()
     shutil.copy(shared_metadata / "PH2" / "PH2_dataset.xlsx", root)
     sheet = pd.read_excel(root / "PH2_dataset.xlsx", header=None, dtype=str)
@@ -372,8 +379,7 @@ def ph2_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) ->
     base = root / "PH2 Dataset images"
     write_files([str(base / n / f"{n}_Dermoscopic_Image" / f"{n}.bmp") for n in names], BMP)
     write_files([str(base / n / f"{n}_lesion" / f"{n}_lesion.bmp") for n in names], BMP)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+    return root
 
 
 def test_ph2_workbook_all_rows(ph2_root: Path) -> None:
@@ -394,14 +400,12 @@ def test_ph2_workbook_all_rows(ph2_root: Path) -> None:
 # ---------------------------------------------------------------- Fitzpatrick17k, DDI
 
 @pytest.fixture(scope="session")
-def fitz_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("fitzpatrick17k")
-    shutil.copy(shared_metadata / "Fitzpatrick17k" / "fitzpatrick17k.csv", root)
+def fitz_root(dataset_root: Callable[..., Path]) -> Path:
+    root = dataset_root("fitzpatrick17k", "Fitzpatrick17k/fitzpatrick17k.csv")
     raw = raw_csv(root / "fitzpatrick17k.csv")
     names = [[f"{h}.jpg", h, a][i % 3] for i, (h, a) in enumerate(zip(raw["md5hash"], raw["url_alphanum"]))]
     write_files([str(root / "data" / "finalfitz17k" / n) for n in names], JPEG)  # all three naming conventions
-    yield root
-    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+    return root
 
 
 def test_fitzpatrick17k_all_rows_both_releases(fitz_root: Path, shared_metadata: Path, tmp_path: Path) -> None:
@@ -427,12 +431,10 @@ def test_fitzpatrick17k_all_rows_both_releases(fitz_root: Path, shared_metadata:
 
 
 @pytest.fixture(scope="session")
-def ddi_root(shared_metadata: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("ddi")
-    shutil.copy(shared_metadata / "DDI" / "ddi_metadata.csv", root)
+def ddi_root(dataset_root: Callable[..., Path]) -> Path:
+    root = dataset_root("ddi", "DDI/ddi_metadata.csv")
     write_files([str(root / f) for f in raw_csv(root / "ddi_metadata.csv")["DDI_file"]], PNG)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of links: do not leave them in /tmp
+    return root
 
 
 def test_ddi_all_rows_skin_tone_pairs(ddi_root: Path) -> None:

@@ -11,9 +11,20 @@ import torch
 
 from dermlib import metrics
 from dermlib.config import get_config
+from dermlib.data.labels import ISIC8
 from dermlib.data.preprocess import build_cache
 from dermlib.data.schema import save_manifest
-from dermlib.evaluate import RESULT_COLUMNS, embeddings_path, grid, load_embeddings, load_results, run_grid
+from dermlib.evaluate import (
+    RESULT_COLUMNS,
+    embeddings_path,
+    evaluate_embeddings,
+    grid,
+    load_embeddings,
+    load_results,
+    paired_cosines,
+    retrieval_example,
+    run_grid,
+)
 from dermlib.notes.synth import synthesize
 from dermlib.records import read_records
 from dermlib.synthderm import SYNTH_SOURCES, generate
@@ -94,6 +105,40 @@ def test_results_match_saved_embeddings(results: pd.DataFrame, grid_cfg: dict) -
     cos = metrics.paired_cosine(emb["image_emb"][mask], emb["text_emb"][mask]).mean()
     assert results.query("strategy == 'M' and metric == 'paired_cosine' and source == @INTERNAL[0]")[
         "value"].iloc[0] == pytest.approx(cos, rel=1e-5)
+
+
+def test_classification_uses_the_image_branch_only() -> None:
+    """Perfect image logits give kappa 1 whatever the text branch says; wrong image logits do not."""
+    rng = np.random.default_rng(0)
+    labels = rng.choice(["MEL", "NV", "BCC"], size=40)
+    pool = pd.DataFrame({"label": labels, "partition": ["internal"] * 30 + ["external"] * 10,
+                         "source": ["a"] * 30 + ["x"] * 10})
+    cfg = get_config("demo", {"eval.bootstrap": 5})
+    names = list(ISIC8)
+    right = np.eye(len(names))[[names.index(c) for c in labels]] * 5.0
+    wrong = np.roll(right, 1, axis=1)
+    emb = {"image_logits": right, "image_emb": rng.normal(size=(40, 8)), "text_emb": rng.normal(size=(40, 8)),
+           "text_logits": wrong}
+    rows = evaluate_embeddings(emb, pool, cfg)
+    assert (rows.loc[rows["metric"] == "kappa", "value"] == 1.0).all()
+    rows = evaluate_embeddings({**emb, "image_logits": wrong, "text_logits": right}, pool, cfg)
+    assert (rows.loc[rows["metric"] == "kappa", "value"] < 0.5).all()
+
+
+def test_figure_helpers_read_the_saved_embeddings(results: pd.DataFrame, grid_cfg: dict) -> None:
+    run_id = results.loc[results["strategy"] == "M", "run_id"].iloc[0]
+    emb = load_embeddings(embeddings_path(grid_cfg, run_id))
+    has_note = np.isfinite(emb["text_emb"]).all(axis=1)
+    cos = paired_cosines(emb)
+    assert len(cos) == has_note.sum() == len(emb["label"]) - 1
+    np.testing.assert_allclose(cos, metrics.paired_cosine(emb["image_emb"][has_note], emb["text_emb"][has_note]))
+    example = retrieval_example(emb, k=4)
+    query = list(emb["sample_id"]).index(example["sample_id"])
+    assert emb["partition"][query] == "internal" and example["label"] == emb["label"][query]
+    assert len(example["notes"]) == 4 and example["scores"] == sorted(example["scores"], reverse=True)
+    sims = metrics.l2_normalise(np.nan_to_num(emb["text_emb"])) @ metrics.l2_normalise(emb["image_emb"][[query]])[0]
+    best = int(np.argmax(np.where(has_note, sims, -np.inf)))
+    assert example["scores"][0] == pytest.approx(sims[best], rel=1e-5) and example["notes"][0] == emb["note"][best]
 
 
 def test_second_run_reuses_runs_and_evaluations(results: pd.DataFrame, grid_cfg: dict) -> None:

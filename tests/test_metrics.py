@@ -114,6 +114,12 @@ def test_recall_at_k_matches_brute_force_and_handles_ties(monkeypatch) -> None:
     assert metrics.recall_at_k(same, same, 3) == 1.0
 
 
+def test_finite_rows_marks_rows_without_nan() -> None:
+    x = np.ones((4, 3))
+    x[1, 2], x[3, 0] = np.nan, np.inf
+    assert metrics.finite_rows(torch.tensor(x)).tolist() == [True, False, True, False]
+
+
 def test_paired_cosine() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(9, 4)), rng.normal(size=(9, 4))
@@ -138,6 +144,10 @@ def test_classification_metrics_against_sklearn() -> None:
     cm = metrics.confusion(y, pred, classes)
     assert cm.shape == (8, 8) and cm.to_numpy().sum() == 60 and list(cm.index) == classes
     assert np.trace(cm.to_numpy()) == (y == pred).sum()
+    parts = metrics.kappa_parts(y, pred)
+    assert parts["kappa"] == pytest.approx(cohen_kappa_score(y, pred))
+    assert parts["p_observed"] == pytest.approx(np.mean(y == pred))
+    assert math.isnan(metrics.kappa_parts([], [])["kappa"])
     assert math.isnan(metrics.cohen_kappa(["NV"] * 5, ["NV"] * 5))
     assert math.isnan(metrics.macro_auroc(["NV"] * 3, np.full((3, 8), 1 / 8)))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,7 +121,7 @@ def test_figures_written(results: pd.DataFrame, cfg: dict) -> None:
         plots.plot_retrieval_map(results, cfg),
         plots.plot_paired_cosine({"M": rng.uniform(0.2, 0.9, 50), "P3": rng.uniform(0, 0.4, 50)}, cfg),
         plots.plot_embedding_map(emb, cfg),
-        plots.plot_embedding_map(emb, cfg, method="tsne", name="05_embedding_map_tsne"),
+        plots.plot_embedding_map(emb, cfg, method="tsne", name="05_embedding_map_tsne", max_points=25),
         plots.plot_retrieval_gallery(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), "MEL",
                                      ["a note " * 40, "another"], ["MEL", "NV"], [0.9, 0.8], cfg),
         plots.plot_learning_curves({"M": history}, cfg, name="05_learning_curves"),
@@ -135,6 +136,28 @@ def test_figures_written(results: pd.DataFrame, cfg: dict) -> None:
         plots.plot_learning_curves({"M": history.drop(columns="val_kappa")}, cfg)
     with pytest.raises(ValueError, match="image-only"):
         plots.plot_retrieval_map(results[results["strategy"] == "Img"], cfg)
+
+
+def test_headline_and_per_strategy(results: pd.DataFrame, cfg: dict) -> None:
+    summary = tables.headline(results, cfg)
+    assert list(summary.index) == ["Img", "M", "M+P1", "M+P2", "P3"]
+    expected = np.mean([value_of("M", s, "pooled", "kappa") for s in (0, 1)])
+    assert summary.loc["M", "kappa external"] == pytest.approx(expected)
+    kappa = tables.per_strategy(summary, "kappa external")
+    assert set(kappa) == set(summary.index) and kappa["M"] == pytest.approx(expected)
+    assert "Img" not in tables.per_strategy(summary, "map_i2t internal")  # undefined (NaN) values are left out
+
+
+def test_demo_figures_carry_the_synthetic_mark(tmp_path: Path) -> None:
+    demo = get_config("demo", {"figures_dir": str(tmp_path / "demo")})
+    paper = get_config("paper", {"figures_dir": str(tmp_path / "paper")})
+    for cfg, synthetic in ((demo, True), (paper, False)):
+        fig, ax = plt.subplots()
+        ax.set_title(plots.source_title(cfg, "x"))
+        assert plots.savefig(fig, cfg, "mark").exists()
+        assert (plots.SYNTHETIC_MARK in [t.get_text() for t in fig.texts]) is synthetic
+        assert ax.get_title().startswith("SynthDerm (synthetic)") is synthetic
+        plt.close(fig)
 
 
 def test_notebook_05_rebuilds_tables_and_figures(tiny_pipeline) -> None:

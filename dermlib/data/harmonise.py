@@ -29,6 +29,7 @@ LABEL_MAP_PATH = Path(__file__).with_name("label_map.csv")
 REASON_EXCLUDED = "label has no ISIC8 class (label_map.csv)"
 REASON_UNKNOWN = "label not in label_map.csv"
 REASON_MISSING = "no label in the source"
+REPORT_COLUMNS = ["source", "label_raw", "reason", "n"]  # what label_report and build_manifest's report hold
 
 # Raw anatomical-site spellings (lower-case) -> dermlib.data.schema.SITES. Values already in SITES pass through.
 SITE_MAP: dict[str, str] = {
@@ -98,18 +99,21 @@ def label_reasons(source: str, raw_labels: pd.Series) -> pd.Series:
     return reason
 
 
+def count_reasons(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows left out (source, label_raw, reason) counted into the report format REPORT_COLUMNS, typed."""
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype="Int64" if c == "n" else "string") for c in REPORT_COLUMNS})
+    counts = frame.groupby(["source", "label_raw", "reason"], dropna=False, sort=True).size().rename("n").reset_index()
+    return counts.astype({"source": "string", "label_raw": "string", "reason": "string", "n": "Int64"})[REPORT_COLUMNS]
+
+
 def label_report(manifest: pd.DataFrame) -> pd.DataFrame:
     """Count the rows of a manifest (before dropping) that have no harmonised label, per source/raw label/reason."""
-    columns = ["source", "label_raw", "reason", "n"]
     parts = []
     for source, rows in manifest[manifest["label"].isna()].groupby("source", sort=True):
         reasons = label_reasons(str(source), rows["label_raw"])
         parts.append(pd.DataFrame({"source": rows["source"], "label_raw": rows["label_raw"], "reason": reasons}))
-    if not parts:
-        return pd.DataFrame({c: pd.Series(dtype="Int64" if c == "n" else "string") for c in columns})
-    frame = pd.concat(parts, ignore_index=True)
-    counts = frame.groupby(["source", "label_raw", "reason"], dropna=False, sort=True).size().rename("n").reset_index()
-    return counts.astype({"source": "string", "label_raw": "string", "reason": "string", "n": "Int64"})[columns]
+    return count_reasons(pd.concat(parts, ignore_index=True) if parts else pd.DataFrame())
 
 
 def harmonise_site(raw_sites: pd.Series) -> pd.Series:

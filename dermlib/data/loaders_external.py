@@ -19,6 +19,7 @@ from dermlib.data.loading import (
     drop_missing_images,
     find_file,
     finish,
+    fix_hint,
     index_files,
     match_images,
     read_text_table,
@@ -30,7 +31,6 @@ from dermlib.data.loading import (
     to_bool,
     to_number,
 )
-from dermlib.data.registry import SOURCES
 from dermlib.data.schema import clean_missing
 
 DDI_PAIRS = {"12": "I-II", "34": "III-IV", "56": "V-VI"}
@@ -57,13 +57,12 @@ def load_skinl2(root: str | Path, strict: bool = True) -> Loaded:
                 category, layout = parts[-1], "v1"
             else:
                 raise ValueError(f"{name}: {os.path.join(folder, file)} is not in a documented SKINL2 layout. "
-                                 f"Expected layout: {SOURCES[name].layout}")
+                                 f"{fix_hint(name)}")
             version = next((m.group(1).lower() for p in parts if (m := _SKINL2_VERSION.match(p))), layout)
             rows.append({"id": f"{version}/{match.group(1)}", "label_raw": category, "version": version,
                          "image_path": os.path.join(folder, file), "lesion_id": f"{name}/{match.group(1)}"})
     if not rows:
-        raise FileNotFoundError(f"{name}: no <NNNN>_Dermatoscopic.png images found below {root}. Expected layout: "
-                                f"{SOURCES[name].layout}. To fix: {SOURCES[name].how_to_get()}.")
+        raise FileNotFoundError(f"{name}: no <NNNN>_Dermatoscopic.png images found below {root}. {fix_hint(name)}")
     frame = pd.DataFrame(rows)
     frame["attributes"] = attributes_json(frame, {"skinl2_version": "version", "category_folder": "label_raw"})
     return finish(name, frame), skipped_rows(frame.iloc[:0], name, "")
@@ -78,8 +77,7 @@ def load_med_node(root: str | Path, strict: bool = True) -> Loaded:
     folders = sorted(p for p in base.iterdir() if p.is_dir())
     if not any(p.name.lower() in ("melanoma", "naevus") for p in folders):
         found = [p.name for p in folders]
-        raise FileNotFoundError(f"{name}: no melanoma/ or naevus/ folder in {base} (found {found}). "
-                                f"Expected layout: {SOURCES[name].layout}. To fix: {SOURCES[name].how_to_get()}.")
+        raise FileNotFoundError(f"{name}: no melanoma/ or naevus/ folder in {base} (found {found}). {fix_hint(name)}")
     rows = []
     for folder in folders:
         for file, path in sorted(index_files(folder).items()):

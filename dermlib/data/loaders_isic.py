@@ -27,6 +27,7 @@ from dermlib.data.loading import (
 )
 from dermlib.data.schema import clean_missing
 
+
 def load_ham10000(root: str | Path, strict: bool = True) -> Loaded:
     """HAM10000: HAM10000_metadata(.csv) + HAM10000_images_part_{1,2}/<image_id>.jpg."""
     name = "ham10000"

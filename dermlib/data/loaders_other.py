@@ -142,6 +142,11 @@ def load_derm7pt_clinic(root: str | Path, strict: bool = True) -> Loaded:
     return _load_derm7pt("derm7pt_clinic", "clinic", root, strict)
 
 
+def _x_marks(columns: pd.DataFrame) -> pd.DataFrame:
+    """True where a PH2 workbook cell holds the mark "X" (any case, spaces ignored); empty cells are False."""
+    return columns.apply(lambda c: c.astype("string").str.strip().str.upper().eq("X").fillna(False))
+
+
 def load_ph2(root: str | Path, strict: bool = True) -> Loaded:
     """PH2: PH2_dataset.xlsx (sheet Folha1, header row 13, X marks) + <IMD>/<IMD>_Dermoscopic_Image/<IMD>.bmp."""
     name = "ph2"
@@ -156,7 +161,7 @@ def load_ph2(root: str | Path, strict: bool = True) -> Loaded:
     require_columns(raw, required, book, name)
     raw = raw[raw["Image Name"].notna()].reset_index(drop=True)
     row = (raw.index + 14).astype(str)  # spreadsheet row numbers, for errors
-    marks = raw[PH2_CLASSES].apply(lambda c: c.astype("string").str.strip().str.upper().eq("X").fillna(False))
+    marks = _x_marks(raw[PH2_CLASSES])
     bad = marks.sum(axis=1) != 1
     if bad.any():
         first = int(bad.to_numpy().argmax())
@@ -170,7 +175,7 @@ def load_ph2(root: str | Path, strict: bool = True) -> Loaded:
     for header, key in PH2_CRITERIA.items():
         frame[key] = clean_missing(raw[header]).str.upper().map(PH2_CODES).astype("string")
         keys[key] = key
-    marked = raw[list(PH2_COLOURS)].apply(lambda c: c.astype("string").str.strip().str.upper().eq("X").fillna(False))
+    marked = _x_marks(raw[list(PH2_COLOURS)])
     frame["colors"] = [[PH2_COLOURS[c] for c in PH2_COLOURS if flags[c]] for flags in marked.to_dict("records")]
     keys["colors"] = "colors"  # same key and vocabulary as SynthDerm's ground truth
     frame["attributes"] = attributes_json(frame, keys)

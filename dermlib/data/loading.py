@@ -31,7 +31,7 @@ def spec_of(name: str) -> SourceSpec:
     return SOURCES[name]
 
 
-def _fix(name: str) -> str:
+def fix_hint(name: str) -> str:
     """The 'how to fix it' sentence shared by every loader error."""
     spec = spec_of(name)
     return f"Expected layout: {spec.layout}. To fix: {spec.how_to_get()}."
@@ -41,7 +41,7 @@ def require_root(name: str, root: str | Path) -> Path:
     """The dataset folder as a Path; FileNotFoundError with download instructions when it is not there."""
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"{name}: dataset folder {path} does not exist. {_fix(name)} Then pass that folder as "
+        raise FileNotFoundError(f"{name}: dataset folder {path} does not exist. {fix_hint(name)} Then pass that folder as "
                                 f"root (profile paper: override data.roots.{name}).")
     return path.resolve()
 
@@ -52,7 +52,7 @@ def find_file(name: str, root: Path, patterns: Sequence[str], what: str) -> Path
         hits = sorted(p for p in root.glob(pattern) if p.is_file())
         if hits:
             return hits[-1] if "*" in pattern else hits[0]  # newest dated export wins for globbed names
-    raise FileNotFoundError(f"{name}: {what} not found in {root} (looked for {list(patterns)}). {_fix(name)}")
+    raise FileNotFoundError(f"{name}: {what} not found in {root} (looked for {list(patterns)}). {fix_hint(name)}")
 
 
 def read_text_table(path: Path, name: str) -> pd.DataFrame:
@@ -60,7 +60,7 @@ def read_text_table(path: Path, name: str) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ValueError(f"{name}: cannot parse {path} as CSV ({err}). {_fix(name)}") from err
+        raise ValueError(f"{name}: cannot parse {path} as CSV ({err}). {fix_hint(name)}") from err
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
@@ -70,7 +70,7 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], path: Path, nam
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{name}: {path} has no column(s) {missing} (found {list(frame.columns)}); is it the official "
-                         f"metadata file, unedited? {_fix(name)}")
+                         f"metadata file, unedited? {fix_hint(name)}")
 
 
 def index_files(root: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES, *, any_suffix: bool = False) -> dict[str, str]:
@@ -116,7 +116,7 @@ def drop_missing_images(frame: pd.DataFrame, name: str, meta_path: Path, root: P
         first = missing.idxmax()
         raise FileNotFoundError(
             f"{name}: {int(missing.sum())} of {len(frame)} images listed in {meta_path} are missing below {root}; "
-            f"first: {rows[first]} expects {expected[first]!r}. {_fix(name)} Or load with strict=False to skip and "
+            f"first: {rows[first]} expects {expected[first]!r}. {fix_hint(name)} Or load with strict=False to skip and "
             f"count the rows whose image is absent.")
     return frame[~missing], skipped_rows(frame[missing], name, REASON_NO_IMAGE)
 

@@ -2,7 +2,8 @@
 
 Internal sources are split source by source, stratified by label and grouped so that no lesion and no patient
 ever appears in two splits: rows that share a `lesion_id` or a `patient_id` form one group; rows with neither
-are their own group. A group that spans two internal sources (one lesion, two views) keeps one split. The split is a pure function of the manifest and the seed.
+are their own group. A group that spans two internal sources (one lesion, two views) keeps one split. The split
+is a pure function of the manifest and the seed.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def assign_partitions(manifest: pd.DataFrame, config: dict[str, Any]) -> pd.Data
     seed = int(config.get("seed", 0))
     sources = sorted(out["source"].dropna().unique())
     if out["source"].isna().any():
-        raise ValueError(f"manifest row {int(np.argmax(out['source'].isna()))} has no source")
+        row = int(np.argmax(out["source"].isna()))
+        raise ValueError(f"manifest row {row} ({out.at[row, 'sample_id']}) has no source; every row needs the name "
+                         "of the dataset it comes from (build the manifest with load_source or synthderm.generate)")
     partition = resolve_partitions(sources, config.get("internal"), config.get("external"))
     out["partition"] = out["source"].map(partition).astype("string")
     out["split"] = pd.Series("test", index=out.index, dtype="string")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from dermlib.data.harmonise import label_report
+from dermlib.data.harmonise import REPORT_COLUMNS, count_reasons, label_report
 from dermlib.data.loaders_external import load_ddi, load_fitzpatrick17k, load_med_node, load_skinl2
 from dermlib.data.loaders_isic import load_bcn20000, load_ham10000, load_isic2019, load_isic2020
 from dermlib.data.loaders_other import load_derm7pt_clinic, load_derm7pt_derm, load_pad_ufes_20, load_ph2
@@ -30,7 +30,6 @@ LOADERS: dict[str, Callable[[str | Path, bool], Loaded]] = {
     "ph2": load_ph2, "skinl2": load_skinl2, "fitzpatrick17k": load_fitzpatrick17k, "ddi": load_ddi,
     "med_node": load_med_node,
 }
-REPORT_COLUMNS = ["source", "label_raw", "reason", "n"]
 REASON_DUPLICATE = "same ISIC image already loaded from an earlier source"
 
 
@@ -59,14 +58,6 @@ def _isic_ids(manifest: pd.DataFrame) -> pd.Series:
     return pd.Series(ids, index=manifest.index, dtype="string")
 
 
-def _count(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows (source, label_raw, reason) counted into the report format."""
-    if frame.empty:
-        return pd.DataFrame(columns=REPORT_COLUMNS)
-    counts = frame.groupby(["source", "label_raw", "reason"], dropna=False, sort=True).size()
-    return counts.rename("n").reset_index()
-
-
 def build_manifest(cfg: dict[str, Any], *, dedupe: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load every source in cfg["data"]["sources"] and keep the rows with a harmonised label.
 
@@ -91,12 +82,12 @@ def build_manifest(cfg: dict[str, Any], *, dedupe: bool = True) -> tuple[pd.Data
         manifests.append(manifest)
         skipped.append(skip)
     full = pd.concat(manifests, ignore_index=True)
-    report_parts = [label_report(full), _count(pd.concat(skipped, ignore_index=True)[SKIPPED_COLUMNS])]
+    report_parts = [label_report(full), count_reasons(pd.concat(skipped, ignore_index=True)[SKIPPED_COLUMNS])]
     kept = full[full["label"].notna()]
     if dedupe:
         isic_ids = _isic_ids(kept)
         dup = isic_ids.duplicated() & isic_ids.notna()
-        report_parts.append(_count(kept[dup].assign(reason=REASON_DUPLICATE)[["source", "label_raw", "reason"]]))
+        report_parts.append(count_reasons(kept[dup].assign(reason=REASON_DUPLICATE)[["source", "label_raw", "reason"]]))
         kept = kept[~dup]
     parts = [p for p in report_parts if not p.empty]
     report = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REPORT_COLUMNS)
