@@ -22,7 +22,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "synthetic": True,  # every output of this profile is labelled SynthDerm (synthetic)
         "data": {
             "sources": "synthderm",  # the procedural benchmark, generated offline
-            "n_per_source": 80,
+            "n_per_source": 60,  # per internal SynthDerm source; external sources get half (510 images in all)
             "synth_image_size": 128,
             "seed": 0,
             "image_size": 64,  # preprocessed cache resolution
@@ -42,6 +42,13 @@ PROFILES: dict[str, dict[str, Any]] = {
             "max_retries": 3,
             "temperature": 0.7,
             "max_tokens": 160,
+            # Committed cache made by the real pipeline (python -m dermlib.notes --profile demo); delete it to
+            # regenerate every LLM note locally (~30 min on 2 cores). "{work_dir}" is filled in.
+            "cache_path": "data/notes-cache-demo.sqlite",
+            "variants": 8,  # at most 8 distinct generations per distinct prompt (P3 prompts repeat per class)
+            "hidden_attributes": ["*"],  # SynthDerm attributes are image ground truth: kept out of notes, audited
+            "limit": None,  # LLM strategies on only this many samples (tests); the rest are status "skipped"
+            "n_threads": 2,  # llama.cpp server threads
         },
         "train": {
             "strategy": "M",  # Img | M | M+P1 | M+P2 | P3 | a combination
@@ -51,13 +58,17 @@ PROFILES: dict[str, dict[str, Any]] = {
             "pretrained": True,
             "embed_dim": 128,
             "pooling": "mean",
-            "train_last_n_text_layers": 1,
+            # 0 = MiniLM (a sentence-embedding model) stays frozen: its note features are computed once and only
+            # the projection heads align them, ~10x faster on CPU than training its last layer.
+            "train_last_n_text_layers": 0,
             "max_text_len": 96,
             "batch_size": 32,
-            "epochs": 6,
-            "lr": 3e-4,
+            "epochs": 15,
+            "lr": 1e-3,
             "weight_decay": 1e-4,
-            "patience": 3,
+            "patience": 5,
+            "dropout": 0.1,  # projection heads
+            "augment": True,  # flips/transposes + brightness/contrast, on the training device
             "loss_weights": {"ce_image": 1.0, "ce_text": 1.0, "l1": 1.0, "cosine": 1.0, "nt_xent": 1.0},
             "temperature": 0.07,
             "num_workers": 0,
@@ -66,7 +77,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval": {
             "strategies": ["Img", "M", "M+P1", "M+P2", "P3"],
             "seeds": [0],
-            "bootstrap": 200,
+            "bootstrap": 200,  # bootstrap resamples for the CIs of kappa, mAP and paired cosine
+            "recall_k": [1, 5, 10],
+            "batch_size": 128,  # encoding batch size
         },
     },
     "paper": {
@@ -80,6 +93,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "split_fractions": [0.7, 0.1, 0.2],
             "taxonomy": "isic8",
             "roots": {},  # source name -> folder; default <work>/datasets/<source>
+            "strict_images": True,  # False: metadata rows whose image is absent are skipped and counted, not an error
         },
         "notes": {
             "strategies": ["M", "M+P1", "M+P2", "P3"],
@@ -91,6 +105,11 @@ PROFILES: dict[str, dict[str, Any]] = {
             "max_retries": 6,
             "temperature": 0.7,
             "max_tokens": 400,
+            "cache_path": "{work_dir}/notes/cache.sqlite",
+            "variants": None,  # one generation per sample
+            "hidden_attributes": [],  # real sources' attributes (e.g. Derm7pt criteria) are metadata
+            "limit": None,
+            "n_threads": 8,
         },
         "train": {
             "strategy": "M",
@@ -101,12 +120,14 @@ PROFILES: dict[str, dict[str, Any]] = {
             "embed_dim": 128,
             "pooling": "cls",
             "train_last_n_text_layers": 12,
-            "max_text_len": 512,
-            "batch_size": 256,
+            "max_text_len": 512,  # an upper bound: batches are padded to their longest note
+            "batch_size": 256,  # global batch (split over GPUs under torchrun)
             "epochs": 30,
             "lr": 1e-4,
             "weight_decay": 1e-4,
             "patience": 5,
+            "dropout": 0.1,
+            "augment": True,
             "loss_weights": {"ce_image": 1.0, "ce_text": 1.0, "l1": 1.0, "cosine": 1.0, "nt_xent": 1.0},
             "temperature": 0.07,
             "num_workers": 8,
@@ -116,6 +137,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "strategies": ["Img", "M", "M+P1", "M+P2", "P3"],
             "seeds": [0, 1, 2],
             "bootstrap": 1000,
+            "recall_k": [1, 5, 10],
+            "batch_size": 512,
         },
     },
 }

@@ -1,0 +1,242 @@
+"""Training data: manifest + preprocessed uint8 image cache + notes, tokenised once, served as device batches.
+
+Nothing is decoded per step: images come from the cache written by notebook 01 (uint8 [N, S, S, 3]), notes are
+tokenised once up front and padded per batch to the batch's longest note (dynamic padding). Augmentation (the 8
+flips/rotations of the square, mild brightness/contrast) runs on the training device; its random numbers come
+from a CPU generator seeded by (seed, epoch, batch), so a run is reproducible on any device and after a resume.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+# pandas and dermlib.data are imported where used: the batch builders must run on a bare torch install (benchmark)
+
+
+@dataclass
+class Split:
+    """One split in memory: cache rows, integer labels and, per sample, its tokenised notes (possibly none)."""
+
+    sample_ids: list[str]
+    images: np.ndarray  # the whole cache, uint8 [M, S, S, 3], may be a read-only memory map
+    rows: np.ndarray  # int64 [N]: cache row of each sample
+    labels: np.ndarray  # int64 [N], index into the taxonomy's class list
+    notes: list[list[list[int]]] = field(default_factory=list)  # per sample: token-id lists, [] = no usable note
+    note_features: list[np.ndarray] | None = None  # per sample (n_notes, H): a frozen text encoder's output
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+
+def parse_strategy(strategy: str) -> list[str]:
+    """Note strategies a training strategy uses: "Img" -> [], "M+P1" -> ["M+P1"], a combination "M,P3" -> both."""
+    if strategy == "Img":
+        return []
+    parts = [s.strip() for s in strategy.split(",") if s.strip()]
+    if not parts or "Img" in parts:
+        raise ValueError(f"strategy {strategy!r}: use 'Img' alone, one note strategy, or a comma-separated list")
+    return parts
+
+
+def read_notes(work_dir: str | Path, strategies: list[str]) -> dict[str, list[str]]:
+    """sample_id -> its usable notes (status "ok") for the given strategies, in strategy order."""
+    import pandas as pd
+
+    path = Path(work_dir) / "notes" / "notes.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run notebook 02_notes (./run_all.sh --only 02) first, "
+                                f"or train the image-only baseline (train.strategy = 'Img')")
+    notes = pd.read_parquet(path)
+    missing = {"sample_id", "strategy", "note", "status"} - set(notes.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    unknown = set(strategies) - set(notes["strategy"].astype(str))
+    if unknown:
+        raise ValueError(f"{path} has no notes for strategies {sorted(unknown)}; it has "
+                         f"{sorted(notes['strategy'].astype(str).unique())}")
+    ok = notes[(notes["status"] == "ok") & notes["strategy"].isin(strategies) & notes["note"].notna()]
+    ok = ok.assign(order=ok["strategy"].map({s: i for i, s in enumerate(strategies)})).sort_values(
+        ["sample_id", "order"], kind="stable")
+    return {str(k): [str(n) for n in g["note"]] for k, g in ok.groupby("sample_id", sort=True)}
+
+
+def tokenize(tokenizer: Any, texts: list[str], max_len: int) -> list[list[int]]:
+    """Token ids (with special tokens, truncated to `max_len`, unpadded) for each text."""
+    if not texts:
+        return []
+    return [list(ids) for ids in tokenizer(texts, truncation=True, max_length=max_len, padding=False)["input_ids"]]
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token-id lists to the longest in the batch: (input_ids, attention_mask), both int64 (N, L)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
+    """The train and val splits of `cfg["work_dir"]`, with notes of `cfg["train"]["strategy"]` tokenised once."""
+    import pandas as pd
+
+    from dermlib.data.labels import classes, to_binary
+    from dermlib.data.preprocess import load_cache
+    from dermlib.data.schema import read_manifest
+
+    work = Path(cfg["work_dir"])
+    manifest = read_manifest(work / "manifest.parquet")
+    images, index = load_cache(work / "cache")
+    row_of = pd.Series(np.arange(len(index)), index=index["sample_id"].astype(str))
+    taxonomy = cfg["data"].get("taxonomy", "isic8")
+    names = classes(taxonomy)
+    strategies = parse_strategy(cfg["train"]["strategy"])
+    notes = read_notes(work, strategies) if strategies else {}
+    if strategies and tokenizer is None:
+        raise ValueError("a tokenizer is needed to train with notes")
+    splits = {}
+    for split in ("train", "val"):
+        part = manifest[(manifest["split"] == split) & manifest["label"].notna()].sort_values("sample_id",
+                                                                                              kind="stable")
+        if part.empty:
+            raise ValueError(f"{work / 'manifest.parquet'}: no labelled rows with split={split!r}; "
+                             f"assign splits in notebook 01_data")
+        ids = part["sample_id"].astype(str).tolist()
+        absent = [s for s in ids if s not in row_of.index]
+        if absent:
+            raise ValueError(f"{work / 'cache'} lacks {len(absent)} {split} images (first: {absent[:3]}); "
+                             f"rebuild the cache in notebook 01_data")
+        labels = part["label"].astype(str).map(to_binary) if taxonomy == "binary" else part["label"].astype(str)
+        unknown = sorted(set(labels) - set(names))
+        if unknown:
+            raise ValueError(f"{work / 'manifest.parquet'}: labels {unknown} are not in taxonomy {taxonomy!r}")
+        rows = row_of.loc[ids].to_numpy().astype(np.int64)
+        per_sample = [notes.get(s, []) for s in ids]
+        flat = tokenize(tokenizer, [n for ns in per_sample for n in ns], cfg["train"]["max_text_len"])
+        tokens, pos = [], 0
+        for ns in per_sample:
+            tokens.append(flat[pos: pos + len(ns)])
+            pos += len(ns)
+        splits[split] = Split(ids, images, rows, np.array([names.index(y) for y in labels], dtype=np.int64), tokens)
+    return splits
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int, *, shuffle: bool = True, rank: int = 0,
+                world: int = 1, drop_last: bool = True) -> list[np.ndarray]:
+    """This rank's batches of one epoch: a (seed, epoch)-seeded permutation cut into global batches of `batch_size`,
+    each split evenly over the `world` ranks. Training drops the last partial batch (NT-Xent wants full batches)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    batches = [perm[i: i + batch_size] for i in range(0, n, batch_size)]
+    if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches = batches[:-1]
+    if world > 1:
+        batches = [b[: len(b) - len(b) % world] for b in batches]
+        batches = [b[rank::world] for b in batches if len(b)]
+    return batches
+
+
+def choose_notes(split: Split, idx: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    """Which note each sample uses (random among several when `rng`, else the first); -1 = no usable note."""
+    picks = np.full(len(idx), -1, dtype=np.int64)
+    for k, i in enumerate(idx):
+        n = len(split.notes[i])
+        if n:
+            picks[k] = int(rng.integers(n)) if rng is not None and n > 1 else 0
+    return picks
+
+
+def make_batch(split: Split, idx: np.ndarray, *, with_text: bool, pad_id: int, cls_sep: tuple[int, int] | None,
+               rng: np.random.Generator | None = None, pin: bool = False) -> dict[str, torch.Tensor]:
+    """CPU tensors for one batch: uint8 images (N,S,S,3), labels, and with text a has-note mask plus either padded
+    token ids and mask or, when the split carries precomputed features of a frozen encoder, those features.
+
+    Samples without a note get a minimal [CLS][SEP] sequence (or zero features) so the text branch always sees
+    the whole batch (equal shapes on every rank); `text_mask` keeps them out of the text losses.
+    """
+    rows = split.rows[idx]
+    order = np.argsort(rows, kind="stable")  # read the (memory-mapped) cache in file order
+    images = np.empty((len(rows), *split.images.shape[1:]), dtype=np.uint8)
+    images[order] = split.images[rows[order]]
+    batch = {"images": torch.from_numpy(images), "labels": torch.from_numpy(split.labels[idx])}
+    if with_text:
+        picks = choose_notes(split, idx, rng)
+        batch["text_mask"] = torch.from_numpy(picks >= 0)
+        if split.note_features is not None:
+            width = split.note_features[int(idx[0])].shape[1]  # (n_notes, H) even when n_notes is 0
+            feats = np.zeros((len(idx), width), dtype=np.float32)
+            for k, (i, p) in enumerate(zip(idx, picks)):
+                if p >= 0:
+                    feats[k] = split.note_features[i][p]
+            batch["text_features"] = torch.from_numpy(feats)
+        else:
+            filler = list(cls_sep) if cls_sep else [pad_id]
+            seqs = [split.notes[i][p] if p >= 0 else filler for i, p in zip(idx, picks)]
+            batch["input_ids"], batch["attention_mask"] = pad_batch(seqs, pad_id)
+    if pin:
+        batch = {k: v.pin_memory() for k, v in batch.items()}
+    return batch
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a batch to `device` (non-blocking: pinned memory overlaps the copy with compute)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def images_to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,S,S,3) -> float (N,3,S,S) in [0, 1], channels_last memory format (fast convolutions)."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, strength: float = 0.1) -> torch.Tensor:
+    """Random dihedral transform (flips, transpose) and brightness/contrast jitter of +-`strength`, per image.
+
+    The random draws come from the CPU generator `gen`; the arithmetic runs wherever `x` lives.
+    """
+    n = x.shape[0]
+    flips = torch.rand(n, 3, generator=gen) < 0.5
+    scales = 1.0 + strength * (2.0 * torch.rand(n, 2, generator=gen) - 1.0)
+    flips, scales = flips.to(x.device, non_blocking=True), scales.to(x.device, x.dtype, non_blocking=True)
+    x = torch.where(flips[:, 0, None, None, None], x.flip(3), x)
+    x = torch.where(flips[:, 1, None, None, None], x.flip(2), x)
+    if x.shape[2] == x.shape[3]:
+        x = torch.where(flips[:, 2, None, None, None], x.transpose(2, 3), x)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * scales[:, 0, None, None, None] + mean * scales[:, 1, None, None, None]
+    return x.clamp_(0.0, 1.0).contiguous(memory_format=torch.channels_last)
+
+
+class Prefetcher:
+    """Builds batches in a background thread (a bounded queue) so the device never waits for the CPU side."""
+
+    def __init__(self, jobs: list[Any], build: Any, depth: int = 2) -> None:
+        self._jobs, self._build = jobs, build
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for job in self._jobs:
+                self._queue.put(("ok", self._build(job)))
+        except BaseException as err:  # surfaced in the consumer
+            self._queue.put(("error", err))
+        self._queue.put(("end", None))
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            kind, item = self._queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item

