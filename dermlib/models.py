@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# transformers imports tqdm.auto; in a notebook kernel without ipywidgets that only warns about widgets.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PUBMEDBERT = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
@@ -114,6 +117,7 @@ class TextEncoder(nn.Module):
 
             level = hf_logging.get_verbosity()
             hf_logging.set_verbosity_error()  # the unused pooler weights are expected; no load report
+            hf_logging.disable_progress_bar()  # no per-run "Loading weights" bars in executed notebooks
             try:
                 self.tokenizer = AutoTokenizer.from_pretrained(path)
                 self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
@@ -123,6 +127,7 @@ class TextEncoder(nn.Module):
                               f"or a copy in its cache") from err
             finally:
                 hf_logging.set_verbosity(level)
+                hf_logging.enable_progress_bar()
         if self.tokenizer is None:
             raise ValueError("a TextEncoder built from a config needs its tokenizer")
         self.out_dim = int(self.encoder.config.hidden_size)
