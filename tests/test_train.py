@@ -232,7 +232,8 @@ loss.backward()
 assert torch.allclose(loss, ref, atol=1e-6), (loss, ref)
 # every rank back-propagates the same global loss: DDP's gradient average recovers the single-process gradient
 assert torch.allclose(mine.grad / world, full.grad[rank * 3:(rank + 1) * 3], atol=1e-6)
-print("RANK", rank, "OK", float(loss))
+print("RANK", rank, "OK", float(loss.detach()))
+dist.barrier()  # both ranks done before gloo tears down its connections (else a rank can abort at exit)
 dist.destroy_process_group()
 """
 
