@@ -29,6 +29,7 @@ TINY_OVERRIDES: dict[str, object] = {
     "train.batch_size": 16,
     "train.max_text_len": 48,
     "eval.bootstrap": 20,
+    "eval.seeds": [0],
     # notes: a private cache (never the committed demo cache) and the local LLM on 3 samples per LLM strategy
     "notes.cache_path": "{work_dir}/notes/cache.sqlite",
     "notes.limit": 3,
