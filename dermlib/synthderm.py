@@ -7,6 +7,10 @@ Each class has distributions over visual attributes (asymmetry, border, colours,
 diameter) and metadata (age, sex, site, Fitzpatrick type) that overlap, so the task is learnable but not trivial.
 The drawn attributes are stored in `attributes` (with `synthetic: true`), so a note's claims can be checked;
 `diameter_mm` is the lesion's mean diameter as drawn (the ruler ticks of dermoscopic sources are 1 mm apart).
+Sources whose real counterpart annotates findings also *record* some of them, with annotation noise, under
+`attributes["recorded"]` in that dataset's own terms (Derm7pt's seven-point criteria, PH2's colours and
+structures, PAD-UFES-20's lesion diameters): that is metadata a note may use. The drawn ground truth stays
+hidden from every note and serves only the audit.
 
 Every image is a pure function of (seed, source, index): runs are reproducible and can be split across workers.
 """
@@ -67,6 +71,12 @@ FITZ_MIXED = [0.1, 0.3, 0.3, 0.17, 0.09, 0.04]
 FITZ_DARK = [0.05, 0.12, 0.18, 0.22, 0.23, 0.2]
 
 
+# Annotation noise of recorded findings: a present/absent call flips, an asymmetry score moves by one axis.
+RECORD_FLIP = 0.1
+RECORD_ASYMMETRY_SLIP = 0.15
+RECORD_DIAMETER_SD_MM = 0.8
+
+
 def _source(role: str, modality: str, partition: str, prior: list[float], **look: Any) -> dict[str, Any]:
     """One simulated source: defaults for a dermoscopic/clinical look, overridden by `look`."""
     base = {
@@ -78,6 +88,7 @@ def _source(role: str, modality: str, partition: str, prior: list[float], **look
         "cast": (1.0, 1.0, 1.0), "blur": 0.5, "noise": 3.0, "images_per_lesion": 1, "lesions_per_patient": 0,
         "fitzpatrick": FITZ_LIGHT, "age_round": 1, "relative_size": 1.0 if partition == "internal" else 0.5,
         "missing": {"age": 0.02, "sex": 0.02, "site": 0.05, "fitzpatrick": 1.0},
+        "records": None,  # which findings the source annotates: None | "derm7pt" | "ph2" | "pad_ufes"
     }
     if modality == "clinical":
         base.update(hair=0.0, ruler=0.0, vignette=0.0, background=0.5, blur=0.9, noise=4.0, fitzpatrick=FITZ_MIXED)
@@ -100,14 +111,14 @@ SYNTH_SOURCES: dict[str, dict[str, Any]] = {
                                  missing={"age": 0.03, "sex": 0.02, "site": 0.08, "fitzpatrick": 1.0}),
     "synthderm_dermo_d": _source("Derm7pt-like dermoscopy (no age)", "dermoscopic", "internal",
                                  [28, 32, 8, 3, 12, 6, 6, 5], fov=0.6, ruler=0.35, format="png",
-                                 missing={"age": 1.0, "sex": 0.0, "site": 0.0, "fitzpatrick": 1.0}),
+                                 records="derm7pt", missing={"age": 1.0, "sex": 0.0, "site": 0.0, "fitzpatrick": 1.0}),
     "synthderm_clinic_a": _source("PAD-UFES-20-like smartphone photos", "clinical", "internal",
                                   [8, 14, 24, 18, 12, 3, 3, 18], size=(1.0, 1.0), field_mm=30.0, format="png",
                                   background=0.2, lesions_per_patient=2, noise=5.0,
-                                  missing={"age": 0.0, "sex": 0.3, "site": 0.0, "fitzpatrick": 0.3}),
+                                  records="pad_ufes", missing={"age": 0.0, "sex": 0.3, "site": 0.0, "fitzpatrick": 0.3}),
     "synthderm_clinic_b": _source("Derm7pt-like clinical photos with boxes", "clinical", "internal",
                                   [28, 32, 8, 3, 12, 6, 6, 5], size=(1.125, 1.5), field_mm=50.0, bbox=True,
-                                  background=0.7,
+                                  background=0.7, records="derm7pt",
                                   missing={"age": 1.0, "sex": 0.0, "site": 0.0, "fitzpatrick": 1.0}),
     "synthderm_ext_dermo_a": _source("SKINL2-like light-field dermoscopy (external)", "dermoscopic", "external",
                                      [26, 34, 12, 4, 12, 6, 4, 2], size=(1.25, 1.25), fov=0.8, hair=0.15,
@@ -116,7 +127,7 @@ SYNTH_SOURCES: dict[str, dict[str, Any]] = {
     "synthderm_ext_dermo_b": _source("PH2-like dermoscopy, melanoma vs nevus (external)", "dermoscopic", "external",
                                      [25, 75, 0, 0, 0, 0, 0, 0], fov=1.0, fov_radius=(0.4, 0.48), hair=0.2, ruler=0.0,
                                      cast=(1.1, 0.94, 0.86), blur=0.8, format="png",
-                                     missing={"age": 1.0, "sex": 1.0, "site": 1.0, "fitzpatrick": 1.0}),
+                                     records="ph2", missing={"age": 1.0, "sex": 1.0, "site": 1.0, "fitzpatrick": 1.0}),
     "synthderm_ext_clinic_a": _source("Fitzpatrick17k-like web photos (external)", "clinical", "external",
                                       [14, 14, 20, 10, 14, 6, 10, 12], field_mm=48.0, background=0.8,
                                       fitzpatrick=FITZ_DARK, blur=1.2, noise=8.0, cast=(1.06, 1.0, 0.92),
@@ -140,7 +151,7 @@ def sources_table() -> pd.DataFrame:
         missing = [k for k, v in spec["missing"].items() if v >= 1.0]
         rows.append({"source": name, "role": spec["role"], "modality": spec["modality"],
                      "partition": spec["partition"], "format": spec["format"],
-                     "always_missing": ", ".join(missing) or "-", **prior})
+                     "always_missing": ", ".join(missing) or "-", "records": spec["records"] or "-", **prior})
     return pd.DataFrame(rows)
 
 
@@ -193,6 +204,40 @@ def _metadata(cls: str, spec: dict[str, Any], lesion_rng: np.random.Generator,
     return {**shown, "_true_fitzpatrick": fitz}
 
 
+def _present(truth: bool, rng: np.random.Generator) -> bool:
+    """An annotator's present/absent call: the truth, flipped with probability RECORD_FLIP."""
+    return bool(truth) != bool(rng.random() < RECORD_FLIP)
+
+
+def record_findings(lesion: Lesion, kind: str | None, rng: np.random.Generator) -> dict[str, Any]:
+    """What a source of this kind annotates about a lesion, in the real dataset's terms, with annotation noise."""
+    if kind is None:
+        return {}
+    has = {s: _present(s in lesion.structures, rng) for s in STRUCTURES}
+    typical = "atypical" if lesion.border == "irregular" else "typical"
+    if kind == "derm7pt":  # the seven-point checklist's criteria (pigmentation left out)
+        regular = "irregular" if lesion.border == "irregular" else "regular"
+        return {"pigment_network": typical if has["pigment network"] else "absent",
+                "streaks": regular if has["streaks"] else "absent",
+                "dots_and_globules": regular if has["dots/globules"] else "absent",
+                "blue_whitish_veil": "present" if has["blue-whitish veil"] else "absent",
+                "regression_structures": "present" if has["regression structures"] else "absent",
+                "vascular_structures": "present" if has["vascular structures"] else "absent"}
+    if kind == "ph2":  # PH2's clinical diagnosis sheet: asymmetry, colours, five structures
+        slip = int(rng.choice([-1, 1])) if rng.random() < RECORD_ASYMMETRY_SLIP else 0
+        colours = [c for c in COLORS if _present(c in lesion.colors, rng)]
+        return {"asymmetry": int(np.clip(lesion.asymmetry + slip, 0, 2)), "colors": colours,
+                "pigment_network": typical if has["pigment network"] else "absent",
+                "dots_globules": typical if has["dots/globules"] else "absent",
+                "streaks": "present" if has["streaks"] else "absent",
+                "regression_areas": "present" if has["regression structures"] else "absent",
+                "blue_whitish_veil": "present" if has["blue-whitish veil"] else "absent"}
+    if kind == "pad_ufes":  # two measured diameters, as PAD-UFES-20's diameter_1 / diameter_2
+        d1, d2 = lesion.diameter_mm * np.exp(rng.normal(0, 0.12, 2)) + rng.normal(0, RECORD_DIAMETER_SD_MM, 2)
+        return {"diameter_1_mm": round(float(max(d1, d2, 1.0))), "diameter_2_mm": round(float(max(min(d1, d2), 1.0)))}
+    raise ValueError(f"unknown findings kind {kind!r}; use None, 'derm7pt', 'ph2' or 'pad_ufes'")
+
+
 def make_sample(name: str, index: int, seed: int, image_size: int, out_dir: str) -> dict[str, Any]:
     """Create image `index` of source `name`: draw it, write it, and return its manifest row."""
     spec = SYNTH_SOURCES[name]
@@ -219,6 +264,9 @@ def make_sample(name: str, index: int, seed: int, image_size: int, out_dir: str)
         "asymmetry": lesion.asymmetry, "border": lesion.border, "colors": list(lesion.colors),
         "structures": list(lesion.structures), "diameter_mm": lesion.diameter_mm, "synthetic": True,
     }
+    recorded = record_findings(lesion, spec["records"], np.random.default_rng([seed, key, lesion_index, 3]))
+    if recorded:
+        attributes["recorded"] = recorded
     if spec["bbox"]:  # a "manual" box: the lesion's extent plus a little slack, as an annotator would draw it
         h, w = shape
         pad = image_rng.uniform(0.1, 0.35, 4) * (box[2] - box[0] + box[3] - box[1]) / 2

@@ -29,18 +29,22 @@ from typing import Any
 Rule = Callable[[int, dict[str, Any]], "str | None"]
 
 
-def _from_schema(schema: dict[str, Any], seed: int, depth: int = 0) -> Any:
-    """A deterministic value that satisfies a (simple) JSON schema."""
+def _from_schema(schema: dict[str, Any], seed: int, depth: int = 0, first: bool = False) -> Any:
+    """A deterministic value that satisfies a (simple) JSON schema (`first`: always the first enum option, as a
+    small model under constrained decoding tends to answer)."""
     if "enum" in schema:
-        return schema["enum"][(seed + depth) % len(schema["enum"])]
+        return schema["enum"][0 if first else (seed + depth) % len(schema["enum"])]
     kind = schema.get("type")
     if kind == "object":
-        return {k: _from_schema(v, seed, depth + i) for i, (k, v) in enumerate(schema.get("properties", {}).items())}
+        return {k: _from_schema(v, seed, depth + i, first)
+                for i, (k, v) in enumerate(schema.get("properties", {}).items())}
     if kind == "array":
         n = max(1, schema.get("minItems", 0))
+        if first:
+            return [schema.get("items", {}).get("enum", [None])[i] for i in range(n)]
         return [_from_schema(schema.get("items", {}), seed, depth + i) for i in range(n)]
     if kind == "string":
-        text = f"finding {seed} noted on examination with a regular border"
+        text = f"Finding {seed} noted on examination with a regular border."
         return text[: schema.get("maxLength", len(text))].ljust(schema.get("minLength", 0), ".")
     if kind in ("integer", "number"):
         return seed % 10
@@ -57,10 +61,11 @@ class FakeOpenAI:
 
     def __init__(self, *, latency: float = 0.0, faults: list[str] | None = None, rule: Rule | None = None,
                  api_key: str | None = None, retry_after: str = "1", slow_seconds: float = 3.0,
-                 max_parallel: int | None = None, batch_polls: int = 1) -> None:
+                 max_parallel: int | None = None, batch_polls: int = 1, first_option: bool = False) -> None:
         self.latency, self.faults, self.rule = latency, list(faults or []), rule
         self.api_key, self.retry_after, self.slow_seconds = api_key, retry_after, slow_seconds
         self.batch_polls = batch_polls
+        self.first_option = first_option
         self.counts: Counter = Counter()
         self.chat_bodies: list[dict[str, Any]] = []
         self.files: dict[str, dict[str, Any]] = {}
@@ -100,7 +105,7 @@ class FakeOpenAI:
         schema = fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")
         finish, refusal = "stop", None
         if schema is not None:
-            value = _from_schema(schema, seed)
+            value = _from_schema(schema, seed, first=self.first_option)
             if fault == "invalid_schema":
                 value = {"morphology": "banana"}
             content: str | None = json.dumps(value)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +23,11 @@ from dermlib.notes import STRATEGIES, get_strategy, load_notes, save_notes, synt
 from dermlib.notes.batch import synthesize_batch
 from dermlib.notes.engine import LLMAuthError
 from dermlib.notes.local_llm import LocalLLM, llama_cpp_available
-from dermlib.notes.strategies import metadata_fields, parse_response, render_m, vocabulary
+from dermlib.notes import strategies
+from dermlib.notes.strategies import (
+    build_messages, metadata_fields, option_order, parse_response, render_m, request_schema, vocabulary,
+)
+from dermlib.notes.synth import count_pending
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_openai import FakeOpenAI  # noqa: E402
@@ -64,9 +72,11 @@ def test_m_template_leaves_out_missing_and_odd_values() -> None:
 
 def test_strategies_are_versioned_data_and_combinations_parse() -> None:
     assert {"M", "M+P1", "M+P2", "P3"} <= set(STRATEGIES)
-    assert get_strategy("M+P1").template_version == "m_p1.v1"
+    assert get_strategy("M+P1").template_version == "m_p1.v2"
+    assert get_strategy("M+P2").template_version == "m_p2.v2"
+    assert set(get_strategy("M+P1").files) == {"m.v2.txt", "m_p1.v2.txt", "m_p1.schema.v2.json", "vocabulary.v1.json"}
     combo = get_strategy("M&P3")
-    assert combo.mode == "concat" and combo.parts == ("M", "P3") and combo.template_version == "m.v1&p3.v1"
+    assert combo.mode == "concat" and combo.parts == ("M", "P3") and combo.template_version == "m.v2&p3.v1"
     assert get_strategy("M+P2|P3").mode == "mix"
     for bad in ("M&X", "Q", "M&M"):
         with pytest.raises(ValueError, match="strateg"):
@@ -90,6 +100,56 @@ def test_parse_response_validates_and_renders() -> None:
     assert error is None and note == "First sentence."
 
 
+def _p2_answer(**change: str) -> str:
+    answer = {"lesion_type": "papule", "border": "regular", "colors": ["red"], "structures": [],
+              "history": "Present for two years.", "examination": "A firm papule on the back.",
+              "dermoscopy": "Dotted vessels are seen.", "impression": "Findings suggest melanoma."}
+    return json.dumps({**answer, **change})
+
+
+def test_m_p2_starts_with_the_m_note_and_rejects_cut_prose() -> None:
+    p2, fields = get_strategy("M+P2"), metadata_fields(make_manifest(1).iloc[0])
+    note, error = parse_response(p2, fields, _p2_answer(), "stop")
+    assert error is None and note.startswith(render_m(fields) + "\n")
+    assert "Examination: a papule with regular borders. A firm papule on the back." in note
+    assert "Dermoscopy: colours red. Dotted vessels are seen." in note  # no structures: that clause is left out
+    note, error = parse_response(p2, fields, _p2_answer(history="present for two years,"), "stop")
+    assert error is None and "History: Present for two years.\n" in note  # a closed string is whole: end it
+    assert "fewer than two words" in parse_response(p2, fields, _p2_answer(history="Unremarkable"), "stop")[1]
+    long = " ".join(["word"] * 61) + "."
+    assert "longer than 60 words" in parse_response(p2, fields, _p2_answer(dermoscopy=long), "stop")[1]
+    assert "truncated" in parse_response(p2, fields, _p2_answer()[:-40], "length")[1]
+    assert "schema violation at lesion_type" in parse_response(p2, fields, _p2_answer(lesion_type="bump"), "stop")[1]
+
+
+def test_p3_prompt_holds_the_diagnosis_and_nothing_else_from_the_row() -> None:
+    frame = make_manifest(4)
+    frame["attributes"] = '{"recorded": {"streaks": "irregular"}}'
+    frame["source"] = "synthderm_dermo_d"  # a source whose recorded findings notes may use
+    for _, row in frame.iterrows():
+        fields = metadata_fields(row)
+        assert "streaks irregular" in fields["source_findings"]  # ... in M, M+P1, M+P2
+        text = " ".join(m["content"] for m in build_messages(get_strategy("P3"), fields)).lower()
+        assert fields["diagnosis"] in text
+        for other in (fields["age"], fields["sex"], "man", "woman", "torso", "fitzpatrick", "streak", "dermoscop"):
+            assert not re.search(rf"\b{other}\b", text), other
+
+
+def test_option_order_is_shuffled_per_image_and_stable() -> None:
+    ids = [f"synthderm_a/{i:03d}" for i in range(100)]
+    orders = [option_order(i) for i in ids]
+    assert orders == [option_order(i) for i in ids]  # same image, same order, every run
+    for key, options in vocabulary().items():
+        firsts = Counter(o[key][0] for o in orders)
+        assert set(firsts) == set(options), key  # every option leads for some image
+        assert all(sorted(o[key]) == sorted(options) for o in orders)
+    messages = build_messages(get_strategy("M+P1"), {}, orders[0])
+    assert f"border: {', '.join(orders[0]['border'])}" in messages[-1]["content"]
+    schema = request_schema(get_strategy("M+P1"), orders[0])
+    assert schema["properties"]["border"]["enum"] == orders[0]["border"]
+    assert schema["properties"]["colors"]["items"]["enum"] == orders[0]["colors"]
+
+
 # -- engine + cache against the fake server ----------------------------------------------------------------
 def test_llm_strategies_then_rerun_makes_zero_calls(tmp_path: Path) -> None:
     manifest, cache = make_manifest(8), tmp_path / "cache.sqlite"
@@ -103,7 +163,10 @@ def test_llm_strategies_then_rerun_makes_zero_calls(tmp_path: Path) -> None:
         assert frame["template_version"].iloc[0] == get_strategy(s).template_version
         assert again[s]["cached"].all() and again[s]["note"].equals(frame["note"])
     assert first["M+P1"]["note"].str.contains("Colours: ").all()
-    assert first["M+P2"]["note"].str.startswith("History: ").all()
+    m_notes = synthesize(manifest, "M")["note"]
+    for s in ("M+P1", "M+P2"):  # the structured strategies are "M + prompt": the row's M note comes first
+        assert all(n.startswith(m + (" " if s == "M+P1" else "\n")) for n, m in zip(first[s]["note"], m_notes))
+    assert first["M+P2"]["note"].str.contains("\nHistory: ").all()
     assert (first["M&P3"]["note"].str.split("\n\n").str[1] == first["P3"]["note"]).all()
     mixed = first["M+P1|P3"]["note"]
     assert ((mixed == first["M+P1"]["note"]) | (mixed == first["P3"]["note"])).all()
@@ -114,6 +177,7 @@ def test_llm_strategies_then_rerun_makes_zero_calls(tmp_path: Path) -> None:
     with sqlite3.connect(cache) as conn:
         assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM notes").fetchone() == (24, 24)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT COUNT(*) FROM notes WHERE status = 'ok' AND raw IS NULL").fetchone()[0] == 0
 
 
 def test_llamacpp_backend_sends_json_object_with_schema(tmp_path: Path) -> None:
@@ -121,6 +185,7 @@ def test_llamacpp_backend_sends_json_object_with_schema(tmp_path: Path) -> None:
         out = synthesize(make_manifest(2), "M+P1", **llm_args(fake, tmp_path / "c.sqlite", backend="llamacpp"))
     fmt = fake.chat_bodies[0]["response_format"]
     assert fmt["type"] == "json_object" and fmt["schema"]["required"][0] == "morphology"
+    assert fmt["schema"]["properties"]["border"]["enum"] == option_order("synthderm_a/000")["border"]
     assert (out["status"] == "ok").all()
 
 
@@ -174,12 +239,65 @@ def test_api_key_never_reaches_cache_or_errors(tmp_path: Path) -> None:
     assert len(stored) > 0 and SECRET.encode() not in stored
 
 
-def test_variants_share_p3_notes_across_samples(tmp_path: Path) -> None:
-    manifest = make_manifest(16)  # 4 classes x 4 samples
+def test_p3_is_one_generation_per_image(tmp_path: Path) -> None:
+    manifest = make_manifest(16)  # 4 classes x 4 samples: the P3 prompt repeats, the generation does not
     with FakeOpenAI() as fake:
-        out = synthesize(manifest, "P3", **llm_args(fake, tmp_path / "c.sqlite", variants=2))
-    assert fake.counts["chat"] <= 4 * 2 and (out["status"] == "ok").all()
-    assert out.assign(label=manifest["label"]).groupby("label")["note"].nunique().max() <= 2
+        out = synthesize(manifest, "P3", **llm_args(fake, tmp_path / "c.sqlite"))
+    assert fake.counts["chat"] == 16 and (out["status"] == "ok").all() and out["note"].nunique() == 16
+    assert len({b["seed"] for b in fake.chat_bodies}) == 16
+
+
+def test_first_option_answers_still_spread_over_the_options(tmp_path: Path) -> None:
+    """A model that always takes the first listed option (SmolLM2 under a grammar) must not make every note alike."""
+    manifest = make_manifest(100)
+    with FakeOpenAI(first_option=True) as fake:
+        out = synthesize(manifest, "M+P1", **llm_args(fake, tmp_path / "c.sqlite", backend="llamacpp"))
+        bodies = list(fake.chat_bodies)
+    with FakeOpenAI(first_option=True) as fake:  # a second run from an empty cache sends the very same prompts
+        synthesize(manifest, "M+P1", **llm_args(fake, tmp_path / "c2.sqlite", backend="llamacpp"))
+        def sent(found: list[dict]) -> list[str]:
+            return sorted(json.dumps([b["messages"], b["response_format"]]) for b in found)
+
+        assert sent(fake.chat_bodies) == sent(bodies)
+    assert (out["status"] == "ok").all()
+    chosen = pd.DataFrame([json.loads(row) for row in _raw_answers(tmp_path / "c.sqlite")])
+    for key, options in [("morphology", vocabulary()["morphology"]), ("border", vocabulary()["border"]),
+                         ("surface", vocabulary()["surface"]), ("symmetry", vocabulary()["symmetry"])]:
+        counts = chosen[key].value_counts()
+        assert set(counts.index) == set(options) and counts.max() <= 50, (key, counts.to_dict())
+    tuples = chosen[["morphology", "border", "symmetry", "surface"]].apply(tuple, axis=1)
+    assert tuples.value_counts().iloc[0] <= 10
+
+
+def _raw_answers(cache: Path) -> list[str]:
+    with sqlite3.connect(cache) as conn:
+        return [r[0] for r in conn.execute("SELECT raw FROM notes WHERE status = 'ok' ORDER BY key")]
+
+
+@pytest.mark.parametrize("strategy", ["M+P1", "M+P2", "P3"])
+def test_editing_any_template_a_note_depends_on_changes_its_key(strategy: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest, cache = make_manifest(3), tmp_path / "c.sqlite"
+    prompts = tmp_path / "prompts"
+    shutil.copytree(strategies.PROMPT_DIR, prompts)
+    monkeypatch.setattr(strategies, "PROMPT_DIR", prompts)
+
+    def pending() -> int:
+        strategies._base.cache_clear()
+        strategies.vocabulary.cache_clear()
+        return count_pending(manifest, strategy, cache_path=cache, base_url="http://127.0.0.1:9", model="fake-model")
+
+    with FakeOpenAI() as fake:
+        synthesize(manifest, strategy, **llm_args(fake, cache))
+    assert pending() == 0
+    for name in get_strategy(strategy).files:
+        original = (prompts / name).read_text()
+        (prompts / name).write_text(original.replace("\n", "\n ", 1) if name.endswith(".json") else original + "\n# edited\n")
+        assert pending() == 3, name  # the edit is only whitespace or a comment, and still no old note is reused
+        (prompts / name).write_text(original)
+        assert pending() == 0, name
+    strategies._base.cache_clear()
+    strategies.vocabulary.cache_clear()
 
 
 def test_changed_parameters_or_limit_only_request_what_is_new(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ _COLOUR_TERMS: dict[str, str] = {
 _OFF_COLOURS = r"pink(?:ish)?|purple|violet|yellow(?:ish)?|orange|green|tan|gr[ae]y|brown(?:ish)?|blue|skin[- ]colou?red|flesh[- ]colou?red"
 _OFF_STRUCTURES = r"milia-like cysts?|comedo-like openings?|leaf-like areas?|spoke[- ]wheel|blotch(?:es)?|crystalline structures?|fissures?|ridges?"
 _NEGATION = re.compile(r"\b(?:no|without|absent|absence of|not|lack of|negative for|nor)\b[^.;:\n]*$")
+_NEGATION_AFTER = re.compile(r"^\s*:?\s*(?:absent|no|not seen)\b")  # recorded findings: "streaks absent"
 _TRUTH_KEYS: dict[str, str] = {
     "pigment_network": "pigment network", "streaks": "streaks", "dots_and_globules": "dots/globules",
     "dots_globules": "dots/globules", "blue_whitish_veil": "blue-whitish veil",
@@ -75,7 +76,8 @@ def _find(text: str, terms: dict[str, str], *, negation: bool = True) -> tuple[s
         regex = re.compile(rf"\b(?:{pattern})\b", re.IGNORECASE)
         for match in regex.finditer(text):
             clause = text[max(0, match.start() - 40): match.start()]
-            if not (negation and _NEGATION.search(clause)):
+            negated = _NEGATION.search(clause) or _NEGATION_AFTER.match(text[match.end(): match.end() + 12])
+            if not (negation and negated):
                 stated.add(canonical)
         text = regex.sub(lambda m: " " * len(m.group(0)), text)
     return stated, text

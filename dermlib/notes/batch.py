@@ -23,7 +23,7 @@ from openai.types.chat import ChatCompletion
 from dermlib.notes.cache import NoteCache
 from dermlib.notes.engine import estimate_cost, judge, scrub
 from dermlib.notes.strategies import Strategy, get_strategy
-from dermlib.notes.synth import _api_key, _llm_settings, _plan, synthesize
+from dermlib.notes.synth import _api_key, _llm_settings, _plan, max_tokens_for, synthesize
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
@@ -38,9 +38,9 @@ def _base_strategy(strategy: str) -> Strategy:
 def _planned(manifest: pd.DataFrame, strategy: str, cache: NoteCache, settings: dict[str, Any]) -> tuple[Strategy, Any, str, str]:
     strat = _base_strategy(strategy)
     backend, model = _llm_settings(settings.get("backend"), settings.get("base_url"), settings.get("model"))
-    params = {"temperature": settings.get("temperature", 0.7), "max_tokens": settings.get("max_tokens", 160)}
-    plan = _plan(manifest, strat, backend=backend, model=model, params=params, variants=settings.get("variants"),
-                 hidden_attributes=tuple(settings.get("hidden_attributes", ("*",))), limit=settings.get("limit"),
+    params = {"temperature": settings.get("temperature", 0.7),
+              "max_tokens": max_tokens_for(settings.get("max_tokens", 160), strat.name)}
+    plan = _plan(manifest, strat, backend=backend, model=model, params=params, limit=settings.get("limit"),
                  cache=cache, retry_failed=settings.get("retry_failed", False))
     return strat, plan, backend, model
 
@@ -53,7 +53,8 @@ def submit_batch(manifest: pd.DataFrame, strategy: str, *, cache_path: str | Pat
         strat, plan, backend, model = _planned(manifest, strategy, cache, settings)
     if not plan.jobs:
         return None
-    params = {"temperature": settings.get("temperature", 0.7), "max_tokens": settings.get("max_tokens", 160)}
+    params = {"temperature": settings.get("temperature", 0.7),
+              "max_tokens": max_tokens_for(settings.get("max_tokens", 160), strat.name)}
     lines = []
     for key, job in plan.jobs.items():
         body: dict[str, Any] = {"model": model, "messages": job.messages, "seed": job.seed, **params}
@@ -137,8 +138,7 @@ def synthesize_batch(manifest: pd.DataFrame, strategy: str, *, cache_path: str |
     if batch_id is not None:
         stats = collect_batch(batch_id, manifest, strategy, cache_path=cache_path, model=model, api_key=api_key,
                               base_url=base_url, poll_interval=poll_interval, timeout=timeout, **settings)
-    keep = {k: v for k, v in settings.items() if k in ("backend", "temperature", "max_tokens", "variants",
-                                                         "hidden_attributes", "limit")}
+    keep = {k: v for k, v in settings.items() if k in ("backend", "temperature", "max_tokens", "limit")}
     out = synthesize(manifest, strategy, cache_path=cache_path, model=model, api_key=api_key, base_url=base_url,
                      max_retries=0, **keep)
     out.attrs["batch"] = {"batch_id": batch_id, **(stats or {})}

@@ -1,8 +1,10 @@
 """Durable note cache: one SQLite file (WAL), one row per generated note, committed as each note arrives.
 
-The key is a sha256 over everything that determines a generation (backend, model, strategy, template version,
-rendered prompt, generation parameters, sample seed), so a changed template or parameter never reuses an old
-note, and identical requests (e.g. P3's shared prompts) share one. No API key or header is ever stored.
+The key is a sha256 over everything that determines a generation: backend and its version, model alias and
+(for the local model) the model file's hash, strategy, the content hash of every template file the note is
+rendered from, the rendered prompt and schema, generation parameters and the sample's seed. So an edited
+template, another model file or a changed parameter never reuses an old note. The raw answer is kept beside
+every note. No API key or header is ever stored.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ COLUMNS = ["key", "backend", "model", "strategy", "template_version", "seed", "s
 
 
 def cache_key(*, backend: str, model: str, strategy: str, template_version: str, messages: Any,
-              response_format: Any, params: dict[str, Any], seed: int) -> str:
-    """The sha256 hex digest identifying one generation request."""
+              response_format: Any, params: dict[str, Any], seed: int, identity: dict[str, Any] | None = None) -> str:
+    """The sha256 hex digest identifying one generation request (`identity`: model fingerprint, template hashes)."""
     payload = {"backend": backend, "model": model, "strategy": strategy, "template_version": template_version,
-               "messages": messages, "response_format": response_format, "params": params, "seed": seed}
+               "messages": messages, "response_format": response_format, "params": params, "seed": seed,
+               "identity": identity or {}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 

@@ -177,22 +177,25 @@ async def run_job(client: openai.AsyncOpenAI, job: Job, *, model: str, params: d
     return Outcome(job.key, "failed", None, raw, error, attempt + 1, prompt_tokens, completion_tokens)
 
 
-async def run_jobs(jobs: list[Job], *, base_url: str | None, api_key: str, model: str, params: dict[str, Any],
-                   concurrency: int, timeout: float, max_retries: int, on_outcome: Callable[[Outcome], None],
-                   n_cached: int = 0, desc: str = "notes", backoff_base: float = 0.5) -> EngineStats:
-    """Run jobs with at most `concurrency` in flight; `on_outcome` is called (and may commit) as each finishes."""
+async def run_jobs(jobs: list[Job], *, base_url: str | list[str] | None, api_key: str, model: str,
+                   params: dict[str, Any], concurrency: int, timeout: float, max_retries: int,
+                   on_outcome: Callable[[Outcome], None], n_cached: int = 0, desc: str = "notes",
+                   backoff_base: float = 0.5) -> EngineStats:
+    """Run jobs with at most `concurrency` in flight; `on_outcome` is called (and may commit) as each finishes.
+    A list of base URLs (several local servers) spreads the jobs over them in turn."""
     stats = EngineStats()
     if not jobs:
         return stats
     semaphore = asyncio.Semaphore(max(1, concurrency))
-    client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+    urls = base_url if isinstance(base_url, list) else [base_url]
+    clients = [openai.AsyncOpenAI(base_url=url, api_key=api_key, timeout=timeout, max_retries=0) for url in urls]
     bar = tqdm(total=len(jobs) + n_cached, initial=n_cached, desc=desc, unit="note", file=sys.stderr,
                mininterval=1.0, ascii=True)
     start = time.perf_counter()
 
-    async def one(job: Job) -> None:
+    async def one(index: int, job: Job) -> None:
         async with semaphore:
-            outcome = await run_job(client, job, model=model, params=params, max_retries=max_retries,
+            outcome = await run_job(clients[index % len(clients)], job, model=model, params=params, max_retries=max_retries,
                                     backoff_base=backoff_base, secret=api_key, stats=stats)
         stats.ok += outcome.status == "ok"
         stats.failed += outcome.status == "failed"
@@ -205,7 +208,7 @@ async def run_jobs(jobs: list[Job], *, base_url: str | None, api_key: str, model
         bar.update(1)
 
     try:
-        tasks = [asyncio.ensure_future(one(job)) for job in jobs]
+        tasks = [asyncio.ensure_future(one(i, job)) for i, job in enumerate(jobs)]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -216,7 +219,8 @@ async def run_jobs(jobs: list[Job], *, base_url: str | None, api_key: str, model
     finally:
         stats.seconds = time.perf_counter() - start
         bar.close()
-        await client.close()
+        for client in clients:
+            await client.close()
     return stats
 
 

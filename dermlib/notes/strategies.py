@@ -1,10 +1,13 @@
 """The note strategies as data: versioned prompt templates in `prompts/`, rendered from one manifest row.
 
 - `M`    deterministic template from metadata (no LLM); missing fields are left out, never shown as "nan".
-- `M+P1` metadata + structured prompt: the LLM picks each lesion attribute from a fixed option list (JSON,
-         validated against `m_p1.schema.<v>.json`), rendered after the M note.
-- `M+P2` metadata + structured prompt for a sectioned narrative (history, examination, dermoscopy, impression).
-- `P3`   free-form prompt with the diagnosis only.
+- `M+P1` the M note, then lesion attributes the LLM picks from fixed option lists (JSON validated against
+         `m_p1.schema.<v>.json`); the options are shuffled per image so decoding cannot default to a position.
+- `M+P2` the M note, then a sectioned narrative (history, examination, dermoscopy, impression) whose lesion type,
+         border, colours and structures are enum fields; prose that is not whole sentences is asked again.
+- `P3`   free-form prompt with the diagnosis only, one generation per image (its own seed).
+
+What a note may say about a row is the whitelist in `note_fields.csv` (see `metadata_fields`).
 
 Combinations (the paper's "next step"): `"A&B"` concatenates the parts' notes for every sample; `"A|B"` mixes
 them, each sample taking one part chosen by a stable hash of its sample_id.
@@ -12,6 +15,7 @@ them, each sample taking one part chosen by a stable hash of its sample_id.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import re
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pandas as pd
 
 from dermlib.data.labels import CLASS_NAMES
@@ -31,18 +36,21 @@ VOCABULARY_FILE = "vocabulary.v1.json"
 _FIELD = re.compile(r"\{(\w+)\}")
 _ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
 
-# name -> (template stem, template version, output kind, sees metadata)
-_BASE: dict[str, tuple[str, str, str, bool]] = {
-    "M": ("m", "v1", "template", True),
-    "M+P1": ("m_p1", "v1", "json", True),
-    "M+P2": ("m_p2", "v1", "json", True),
-    "P3": ("p3", "v1", "text", False),
+# name -> (template stem, template version, output kind, sees metadata, other files its notes are rendered from)
+_BASE: dict[str, tuple[str, str, str, bool, tuple[str, ...]]] = {
+    "M": ("m", "v2", "template", True, ()),
+    "M+P1": ("m_p1", "v2", "json", True, ("m.v2.txt", VOCABULARY_FILE)),
+    "M+P2": ("m_p2", "v2", "json", True, ("m.v2.txt", VOCABULARY_FILE)),
+    "P3": ("p3", "v1", "text", False, ()),
 }
+PROSE_FIELDS = ("history", "examination", "dermoscopy", "impression")  # M+P2's free-text sections
+PROSE_MAX_WORDS = 60
+NOTE_FIELDS_FILE = Path(__file__).resolve().parent / "note_fields.csv"
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """One base strategy: its template file, version and what the LLM must return."""
+    """One base strategy: its template file, version, what the LLM must return and every file it depends on."""
 
     name: str
     template: str
@@ -51,6 +59,7 @@ class Strategy:
     uses_metadata: bool
     sections: dict[str, str] = field(repr=False)
     schema: dict[str, Any] | None = field(default=None, repr=False)
+    files: tuple[str, ...] = field(default=(), repr=False)  # prompt files whose content defines the notes
 
     @property
     def uses_llm(self) -> bool:
@@ -58,12 +67,13 @@ class Strategy:
 
     @property
     def template_version(self) -> str:
-        """The id stored in every cache key and result row, e.g. `m_p1.v1`."""
+        """The id stored in every cache key and result row, e.g. `m_p1.v2`."""
         return f"{self.template}.{self.version}"
 
     @property
-    def parts(self) -> tuple[str, ...]:
-        return (self.name,)
+    def digest(self) -> dict[str, str]:
+        """sha256 of every file the notes are rendered from: editing any of them changes every cache key."""
+        return {name: hashlib.sha256((PROMPT_DIR / name).read_bytes()).hexdigest()[:16] for name in self.files}
 
 
 @dataclass(frozen=True)
@@ -121,12 +131,15 @@ def _resolve_schema(node: Any) -> Any:
 
 @lru_cache(maxsize=None)
 def _base(name: str) -> Strategy:
-    stem, version, output, uses_metadata = _BASE[name]
+    stem, version, output, uses_metadata, extra = _BASE[name]
     sections = _read_sections(PROMPT_DIR / f"{stem}.{version}.txt")
+    files = [f"{stem}.{version}.txt", *extra]
     schema = None
     if output == "json":
-        schema = _resolve_schema(json.loads((PROMPT_DIR / f"{stem}.schema.{version}.json").read_text()))
-    return Strategy(name, stem, version, output, uses_metadata, sections, schema)
+        schema_file = f"{stem}.schema.{version}.json"
+        schema = _resolve_schema(json.loads((PROMPT_DIR / schema_file).read_text()))
+        files.append(schema_file)
+    return Strategy(name, stem, version, output, uses_metadata, sections, schema, tuple(sorted(set(files))))
 
 
 def get_strategy(name: str) -> Strategy | Combo:
@@ -164,17 +177,76 @@ def _text(value: Any) -> str:
     return ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
-def metadata_fields(row: pd.Series | dict[str, Any], hidden_attributes: tuple[str, ...] = ("*",)) -> dict[str, str]:
+@lru_cache(maxsize=1)
+def note_fields_table() -> pd.DataFrame:
+    """The whitelist of what notes may say (`note_fields.csv`): one row per source pattern and field, with
+    `use` = note (written into notes and prompts), label (restates the diagnosis: covered by the diagnosis
+    sentence) or never (identifiers, file names, URLs, licences, label leaks, SynthDerm's drawn ground truth)."""
+    table = pd.read_csv(NOTE_FIELDS_FILE, dtype=str, keep_default_na=False)
+    bad = table[~table["use"].isin(["note", "label", "never"])]
+    if len(bad):
+        raise ValueError(f"{NOTE_FIELDS_FILE} row {bad.index[0] + 2}: use must be note, label or never")
+    return table
+
+
+def field_rule(source: str, name: str) -> pd.Series | None:
+    """The whitelist row for one `attributes` field of a source (None when the table does not list it)."""
+    table = note_fields_table()
+    hits = table[(table["field"] == name) & [fnmatch.fnmatchcase(source, pattern) for pattern in table["source"]]]
+    return hits.iloc[0] if len(hits) else None
+
+
+def flat_attributes(attrs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`attributes` with nested dicts flattened to dotted keys (`recorded.streaks`)."""
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if isinstance(value, dict):
+            out.update(flat_attributes(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _finding_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return _text(value)
+
+
+@lru_cache(maxsize=None)
+def _note_rules(source: str) -> tuple[tuple[str, str], ...]:
+    """(field, phrase) of every `note` row that applies to a source, in the table's order."""
+    table = note_fields_table()
+    return tuple((r.field, r.phrase) for r in table.itertuples()
+                 if r.use == "note" and fnmatch.fnmatchcase(source, r.source))
+
+
+def findings(row: pd.Series | dict[str, Any]) -> list[str]:
+    """The whitelisted findings of one row, rendered with their phrases, in the table's order."""
+    rules = _note_rules(str(row.get("source") or ""))
+    if not rules:
+        return []
+    attrs = flat_attributes(load_attributes(row.get("attributes")))
+    out = [phrase.format(value=_finding_text(attrs[name])) for name, phrase in rules
+           if name in attrs and not _missing(attrs[name])]
+    return list(dict.fromkeys(out))
+
+
+def metadata_fields(row: pd.Series | dict[str, Any]) -> dict[str, str]:
     """The known metadata of one manifest row as template fields (missing or odd values are simply absent).
 
-    `hidden_attributes` lists `attributes` keys kept out of notes and prompts (ground truth for the audit only);
-    "*" hides them all (the default: SynthDerm's attributes are the image's ground truth, not metadata).
+    Beyond age, sex, site, skin type, modality and diagnosis, only the findings that `note_fields.csv` marks
+    `note` for the row's source are used: never identifiers, file names, URLs or licences, and never
+    SynthDerm's drawn ground truth (which the audit keeps).
     """
     get = row.get
     out: dict[str, str] = {}
     age = get("age")
     if not _missing(age) and 0 < float(age) < 120:
         out["age"] = str(int(float(age)))
+        out["age_article"] = "An" if out["age"] in ("8", "11", "18") or out["age"].startswith("8") else "A"
     sex = get("sex")
     if not _missing(sex) and str(sex) in ("male", "female"):
         out["sex"] = str(sex)
@@ -192,12 +264,37 @@ def metadata_fields(row: pd.Series | dict[str, Any], hidden_attributes: tuple[st
         out["diagnosis"] = CLASS_NAMES[str(label)]
     elif not _missing(raw):
         out["diagnosis"] = str(raw)
-    if "*" not in hidden_attributes:
-        attrs = load_attributes(get("attributes"))
-        shown = {k: v for k, v in sorted(attrs.items()) if k not in hidden_attributes and not _missing(v)}
-        if shown:
-            out["source_findings"] = "; ".join(f"{k.replace('_', ' ')}: {_text(v)}" for k, v in shown.items())
+    shown = findings(row)
+    if shown:
+        out["source_findings"] = "; ".join(shown)
     return out
+
+
+def option_order(sample_id: str) -> dict[str, list[str]]:
+    """The vocabulary with every option list shuffled by a RNG seeded from the sample id: the same image gets the
+    same order on every run and machine, different images different orders (no default list position)."""
+    out = {}
+    for key, options in vocabulary().items():
+        rng = np.random.default_rng(stable_hash(f"options:{key}:{sample_id}"))
+        out[key] = [options[i] for i in rng.permutation(len(options))]
+    return out
+
+
+def request_schema(strategy: Strategy, options: dict[str, list[str]] | None) -> dict[str, Any] | None:
+    """The strategy's schema with each enum in the given option order (the order the prompt lists)."""
+    if strategy.schema is None or options is None:
+        return strategy.schema
+
+    def reorder(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "enum" in node:
+                wanted = set(node["enum"])
+                match = next(v for v in options.values() if set(v) == wanted)
+                return {**node, "enum": list(match)}
+            return {k: reorder(v) for k, v in node.items()}
+        return node
+
+    return reorder(strategy.schema)
 
 
 def render_lines(template: str, fields: dict[str, Any], joiner: str = " ") -> str:
@@ -225,23 +322,41 @@ def render_m(fields: dict[str, str]) -> str:
     return render_lines(_base("M").sections["render"], fields)
 
 
-def build_messages(strategy: Strategy, fields: dict[str, str]) -> list[dict[str, str]]:
-    """The chat messages of an LLM strategy for one row's metadata fields."""
-    values = {f"options_{k}": ", ".join(v) for k, v in vocabulary().items()}
+def build_messages(strategy: Strategy, fields: dict[str, str],
+                   options: dict[str, list[str]] | None = None) -> list[dict[str, str]]:
+    """The chat messages of an LLM strategy for one row's metadata fields (options in `option_order`)."""
+    values = {f"options_{k}": ", ".join(v) for k, v in (options or vocabulary()).items()}
     values["diagnosis"] = fields.get("diagnosis", "a skin lesion of unknown type")
     values["metadata"] = metadata_block(fields) if strategy.uses_metadata else ""
     return [{"role": role, "content": _FIELD.sub(lambda m: values[m.group(1)], strategy.sections[role])}
             for role in ("system", "user") if role in strategy.sections]
 
 
-def response_format(strategy: Strategy, backend: str) -> dict[str, Any] | None:
+def response_format(strategy: Strategy, backend: str,
+                    options: dict[str, list[str]] | None = None) -> dict[str, Any] | None:
     """Structured-output request per backend: OpenAI/vLLM/Ollama `json_schema` (strict); llama.cpp `json_object` + schema."""
     if strategy.output != "json":
         return None
+    schema = request_schema(strategy, options)
     if backend == "llamacpp":
-        return {"type": "json_object", "schema": strategy.schema}
+        return {"type": "json_object", "schema": schema}
     name = strategy.template_version.replace(".", "_")
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": strategy.schema, "strict": True}}
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def clean_prose(name: str, text: str) -> tuple[str, str | None]:
+    """A free-text section as a whole sentence: (text with a final full stop, None) or (text, why it is refused).
+    The schema sets no length cap (a cap cuts words in half), so a closed string is what the model meant to say;
+    too long or too short is refused and asked again."""
+    text = " ".join(text.split()).strip(" ,;:-")
+    words = text.split()
+    if len(words) < 2:
+        return text, f"section {name!r} has fewer than two words"
+    if len(words) > PROSE_MAX_WORDS:
+        return text, f"section {name!r} is longer than {PROSE_MAX_WORDS} words"
+    if not re.search(r"[.!?][\"')]*$", text):
+        text += "."
+    return text[0].upper() + text[1:], None
 
 
 def parse_response(strategy: Strategy, fields: dict[str, str], content: str | None,
@@ -269,4 +384,9 @@ def parse_response(strategy: Strategy, fields: dict[str, str], content: str | No
     values = {k: (list(dict.fromkeys(v)) if isinstance(v, list) else " ".join(str(v).split())) for k, v in data.items()}
     if strategy.name == "M+P1":
         return render_m(fields) + " " + render_lines(strategy.sections["render"], values), None
-    return render_lines(strategy.sections["render"], values, joiner="\n"), None
+    for name in PROSE_FIELDS:
+        if name in values:
+            values[name], error = clean_prose(name, values[name])
+            if error:
+                return None, error
+    return render_m(fields) + "\n" + render_lines(strategy.sections["render"], values, joiner="\n"), None

@@ -11,9 +11,10 @@ import pandas as pd
 
 from dermlib.notes.cache import NoteCache, cache_key
 from dermlib.notes.engine import Job, LLMAuthError, Outcome, estimate_cost, run_jobs, run_sync
+from dermlib.notes.local_llm import model_fingerprint
 from dermlib.notes.strategies import (
-    Combo, Strategy, build_messages, get_strategy, metadata_fields, parse_response, render_m, response_format,
-    stable_hash,
+    Combo, Strategy, build_messages, get_strategy, metadata_fields, option_order, parse_response, render_m,
+    response_format, stable_hash,
 )
 
 RESULT_COLUMNS = ["sample_id", "strategy", "note", "status", "n_attempts", "prompt_tokens", "completion_tokens",
@@ -46,23 +47,35 @@ def _selected(manifest: pd.DataFrame, limit: int | None) -> pd.Series:
     return manifest.index.isin(order.index[:limit])
 
 
+def max_tokens_for(max_tokens: int | dict[str, int], strategy: str) -> int:
+    """`notes.max_tokens` is one number or a per-strategy mapping (`{"M+P1": 128, "P3": 160, ...}`)."""
+    if isinstance(max_tokens, dict):
+        if strategy not in max_tokens:
+            raise ValueError(f"notes.max_tokens has no entry for {strategy!r} (has {sorted(max_tokens)})")
+        return int(max_tokens[strategy])
+    return int(max_tokens)
+
+
 def _plan(manifest: pd.DataFrame, strategy: Strategy, *, backend: str, model: str, params: dict[str, Any],
-          variants: int | None, hidden_attributes: tuple[str, ...], limit: int | None, cache: NoteCache,
-          retry_failed: bool) -> _Planned:
+          limit: int | None, cache: NoteCache, retry_failed: bool) -> _Planned:
+    """One job per selected row: its own option order (structured prompts) and its own seed (one generation per
+    image); the key covers everything the note depends on (see `cache_key`)."""
     rows, jobs = [], {}
     chosen = _selected(manifest, limit)
-    fmt = response_format(strategy, backend)
+    identity = {"model_fingerprint": model_fingerprint(backend, model), "templates": strategy.digest}
     for (_, row), take in zip(manifest.iterrows(), chosen):
         sample_id = str(row["sample_id"])
         if not take:
             rows.append({"sample_id": sample_id, "key": None, "status": "skipped"})
             continue
-        fields = metadata_fields(row, hidden_attributes)
-        messages = build_messages(strategy, fields)
-        seed = stable_hash(sample_id) % variants if variants else stable_hash(sample_id) % (2 ** 31)
+        fields = metadata_fields(row)
+        options = option_order(sample_id) if strategy.output == "json" else None
+        messages = build_messages(strategy, fields, options)
+        fmt = response_format(strategy, backend, options)
+        seed = stable_hash(sample_id) % (2 ** 31)
         key = cache_key(backend=backend, model=model, strategy=strategy.name,
                         template_version=strategy.template_version, messages=messages, response_format=fmt,
-                        params=params, seed=seed)
+                        params=params, seed=seed, identity=identity)
         rows.append({"sample_id": sample_id, "key": key, "status": "pending"})
         if key not in jobs:
             jobs[key] = Job(key, messages, fmt, seed,
@@ -94,25 +107,23 @@ def _api_key(backend: str, api_key: str | None) -> str:
 def synthesize(manifest: pd.DataFrame, strategy: str, *, base_url: str | None = None, model: str | None = None,
                api_key: str | None = None, cache_path: str | Path | None = None, concurrency: int = 8,
                timeout: float = 60.0, max_retries: int = 3, backend: str | None = None, temperature: float = 0.7,
-               max_tokens: int = 160, variants: int | None = None, hidden_attributes: tuple[str, ...] = ("*",),
-               limit: int | None = None, retry_failed: bool = False, backoff_base: float = 0.5) -> pd.DataFrame:
+               max_tokens: int | dict[str, int] = 160, limit: int | None = None, retry_failed: bool = False,
+               backoff_base: float = 0.5) -> pd.DataFrame:
     """One note per manifest row with `strategy`; columns RESULT_COLUMNS. Stats are in `result.attrs["stats"]`.
 
     LLM strategies read `cache_path` first and request only missing notes (failed ones too with
-    `retry_failed=True`); each note is committed as it arrives. `variants` caps distinct generations per
-    distinct prompt (sample seed = hash(sample_id) % variants), so P3's diagnosis-only prompts share notes.
+    `retry_failed=True`); each note is committed as it arrives. Every row is its own generation (own seed).
     `limit` covers only that many rows (stable pseudo-random choice); the rest get status "skipped".
     """
     _check_manifest(manifest)
     strat = get_strategy(strategy)
     common = dict(base_url=base_url, model=model, api_key=api_key, cache_path=cache_path, concurrency=concurrency,
                   timeout=timeout, max_retries=max_retries, backend=backend, temperature=temperature,
-                  max_tokens=max_tokens, variants=variants, hidden_attributes=tuple(hidden_attributes), limit=limit,
-                  retry_failed=retry_failed, backoff_base=backoff_base)
+                  max_tokens=max_tokens, limit=limit, retry_failed=retry_failed, backoff_base=backoff_base)
     if isinstance(strat, Combo):
         return _combine(manifest, strat, common)
     if not strat.uses_llm:
-        notes = [render_m(metadata_fields(row, tuple(hidden_attributes))) for _, row in manifest.iterrows()]
+        notes = [render_m(metadata_fields(row)) for _, row in manifest.iterrows()]
         out = pd.DataFrame({"sample_id": manifest["sample_id"].astype(str).to_numpy(), "strategy": strat.name,
                             "note": notes, "status": "ok", "n_attempts": 0, "prompt_tokens": 0,
                             "completion_tokens": 0, "cached": False, "template_version": strat.template_version,
@@ -123,10 +134,10 @@ def synthesize(manifest: pd.DataFrame, strategy: str, *, base_url: str | None = 
     if cache_path is None:
         raise ValueError(f"strategy {strat.name} calls an LLM: pass cache_path (e.g. <work_dir>/notes/cache.sqlite)")
     backend, model = _llm_settings(backend, base_url, model)
-    params = {"temperature": temperature, "max_tokens": max_tokens}
+    params = {"temperature": temperature, "max_tokens": max_tokens_for(max_tokens, strat.name)}
     with NoteCache(cache_path) as cache:
-        plan = _plan(manifest, strat, backend=backend, model=model, params=params, variants=variants,
-                     hidden_attributes=tuple(hidden_attributes), limit=limit, cache=cache, retry_failed=retry_failed)
+        plan = _plan(manifest, strat, backend=backend, model=model, params=params, limit=limit, cache=cache,
+                     retry_failed=retry_failed)
         stats = None
         if plan.jobs:
             key = _api_key(backend, api_key)
@@ -135,7 +146,7 @@ def synthesize(manifest: pd.DataFrame, strategy: str, *, base_url: str | None = 
                 cache.put({"key": outcome.key, "backend": backend, "model": model, "strategy": strat.name,
                            "template_version": strat.template_version, "seed": plan.jobs[outcome.key].seed,
                            "status": outcome.status, "note": outcome.note,
-                           "raw": None if outcome.status == "ok" else outcome.raw, "error": outcome.error,
+                           "raw": outcome.raw, "error": outcome.error,
                            "n_attempts": outcome.n_attempts, "prompt_tokens": outcome.prompt_tokens,
                            "completion_tokens": outcome.completion_tokens})
 
@@ -223,20 +234,20 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 def count_pending(manifest: pd.DataFrame, strategy: str, *, cache_path: str | Path, backend: str | None = None,
                   base_url: str | None = None, model: str | None = None, temperature: float = 0.7,
-                  max_tokens: int = 160, variants: int | None = None, hidden_attributes: tuple[str, ...] = ("*",),
-                  limit: int | None = None, retry_failed: bool = False, **_: Any) -> int:
+                  max_tokens: int | dict[str, int] = 160, limit: int | None = None, retry_failed: bool = False,
+                  **_: Any) -> int:
     """How many LLM requests `synthesize` would make with these settings (0 when everything is cached)."""
     strat = get_strategy(strategy)
     if not strat.uses_llm:
         return 0
     if isinstance(strat, Combo):
         return sum(count_pending(manifest, p, cache_path=cache_path, backend=backend, base_url=base_url, model=model,
-                                 temperature=temperature, max_tokens=max_tokens, variants=variants,
-                                 hidden_attributes=hidden_attributes, limit=limit, retry_failed=retry_failed)
+                                 temperature=temperature, max_tokens=max_tokens, limit=limit,
+                                 retry_failed=retry_failed)
                    for p in strat.parts)
     backend, model = _llm_settings(backend, base_url, model)
     with NoteCache(cache_path) as cache:
         plan = _plan(manifest, strat, backend=backend, model=model,
-                     params={"temperature": temperature, "max_tokens": max_tokens}, variants=variants,
-                     hidden_attributes=tuple(hidden_attributes), limit=limit, cache=cache, retry_failed=retry_failed)
+                     params={"temperature": temperature, "max_tokens": max_tokens_for(max_tokens, strat.name)},
+                     limit=limit, cache=cache, retry_failed=retry_failed)
     return len(plan.jobs)
