@@ -30,6 +30,7 @@ class Split:
     labels: np.ndarray  # int64 [N], index into the taxonomy's class list
     notes: list[list[list[int]]] = field(default_factory=list)  # per sample: token-id lists, [] = no usable note
     note_features: list[np.ndarray] | None = None  # per sample (n_notes, H): a frozen text encoder's output
+    image_features: np.ndarray | None = None  # (views, N, D): a frozen image trunk's output (dermlib.features)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -156,17 +157,24 @@ def choose_notes(split: Split, idx: np.ndarray, rng: np.random.Generator | None)
 
 def make_batch(split: Split, idx: np.ndarray, *, with_text: bool, pad_id: int, cls_sep: tuple[int, int] | None,
                rng: np.random.Generator | None = None, pin: bool = False) -> dict[str, torch.Tensor]:
-    """CPU tensors for one batch: uint8 images (N,S,S,3), labels, and with text a has-note mask plus either padded
-    token ids and mask or, when the split carries precomputed features of a frozen encoder, those features.
+    """CPU tensors for one batch: uint8 images (N,S,S,3) or, when the split carries a frozen trunk's features,
+    one view of them per image; labels; and with text a has-note mask plus either padded token ids and mask or,
+    when the split carries precomputed features of a frozen text encoder, those features.
 
     Samples without a note get a minimal [CLS][SEP] sequence (or zero features) so the text branch always sees
     the whole batch (equal shapes on every rank); `text_mask` keeps them out of the text losses.
     """
-    rows = split.rows[idx]
-    order = np.argsort(rows, kind="stable")  # read the (memory-mapped) cache in file order
-    images = np.empty((len(rows), *split.images.shape[1:]), dtype=np.uint8)
-    images[order] = split.images[rows[order]]
-    batch = {"images": torch.from_numpy(images), "labels": torch.from_numpy(split.labels[idx])}
+    batch = {"labels": torch.from_numpy(split.labels[idx])}
+    if split.image_features is not None:  # a frozen trunk: one of its cached views per image (drawn first)
+        n_views = split.image_features.shape[0]
+        views = rng.integers(n_views, size=len(idx)) if rng is not None and n_views > 1 else np.zeros(len(idx), int)
+        batch["image_features"] = torch.from_numpy(split.image_features[views, idx])
+    else:
+        rows = split.rows[idx]
+        order = np.argsort(rows, kind="stable")  # read the (memory-mapped) cache in file order
+        images = np.empty((len(rows), *split.images.shape[1:]), dtype=np.uint8)
+        images[order] = split.images[rows[order]]
+        batch["images"] = torch.from_numpy(images)
     if with_text:
         picks = choose_notes(split, idx, rng)
         batch["text_mask"] = torch.from_numpy(picks >= 0)

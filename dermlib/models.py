@@ -187,8 +187,12 @@ class MultimodalModel(nn.Module):
 
     def __init__(self, image_encoder: str | ImageEncoder = "efficientnet_lite0",
                  text_encoder: str | TextEncoder | None = "minilm-l6", n_classes: int = 8, embed_dim: int = 128,
-                 dropout: float = 0.1, pretrained: bool = True) -> None:
-        """Encoders may be given built or by name (names are built with `pretrained` weights and mean pooling)."""
+                 dropout: float = 0.1, pretrained: bool = True, init_seed: int | None = None) -> None:
+        """Encoders may be given built or by name (names are built with `pretrained` weights and mean pooling).
+
+        `init_seed` fixes the shared parts (image projection, classifier) whatever else is built, so that an
+        image-only and a multimodal model of one seed start from the same weights (a paired comparison).
+        """
         super().__init__()
         if isinstance(image_encoder, str):
             image_encoder = ImageEncoder(image_encoder, pretrained)
@@ -197,6 +201,20 @@ class MultimodalModel(nn.Module):
         self.image_proj = ProjectionHead(self.image_encoder.out_dim, embed_dim, dropout)
         self.text_proj = ProjectionHead(self.text_encoder.out_dim, embed_dim, dropout) if self.text_encoder else None
         self.classifier = nn.Linear(embed_dim, n_classes)  # shared by both branches
+        if init_seed is not None:
+            self.reset_heads(init_seed)
+
+    def reset_heads(self, seed: int) -> None:
+        """Re-initialise the image projection and classifier from `seed`, the text projection from `seed + 1`
+        (the global random state is left as it was)."""
+        groups = [(seed, [self.image_proj, self.classifier]), (seed + 1, [self.text_proj] if self.text_proj else [])]
+        with torch.random.fork_rng(devices=[]):
+            for group_seed, modules in groups:
+                torch.manual_seed(group_seed)
+                for module in modules:
+                    for layer in module.modules():
+                        if isinstance(layer, (nn.Linear, nn.LayerNorm)):
+                            layer.reset_parameters()
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Images (N,3,H,W) in [0, 1] -> raw projections (N, embed_dim)."""
@@ -208,10 +226,12 @@ class MultimodalModel(nn.Module):
             raise ValueError("this is an image-only (Img) model: it has no text branch")
         return self.text_proj(self.text_encoder(input_ids, attention_mask))
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, text_features: torch.Tensor | None = None) -> ModelOutput:
-        """Both branches; `text_features` (a frozen text encoder's pooled output, computed once) replaces the ids."""
-        image_emb = self.encode_image(images)
+    def forward(self, images: torch.Tensor | None, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, text_features: torch.Tensor | None = None,
+                image_features: torch.Tensor | None = None) -> ModelOutput:
+        """Both branches; a frozen encoder's pooled output, computed once (`text_features`, `image_features`),
+        replaces its input (token ids, images)."""
+        image_emb = self.image_proj(image_features) if image_features is not None else self.encode_image(images)
         out = ModelOutput(image_emb=image_emb, image_logits=self.classifier(image_emb))
         if self.text_encoder is not None and (input_ids is not None or text_features is not None):
             out.text_emb = (self.text_proj(text_features) if text_features is not None
@@ -222,6 +242,17 @@ class MultimodalModel(nn.Module):
     def text_frozen(self) -> bool:
         """True when no text-encoder weight trains (its output per note can then be computed once)."""
         return self.text_encoder is not None and not any(p.requires_grad for p in self.text_encoder.parameters())
+
+    def freeze_image_encoder(self) -> None:
+        """Keep the pretrained image trunk as it is (eval mode, no gradients): only the heads train."""
+        self.image_encoder.eval()
+        for p in self.image_encoder.parameters():
+            p.requires_grad_(False)
+
+    def frozen_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of the encoders that do not train (rebuilt from their pretrained source on load)."""
+        image = not any(p.requires_grad for p in self.image_encoder.parameters())
+        return (("image_encoder.",) if image else ()) + (("text_encoder.",) if self.text_frozen() else ())
 
 
 def build_model(train_cfg: dict[str, Any], n_classes: int, *, pretrained: bool | None = None,
@@ -243,5 +274,8 @@ def build_model(train_cfg: dict[str, Any], n_classes: int, *, pretrained: bool |
                                tokenizer=AutoTokenizer.from_pretrained(text_dir))
         else:
             text = TextEncoder(train_cfg["text_encoder"], train_cfg["pooling"], train_cfg["train_last_n_text_layers"])
-    return MultimodalModel(image, text, n_classes=n_classes, embed_dim=train_cfg["embed_dim"],
-                           dropout=train_cfg.get("dropout", 0.1))
+    model = MultimodalModel(image, text, n_classes=n_classes, embed_dim=train_cfg["embed_dim"],
+                            dropout=train_cfg["dropout"], init_seed=int(train_cfg["seed"]))
+    if train_cfg["freeze_image_encoder"]:
+        model.freeze_image_encoder()
+    return model

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from dermlib import features
 from dermlib.batches import (Prefetcher, Split, augment, epoch_order, images_to_float, load_splits, make_batch,
                              pad_batch, to_device, tokenize)
 from dermlib.losses import TERMS, MultimodalLoss
@@ -74,6 +75,17 @@ def _gather_global(img: torch.Tensor, txt: torch.Tensor, mask: torch.Tensor):
                 torch.cat(masks).bool())
 
 
+def image_identity(cfg: dict[str, Any]) -> str:
+    """What decides a frozen trunk's features: encoder, weights and the preprocessed image cache."""
+    cache = features.cache_fingerprint(Path(cfg["work_dir"]) / "cache")
+    return f"{cfg['train']['image_encoder']}:pretrained={cfg['train']['pretrained']}:cache={cache}"
+
+
+def text_identity(cfg: dict[str, Any]) -> str:
+    """What decides a frozen text encoder's features (besides the token ids)."""
+    return f"{cfg['train']['text_encoder']}:{cfg['train']['pooling']}"
+
+
 class _Trainer:
     """The state of one run: model, optimiser, data, loss, and the pieces of the loop."""
 
@@ -101,9 +113,16 @@ class _Trainer:
         has_cls = tok is not None and tok.cls_token_id is not None
         self.cls_sep = (int(tok.cls_token_id), int(tok.sep_token_id)) if has_cls else None
         self.splits = load_splits(cfg, tok) if splits is None else splits
+        self.feature_dir = Path(cfg["work_dir"]) / "features"
         if self.text and self.model.text_frozen():
             for split in self.splits.values():
                 split.note_features = self._frozen_text_features(split)
+        if self.model.frozen_prefixes()[:1] == ("image_encoder.",):
+            for name, split in self.splits.items():
+                views = int(self.t["feature_views"]) if name == "train" and self.t["augment"] else 1
+                split.image_features = features.image_features(
+                    self.model.image_encoder, split.images, split.rows, views=views, identity=image_identity(cfg),
+                    folder=self.feature_dir, device=self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.t["lr"], weight_decay=self.t["weight_decay"],
                                            fused=self.device.type == "cuda")
@@ -116,17 +135,12 @@ class _Trainer:
         self.loss = MultimodalLoss(self.t["loss_weights"], self.t["temperature"],
                                    gather=_gather_global if self.world > 1 else None)
 
-    @torch.no_grad()
     def _frozen_text_features(self, split: Split) -> list[np.ndarray]:
-        """A frozen text encoder's pooled output for every note, once (eval mode), instead of at every step."""
-        enc = self.model.text_encoder.eval()
+        """A frozen text encoder's pooled output for every note, once per note text (kept in <work_dir>/features)."""
+        enc = self.model.text_encoder
         flat = [seq for notes in split.notes for seq in notes]
-        feats = []
-        for start in range(0, len(flat), 128):
-            ids, mask = pad_batch(flat[start: start + 128], self.pad_id)
-            with autocast(self.device):
-                feats.append(enc(ids.to(self.device), mask.to(self.device)).float().cpu().numpy())
-        flat_feats = np.concatenate(feats) if feats else np.zeros((0, enc.out_dim), np.float32)
+        flat_feats = features.text_features(enc, flat, pad_id=self.pad_id, identity=text_identity(self.cfg),
+                                            folder=self.feature_dir, device=self.device)
         out, pos = [], 0
         for notes in split.notes:
             out.append(flat_feats[pos: pos + len(notes)])
@@ -154,8 +168,9 @@ class _Trainer:
         for k, batch in enumerate(source):
             yield k, to_device(batch, self.device)
 
-    def _forward(self, batch: dict[str, torch.Tensor], x: torch.Tensor):
-        net_out = self.net(x, batch.get("input_ids"), batch.get("attention_mask"), batch.get("text_features"))
+    def _forward(self, batch: dict[str, torch.Tensor], x: torch.Tensor | None):
+        net_out = self.net(x, batch.get("input_ids"), batch.get("attention_mask"), batch.get("text_features"),
+                           batch.get("image_features"))
         return self.loss(net_out, batch["labels"], batch.get("text_mask"))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -165,9 +180,11 @@ class _Trainer:
         aug_gen = torch.Generator().manual_seed(self.t["seed"] * 100_003 + epoch)
         sums = torch.zeros(len(TERMS) + 2, dtype=torch.float64, device=self.device)  # summed on device: no syncs
         start = time.perf_counter()
-        for _, batch in self._batches(self.splits["train"], epoch, train=True):
-            x = images_to_float(batch["images"])
-            if self.t.get("augment", True):
+        for k, batch in self._batches(self.splits["train"], epoch, train=True):
+            # dropout draws from (seed, epoch, step): the image branch of every strategy sees the same masks
+            torch.manual_seed((self.t["seed"] * 100_003 + epoch) * 10_007 + k)
+            x = images_to_float(batch["images"]) if "images" in batch else None
+            if x is not None and self.t["augment"]:
                 x = augment(x, aug_gen)
             with autocast(self.device):
                 total, terms = self._forward(batch, x)
@@ -201,8 +218,9 @@ class _Trainer:
         split = self.splits["val"]
         for _, batch in self._batches(split, 0, train=False):
             with autocast(self.device):
-                out = self.model(images_to_float(batch["images"]), batch.get("input_ids"), batch.get("attention_mask"),
-                                 batch.get("text_features"))
+                x = images_to_float(batch["images"]) if "images" in batch else None
+                out = self.model(x, batch.get("input_ids"), batch.get("attention_mask"), batch.get("text_features"),
+                                 batch.get("image_features"))
                 value, _ = loss(out, batch["labels"], batch.get("text_mask"))
             preds.append(out.image_logits.float().argmax(1).cpu())
             total += float(value) * len(batch["labels"])
@@ -211,6 +229,21 @@ class _Trainer:
         kappa = cohen_kappa_score(split.labels, predicted, labels=list(range(len(self.classes))))
         return {"val_kappa": float(0.0 if np.isnan(kappa) else kappa), "val_loss": total / count,
                 "val_accuracy": float((predicted == split.labels).mean())}
+
+
+def trainable_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
+    """The state dict without frozen encoders (they are rebuilt from their pretrained source): a few MB at most."""
+    frozen = model.frozen_prefixes()
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
+
+
+def load_trainable(model: MultimodalModel, state: dict[str, torch.Tensor]) -> None:
+    """Load a `trainable_state` (or a full state dict); anything missing must belong to a frozen encoder."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    frozen = model.frozen_prefixes()
+    lost = [k for k in missing if not k.startswith(frozen)]
+    if lost or unexpected:
+        raise RuntimeError(f"checkpoint does not fit the model: missing {lost[:5]}, unexpected {unexpected[:5]}")
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -260,7 +293,7 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
     ckpt = folder / "checkpoint.pt"
     if ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-        trainer.model.load_state_dict(saved["model"])
+        load_trainable(trainer.model, saved["model"])
         trainer.optimizer.load_state_dict(saved["optimizer"])
         state = {k: saved[k] for k in state}
     elif rank0:
@@ -286,11 +319,11 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
             row["seconds"] = time.perf_counter() - start
             if row["val_kappa"] > state["best_kappa"]:
                 state.update(best_kappa=row["val_kappa"], best_epoch=epoch,
-                             best_model={k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()})
+                             best_model={k: v.detach().cpu().clone() for k, v in trainable_state(trainer.model).items()})
             state["epoch"] = epoch
             state["history"].append(row)
-            _atomic_save({**state, "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()},
-                         ckpt)
+            _atomic_save({**state, "model": trainable_state(trainer.model),
+                          "optimizer": trainer.optimizer.state_dict()}, ckpt)
             _write_history(state["history"], folder / "history.csv")
             stop[0] = float(epoch - state["best_epoch"] >= t["patience"])
         if dist.is_initialized():
@@ -313,21 +346,28 @@ def load_run(run_dir: str | Path) -> tuple[MultimodalModel, dict[str, Any]]:
         raise FileNotFoundError(f"{folder} is not a finished run (no `done` marker): train it with "
                                 f"dermlib.train.fit (notebook 03_train)")
     cfg = json.loads((folder / "config.json").read_text())
-    text_dir = folder / "text_encoder" if cfg["train"]["strategy"] != "Img" else None
-    model = build_model(cfg["train"], len(cfg["resolved"]["classes"]), pretrained=False, text_dir=text_dir)
+    t = cfg["train"]
+    # frozen encoders are not in the checkpoint: they come back from their pretrained source (offline packages
+    # for the demo); trained ones are built empty from the run's saved config and filled from the checkpoint
+    text_frozen = t["train_last_n_text_layers"] == 0
+    text_dir = folder / "text_encoder" if t["strategy"] != "Img" and not text_frozen else None
+    model = build_model(t, len(cfg["resolved"]["classes"]), pretrained=bool(t["freeze_image_encoder"] and t["pretrained"]),
+                        text_dir=text_dir)
     saved = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(saved["best_model"] if saved["best_model"] is not None else saved["model"])
+    load_trainable(model, saved["best_model"] if saved["best_model"] is not None else saved["model"])
     return model.eval(), cfg
 
 
 @torch.no_grad()
 def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | None] | None,
-           config: dict[str, Any], batch_size: int = 256) -> dict[str, np.ndarray]:
+           config: dict[str, Any], batch_size: int = 256, *, pool_id: str | None = None) -> dict[str, np.ndarray]:
     """Embed images (uint8 [N,S,S,3], e.g. from the cache) and optionally one note per image.
 
     Returns float32 numpy arrays `image_emb` (N,E) and `image_logits` (N,C); with notes also `text_emb` and
     `text_logits` (rows whose note is None are NaN). Embeddings are the RAW projections (not L2-normalised):
-    normalise before cosine similarity / retrieval. Runs on the model's device, in eval mode.
+    normalise before cosine similarity / retrieval. Runs on the model's device, in eval mode. With `pool_id`
+    (a name for exactly these images), frozen encoders' outputs are read from / kept in `<work_dir>/features`,
+    so a grid of runs encodes the pool once.
     """
     if notes is not None and len(notes) != len(images_uint8):
         raise ValueError(f"encode: {len(images_uint8)} images but {len(notes)} notes")
@@ -337,11 +377,22 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
         raise ValueError(f"encode: images must be uint8 [N,S,S,3], got {images_uint8.dtype} {images_uint8.shape}")
     model.eval()
     device = next(model.parameters()).device
+    frozen = model.frozen_prefixes() if pool_id is not None else ()
+    folder = Path(config["work_dir"]) / "features"
     out: dict[str, list[np.ndarray]] = {"image_emb": [], "image_logits": []}
+    trunk = None
+    if "image_encoder." in frozen:
+        trunk = features.image_features(model.image_encoder, images_uint8, np.arange(len(images_uint8)), views=1,
+                                        identity=f"{image_identity(config)}:pool={pool_id}", folder=folder,
+                                        device=device, batch_size=batch_size)[0]
     for start in range(0, len(images_uint8), batch_size):
-        x = images_to_float(torch.from_numpy(np.ascontiguousarray(images_uint8[start: start + batch_size])).to(device))
         with autocast(device):
-            emb = model.encode_image(x)
+            if trunk is not None:
+                emb = model.image_proj(torch.from_numpy(trunk[start: start + batch_size]).to(device))
+            else:
+                x = images_to_float(torch.from_numpy(np.ascontiguousarray(images_uint8[start: start + batch_size]))
+                                    .to(device))
+                emb = model.encode_image(x)
             out["image_emb"].append(emb.float().cpu().numpy())
             out["image_logits"].append(model.classifier(emb).float().cpu().numpy())
     if notes is not None:
@@ -351,11 +402,19 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
         emb_dim, n_cls = out["image_emb"][0].shape[1], out["image_logits"][0].shape[1]
         text_emb = np.full((len(notes), emb_dim), np.nan, dtype=np.float32)
         text_logits = np.full((len(notes), n_cls), np.nan, dtype=np.float32)
+        pooled = None
+        if "text_encoder." in frozen:
+            pooled = features.text_features(model.text_encoder, ids, pad_id=int(tok.pad_token_id),
+                                            identity=text_identity(config), folder=folder, device=device,
+                                            batch_size=batch_size)
         for start in range(0, len(kept), batch_size):
-            input_ids, mask = pad_batch(ids[start: start + batch_size], int(tok.pad_token_id))
             rows = kept[start: start + batch_size]
             with autocast(device):
-                emb = model.encode_text(input_ids.to(device), mask.to(device))
+                if pooled is not None:
+                    emb = model.text_proj(torch.from_numpy(pooled[start: start + batch_size]).to(device))
+                else:
+                    input_ids, mask = pad_batch(ids[start: start + batch_size], int(tok.pad_token_id))
+                    emb = model.encode_text(input_ids.to(device), mask.to(device))
                 text_emb[rows] = emb.float().cpu().numpy()
                 text_logits[rows] = model.classifier(emb).float().cpu().numpy()
         out["text_emb"], out["text_logits"] = [text_emb], [text_logits]

@@ -1,0 +1,104 @@
+"""Frozen encoders' outputs, computed once and kept on disk, so that a grid trains only what learns.
+
+With `train.freeze_image_encoder` (the demo), the pretrained image trunk runs once per image and *view*: view 0 is
+the cached image as it is, views 1..V-1 are fixed augmentations (the flips and brightness/contrast jitter of
+`dermlib.batches.augment`, drawn from a generator seeded by the view number, never by a run's seed). A training
+epoch then picks one view per image. A frozen text encoder's pooled output is likewise computed once per note.
+Files live in `<work_dir>/features/`, named by a hash of everything that decides them (encoder, weights, image
+cache, rows and views; or the notes' token ids), so every strategy and seed of a grid reads the same features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dermlib.batches import augment, images_to_float, pad_batch
+
+FEATURE_VERSION = 1  # bump when the way features are computed changes
+
+
+def _digest(parts: dict[str, Any], arrays: list[np.ndarray]) -> str:
+    digest = hashlib.sha256(json.dumps({**parts, "version": FEATURE_VERSION}, sort_keys=True).encode())
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _stored(path: Path, compute: Any) -> np.ndarray:
+    """Load `path`, or compute, write atomically (a crash never leaves half a file) and return."""
+    if path.exists():
+        return np.load(path)
+    values = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npy")
+    np.save(tmp, values)
+    os.replace(tmp, path)
+    return values
+
+
+def cache_fingerprint(cache_dir: str | Path) -> str:
+    """The preprocessed image cache's fingerprint (from its cache_meta.json; "" when it has none)."""
+    meta = Path(cache_dir) / "cache_meta.json"
+    return json.loads(meta.read_text()).get("fingerprint", "") if meta.exists() else ""
+
+
+@torch.no_grad()
+def image_features(encoder: torch.nn.Module, images: np.ndarray, rows: np.ndarray, *, views: int, identity: str,
+                   folder: str | Path, device: torch.device, batch_size: int = 128) -> np.ndarray:
+    """float32 (views, len(rows), D): the frozen trunk's pooled features of cache rows `rows` in each view.
+
+    `identity` names the encoder and its weights (e.g. "efficientnet_lite0:pretrained") and the image cache.
+    """
+    key = _digest({"kind": "image", "identity": identity, "views": int(views)}, [rows.astype(np.int64)])
+    path = Path(folder) / f"image-{key}.npy"
+
+    def compute() -> np.ndarray:
+        was_training = encoder.training
+        encoder.eval()
+        out = np.zeros((views, len(rows), encoder.out_dim), dtype=np.float32)
+        for view in range(views):
+            gen = torch.Generator().manual_seed(10_007 * view)
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start: start + batch_size]
+                order = np.argsort(chunk, kind="stable")
+                pixels = np.empty((len(chunk), *images.shape[1:]), dtype=np.uint8)
+                pixels[order] = images[chunk[order]]
+                x = images_to_float(torch.from_numpy(pixels).to(device))
+                if view:
+                    x = augment(x, gen)
+                out[view, start: start + len(chunk)] = encoder(x).float().cpu().numpy()
+        encoder.train(was_training)
+        return out
+
+    return _stored(path, compute)
+
+
+@torch.no_grad()
+def text_features(encoder: torch.nn.Module, token_lists: list[list[int]], *, pad_id: int, identity: str,
+                  folder: str | Path, device: torch.device, batch_size: int = 128) -> np.ndarray:
+    """float32 (len(token_lists), H): a frozen text encoder's pooled output per note (eval mode)."""
+    lengths = np.array([len(t) for t in token_lists], dtype=np.int64)
+    flat = np.array([i for t in token_lists for i in t], dtype=np.int64)
+    key = _digest({"kind": "text", "identity": identity}, [lengths, flat])
+    path = Path(folder) / f"text-{key}.npy"
+
+    def compute() -> np.ndarray:
+        was_training = encoder.training
+        encoder.eval()
+        out = np.zeros((len(token_lists), encoder.out_dim), dtype=np.float32)
+        order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
+        for start in range(0, len(order), batch_size):
+            chosen = order[start: start + batch_size]
+            ids, mask = pad_batch([token_lists[i] for i in chosen], pad_id)
+            out[chosen] = encoder(ids.to(device), mask.to(device)).float().cpu().numpy()
+        encoder.train(was_training)
+        return out
+
+    return _stored(path, compute)
