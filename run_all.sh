@@ -5,6 +5,7 @@
 # Other forms:
 #   ./run_all.sh --profile paper    real datasets, GPU, OpenAI (see README: what to download first)
 #   ./run_all.sh --only 03          run one notebook (by number) of the chosen profile
+#   ./run_all.sh --set KEY=VALUE    override one config value (repeatable), e.g. --set train.epochs=5
 #   ./run_all.sh --setup            only create/update .venv
 set -euo pipefail
 
@@ -13,16 +14,24 @@ cd "$ROOT"
 PROFILE=demo
 MODE=run
 ONLY=""
+SETS=()
 PYTEST_ARGS=()
+
+need_value() {  # $1 option, $2 the next argument (may be absent)
+  if [[ -z "${2:-}" || "${2:-}" == --* ]]; then
+    echo "run_all.sh: $1 needs a value (try --help)" >&2; exit 2
+  fi
+}
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --test) MODE=test ;;
     --setup) MODE=setup ;;
-    --profile) PROFILE="$2"; shift ;;
-    --only) ONLY="$2"; shift ;;
+    --profile) need_value "$1" "${2:-}"; PROFILE="$2"; shift ;;
+    --only) need_value "$1" "${2:-}"; ONLY="$2"; shift ;;
+    --set) need_value "$1" "${2:-}"; SETS+=(--set "$2"); shift ;;
     --) shift; PYTEST_ARGS=("$@"); break ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -33,10 +42,10 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 VENV="$ROOT/.venv"
 
 setup_venv() {
-  # Re-install only when the pins change: the stamp holds a hash of the files that define the environment.
+  # Re-install only when the pins change: the stamp hashes pyproject.toml and this function, nothing else.
   local stamp="$VENV/.dermlib-installed"
   local want
-  want="$(cat pyproject.toml run_all.sh | sha256sum | cut -c1-16)"
+  want="$( (cat pyproject.toml; sed -n '/^setup_venv()/,/^}/p' run_all.sh) | sha256sum | cut -c1-16)"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
   echo "== setting up $VENV (first run takes several minutes: torch, and llama.cpp compiled from source)"
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
@@ -65,5 +74,5 @@ case "$MODE" in
     [[ $rc -eq 5 ]] && { echo "pytest collected no tests" >&2; exit 1; }
     exit $rc ;;
   run)
-    python -m dermlib.pipeline --profile "$PROFILE" ${ONLY:+--only "$ONLY"} ;;
+    python -m dermlib.pipeline --profile "$PROFILE" ${ONLY:+--only "$ONLY"} "${SETS[@]}" ;;
 esac

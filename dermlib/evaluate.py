@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
-from dermlib import metrics
+from dermlib import metrics, stats
 from dermlib.data.labels import classes
 from dermlib.data.preprocess import load_cache
 from dermlib.data.schema import read_manifest
@@ -34,7 +34,8 @@ RESULT_COLUMNS = ["profile", "strategy", "seed", "run_id", "config_hash", "sourc
 CLASSIFICATION = ["kappa", "balanced_accuracy", "macro_auroc"]
 EMBEDDING_METRICS = ["map_i2t", "map_t2i", "paired_cosine"]  # + recall@k_i2t / recall@k_t2i
 POOLED = "pooled"
-EVAL_VERSION = 1  # bump when the evaluation changes, to invalidate cached per-run results
+EVAL_VERSION = 2  # bump when the evaluation changes, to invalidate cached per-run results
+CHANCE_PERMUTATIONS = 20  # label / pair permutations behind each chance baseline
 
 
 def results_dir(cfg: dict[str, Any]) -> Path:
@@ -110,24 +111,56 @@ def _row(metric: str, value: float, n: int, ci: tuple[float, float] = (np.nan, n
     return {"metric": metric, "value": float(value), "ci_low": float(ci[0]), "ci_high": float(ci[1]), "n": int(n)}
 
 
+def _ci(replicates: np.ndarray) -> tuple[float, float]:
+    finite = replicates[np.isfinite(replicates)]
+    return tuple(np.percentile(finite, [2.5, 97.5])) if len(finite) else (np.nan, np.nan)
+
+
+def _retrieval(img: np.ndarray, txt: np.ndarray, y: np.ndarray, exclude: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query AP image->text and text->image on one pool (`exclude`: a query's own pair is not in its gallery)."""
+    return (metrics.retrieval_ap(img, y, txt, y, exclude_pair=exclude),
+            metrics.retrieval_ap(txt, y, img, y, exclude_pair=exclude))
+
+
+def chance_values(img: np.ndarray, txt: np.ndarray, y: np.ndarray, exclude: bool, seed: int = 0) -> dict[str, float]:
+    """What chance gives on this pool: mAP with the gallery's labels permuted, cosine of shuffled pairs."""
+    rng = np.random.default_rng(seed)
+    i2t, t2i, cos = [], [], []
+    for _ in range(CHANCE_PERMUTATIONS):
+        perm = rng.permutation(len(y))
+        i2t.append(metrics.nanmean(metrics.retrieval_ap(img, y, txt, y[perm], exclude_pair=exclude)))
+        t2i.append(metrics.nanmean(metrics.retrieval_ap(txt, y, img, y[perm], exclude_pair=exclude)))
+        shift = (np.arange(len(y)) + rng.integers(1, len(y))) % len(y)  # every image with another image's note
+        cos.append(float(metrics.paired_cosine(img, txt[shift]).mean()))
+    return {"chance_map_i2t": float(np.mean(i2t)), "chance_map_t2i": float(np.mean(t2i)),
+            "chance_paired_cosine": float(np.mean(cos))}
+
+
 def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
-    """Metric rows (partition, source, metric, value, ci_low, ci_high, n) of one run's pool embeddings."""
+    """Metric rows (partition, source, metric, value, ci_low, ci_high, n) of one run's pool embeddings.
+
+    Intervals are percentile bootstraps that resample clusters (patients, else lesions, else images) of the
+    group; pooled groups also get chance baselines (`chance_map_*`, `chance_paired_cosine`).
+    """
     names = classes(cfg["data"].get("taxonomy", "isic8"))
     n_boot, k_list = int(cfg["eval"]["bootstrap"]), list(cfg["eval"]["recall_k"])
+    exclude = bool(cfg["eval"]["exclude_own_pair"])
     labels = pool["label"].astype(str).to_numpy()
     proba = softmax(emb["image_logits"].astype(np.float64), axis=1)
     predicted = predicted_labels(emb, names)
-    # Integer codes for the bootstrap of kappa (sklearn is several times faster on ints than on strings).
-    y_code = pd.Categorical(labels, categories=names).codes
-    p_code = pd.Categorical(predicted, categories=names).codes
+    y_code = pd.Categorical(labels, categories=names).codes.astype(np.int64)
+    p_code = pd.Categorical(predicted, categories=names).codes.astype(np.int64)
+    clusters = stats.cluster_ids(pool)
     text = emb.get("text_emb")
     has_text = metrics.finite_rows(text) if text is not None else np.zeros(len(pool), dtype=bool)
     rows = []
     for partition, source, mask in _groups(pool):
         where = {"partition": partition, "source": source}
         y, p = labels[mask], predicted[mask]
-        kappa = metrics.bootstrap_ci(metrics.cohen_kappa, y_code[mask], p_code[mask], n=n_boot, seed=0)
-        rows.append({**where, **_row("kappa", kappa[0], mask.sum(), kappa[1:])})
+        weights = stats.cluster_weights(clusters[mask], n_boot, seed=0)
+        kappa = metrics.cohen_kappa(y_code[mask], p_code[mask])
+        boot = stats.weighted_kappa(y_code[mask], p_code[mask], weights, len(names))
+        rows.append({**where, **_row("kappa", kappa, mask.sum(), _ci(boot))})
         rows.append({**where, **_row("balanced_accuracy", metrics.balanced_accuracy(y, p), mask.sum())})
         rows.append({**where, **_row("macro_auroc", metrics.macro_auroc(y, proba[mask], names), mask.sum())})
         paired = mask & has_text
@@ -137,23 +170,54 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
                 rows.append({**where, **_row(metric, np.nan, n_pairs)})
             continue
         img, txt, y = emb["image_emb"][paired], text[paired], labels[paired]
-        for metric, ap in (("map_i2t", metrics.retrieval_ap(img, y, txt, y)),
-                           ("map_t2i", metrics.retrieval_ap(txt, y, img, y))):
-            point = metrics.bootstrap_ci(metrics.nanmean, ap, n=n_boot, seed=0)
-            rows.append({**where, **_row(metric, point[0], np.isfinite(ap).sum(), point[1:])})
-        cosine = metrics.bootstrap_ci(np.mean, metrics.paired_cosine(img, txt), n=n_boot, seed=0)
-        rows.append({**where, **_row("paired_cosine", cosine[0], n_pairs, cosine[1:])})
+        weights = stats.cluster_weights(clusters[paired], n_boot, seed=0)
+        cosine = metrics.paired_cosine(img, txt)
+        for metric, values in (*zip(("map_i2t", "map_t2i"), _retrieval(img, txt, y, exclude)),
+                               ("paired_cosine", cosine)):
+            point = metrics.nanmean(values)
+            rows.append({**where, **_row(metric, point, np.isfinite(values).sum(),
+                                         _ci(stats.weighted_mean(values, weights)))})
         for direction, (q, g) in (("i2t", (img, txt)), ("t2i", (txt, img))):
             for k in k_list:
                 rows.append({**where, **_row(f"recall@{k}_{direction}", metrics.recall_at_k(q, g, k), n_pairs)})
+        if source == POOLED:
+            for metric, value in chance_values(img, txt, y, exclude).items():
+                rows.append({**where, **_row(metric, value, n_pairs)})
     return pd.DataFrame(rows)
+
+
+def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
+    """Per test image of each pooled partition: true and predicted class codes, its AP as a query both ways
+    and its paired cosine (NaN without a note), and its cluster: what `dermlib.stats` resamples."""
+    names = classes(cfg["data"].get("taxonomy", "isic8"))
+    exclude = bool(cfg["eval"]["exclude_own_pair"])
+    labels = pool["label"].astype(str).to_numpy()
+    y_code = pd.Categorical(labels, categories=names).codes.astype(np.int64)
+    p_code = emb["image_logits"].argmax(axis=1).astype(np.int64)
+    text = emb.get("text_emb")
+    has_text = metrics.finite_rows(text) if text is not None else np.zeros(len(pool), dtype=bool)
+    frames = []
+    for partition, source, mask in _groups(pool):
+        if source != POOLED:
+            continue
+        part = pd.DataFrame({"sample_id": pool["sample_id"].astype(str).to_numpy()[mask], "partition": partition,
+                             "cluster": stats.cluster_ids(pool)[mask], "y": y_code[mask], "pred": p_code[mask],
+                             "ap_i2t": np.nan, "ap_t2i": np.nan, "cosine": np.nan})
+        paired = has_text[mask]
+        if text is not None and paired.sum() >= 2:
+            img, txt = emb["image_emb"][mask][paired], text[mask][paired]
+            ap_i2t, ap_t2i = _retrieval(img, txt, labels[mask][paired], exclude)
+            part.loc[paired, "ap_i2t"], part.loc[paired, "ap_t2i"] = ap_i2t, ap_t2i
+            part.loc[paired, "cosine"] = metrics.paired_cosine(img, txt)
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)
 
 
 def _eval_key(run_dir: Path, pool: pd.DataFrame, cfg: dict[str, Any]) -> str:
     """What decides a run's evaluation: the finished run (its `done` marker), the pool and the eval settings."""
     done = run_dir / "done"
     key = {"run": run_dir.name, "done": done.stat().st_mtime_ns, "version": EVAL_VERSION,
-           "eval": {k: cfg["eval"][k] for k in ("bootstrap", "recall_k")},
+           "eval": {k: cfg["eval"][k] for k in ("bootstrap", "recall_k", "exclude_own_pair")},
            "pool": hashlib.sha256("\n".join(pool["sample_id"].astype(str)).encode()).hexdigest()}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -186,8 +250,9 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
         (out_dir / "histories").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "history.csv", out_dir / "histories" / f"{run_dir.name}.csv")
     cached = out_dir / "runs" / f"{run_dir.name}.parquet"
+    samples_path = out_dir / "samples" / f"{run_dir.name}.parquet"
     key = _eval_key(run_dir, pool, cfg)
-    if cached.exists():
+    if cached.exists() and samples_path.exists():
         previous = pd.read_parquet(cached)
         if len(previous) and (previous["eval_key"] == key).all():
             return previous.drop(columns="eval_key")
@@ -199,6 +264,11 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     emb = encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]), pool_id=pool_id)
     save_embeddings(out_dir / "embeddings" / f"{run_dir.name}.npz", emb, pool, notes)
     rows = evaluate_embeddings(emb, pool, cfg)
+    samples = sample_values(emb, pool, cfg)
+    samples.insert(0, "strategy", strategy)
+    samples.insert(1, "seed", int(run_cfg["train"]["seed"]))
+    samples_path.parent.mkdir(parents=True, exist_ok=True)
+    samples.to_parquet(samples_path, index=False)
     rows.insert(0, "profile", cfg["profile"])
     rows.insert(1, "strategy", strategy)
     rows.insert(2, "seed", int(run_cfg["train"]["seed"]))
@@ -230,12 +300,39 @@ def run_grid(cfg: dict[str, Any]) -> pd.DataFrame:
 
 
 def write_results(results: pd.DataFrame, cfg: dict[str, Any]) -> Path:
-    """`<work_dir>/results/results.parquet` and `.csv`; returns the parquet path."""
+    """`<work_dir>/results/results.parquet` and `.csv`, and `<figures_dir>/results.csv` (strategy, seed,
+    partition, source, metric, value, n: what outside checks read); returns the parquet path."""
     out = results_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     results.to_parquet(out / "results.parquet", index=False)
     results.to_csv(out / "results.csv", index=False, float_format="%.6g")
+    figures = Path(cfg["figures_dir"])
+    figures.mkdir(parents=True, exist_ok=True)
+    tidy = results[["strategy", "seed", "partition", "source", "metric", "value", "n"]].sort_values(
+        ["strategy", "seed", "partition", "source", "metric"], kind="stable")
+    tidy.to_csv(figures / "results.csv", index=False, float_format="%.6g")
     return out / "results.parquet"
+
+
+def load_samples(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
+    """The per-image values (`sample_values`) of every run in `results`, for `dermlib.stats.comparisons`."""
+    frames = []
+    for run_id in results["run_id"].drop_duplicates():
+        path = results_dir(cfg) / "samples" / f"{run_id}.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: re-run the grid (dermlib.evaluate.run_grid)")
+        frames.append(pd.read_parquet(path))
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_comparisons(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
+    """The primary comparisons and chance baselines (`dermlib.stats`) -> `<figures_dir>/comparisons.csv`."""
+    names = classes(cfg["data"].get("taxonomy", "isic8"))
+    table = stats.comparisons(load_samples(cfg, results), results, cfg, len(names))
+    path = Path(cfg["figures_dir"]) / "comparisons.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False, float_format="%.6g")
+    return table
 
 
 def load_results(cfg: dict[str, Any]) -> pd.DataFrame:

@@ -124,8 +124,12 @@ def classification_metrics(y_true: Sequence, proba: Any, classes: Sequence[str] 
 
 
 # ---------------------------------------------------------------------------------------------------- retrieval
-def retrieval_ap(query_emb: Any, query_labels: Sequence, gallery_emb: Any, gallery_labels: Sequence) -> np.ndarray:
+def retrieval_ap(query_emb: Any, query_labels: Sequence, gallery_emb: Any, gallery_labels: Sequence, *,
+                 exclude_pair: bool = False) -> np.ndarray:
     """Average precision of every query: gallery ranked by cosine similarity, relevant = same class.
+
+    `exclude_pair`: query i and gallery item i are one image-note pair, and item i is left out of query i's
+    gallery (so a query is never rewarded for finding its own note).
 
     AP = (1 / #relevant) * sum over relevant items r of precision at r, where precision at r counts every
     gallery item scoring >= r's score. Items with equal similarity therefore form one block (exactly as
@@ -139,6 +143,8 @@ def retrieval_ap(query_emb: Any, query_labels: Sequence, gallery_emb: Any, galle
                          f"gallery {len(g)} vs {len(g_lab)}")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query and gallery dimensions differ: {q.shape[1]} vs {g.shape[1]}")
+    if exclude_pair and len(q) != len(g):
+        raise ValueError(f"exclude_pair needs paired rows, got {len(q)} queries and {len(g)} gallery items")
     # Integer class codes shared by query and gallery, so relevance is an integer comparison.
     codes, _ = pd.factorize(np.concatenate([q_lab, g_lab]))
     q_code, g_code = codes[: len(q_lab)], codes[len(q_lab):]
@@ -146,8 +152,13 @@ def retrieval_ap(query_emb: Any, query_labels: Sequence, gallery_emb: Any, galle
     positions = np.arange(1, len(g) + 1, dtype=np.float32)
     for rows in _chunks(len(q), len(g)):
         sim = q[rows] @ g.T
+        own = np.arange(len(q))[rows]
+        if exclude_pair:
+            sim[np.arange(len(own)), own] = -np.inf  # ranked last, and not relevant (below)
         order = np.argsort(-sim, axis=1)  # order inside a block of ties is irrelevant (see below)
         relevant = g_code[order] == q_code[rows, None]
+        if exclude_pair:
+            relevant &= order != own[:, None]
         hits = np.cumsum(relevant, axis=1, dtype=np.int32)
         sim_sorted = np.take_along_axis(sim, order, axis=1)
         tied_next = sim_sorted[:, :-1] == sim_sorted[:, 1:]

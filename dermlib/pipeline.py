@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dermlib.config import REPO_ROOT, get_config
+from dermlib.config import PROFILES, REPO_ROOT, get_config, parse_sets
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -27,11 +27,13 @@ def notebooks() -> list[Path]:
     return found
 
 
-def run(profile: str = "demo", only: str | None = None, parameters: dict | None = None) -> pd.DataFrame:
-    """Execute the notebooks of a profile (or the one whose number is `only`); return wall times."""
+def run(profile: str = "demo", only: str | None = None, parameters: dict | None = None,
+        overrides: dict | None = None) -> pd.DataFrame:
+    """Execute the notebooks of a profile (or the one whose number is `only`) with config `overrides` (checked
+    here, before anything runs); return wall times."""
     import papermill as pm
 
-    cfg = get_config(profile)
+    cfg = get_config(profile, overrides)
     chosen = [nb for nb in notebooks() if only is None or nb.name.startswith(f"{int(only):02d}_")]
     if not chosen:
         raise ValueError(f"no notebook numbered {only!r}; have {[nb.name for nb in notebooks()]}")
@@ -42,7 +44,8 @@ def run(profile: str = "demo", only: str | None = None, parameters: dict | None 
         print(f"== {nb.name} (profile {profile})", flush=True)
         start = time.perf_counter()
         pm.execute_notebook(
-            str(nb), str(out_dir / nb.name), parameters={"profile": profile, **(parameters or {})},
+            str(nb), str(out_dir / nb.name),
+            parameters={"profile": profile, **({"overrides": overrides} if overrides else {}), **(parameters or {})},
             cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False, log_output=False,
         )
         rows.append({"notebook": nb.name, "profile": profile, "seconds": round(time.perf_counter() - start, 1)})
@@ -58,10 +61,20 @@ def run(profile: str = "demo", only: str | None = None, parameters: dict | None 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--profile", default="demo", choices=sorted(PROFILES))
     parser.add_argument("--only", default=None, help="notebook number, e.g. 03")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="dotted config override, VALUE as JSON or a plain string (e.g. train.epochs=5)")
     args = parser.parse_args(argv)
-    run(args.profile, args.only)
+    if args.only is not None and not (args.only.isdigit() and any(nb.name.startswith(f"{int(args.only):02d}_")
+                                                                   for nb in notebooks())):
+        parser.error(f"--only takes a notebook number, one of {[nb.name[:2] for nb in notebooks()]}; got {args.only!r}")
+    try:
+        overrides = parse_sets(args.set)
+        get_config(args.profile, overrides)
+    except (KeyError, ValueError) as err:
+        parser.error(str(err).strip('"'))
+    run(args.profile, args.only, overrides=overrides)
     return 0
 
 

@@ -111,7 +111,7 @@ def test_classification_uses_the_image_branch_only() -> None:
     """Perfect image logits give kappa 1 whatever the text branch says; wrong image logits do not."""
     rng = np.random.default_rng(0)
     labels = rng.choice(["MEL", "NV", "BCC"], size=40)
-    pool = pd.DataFrame({"label": labels, "partition": ["internal"] * 30 + ["external"] * 10,
+    pool = pd.DataFrame({"sample_id": [f"s{i}" for i in range(40)], "label": labels, "partition": ["internal"] * 30 + ["external"] * 10,
                          "source": ["a"] * 30 + ["x"] * 10})
     cfg = get_config("demo", {"eval.bootstrap": 5})
     names = list(ISIC8)

@@ -9,12 +9,11 @@ The cache is compacted afterwards (WAL folded in, VACUUM) so it can be committed
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from dermlib.config import get_config
+from dermlib.config import get_config, parse_sets
 from dermlib.data.schema import read_manifest
 from dermlib.notes.cache import NoteCache
 from dermlib.notes.profile import cache_path, synthesize_profile
@@ -26,10 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", default=None, help="manifest parquet (default <work_dir>/manifest.parquet)")
     parser.add_argument("--strategies", nargs="+", default=None, help="default: the profile's notes.strategies")
     parser.add_argument("--retry-failed", action="store_true", help="ask again for notes stored as failed")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help='overrides, e.g. notes.limit=20')
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="dotted config override, VALUE as JSON or a plain string (e.g. notes.limit=20)")
     args = parser.parse_args(argv)
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    cfg = get_config(args.profile, overrides)
+    try:
+        cfg = get_config(args.profile, parse_sets(args.set))
+    except (KeyError, ValueError) as err:
+        parser.error(str(err).strip('"'))
     manifest = read_manifest(args.manifest or Path(cfg["work_dir"]) / "manifest.parquet")
     start = time.perf_counter()
     notes = synthesize_profile(manifest, cfg, args.strategies, retry_failed=args.retry_failed)

@@ -1,0 +1,115 @@
+"""Paired comparisons: vectorised kappa and weighted means against sklearn on repeated rows, the cluster bootstrap,
+the seeds x clusters interval on constructed data with a known answer, chance baselines and own-pair exclusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, cohen_kappa_score
+
+from dermlib import metrics, stats
+from dermlib.config import get_config
+from dermlib.evaluate import chance_values
+
+
+def test_weighted_kappa_equals_sklearn_on_the_repeated_rows() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 60)
+    pred = np.where(rng.random(60) < 0.6, y, rng.integers(0, 4, 60))
+    weights = rng.integers(0, 4, size=(25, 60))
+    got = stats.weighted_kappa(y, pred, weights, 4)
+    for row, value in zip(weights, got):
+        expected = cohen_kappa_score(np.repeat(y, row), np.repeat(pred, row))
+        assert value == pytest.approx(expected, abs=1e-12)
+    assert stats.weighted_kappa(y, pred, np.ones((1, 60)), 4)[0] == pytest.approx(cohen_kappa_score(y, pred))
+    assert np.isnan(stats.weighted_kappa(np.zeros(5, int), np.zeros(5, int), np.ones((1, 5)), 4)[0])
+
+
+def test_cluster_weights_draw_whole_clusters() -> None:
+    clusters = np.array(["p1", "p1", "p2", "p3", "p3", "p3", "p4"])
+    weights = stats.cluster_weights(clusters, 500, seed=3)
+    assert weights.shape == (500, 7)
+    assert (weights[:, 0] == weights[:, 1]).all() and (weights[:, 3] == weights[:, 5]).all()
+    # 4 clusters drawn per replicate: the weights per cluster sum to 4
+    per_cluster = weights[:, [0, 2, 3, 6]]
+    assert (per_cluster.sum(axis=1) == 4).all()
+    assert abs(per_cluster.mean() - 1.0) < 0.05  # each cluster is drawn once per replicate on average
+    values = np.arange(7.0)
+    assert stats.weighted_mean(values, weights[:1])[0] == pytest.approx(np.repeat(values, weights[0]).mean())
+
+
+def _samples(shift: float, n_seeds: int = 6, n: int = 200, noise: float = 0.05) -> pd.DataFrame:
+    """A's paired cosine is B's plus `shift` on every image (plus seed-level noise); two images per lesion."""
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.2, 0.8, n)
+    rows = []
+    for seed in range(n_seeds):
+        offset = rng.normal(0, noise)
+        for strategy, value in (("A", base + shift + offset), ("B", base + offset)):
+            rows.append(pd.DataFrame({"strategy": strategy, "seed": seed, "partition": "external",
+                                      "sample_id": [f"s{i:03d}" for i in range(n)],
+                                      "cluster": [f"l{i // 2}" for i in range(n)], "y": 0, "pred": 0,
+                                      "ap_i2t": np.nan, "ap_t2i": np.nan, "cosine": value}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_paired_difference_recovers_a_known_shift_and_its_null() -> None:
+    found = stats.paired_difference(_samples(0.1), "paired_cosine", "A", "B", "external", n_boot=400, n_classes=8)
+    assert found["estimate"] == pytest.approx(0.1, abs=1e-9)  # the per-seed offsets cancel: the design is paired
+    assert found["ci_low"] == pytest.approx(0.1, abs=1e-9) and found["ci_high"] == pytest.approx(0.1, abs=1e-9)
+    assert found["p_value"] == pytest.approx(1 / 400) and found["n_seeds"] == 6 and found["n"] == 200
+    null = stats.paired_difference(_samples(0.0), "paired_cosine", "A", "B", "external", n_boot=400, n_classes=8)
+    assert null["estimate"] == pytest.approx(0.0, abs=1e-12) and null["p_value"] == 1.0
+
+
+def test_paired_difference_interval_covers_the_truth_under_cluster_noise() -> None:
+    """Per-lesion noise in A - B: the interval is wide enough to cover the true shift."""
+    frame = _samples(0.05, n_seeds=4)
+    rng = np.random.default_rng(7)
+    lesion_noise = rng.normal(0, 0.1, 100)
+    a = frame["strategy"] == "A"
+    frame.loc[a, "cosine"] += np.tile(np.repeat(lesion_noise, 2), 4)
+    found = stats.paired_difference(frame, "paired_cosine", "A", "B", "external", n_boot=1000, n_classes=8)
+    assert found["ci_low"] < 0.05 + lesion_noise.mean() < found["ci_high"]
+    assert found["ci_high"] - found["ci_low"] > 0.02  # resampling lesions, not a point mass
+    empty = stats.paired_difference(frame, "paired_cosine", "A", "C", "external", n_boot=10, n_classes=8)
+    assert empty["n_seeds"] == 0 and np.isnan(empty["estimate"])
+
+
+def test_comparisons_follow_the_config_and_add_chance_rows() -> None:
+    cfg = get_config("demo", {"eval.bootstrap": 50, "eval.comparisons": [["paired_cosine", "A", "B"]],
+                              "eval.comparison_partitions": ["external"]})
+    results = pd.DataFrame({"strategy": ["A", "A"], "seed": [0, 1], "partition": "external", "source": "pooled",
+                            "metric": "chance_paired_cosine", "value": [0.1, 0.2], "n": 200})
+    table = stats.comparisons(_samples(0.1), results, cfg, 8)
+    assert list(table.columns) == stats.COMPARISON_COLUMNS
+    assert table["comparison"].tolist() == ["A - B", "chance: A"]
+    assert table.iloc[1]["estimate"] == pytest.approx(0.15) and table.iloc[1]["metric"] == "paired_cosine"
+
+
+def test_retrieval_ap_can_leave_out_the_own_pair() -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.choice(["a", "b", "c"], 30)
+    img, txt = rng.normal(size=(30, 6)), rng.normal(size=(30, 6))
+    got = metrics.retrieval_ap(img, labels, txt, labels, exclude_pair=True)
+    sim = metrics.l2_normalise(img) @ metrics.l2_normalise(txt).T
+    for i in range(30):
+        keep = np.arange(30) != i
+        expected = average_precision_score(labels[keep] == labels[i], sim[i, keep])
+        assert got[i] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="paired rows"):
+        metrics.retrieval_ap(img, labels, txt[:5], labels[:5], exclude_pair=True)
+
+
+def test_chance_baselines_on_perfectly_aligned_embeddings() -> None:
+    """Notes identical to images: true mAP and cosine are 1; chance is far below, near the class prevalence."""
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.array(["a", "b", "c", "d"]), [40, 30, 20, 10])
+    centres = rng.normal(size=(4, 16)) * 3
+    img = centres[pd.factorize(labels)[0]] + rng.normal(size=(100, 16))
+    assert metrics.retrieval_map(img, labels, img, labels) > 0.9
+    chance = chance_values(img, img.copy(), labels, exclude=False)
+    prevalence = float(np.mean([np.mean(labels == c) for c in labels]))  # expected precision of a random ranking
+    assert chance["chance_map_i2t"] == pytest.approx(prevalence, abs=0.06)
+    assert chance["chance_paired_cosine"] < 0.5
