@@ -74,5 +74,10 @@ case "$MODE" in
     [[ $rc -eq 5 ]] && { echo "pytest collected no tests" >&2; exit 1; }
     exit $rc ;;
   run)
+    if [[ "$PROFILE" != demo ]]; then  # real datasets: say what is missing and how to get it, before any work
+      python -m dermlib.data doctor --profile "$PROFILE" "${SETS[@]}" || {
+        echo "run_all.sh: fix the datasets above (or point data.roots.<name> at them with --set), then re-run" >&2
+        exit 1; }
+    fi
     python -m dermlib.pipeline --profile "$PROFILE" ${ONLY:+--only "$ONLY"} "${SETS[@]}" ;;
 esac

@@ -60,14 +60,17 @@ BASE: dict[str, Any] = {
         "freeze_image_encoder": False,  # True: a frozen trunk's features are cached once (dermlib.features)
         "feature_views": 1,  # cached views per training image with a frozen trunk (1 + fixed augmentations)
         "embed_dim": 128,
-        "pooling": "cls",
-        "train_last_n_text_layers": 12,
+        "projection": "separate",  # separate heads per modality, or "shared" (see dermlib.models.MultimodalModel)
+        "pooling": "pooler",  # cls | pooler (BERT's pooler, as the authors' code) | mean
+        "train_last_n_text_layers": 1,  # the authors train BERT's last layer (and pooler); embeddings stay frozen
         "max_text_len": 512,  # an upper bound: batches are padded to their longest note
         "batch_size": 256,  # global batch (split over GPUs under torchrun)
         "epochs": 30,
+        "optimizer": "adam_amsgrad_l2",  # the authors' Adam(amsgrad=True) with L2 weight decay; or "adamw"
         "lr": 1e-4,
         "weight_decay": 1e-4,
-        "patience": 5,
+        "select_on": "val_image_loss",  # best epoch: lowest image cross-entropy on val (authors), or "val_kappa"
+        "patience": 10,
         "dropout": 0.1,  # projection heads
         "augment": True,  # flips/transposes + brightness/contrast, on the training device
         "loss_weights": {"ce_image": 1.0, "ce_text": 1.0, "l1": 1.0, "cosine": 1.0, "nt_xent": 1.0},

@@ -1,7 +1,7 @@
 """The experiment grid: every strategy x seed is trained (or reused) and evaluated on the held-out data.
 
 `run_grid(cfg)` trains each run of `cfg["eval"]` with `dermlib.train.fit` (finished runs are reused), embeds the
-evaluation pool (internal test splits + every external source) with `dermlib.train.encode`, and writes one tidy
+evaluation pool (internal test splits + every external source) with `dermlib.embed.encode`, and writes one tidy
 table, `<work_dir>/results/results.parquet` (+ .csv): one row per run x (partition, source) x metric, with a
 bootstrap CI for the headline metrics. Classification uses the image branch only (notes derive from the label).
 Per run, `<work_dir>/results/runs/<run>.parquet` caches its rows and `<work_dir>/results/embeddings/<run>.npz`
@@ -243,7 +243,8 @@ def load_embeddings(path: str | Path) -> dict[str, np.ndarray]:
 
 def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels: np.ndarray) -> pd.DataFrame:
     """Evaluate one finished run on the pool (cached in results/runs/<run>.parquet); rows in RESULT_COLUMNS."""
-    from dermlib.train import config_hash, encode, load_run, pick_device
+    from dermlib.embed import encode, load_run
+    from dermlib.train import config_hash, pick_device
 
     out_dir = results_dir(cfg)
     if (run_dir / "history.csv").exists():  # learning curves travel with the results (notebook 05)

@@ -96,8 +96,12 @@ def resolve_text_encoder(name: str) -> str:
     return name
 
 
+POOLINGS = ("cls", "pooler", "mean")
+
+
 class TextEncoder(nn.Module):
-    """A Hugging Face encoder + pooling ("cls" or attention-masked "mean"): token ids -> features (N, out_dim)."""
+    """A Hugging Face encoder + pooling: "cls" (the first token's last hidden state), "pooler" (BERT's pooler:
+    dense + tanh on that token, as the authors' code) or attention-masked "mean": token ids -> (N, out_dim)."""
 
     def __init__(self, name: str = "minilm-l6", pooling: str = "mean", train_last_n_layers: int | None = None,
                  *, config: Any = None, tokenizer: Any = None) -> None:
@@ -105,11 +109,12 @@ class TextEncoder(nn.Module):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', not {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.name, self.pooling = name, pooling
+        pooler = pooling == "pooler"
         if config is not None:
-            self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
+            self.encoder = AutoModel.from_config(config, add_pooling_layer=pooler)
             self.tokenizer = tokenizer
         else:
             path = resolve_text_encoder(name)
@@ -120,7 +125,7 @@ class TextEncoder(nn.Module):
             hf_logging.disable_progress_bar()  # no per-run "Loading weights" bars in executed notebooks
             try:
                 self.tokenizer = AutoTokenizer.from_pretrained(path)
-                self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+                self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=pooler)
             except OSError as err:
                 raise OSError(f"cannot load text encoder {name!r} ({path}): without network use a local folder or "
                               f"'minilm-l6' (offline package); the paper's {PUBMEDBERT} needs the Hugging Face hub "
@@ -135,7 +140,10 @@ class TextEncoder(nn.Module):
             freeze_text_layers(self.encoder, train_last_n_layers)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        if self.pooling == "pooler":
+            return out.pooler_output
+        hidden = out.last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -143,7 +151,8 @@ class TextEncoder(nn.Module):
 
 
 def freeze_text_layers(encoder: nn.Module, train_last_n: int) -> None:
-    """Freeze the embeddings and every transformer layer but the last `train_last_n`.
+    """Freeze the embeddings and every transformer layer but the last `train_last_n` (the pooler, when there is
+    one, trains with them, as in the authors' code).
 
     0 freezes the whole encoder; the number of layers (12 for PubMedBERT) trains all of it, embeddings included.
     """
@@ -154,6 +163,10 @@ def freeze_text_layers(encoder: nn.Module, train_last_n: int) -> None:
         p.requires_grad_(train_last_n == len(layers))
     for layer in list(layers)[len(layers) - train_last_n:]:
         for p in layer.parameters():
+            p.requires_grad_(True)
+    pooler = getattr(encoder, "pooler", None)
+    if train_last_n > 0 and pooler is not None:
+        for p in pooler.parameters():
             p.requires_grad_(True)
 
 
@@ -187,19 +200,30 @@ class MultimodalModel(nn.Module):
 
     def __init__(self, image_encoder: str | ImageEncoder = "efficientnet_lite0",
                  text_encoder: str | TextEncoder | None = "minilm-l6", n_classes: int = 8, embed_dim: int = 128,
-                 dropout: float = 0.1, pretrained: bool = True, init_seed: int | None = None) -> None:
+                 dropout: float = 0.1, pretrained: bool = True, init_seed: int | None = None,
+                 projection: str = "separate") -> None:
         """Encoders may be given built or by name (names are built with `pretrained` weights and mean pooling).
 
         `init_seed` fixes the shared parts (image projection, classifier) whatever else is built, so that an
         image-only and a multimodal model of one seed start from the same weights (a paired comparison).
+        `projection`: "separate" heads per modality, or "shared": a linear map per modality into the embedding
+        size, then one head both modalities pass through (the authors' default `multimodal` model).
         """
         super().__init__()
         if isinstance(image_encoder, str):
             image_encoder = ImageEncoder(image_encoder, pretrained)
         self.image_encoder = image_encoder
         self.text_encoder = TextEncoder(text_encoder) if isinstance(text_encoder, str) else text_encoder
-        self.image_proj = ProjectionHead(self.image_encoder.out_dim, embed_dim, dropout)
-        self.text_proj = ProjectionHead(self.text_encoder.out_dim, embed_dim, dropout) if self.text_encoder else None
+        if projection not in ("separate", "shared"):
+            raise ValueError(f"projection must be 'separate' or 'shared', not {projection!r}")
+        text_dim = self.text_encoder.out_dim if self.text_encoder else None
+        if projection == "shared":
+            head = ProjectionHead(embed_dim, embed_dim, dropout)
+            self.image_proj = nn.Sequential(nn.Linear(self.image_encoder.out_dim, embed_dim), head)
+            self.text_proj = nn.Sequential(nn.Linear(text_dim, embed_dim), head) if text_dim else None
+        else:
+            self.image_proj = ProjectionHead(self.image_encoder.out_dim, embed_dim, dropout)
+            self.text_proj = ProjectionHead(text_dim, embed_dim, dropout) if text_dim else None
         self.classifier = nn.Linear(embed_dim, n_classes)  # shared by both branches
         if init_seed is not None:
             self.reset_heads(init_seed)
@@ -207,7 +231,8 @@ class MultimodalModel(nn.Module):
     def reset_heads(self, seed: int) -> None:
         """Re-initialise the image projection and classifier from `seed`, the text projection from `seed + 1`
         (the global random state is left as it was)."""
-        groups = [(seed, [self.image_proj, self.classifier]), (seed + 1, [self.text_proj] if self.text_proj else [])]
+        text_only = [m for m in (self.text_proj.modules() if self.text_proj else []) if m not in set(self.image_proj.modules())]
+        groups = [(seed, [self.image_proj, self.classifier]), (seed + 1, text_only)]
         with torch.random.fork_rng(devices=[]):
             for group_seed, modules in groups:
                 torch.manual_seed(group_seed)
@@ -275,7 +300,8 @@ def build_model(train_cfg: dict[str, Any], n_classes: int, *, pretrained: bool |
         else:
             text = TextEncoder(train_cfg["text_encoder"], train_cfg["pooling"], train_cfg["train_last_n_text_layers"])
     model = MultimodalModel(image, text, n_classes=n_classes, embed_dim=train_cfg["embed_dim"],
-                            dropout=train_cfg["dropout"], init_seed=int(train_cfg["seed"]))
+                            dropout=train_cfg["dropout"], init_seed=int(train_cfg["seed"]),
+                            projection=train_cfg["projection"])
     if train_cfg["freeze_image_encoder"]:
         model.freeze_image_encoder()
     return model

@@ -1,4 +1,4 @@
-"""Train one model (`fit`), load it back (`load_run`) and embed images and notes with it (`encode`).
+"""Train one model (`fit`), or one per strategy (`fit_strategies`); `dermlib.embed` loads a run back and embeds with it.
 
 A run lives in `<work_dir>/runs/<strategy>-seed<k>-<hash8>/` where the hash covers the data, notes and train
 settings: `config.json` (resolved), `checkpoint.pt` (last and best weights, optimiser, history), `history.csv`,
@@ -11,7 +11,6 @@ pinned memory. Multi-GPU: `torchrun --nproc_per_node K -m dermlib.train ...` (DD
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from dermlib import features
+from dermlib.embed import autocast, image_identity, load_trainable, text_identity, trainable_state
 from dermlib.batches import (Prefetcher, Split, augment, epoch_order, images_to_float, load_splits, make_batch,
                              pad_batch, to_device, tokenize)
 from dermlib.losses import TERMS, MultimodalLoss
@@ -55,11 +55,6 @@ def pick_device(setting: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, nothing on CPU (fp32)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-
 def _gather_global(img: torch.Tensor, txt: torch.Tensor, mask: torch.Tensor):
     """All ranks' pairs in rank order; embeddings keep their gradient (NT-Xent over the global batch)."""
     import warnings
@@ -75,15 +70,25 @@ def _gather_global(img: torch.Tensor, txt: torch.Tensor, mask: torch.Tensor):
                 torch.cat(masks).bool())
 
 
-def image_identity(cfg: dict[str, Any]) -> str:
-    """What decides a frozen trunk's features: encoder, weights and the preprocessed image cache."""
-    cache = features.cache_fingerprint(Path(cfg["work_dir"]) / "cache")
-    return f"{cfg['train']['image_encoder']}:pretrained={cfg['train']['pretrained']}:cache={cache}"
+OPTIMIZERS = ("adam_amsgrad_l2", "adamw")
+SELECTION = ("val_image_loss", "val_kappa")  # what picks the best epoch: lower loss, or higher kappa
 
 
-def text_identity(cfg: dict[str, Any]) -> str:
-    """What decides a frozen text encoder's features (besides the token ids)."""
-    return f"{cfg['train']['text_encoder']}:{cfg['train']['pooling']}"
+def make_optimizer(params: list[torch.nn.Parameter], t: dict[str, Any], fused: bool) -> torch.optim.Optimizer:
+    """`train.optimizer`: "adam_amsgrad_l2" (Adam with amsgrad, weight decay as an L2 term in the gradient: the
+    authors' code) or "adamw" (decoupled weight decay)."""
+    if t["optimizer"] == "adam_amsgrad_l2":
+        return torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"], amsgrad=True)
+    if t["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"], fused=fused)
+    raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, not {t['optimizer']!r}")
+
+
+def selection_score(row: dict[str, float], select_on: str) -> float:
+    """Higher is better: the validation kappa, or minus the image branch's validation cross-entropy."""
+    if select_on not in SELECTION:
+        raise ValueError(f"train.select_on must be one of {SELECTION}, not {select_on!r}")
+    return row["val_kappa"] if select_on == "val_kappa" else -row["val_image_loss"]
 
 
 class _Trainer:
@@ -124,8 +129,7 @@ class _Trainer:
                     self.model.image_encoder, split.images, split.rows, views=views, identity=image_identity(cfg),
                     folder=self.feature_dir, device=self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=self.t["lr"], weight_decay=self.t["weight_decay"],
-                                           fused=self.device.type == "cuda")
+        self.optimizer = make_optimizer(params, self.t, fused=self.device.type == "cuda")
         self.net = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -209,12 +213,13 @@ class _Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation kappa (image branch, argmax) and the full loss, on the unwrapped model (no collectives)."""
+        """Validation kappa (image branch, argmax), the image branch's cross-entropy and the full loss, on the
+        unwrapped model (no collectives)."""
         from sklearn.metrics import cohen_kappa_score
 
         self.model.eval()
         loss = MultimodalLoss(self.t["loss_weights"], self.t["temperature"])
-        preds, total, count = [], 0.0, 0
+        preds, total, image_ce, count = [], 0.0, 0.0, 0
         split = self.splits["val"]
         for _, batch in self._batches(split, 0, train=False):
             with autocast(self.device):
@@ -223,27 +228,14 @@ class _Trainer:
                                  batch.get("image_features"))
                 value, _ = loss(out, batch["labels"], batch.get("text_mask"))
             preds.append(out.image_logits.float().argmax(1).cpu())
+            image_ce += float(torch.nn.functional.cross_entropy(out.image_logits.float(), batch["labels"],
+                                                                reduction="sum"))
             total += float(value) * len(batch["labels"])
             count += len(batch["labels"])
         predicted = torch.cat(preds).numpy()
         kappa = cohen_kappa_score(split.labels, predicted, labels=list(range(len(self.classes))))
         return {"val_kappa": float(0.0 if np.isnan(kappa) else kappa), "val_loss": total / count,
-                "val_accuracy": float((predicted == split.labels).mean())}
-
-
-def trainable_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
-    """The state dict without frozen encoders (they are rebuilt from their pretrained source): a few MB at most."""
-    frozen = model.frozen_prefixes()
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
-
-
-def load_trainable(model: MultimodalModel, state: dict[str, torch.Tensor]) -> None:
-    """Load a `trainable_state` (or a full state dict); anything missing must belong to a frozen encoder."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    frozen = model.frozen_prefixes()
-    lost = [k for k in missing if not k.startswith(frozen)]
-    if lost or unexpected:
-        raise RuntimeError(f"checkpoint does not fit the model: missing {lost[:5]}, unexpected {unexpected[:5]}")
+                "val_image_loss": image_ce / count, "val_accuracy": float((predicted == split.labels).mean())}
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -289,7 +281,7 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
     trainer = _Trainer(cfg)
     t = cfg["train"]
-    state = {"epoch": 0, "history": [], "best_kappa": -np.inf, "best_epoch": 0, "best_model": None}
+    state = {"epoch": 0, "history": [], "best_score": -np.inf, "best_epoch": 0, "best_model": None}
     ckpt = folder / "checkpoint.pt"
     if ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -317,8 +309,8 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
         if rank0:
             row.update(trainer.evaluate())
             row["seconds"] = time.perf_counter() - start
-            if row["val_kappa"] > state["best_kappa"]:
-                state.update(best_kappa=row["val_kappa"], best_epoch=epoch,
+            if selection_score(row, t["select_on"]) > state["best_score"]:
+                state.update(best_score=selection_score(row, t["select_on"]), best_epoch=epoch,
                              best_model={k: v.detach().cpu().clone() for k, v in trainable_state(trainer.model).items()})
             state["epoch"] = epoch
             state["history"].append(row)
@@ -333,92 +325,12 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
             on_epoch_end(row)
         stale = bool(stop[0])
     if rank0:
-        (folder / "done").write_text(f"best epoch {state['best_epoch']}, val kappa {state['best_kappa']:.4f}\n")
+        best = state["history"][state["best_epoch"] - 1] if state["best_epoch"] else {}
+        (folder / "done").write_text(f"best epoch {state['best_epoch']} by {t['select_on']}, val kappa "
+                                     f"{best.get('val_kappa', float('nan')):.4f}\n")
     if dist.is_initialized():
         dist.barrier()
     return folder
-
-
-def load_run(run_dir: str | Path) -> tuple[MultimodalModel, dict[str, Any]]:
-    """The best-epoch model of a finished run (eval mode, CPU) and its resolved config; works offline."""
-    folder = Path(run_dir)
-    if not (folder / "done").exists():
-        raise FileNotFoundError(f"{folder} is not a finished run (no `done` marker): train it with "
-                                f"dermlib.train.fit (notebook 03_train)")
-    cfg = json.loads((folder / "config.json").read_text())
-    t = cfg["train"]
-    # frozen encoders are not in the checkpoint: they come back from their pretrained source (offline packages
-    # for the demo); trained ones are built empty from the run's saved config and filled from the checkpoint
-    text_frozen = t["train_last_n_text_layers"] == 0
-    text_dir = folder / "text_encoder" if t["strategy"] != "Img" and not text_frozen else None
-    model = build_model(t, len(cfg["resolved"]["classes"]), pretrained=bool(t["freeze_image_encoder"] and t["pretrained"]),
-                        text_dir=text_dir)
-    saved = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
-    load_trainable(model, saved["best_model"] if saved["best_model"] is not None else saved["model"])
-    return model.eval(), cfg
-
-
-@torch.no_grad()
-def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | None] | None,
-           config: dict[str, Any], batch_size: int = 256, *, pool_id: str | None = None) -> dict[str, np.ndarray]:
-    """Embed images (uint8 [N,S,S,3], e.g. from the cache) and optionally one note per image.
-
-    Returns float32 numpy arrays `image_emb` (N,E) and `image_logits` (N,C); with notes also `text_emb` and
-    `text_logits` (rows whose note is None are NaN). Embeddings are the RAW projections (not L2-normalised):
-    normalise before cosine similarity / retrieval. Runs on the model's device, in eval mode. With `pool_id`
-    (a name for exactly these images), frozen encoders' outputs are read from / kept in `<work_dir>/features`,
-    so a grid of runs encodes the pool once.
-    """
-    if notes is not None and len(notes) != len(images_uint8):
-        raise ValueError(f"encode: {len(images_uint8)} images but {len(notes)} notes")
-    if notes is not None and model.text_encoder is None:
-        raise ValueError("encode: notes given to an image-only (Img) model")
-    if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3 or images_uint8.dtype != np.uint8:
-        raise ValueError(f"encode: images must be uint8 [N,S,S,3], got {images_uint8.dtype} {images_uint8.shape}")
-    model.eval()
-    device = next(model.parameters()).device
-    frozen = model.frozen_prefixes() if pool_id is not None else ()
-    folder = Path(config["work_dir"]) / "features"
-    out: dict[str, list[np.ndarray]] = {"image_emb": [], "image_logits": []}
-    trunk = None
-    if "image_encoder." in frozen:
-        trunk = features.image_features(model.image_encoder, images_uint8, np.arange(len(images_uint8)), views=1,
-                                        identity=f"{image_identity(config)}:pool={pool_id}", folder=folder,
-                                        device=device, batch_size=batch_size)[0]
-    for start in range(0, len(images_uint8), batch_size):
-        with autocast(device):
-            if trunk is not None:
-                emb = model.image_proj(torch.from_numpy(trunk[start: start + batch_size]).to(device))
-            else:
-                x = images_to_float(torch.from_numpy(np.ascontiguousarray(images_uint8[start: start + batch_size]))
-                                    .to(device))
-                emb = model.encode_image(x)
-            out["image_emb"].append(emb.float().cpu().numpy())
-            out["image_logits"].append(model.classifier(emb).float().cpu().numpy())
-    if notes is not None:
-        tok = model.text_encoder.tokenizer
-        kept = [i for i, n in enumerate(notes) if n is not None]
-        ids = tokenize(tok, [notes[i] for i in kept], config["train"]["max_text_len"])
-        emb_dim, n_cls = out["image_emb"][0].shape[1], out["image_logits"][0].shape[1]
-        text_emb = np.full((len(notes), emb_dim), np.nan, dtype=np.float32)
-        text_logits = np.full((len(notes), n_cls), np.nan, dtype=np.float32)
-        pooled = None
-        if "text_encoder." in frozen:
-            pooled = features.text_features(model.text_encoder, ids, pad_id=int(tok.pad_token_id),
-                                            identity=text_identity(config), folder=folder, device=device,
-                                            batch_size=batch_size)
-        for start in range(0, len(kept), batch_size):
-            rows = kept[start: start + batch_size]
-            with autocast(device):
-                if pooled is not None:
-                    emb = model.text_proj(torch.from_numpy(pooled[start: start + batch_size]).to(device))
-                else:
-                    input_ids, mask = pad_batch(ids[start: start + batch_size], int(tok.pad_token_id))
-                    emb = model.encode_text(input_ids.to(device), mask.to(device))
-                text_emb[rows] = emb.float().cpu().numpy()
-                text_logits[rows] = model.classifier(emb).float().cpu().numpy()
-        out["text_emb"], out["text_logits"] = [text_emb], [text_logits]
-    return {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in out.items()}
 
 
 def fit_strategies(cfg: dict[str, Any], strategies: list[str] | None = None, seed: int | None = None,
@@ -439,8 +351,10 @@ def run_summary(runs: dict[str, Path]) -> Any:
     rows = []
     for name, folder in runs.items():
         hist = pd.read_csv(Path(folder) / "history.csv")
-        best = hist.loc[hist["val_kappa"].idxmax()]
-        resolved = json.loads((Path(folder) / "config.json").read_text())["resolved"]
+        run_cfg = json.loads((Path(folder) / "config.json").read_text())
+        resolved = run_cfg["resolved"]
+        best_epoch = int(torch.load(Path(folder) / "checkpoint.pt", map_location="cpu", weights_only=False)["best_epoch"])
+        best = hist.loc[hist["epoch"] == best_epoch].iloc[0]
         rows.append({"run": name, "n_train": resolved["n_train"], "best_epoch": int(best["epoch"]),
                      "best_val_kappa": float(best["val_kappa"]),
                      "best_val_accuracy": float(best["val_accuracy"]), "epochs_run": len(hist),

@@ -114,3 +114,41 @@ def test_unknown_encoder_names_fail_clearly() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             TextEncoder("/nonexistent/folder/for/a/text/encoder")
+
+
+def test_pooler_pooling_is_berts_dense_tanh_on_the_first_token() -> None:
+    enc = TextEncoder("minilm-l6", pooling="pooler", train_last_n_layers=1).eval()
+    ids, mask = _tokens(enc, ["a dark irregular lesion on the back"])
+    hidden = enc.encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+    expected = torch.tanh(enc.encoder.pooler.dense(hidden))
+    torch.testing.assert_close(enc(ids, mask), expected)
+    trainable = {n.split(".")[0] + (("." + n.split(".")[2]) if n.startswith("encoder.") else "")
+                 for n, p in enc.encoder.named_parameters() if p.requires_grad}
+    assert trainable == {"encoder.5", "pooler"}  # the authors' recipe: last layer and pooler; embeddings frozen
+
+
+def test_shared_projection_passes_both_modalities_through_one_head(minilm: TextEncoder) -> None:
+    model = MultimodalModel(ImageEncoder("efficientnet_lite0", False), minilm, embed_dim=16, projection="shared",
+                            init_seed=3)
+    assert model.image_proj[1] is model.text_proj[1]  # one head, two entry maps
+    shared = {id(p) for p in model.image_proj[1].parameters()}
+    assert shared <= {id(p) for p in model.text_proj.parameters()}
+    separate = MultimodalModel(ImageEncoder("efficientnet_lite0", False), minilm, embed_dim=16, init_seed=3)
+    assert not {id(p) for p in separate.image_proj.parameters()} & {id(p) for p in separate.text_proj.parameters()}
+    with pytest.raises(ValueError, match="projection"):
+        MultimodalModel(ImageEncoder("efficientnet_lite0", False), minilm, projection="tied")
+
+
+def test_one_seed_gives_img_and_multimodal_models_the_same_shared_start(minilm: TextEncoder) -> None:
+    """The paired design: the image projection and classifier of one seed do not depend on the text branch."""
+    cfg = get_config("demo", {"train.seed": 5})["train"]
+    torch.manual_seed(123)
+    img = build_model({**cfg, "strategy": "Img", "pretrained": False}, 8)
+    torch.manual_seed(999)  # a different global state, and a text encoder built in between
+    mm = build_model({**cfg, "strategy": "M", "pretrained": False}, 8)
+    for name, value in img.image_proj.state_dict().items():
+        torch.testing.assert_close(value, mm.image_proj.state_dict()[name])
+    torch.testing.assert_close(img.classifier.weight, mm.classifier.weight)
+    other = build_model({**cfg, "strategy": "Img", "pretrained": False, "seed": 6}, 8)
+    assert not torch.allclose(other.classifier.weight, img.classifier.weight)
+    assert not any(p.requires_grad for p in img.image_encoder.parameters())  # the demo's frozen trunk

@@ -146,7 +146,7 @@ def test_interrupted_run_resumes_to_the_same_result(work: Path, m_run: Path, tmp
 
 def test_load_run_and_encode_reproduce_the_best_epoch(work: Path, m_run: Path) -> None:
     from dermlib.batches import load_splits
-    from dermlib.train import encode, load_run
+    from dermlib.embed import encode, load_run
 
     model, cfg = load_run(m_run)
     assert not model.training and cfg["train"]["strategy"] == "M"
@@ -346,3 +346,23 @@ def test_prefetcher_keeps_order_and_surfaces_errors() -> None:
 
     with pytest.raises(RuntimeError, match="bad batch 3"):
         list(Prefetcher(list(range(5)), broken))
+
+
+def test_optimiser_switch_and_model_selection(work: Path) -> None:
+    from dermlib.train import fit, make_optimizer, selection_score
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    adam = make_optimizer(params, {"optimizer": "adam_amsgrad_l2", "lr": 1e-3, "weight_decay": 1e-4}, fused=False)
+    assert type(adam) is torch.optim.Adam and adam.defaults["amsgrad"] and adam.defaults["weight_decay"] == 1e-4
+    assert type(make_optimizer(params, {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4}, False)) \
+        is torch.optim.AdamW
+    with pytest.raises(ValueError, match="train.optimizer"):
+        make_optimizer(params, {"optimizer": "sgd", "lr": 1, "weight_decay": 0}, False)
+    for select_on in ("val_kappa", "val_image_loss"):
+        folder = fit(tiny_cfg(work, strategy="Img", epochs=4, patience=10, select_on=select_on))
+        hist = pd.read_csv(folder / "history.csv")
+        best = int(torch.load(folder / "checkpoint.pt", weights_only=False)["best_epoch"])
+        expected = hist["val_kappa"].idxmax() if select_on == "val_kappa" else hist["val_image_loss"].idxmin()
+        assert best == int(hist.loc[expected, "epoch"]), select_on
+        assert selection_score(hist.loc[expected].to_dict(), select_on) == max(
+            selection_score(r, select_on) for r in hist.to_dict("records"))

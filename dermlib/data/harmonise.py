@@ -6,9 +6,11 @@ folders, ...). Those rows are excluded from the manifest and counted by `label_r
 case-insensitively after trimming spaces. A raw label missing from the table is treated as excluded too, and
 reported separately ("not in label_map.csv") so a new dataset release never slips through silently.
 
-Principle for the borderline cases: follow the source's own grouping where it has one (PAD-UFES-20 counts Bowen's
-disease with SCC), otherwise the ISIC 2019 class definitions (AK includes intraepithelial carcinoma, BKL includes
-solar lentigo and lichen planus-like keratosis, VASC includes angiomas and pyogenic granulomas).
+Principle for the borderline cases: the ISIC 2019 class definitions, the paper's taxonomy, for every source alike.
+AK includes intraepithelial carcinoma: Bowen's disease, squamous cell carcinoma in situ and HAM10000's `akiec`
+are AK wherever they occur (PAD-UFES-20's own release counts Bowen's disease with SCC; dermlib does not, so that
+one lesion type never changes class with its source). BKL includes solar lentigo and lichen planus-like
+keratosis; VASC includes angiomas and pyogenic granulomas.
 """
 
 from __future__ import annotations

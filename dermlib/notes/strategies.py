@@ -192,7 +192,8 @@ def note_fields_table() -> pd.DataFrame:
 def field_rule(source: str, name: str) -> pd.Series | None:
     """The whitelist row for one `attributes` field of a source (None when the table does not list it)."""
     table = note_fields_table()
-    hits = table[(table["field"] == name) & [fnmatch.fnmatchcase(source, pattern) for pattern in table["source"]]]
+    matches = np.array([fnmatch.fnmatchcase(source, pattern) for pattern in table["source"]], dtype=bool)
+    hits = table[(table["field"] == name).to_numpy() & matches]
     return hits.iloc[0] if len(hits) else None
 
 

@@ -1,0 +1,134 @@
+"""Use a finished run: load it back (`load_run`, offline) and embed images and notes with it (`encode`).
+
+Checkpoints hold only what trains (`trainable_state`): frozen encoders come back from their pretrained source
+(the offline packages for the demo), so a demo run is a few MB however large its encoders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dermlib import features
+from dermlib.batches import images_to_float, pad_batch, tokenize
+from dermlib.models import MultimodalModel, build_model
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, nothing on CPU (fp32)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def image_identity(cfg: dict[str, Any]) -> str:
+    """What decides a frozen trunk's features: encoder, weights and the preprocessed image cache."""
+    cache = features.cache_fingerprint(Path(cfg["work_dir"]) / "cache")
+    return f"{cfg['train']['image_encoder']}:pretrained={cfg['train']['pretrained']}:cache={cache}"
+
+
+def text_identity(cfg: dict[str, Any]) -> str:
+    """What decides a frozen text encoder's features (besides the token ids)."""
+    return f"{cfg['train']['text_encoder']}:{cfg['train']['pooling']}"
+
+
+def trainable_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
+    """The state dict without frozen encoders (they are rebuilt from their pretrained source): a few MB at most."""
+    frozen = model.frozen_prefixes()
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
+
+
+def load_trainable(model: MultimodalModel, state: dict[str, torch.Tensor]) -> None:
+    """Load a `trainable_state` (or a full state dict); anything missing must belong to a frozen encoder."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    frozen = model.frozen_prefixes()
+    lost = [k for k in missing if not k.startswith(frozen)]
+    if lost or unexpected:
+        raise RuntimeError(f"checkpoint does not fit the model: missing {lost[:5]}, unexpected {unexpected[:5]}")
+
+
+def load_run(run_dir: str | Path) -> tuple[MultimodalModel, dict[str, Any]]:
+    """The best-epoch model of a finished run (eval mode, CPU) and its resolved config; works offline."""
+    folder = Path(run_dir)
+    if not (folder / "done").exists():
+        raise FileNotFoundError(f"{folder} is not a finished run (no `done` marker): train it with "
+                                f"dermlib.train.fit (notebook 03_train)")
+    cfg = json.loads((folder / "config.json").read_text())
+    t = cfg["train"]
+    # frozen encoders are not in the checkpoint: they come back from their pretrained source (offline packages
+    # for the demo); trained ones are built empty from the run's saved config and filled from the checkpoint
+    text_frozen = t["train_last_n_text_layers"] == 0
+    text_dir = folder / "text_encoder" if t["strategy"] != "Img" and not text_frozen else None
+    model = build_model(t, len(cfg["resolved"]["classes"]), pretrained=bool(t["freeze_image_encoder"] and t["pretrained"]),
+                        text_dir=text_dir)
+    saved = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
+    load_trainable(model, saved["best_model"] if saved["best_model"] is not None else saved["model"])
+    return model.eval(), cfg
+
+
+@torch.no_grad()
+def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | None] | None,
+           config: dict[str, Any], batch_size: int = 256, *, pool_id: str | None = None) -> dict[str, np.ndarray]:
+    """Embed images (uint8 [N,S,S,3], e.g. from the cache) and optionally one note per image.
+
+    Returns float32 numpy arrays `image_emb` (N,E) and `image_logits` (N,C); with notes also `text_emb` and
+    `text_logits` (rows whose note is None are NaN). Embeddings are the RAW projections (not L2-normalised):
+    normalise before cosine similarity / retrieval. Runs on the model's device, in eval mode. With `pool_id`
+    (a name for exactly these images), frozen encoders' outputs are read from / kept in `<work_dir>/features`,
+    so a grid of runs encodes the pool once.
+    """
+    if notes is not None and len(notes) != len(images_uint8):
+        raise ValueError(f"encode: {len(images_uint8)} images but {len(notes)} notes")
+    if notes is not None and model.text_encoder is None:
+        raise ValueError("encode: notes given to an image-only (Img) model")
+    if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3 or images_uint8.dtype != np.uint8:
+        raise ValueError(f"encode: images must be uint8 [N,S,S,3], got {images_uint8.dtype} {images_uint8.shape}")
+    model.eval()
+    device = next(model.parameters()).device
+    frozen = model.frozen_prefixes() if pool_id is not None else ()
+    folder = Path(config["work_dir"]) / "features"
+    out: dict[str, list[np.ndarray]] = {"image_emb": [], "image_logits": []}
+    trunk = None
+    if "image_encoder." in frozen:
+        trunk = features.image_features(model.image_encoder, images_uint8, np.arange(len(images_uint8)), views=1,
+                                        identity=f"{image_identity(config)}:pool={pool_id}", folder=folder,
+                                        device=device, batch_size=batch_size)[0]
+    for start in range(0, len(images_uint8), batch_size):
+        with autocast(device):
+            if trunk is not None:
+                emb = model.image_proj(torch.from_numpy(trunk[start: start + batch_size]).to(device))
+            else:
+                x = images_to_float(torch.from_numpy(np.ascontiguousarray(images_uint8[start: start + batch_size]))
+                                    .to(device))
+                emb = model.encode_image(x)
+            out["image_emb"].append(emb.float().cpu().numpy())
+            out["image_logits"].append(model.classifier(emb).float().cpu().numpy())
+    if notes is not None:
+        tok = model.text_encoder.tokenizer
+        kept = [i for i, n in enumerate(notes) if n is not None]
+        ids = tokenize(tok, [notes[i] for i in kept], config["train"]["max_text_len"])
+        emb_dim, n_cls = out["image_emb"][0].shape[1], out["image_logits"][0].shape[1]
+        text_emb = np.full((len(notes), emb_dim), np.nan, dtype=np.float32)
+        text_logits = np.full((len(notes), n_cls), np.nan, dtype=np.float32)
+        pooled = None
+        if "text_encoder." in frozen:
+            pooled = features.text_features(model.text_encoder, ids, pad_id=int(tok.pad_token_id),
+                                            identity=text_identity(config), folder=folder, device=device,
+                                            batch_size=batch_size)
+        for start in range(0, len(kept), batch_size):
+            rows = kept[start: start + batch_size]
+            with autocast(device):
+                if pooled is not None:
+                    emb = model.text_proj(torch.from_numpy(pooled[start: start + batch_size]).to(device))
+                else:
+                    input_ids, mask = pad_batch(ids[start: start + batch_size], int(tok.pad_token_id))
+                    emb = model.encode_text(input_ids.to(device), mask.to(device))
+                text_emb[rows] = emb.float().cpu().numpy()
+                text_logits[rows] = model.classifier(emb).float().cpu().numpy()
+        out["text_emb"], out["text_logits"] = [text_emb], [text_logits]
+    return {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in out.items()}
+
+
