@@ -44,6 +44,7 @@ BASE: dict[str, Any] = {
         "concurrency": 16,
         "timeout": 60.0,
         "max_retries": 6,
+        "outage_after": 10,  # this many transient failures in a row stop a run early (see dermlib.notes.engine)
         "temperature": 0.7,
         "max_tokens": {"M+P1": 400, "M+P2": 600, "P3": 400},  # one number, or one per LLM strategy
         "cache_path": "{work_dir}/notes/cache.sqlite",
@@ -133,7 +134,7 @@ PROFILES = tuple(CHANGES)
 _NULLABLE: dict[str, tuple[type, ...]] = {
     "data.internal": (list,), "data.external": (list,), "notes.base_url": (str,), "notes.limit": (int,),
 }
-_POSITIVE = {"data.image_size", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.n_threads",
+_POSITIVE = {"data.image_size", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
              "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",
              "train.feature_views", "train.lr", "eval.bootstrap", "eval.batch_size"}
 

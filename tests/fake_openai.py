@@ -8,7 +8,10 @@ Fault injection, one fault per chat call, taken in order from `faults` and then 
 "429" (with Retry-After), "500", "slow" (sleeps `slow_seconds`), "malformed_body" (HTTP body is not JSON),
 "malformed_json" (the content is not JSON), "invalid_schema" (JSON that breaks the schema), "truncated"
 (cut JSON, finish_reason=length), "refusal", "401" and "400_echo" (echo the Authorization header, to test
-that the key is scrubbed).
+that the key is scrubbed). Hostile modes: "drip" (headers, then the body one byte every `drip_seconds`),
+"html" (HTTP 200 with an HTML login page), "int_content" (content is a number), "echo_key" (a successful answer
+that quotes the Authorization header), "huge" (a 2 MB answer), "drop" (close the connection without answering,
+as a server that went down).
 
 Run standalone for the benchmark: `python tests/fake_openai.py --latency 0.2 --workers 8`.
 """
@@ -61,11 +64,13 @@ class FakeOpenAI:
 
     def __init__(self, *, latency: float = 0.0, faults: list[str] | None = None, rule: Rule | None = None,
                  api_key: str | None = None, retry_after: str = "1", slow_seconds: float = 3.0,
-                 max_parallel: int | None = None, batch_polls: int = 1, first_option: bool = False) -> None:
+                 max_parallel: int | None = None, batch_polls: int = 1, first_option: bool = False,
+                 drip_seconds: float = 1.0) -> None:
         self.latency, self.faults, self.rule = latency, list(faults or []), rule
         self.api_key, self.retry_after, self.slow_seconds = api_key, retry_after, slow_seconds
         self.batch_polls = batch_polls
         self.first_option = first_option
+        self.drip_seconds = drip_seconds
         self.counts: Counter = Counter()
         self.chat_bodies: list[dict[str, Any]] = []
         self.files: dict[str, dict[str, Any]] = {}
@@ -118,14 +123,21 @@ class FakeOpenAI:
             content = f"Synthetic note {seed}. Patient seen for: {last}. Lesion examined and documented."
         if fault == "refusal":
             content, refusal = None, "I'm sorry, I can't help with that."
+        if fault == "echo_key":
+            content = f"Synthetic note {seed}. Your header was {body.get('_authorization')}. Lesion documented."
+        if fault == "huge":
+            content = "word " * 400_000
+        if fault == "int_content":
+            content = 42  # type: ignore[assignment]
         prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+        words = len(content.split()) if isinstance(content, str) else 1
         return {
             "id": f"chatcmpl-{seed}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "fake"),
             "choices": [{"index": 0, "finish_reason": finish,
                          "message": {"role": "assistant", "content": content, "refusal": refusal}}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len((content or "").split()),
-                      "total_tokens": prompt_tokens + len((content or "").split())},
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": words,
+                      "total_tokens": prompt_tokens + words},
         }
 
     def _run_batch(self, batch: dict[str, Any]) -> None:
@@ -156,11 +168,11 @@ class FakeOpenAI:
 
             def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None, raw: bytes | None = None) -> None:
                 data = raw if raw is not None else json.dumps(payload).encode()
+                headers = {"Content-Type": "application/json", **(headers or {})}
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
-                    for k, v in (headers or {}).items():
+                    for k, v in headers.items():
                         self.send_header(k, v)
                     self.end_headers()
                     self.wfile.write(data)
@@ -225,6 +237,11 @@ class FakeOpenAI:
 
             def _chat(self, body: dict[str, Any]) -> None:
                 fault = fake._next_fault(body)
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                body["_authorization"] = self.headers.get("Authorization")
                 if fake.slots:
                     fake.slots.acquire()
                 try:
@@ -241,7 +258,25 @@ class FakeOpenAI:
                     return self._send(int(fault[:3]), {"error": {"message": f"Incorrect: {self.headers.get('Authorization')}"}})
                 if fault == "malformed_body":
                     return self._send(200, None, raw=b'{"id": "chatcmpl", "choices": [')
+                if fault == "html":
+                    page = b"<html><body><h1>Proxy login</h1><form>user</form></body></html>"
+                    return self._send(200, None, {"Content-Type": "text/html"}, raw=page)
+                if fault == "drip":
+                    return self._drip(json.dumps(fake.completion(body, None)).encode())
                 self._send(200, fake.completion(body, fault))
+
+            def _drip(self, data: bytes) -> None:
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for i in range(len(data)):
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(fake.drip_seconds)
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass
 
         return Handler
 

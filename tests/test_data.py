@@ -680,3 +680,23 @@ def test_doctor_reports_found_missing_and_broken_sources(shared_samples: Path, t
     bad = subprocess.run([sys.executable, "-m", "dermlib.data", "doctor", "--set", "data.roots.hamm=/x"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a dataset" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_empty_header_only_and_duplicate_metadata_name_file_line_and_fix(tmp_path: Path) -> None:
+    root = tmp_path / "pad"
+    root.mkdir()
+    meta = root / "metadata.csv"
+    meta.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"metadata.csv is empty \(0 bytes\).*pad-ufes|metadata.csv is empty"):
+        load_source("pad_ufes_20", root)
+    header = ("patient_id,lesion_id,smoke,drink,background_father,background_mother,age,pesticide,gender,"
+              "skin_cancer_history,cancer_history,has_piped_water,has_sewage_system,fitspatrick,region,diameter_1,"
+              "diameter_2,diagnostic,itch,grew,hurt,changed,bleed,elevation,img_id,biopsed\n")
+    meta.write_text(header)
+    with pytest.raises(ValueError, match="has a header but no rows"):
+        load_source("pad_ufes_20", root)
+    row = "PAT_1,1,False,False,POMERANIA,POMERANIA,55,False,FEMALE,True,True,True,True,3.0,NECK,6.0,5.0,BCC," \
+          "True,True,False,True,True,True,PAT_1_1_1.png,True\n"
+    meta.write_text(header + row + row.replace("PAT_1,1,", "PAT_2,2,"))
+    with pytest.raises(ValueError, match=r"lines 2, 3 repeat img_id 'PAT_1_1_1.png'.*delete the extra rows"):
+        load_source("pad_ufes_20", root)

@@ -126,7 +126,8 @@ def test_awkward_images_are_converted_or_skipped_with_reasons(tmp_path: Path) ->
     converted = index.set_index("sample_id")["converted"]
     assert converted["t/grayscale"] == "grayscale -> RGB" and converted["t/palette"] == "palette -> RGB"
     assert converted["t/rgba"] == "RGBA -> RGB (transparent pixels composited on black)"
-    assert converted["t/gray16"].endswith("(16-bit) -> 8-bit RGB") and pd.isna(converted["t/ok_png"])
+    assert converted["t/gray16"].endswith("-> 8-bit RGB") and "16-bit" in converted["t/gray16"]
+    assert pd.isna(converted["t/ok_png"])
     assert list(index["sample_id"]) == [s for s in manifest["sample_id"] if s not in skipped.index]  # row order kept
     pixels, _ = load_rgb(paths["gray16"])
     assert pixels.shape == (60, 80, 3) and pixels[0, 0, 0] == 255 and pixels[0, 79, 0] == 128
@@ -261,3 +262,40 @@ def test_a_lesion_seen_by_two_internal_sources_stays_in_one_split() -> None:
     assert out.groupby("lesion_id")["split"].nunique().max() == 1
     shares = out["split"].value_counts(normalize=True)
     assert abs(shares["train"] - 0.6) < 0.06 and abs(shares["test"] - 0.2) < 0.06
+
+
+def test_large_jpeg_is_decoded_reduced_and_cropped_in_original_pixels(tmp_path: Path) -> None:
+    """A 6000x4000 dermoscopy photo with a black surround on the left: DCT-scaled decoding, the box in file pixels."""
+    rng = np.random.default_rng(0)
+    big = np.full((4000, 6000, 3), 190, np.uint8)
+    big += rng.integers(0, 30, big.shape, dtype=np.uint8)
+    big[:, :1500] = 0  # the scope's dark surround: a quarter of the width
+    Image.fromarray(big).save(tmp_path / "big.jpg", quality=90)
+    pixels, info = preprocess_image(tmp_path / "big.jpg", "dermoscopic", None, 224)
+    assert pixels.shape == (224, 224, 3)
+    assert (info["orig_width"], info["orig_height"]) == (6000, 4000)  # reported in the file's pixels
+    assert info["crop_method"] == "otsu" and 1300 <= info["crop_x0"] <= 1500 and info["crop_x1"] == 6000
+    full, _ = load_rgb(tmp_path / "big.jpg")
+    assert full.shape == (4000, 6000, 3)  # load_rgb still gives every pixel
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    """A phone photo stored 400x200 with orientation 6 (rotate 90 clockwise) is upright 200x400."""
+    stored = np.zeros((200, 400, 3), np.uint8)
+    stored[:, :40] = 255  # a white band at the stored left edge: after the rotation it is at the top
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    pixels, note = load_rgb(tmp_path / "phone.jpg")
+    assert pixels.shape == (400, 200, 3) and "EXIF orientation" in note
+    assert pixels[:30].mean() > 200 and pixels[-100:].mean() < 30
+
+
+@pytest.mark.parametrize("peak, expected", [(127, 127), (4095, 255), (65535, 255)])
+def test_sixteen_bit_images_keep_their_dynamic_range(peak: int, expected: int, tmp_path: Path) -> None:
+    grey = (np.linspace(0, peak, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    pixels, note = load_rgb(tmp_path / "g.png")
+    assert pixels.max() == expected and f"values up to {peak}" in note
+    assert pixels.min() == 0 and len(np.unique(pixels)) > 100  # not flattened to black

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dermlib.data.harmonise import harmonise
@@ -59,8 +60,13 @@ def read_text_table(path: Path, name: str) -> pd.DataFrame:
     """Read a CSV with every cell as text (no NA guessing: missing spellings are cleaned per column later)."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{name}: {path} is empty ({path.stat().st_size} bytes): the download was cut short. "
+                         f"{fix_hint(name)}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise ValueError(f"{name}: cannot parse {path} as CSV ({err}). {fix_hint(name)}") from err
+    if frame.empty:
+        raise ValueError(f"{name}: {path} has a header but no rows: the download was cut short. {fix_hint(name)}")
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
@@ -165,12 +171,18 @@ def finish(name: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def require_ids(raw: pd.Series, path: Path, name: str, column: str) -> pd.Series:
-    """A required id column, cleaned; ValueError naming the first line with an empty id."""
+    """A required, unique id column, cleaned; ValueError naming the lines of the first empty or repeated id."""
     ids = clean_missing(raw)
     if ids.isna().any():
         line = int(ids.isna().to_numpy().argmax()) + 2
         raise ValueError(f"{name}: {path} line {line} has an empty {column}; every row needs one "
                          f"(re-download the file)")
+    repeated = ids.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        first = ids.iloc[int(repeated.argmax())]
+        lines = [str(i + 2) for i in np.flatnonzero((ids == first).to_numpy())[:5]]
+        raise ValueError(f"{name}: {path} lines {', '.join(lines)} repeat {column} {first!r}; each image must appear "
+                         f"once: delete the extra rows or re-download the file")
     return ids
 
 

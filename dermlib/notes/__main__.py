@@ -3,7 +3,9 @@
     python -m dermlib.notes --profile demo                 # all strategies for <work_dir>/manifest.parquet
     python -m dermlib.notes --profile demo --manifest m.parquet --strategies M+P1 P3 --retry-failed
 
-The cache is compacted afterwards (WAL folded in, VACUUM) so it can be committed; it never holds a key.
+The cache is compacted afterwards (WAL folded in, VACUUM) so it can be committed; it never holds a key. Exit status
+1 when the run stopped early (an outage, a refused key) or every LLM note failed; transient failures are asked
+again by the next run, permanent ones with --retry-failed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from dermlib.config import get_config, parse_sets
 from dermlib.data.schema import read_manifest
 from dermlib.notes.cache import NoteCache
+from dermlib.notes.engine import LLMAuthError, LLMOutageError
+from dermlib.notes.strategies import get_strategy
 from dermlib.notes.profile import cache_path, synthesize_profile
 
 
@@ -34,14 +38,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err).strip('"'))
     manifest = read_manifest(args.manifest or Path(cfg["work_dir"]) / "manifest.parquet")
     start = time.perf_counter()
-    notes = synthesize_profile(manifest, cfg, args.strategies, retry_failed=args.retry_failed)
+    try:
+        notes = synthesize_profile(manifest, cfg, args.strategies, retry_failed=args.retry_failed)
+    except (LLMOutageError, LLMAuthError) as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return 1
+    finally:
+        with NoteCache(cache_path(cfg)) as cache:
+            cache.compact()
+            print(f"{cache.count('ok')} ok, {cache.count('failed')} failed and {cache.count('transient')} transient "
+                  f"notes in {cache.path} ({cache.path.stat().st_size / 1e6:.2f} MB); took "
+                  f"{time.perf_counter() - start:.0f} s")
     print(notes.groupby("strategy")["status"].value_counts().unstack(fill_value=0).to_string())
     for strategy, stats in notes.attrs["stats"].items():
         print(strategy, {k: v for k, v in stats.items() if k in ("llm_calls", "n_cached", "seconds", "cost_usd", "errors")})
-    with NoteCache(cache_path(cfg)) as cache:
-        cache.compact()
-        print(f"{cache.count('ok')} ok and {cache.count('failed')} failed notes in {cache.path} "
-              f"({cache.path.stat().st_size / 1e6:.2f} MB); took {time.perf_counter() - start:.0f} s")
+    asked = notes[notes["status"] != "skipped"]
+    llm = asked[asked["strategy"].map(lambda s: get_strategy(s).uses_llm)]
+    if len(llm) and not (llm["status"] == "ok").any():
+        print("every LLM note failed: see the errors above", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ CREATE TABLE IF NOT EXISTS notes (
     strategy TEXT NOT NULL,
     template_version TEXT NOT NULL,
     seed INTEGER NOT NULL,
-    status TEXT NOT NULL,              -- ok | failed
+    status TEXT NOT NULL,              -- ok | failed (permanent) | transient (asked again by the next run)
     note TEXT,                          -- the rendered note (NULL when failed)
     raw TEXT,                           -- the model's last answer, as returned
     error TEXT,
@@ -32,6 +35,13 @@ CREATE TABLE IF NOT EXISTS notes (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     created REAL NOT NULL
+)
+"""
+_CLAIMS = """
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,               -- a note some process is generating right now
+    owner TEXT NOT NULL,                -- host:pid:tag of that process
+    since REAL NOT NULL
 )
 """
 COLUMNS = ["key", "backend", "model", "strategy", "template_version", "seed", "status", "note", "raw", "error",
@@ -47,6 +57,20 @@ def cache_key(*, backend: str, model: str, strategy: str, template_version: str,
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def _alive(owner: str) -> bool:
+    """Whether the process named host:pid:tag still runs (a claim from another host is trusted until stale)."""
+    host, pid, _ = (owner.rsplit(":", 2) + ["", ""])[:3]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class NoteCache:
     """A SQLite note store; use as a context manager or call close()."""
 
@@ -60,6 +84,8 @@ class NoteCache:
         existing = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='notes'").fetchone()
         if existing is None:
             self.conn.execute(_SCHEMA)
+        self.conn.execute(_CLAIMS)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def __enter__(self) -> NoteCache:
         return self
@@ -68,8 +94,12 @@ class NoteCache:
         self.close()
 
     def close(self) -> None:
-        """Close the connection (SQLite folds the WAL back into the file when the last one closes)."""
-        self.conn.close()
+        """Drop this connection's claims (an interrupted run leaves none behind) and close it (SQLite folds the
+        WAL back into the file when the last connection closes)."""
+        try:
+            self.conn.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+        finally:
+            self.conn.close()
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """The stored rows for the keys that are present."""
@@ -94,6 +124,25 @@ class NoteCache:
             [values.get(c) for c in COLUMNS],
         )
 
+    def claim(self, key: str, stale_after: float) -> bool:
+        """Take the right to generate `key`: False when another live process holds a claim younger than
+        `stale_after` seconds or the note is already stored ok (two processes on one cache never pay twice)."""
+        now = time.time()
+        with self.conn:  # one transaction: check and take atomically
+            self.conn.execute("BEGIN IMMEDIATE")
+            if self.conn.execute("SELECT 1 FROM notes WHERE key = ? AND status = 'ok'", (key,)).fetchone():
+                return False
+            held = self.conn.execute("SELECT owner, since FROM claims WHERE key = ?", (key,)).fetchone()
+            if held and held[0] != self.owner and now - held[1] < stale_after and _alive(held[0]):
+                return False
+            self.conn.execute("INSERT OR REPLACE INTO claims (key, owner, since) VALUES (?, ?, ?)",
+                              (key, self.owner, now))
+        return True
+
+    def release(self, key: str) -> None:
+        """Drop this process's claim on `key` (after its result is stored)."""
+        self.conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+
     def count(self, status: str | None = None) -> int:
         """Number of stored notes (optionally with one status)."""
         if status is None:
@@ -103,5 +152,6 @@ class NoteCache:
     def compact(self) -> None:
         """Fold the WAL into the file and VACUUM it (before committing a cache file to git)."""
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.execute("DELETE FROM claims")
         self.conn.execute("VACUUM")
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -2,7 +2,19 @@
 retries with exponential backoff + jitter that honour `Retry-After`, a tqdm progress bar, token and cost totals.
 
 The client's own retries are off (`max_retries=0`); retries happen here so every attempt is counted.
-The API key only travels in the client; every error text passes through `scrub` before it is stored or raised.
+The API key only travels in the client; every text that is stored or raised (note, raw answer, error) passes
+through `scrub` first.
+
+Failure policy:
+- *transient* failures (connection errors, timeouts, HTTP 429 and 5xx) are retried with backoff; a job whose
+  last attempt failed so is returned with status "transient", which the cache never treats as final (a re-run
+  asks again). A run that sees `outage_after` transient outcomes in a row stops early with LLMOutageError (one
+  clear message; everything stored so far is kept).
+- *permanent* failures (schema violations and invalid answers after every retry, refusals, HTTP 400/404/422,
+  a 200 that is not a chat completion, answers over the size bound) get status "failed" with their reason and are
+  asked again only on request (`retry_failed`).
+- an exception raised by dermlib's own code (a bug) propagates: it is never stored as a failed note.
+Every attempt has an overall deadline (`timeout`): a server that drips its answer byte by byte still times out.
 """
 
 from __future__ import annotations
@@ -10,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import email.utils
+import json
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -19,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import openai
+from openai.types.chat import ChatCompletion
 from tqdm import tqdm
 
 T = TypeVar("T")
@@ -30,6 +45,19 @@ PRICES: dict[str, tuple[float, float]] = {
 
 class LLMAuthError(RuntimeError):
     """The server refused the credentials (HTTP 401/403): no note can succeed, so the run stops."""
+
+
+class LLMOutageError(RuntimeError):
+    """Too many transient failures in a row (server down, unreachable, overloaded): the run stops early."""
+
+
+TRANSIENT = ("timeout", "connection error", "HTTP 429", "HTTP 5")  # error prefixes that a later re-run retries
+ANSWER_CHARS_PER_TOKEN = 16  # answers longer than max_tokens x this are refused (no token is that long)
+
+
+def is_transient(error: str | None) -> bool:
+    """Whether an error text is a transient failure (never final in the cache)."""
+    return bool(error) and error.startswith(TRANSIENT)
 
 
 @dataclass
@@ -48,7 +76,7 @@ class Outcome:
     """The result of one job after all its attempts."""
 
     key: str
-    status: str  # ok | failed
+    status: str  # ok | failed (permanent) | transient (asked again by the next run)
     note: str | None
     raw: str | None
     error: str | None
@@ -64,6 +92,8 @@ class EngineStats:
     calls: int = 0
     ok: int = 0
     failed: int = 0
+    transient: int = 0
+    elsewhere: int = 0  # jobs another process was generating at the same time (not asked twice)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
@@ -71,14 +101,18 @@ class EngineStats:
 
     @property
     def notes_per_s(self) -> float:
-        return (self.ok + self.failed) / self.seconds if self.seconds > 0 else 0.0
+        return (self.ok + self.failed + self.transient) / self.seconds if self.seconds > 0 else 0.0
 
 
 def scrub(text: str, secret: str | None) -> str:
-    """Remove a secret (and any 'Bearer <token>' header echo) from a message."""
+    """Remove a secret from a text by exact match, and mask any `sk-...` token. A short key (a local server's
+    "EMPTY" or "ollama") is replaced only where it stands as a whole word, so other words are never mangled."""
     if secret:
-        text = text.replace(secret, "***")
-    return " ".join(w if not w.startswith("sk-") else "sk-***" for w in text.split(" "))
+        if len(secret) >= 8:
+            text = text.replace(secret, "***")
+        else:
+            text = re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", "***", text)
+    return re.sub(r"\bsk-[\w-]{4,}", "sk-***", text)
 
 
 def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float:
@@ -113,13 +147,20 @@ def backoff_seconds(attempt: int, base: float, cap: float = 30.0) -> float:
 
 
 async def _attempt(client: openai.AsyncOpenAI, job: Job, model: str, params: dict[str, Any],
-                   attempt: int) -> tuple[Any, str | None, float | None]:
-    """One HTTP call; returns (completion or None, error, wait before the next try)."""
+                   attempt: int, deadline: float) -> tuple[Any, str | None, float | None]:
+    """One HTTP call with an overall deadline; returns (completion or None, error, wait before the next try).
+    Only protocol errors are caught: anything else is a bug in dermlib and propagates."""
     kwargs: dict[str, Any] = {"model": model, "messages": job.messages, "seed": job.seed + attempt, **params}
     if job.response_format is not None:
         kwargs["response_format"] = job.response_format
     try:
-        return await client.chat.completions.create(**kwargs), None, None
+        completion = await asyncio.wait_for(client.chat.completions.create(**kwargs), deadline)
+        if not isinstance(completion, ChatCompletion):  # a 200 whose body is not JSON: a wrong base_url or a proxy
+            shown = str(completion)[:80].replace("\n", " ")
+            return None, f"not a chat completion (HTTP 200 with {type(completion).__name__} {shown!r}): check base_url", -1.0
+        return completion, None, None
+    except asyncio.TimeoutError:
+        return None, f"timeout: no complete answer within {deadline:g} s", None
     except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
         raise LLMAuthError(f"HTTP {exc.status_code}: the server rejected the API key") from None
     except openai.RateLimitError as exc:
@@ -132,40 +173,48 @@ async def _attempt(client: openai.AsyncOpenAI, job: Job, model: str, params: dic
         return None, f"HTTP {exc.status_code} (not retried): {exc.message[:300]}", -1.0
     except openai.APIStatusError as exc:
         return None, f"HTTP {exc.status_code}: {exc.message[:200]}", retry_after_seconds(exc)
-    except Exception as exc:  # malformed HTTP bodies and other protocol surprises: counted, retried
+    except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:  # a malformed body: retried
         return None, f"bad response: {type(exc).__name__}: {str(exc)[:200]}", None
 
 
-def judge(job: Job, completion: Any) -> tuple[str | None, str | None, str | None]:
-    """Turn a chat completion into (note, raw answer, error): refusals and invalid answers are errors."""
+def judge(job: Job, completion: ChatCompletion, max_chars: int | None = None) -> tuple[str | None, str | None, str | None]:
+    """Turn a chat completion into (note, raw answer, error): refusals, non-text, oversized and invalid answers
+    are errors."""
     if not completion.choices:
         return None, None, "answer without choices"
     choice = completion.choices[0]
     raw = choice.message.content
     refusal = getattr(choice.message, "refusal", None)
     if refusal:
-        return None, raw, f"refused: {str(refusal)[:200]}"
+        return None, None if raw is None else str(raw)[:2000], f"refused: {str(refusal)[:200]}"
+    if raw is not None and not isinstance(raw, str):
+        return None, None, f"answer content is {type(raw).__name__}, not text"
+    if raw is not None and max_chars is not None and len(raw) > max_chars:
+        return None, raw[:2000], f"answer of {len(raw)} characters is over the bound of {max_chars} (max_tokens x {ANSWER_CHARS_PER_TOKEN})"
     note, error = job.parse(raw, choice.finish_reason)
     return note, raw, error
 
 
 async def run_job(client: openai.AsyncOpenAI, job: Job, *, model: str, params: dict[str, Any], max_retries: int,
-                  backoff_base: float, secret: str | None, stats: EngineStats) -> Outcome:
+                  backoff_base: float, secret: str | None, stats: EngineStats, timeout: float = 60.0) -> Outcome:
     """All attempts of one job: HTTP errors back off; invalid answers are re-asked at once with a new seed."""
     prompt_tokens = completion_tokens = 0
     error: str | None = None
     raw: str | None = None
     attempt = 0
+    deadline = float(timeout)
+    max_chars = int(params["max_tokens"]) * ANSWER_CHARS_PER_TOKEN if params.get("max_tokens") else None
     for attempt in range(max_retries + 1):
         stats.calls += 1
-        completion, error, wait = await _attempt(client, job, model, params, attempt)
+        completion, error, wait = await _attempt(client, job, model, params, attempt, deadline)
         if completion is not None:
             usage = completion.usage
             prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
             completion_tokens += getattr(usage, "completion_tokens", 0) or 0
-            note, raw, error = judge(job, completion)
+            note, raw, error = judge(job, completion, max_chars)
             if error is None:
-                return Outcome(job.key, "ok", note, raw, None, attempt + 1, prompt_tokens, completion_tokens)
+                return Outcome(job.key, "ok", scrub(note, secret), scrub(raw or "", secret), None, attempt + 1,
+                               prompt_tokens, completion_tokens)
         error = scrub(error or "unknown error", secret)
         stats.errors[error.split(":")[0]] += 1
         if wait is not None and wait < 0:  # a request the server will never accept
@@ -174,15 +223,19 @@ async def run_job(client: openai.AsyncOpenAI, job: Job, *, model: str, params: d
             await asyncio.sleep(min(wait, 120.0) + random.uniform(0, 0.1) if wait is not None
                                 else backoff_seconds(attempt + 1, backoff_base))
     raw = scrub(raw, secret) if raw else raw
-    return Outcome(job.key, "failed", None, raw, error, attempt + 1, prompt_tokens, completion_tokens)
+    status = "transient" if is_transient(error) else "failed"
+    return Outcome(job.key, status, None, raw, error, attempt + 1, prompt_tokens, completion_tokens)
 
 
 async def run_jobs(jobs: list[Job], *, base_url: str | list[str] | None, api_key: str, model: str,
                    params: dict[str, Any], concurrency: int, timeout: float, max_retries: int,
                    on_outcome: Callable[[Outcome], None], n_cached: int = 0, desc: str = "notes",
-                   backoff_base: float = 0.5) -> EngineStats:
+                   backoff_base: float = 0.5, outage_after: int = 10,
+                   claim: Callable[[str], bool] | None = None) -> EngineStats:
     """Run jobs with at most `concurrency` in flight; `on_outcome` is called (and may commit) as each finishes.
-    A list of base URLs (several local servers) spreads the jobs over them in turn."""
+    A list of base URLs (several local servers) spreads the jobs over them in turn. `claim(key)` returning False
+    skips a job that another process is generating. `outage_after` transient outcomes in a row stop the run
+    (LLMOutageError)."""
     stats = EngineStats()
     if not jobs:
         return stats
@@ -193,19 +246,35 @@ async def run_jobs(jobs: list[Job], *, base_url: str | list[str] | None, api_key
                mininterval=1.0, ascii=True)
     start = time.perf_counter()
 
+    in_a_row = {"transient": 0, "last": ""}
+
     async def one(index: int, job: Job) -> None:
         async with semaphore:
-            outcome = await run_job(clients[index % len(clients)], job, model=model, params=params, max_retries=max_retries,
-                                    backoff_base=backoff_base, secret=api_key, stats=stats)
+            if claim is not None and not claim(job.key):
+                stats.elsewhere += 1
+                bar.update(1)
+                return
+            outcome = await run_job(clients[index % len(clients)], job, model=model, params=params,
+                                    max_retries=max_retries, backoff_base=backoff_base, secret=api_key, stats=stats,
+                                    timeout=timeout)
         stats.ok += outcome.status == "ok"
         stats.failed += outcome.status == "failed"
+        stats.transient += outcome.status == "transient"
+        in_a_row["transient"] = in_a_row["transient"] + 1 if outcome.status == "transient" else 0
+        in_a_row["last"] = outcome.error or ""
         stats.prompt_tokens += outcome.prompt_tokens
         stats.completion_tokens += outcome.completion_tokens
         on_outcome(outcome)
         elapsed = time.perf_counter() - start
-        bar.set_postfix(done=stats.ok, cached=n_cached, failed=stats.failed,
-                        rate=f"{(stats.ok + stats.failed) / max(elapsed, 1e-9):.2f}/s", refresh=False)
+        bar.set_postfix(done=stats.ok, cached=n_cached, failed=stats.failed + stats.transient,
+                        rate=f"{(stats.ok + stats.failed + stats.transient) / max(elapsed, 1e-9):.2f}/s",
+                        refresh=False)
         bar.update(1)
+        if in_a_row["transient"] >= outage_after:
+            raise LLMOutageError(f"{in_a_row['transient']} notes in a row failed with transient errors (last: "
+                                 f"{in_a_row['last']}): the server looks down or overloaded. The {stats.ok} notes "
+                                 f"made so far are stored; re-run when it is back to resume (transient failures "
+                                 f"are asked again)")
 
     try:
         tasks = [asyncio.ensure_future(one(i, job)) for i, job in enumerate(jobs)]

@@ -25,7 +25,8 @@ def settings(cfg: dict[str, Any]) -> dict[str, Any]:
     n = cfg["notes"]
     return {"backend": n["backend"], "base_url": n["base_url"], "model": n["model"], "cache_path": cache_path(cfg),
             "concurrency": n["concurrency"], "timeout": n["timeout"], "max_retries": n["max_retries"],
-            "temperature": n["temperature"], "max_tokens": n["max_tokens"], "limit": n["limit"]}
+            "temperature": n["temperature"], "max_tokens": n["max_tokens"], "limit": n["limit"],
+            "outage_after": n["outage_after"]}
 
 
 def synthesize_profile(manifest: pd.DataFrame, cfg: dict[str, Any], strategies: list[str] | None = None,

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from dermlib.notes.cache import NoteCache, cache_key
-from dermlib.notes.engine import Job, LLMAuthError, Outcome, estimate_cost, run_jobs, run_sync
+from dermlib.notes.engine import Job, LLMAuthError, Outcome, estimate_cost, run_jobs, run_sync, scrub
 from dermlib.notes.local_llm import model_fingerprint
 from dermlib.notes.strategies import (
     Combo, Strategy, build_messages, get_strategy, metadata_fields, option_order, parse_response, render_m,
@@ -82,7 +82,9 @@ def _plan(manifest: pd.DataFrame, strategy: Strategy, *, backend: str, model: st
                             lambda content, finish, f=fields: parse_response(strategy, f, content, finish))
     frame = pd.DataFrame(rows, columns=["sample_id", "key", "status"])
     found = cache.get_many(list(jobs))
-    todo = {k: j for k, j in jobs.items() if k not in found or (retry_failed and found[k]["status"] != "ok")}
+    # transient failures are never final; permanent ones are asked again only on request
+    todo = {k: j for k, j in jobs.items() if k not in found or found[k]["status"] == "transient"
+            or (retry_failed and found[k]["status"] != "ok")}
     return _Planned(frame, todo, found)
 
 
@@ -108,18 +110,21 @@ def synthesize(manifest: pd.DataFrame, strategy: str, *, base_url: str | None = 
                api_key: str | None = None, cache_path: str | Path | None = None, concurrency: int = 8,
                timeout: float = 60.0, max_retries: int = 3, backend: str | None = None, temperature: float = 0.7,
                max_tokens: int | dict[str, int] = 160, limit: int | None = None, retry_failed: bool = False,
-               backoff_base: float = 0.5) -> pd.DataFrame:
+               backoff_base: float = 0.5, outage_after: int = 10) -> pd.DataFrame:
     """One note per manifest row with `strategy`; columns RESULT_COLUMNS. Stats are in `result.attrs["stats"]`.
 
     LLM strategies read `cache_path` first and request only missing notes (failed ones too with
     `retry_failed=True`); each note is committed as it arrives. Every row is its own generation (own seed).
     `limit` covers only that many rows (stable pseudo-random choice); the rest get status "skipped".
+    Failure policy (transient / permanent / bugs): see `dermlib.notes.engine`; `outage_after` transient failures
+    in a row stop the run with LLMOutageError, keeping everything stored.
     """
     _check_manifest(manifest)
     strat = get_strategy(strategy)
     common = dict(base_url=base_url, model=model, api_key=api_key, cache_path=cache_path, concurrency=concurrency,
                   timeout=timeout, max_retries=max_retries, backend=backend, temperature=temperature,
-                  max_tokens=max_tokens, limit=limit, retry_failed=retry_failed, backoff_base=backoff_base)
+                  max_tokens=max_tokens, limit=limit, retry_failed=retry_failed, backoff_base=backoff_base,
+                  outage_after=outage_after)
     if isinstance(strat, Combo):
         return _combine(manifest, strat, common)
     if not strat.uses_llm:
@@ -142,20 +147,24 @@ def synthesize(manifest: pd.DataFrame, strategy: str, *, base_url: str | None = 
         if plan.jobs:
             key = _api_key(backend, api_key)
 
-            def store(outcome: Outcome) -> None:
+            def store(outcome: Outcome) -> None:  # every text scrubbed of the key, whatever the server echoed
                 cache.put({"key": outcome.key, "backend": backend, "model": model, "strategy": strat.name,
                            "template_version": strat.template_version, "seed": plan.jobs[outcome.key].seed,
-                           "status": outcome.status, "note": outcome.note,
-                           "raw": outcome.raw, "error": outcome.error,
+                           "status": outcome.status, "note": scrub(outcome.note, key) if outcome.note else None,
+                           "raw": scrub(outcome.raw, key) if outcome.raw else outcome.raw,
+                           "error": scrub(outcome.error, key) if outcome.error else None,
                            "n_attempts": outcome.n_attempts, "prompt_tokens": outcome.prompt_tokens,
                            "completion_tokens": outcome.completion_tokens})
+                cache.release(outcome.key)
 
-            n_cached = int(plan.frame["key"].isin(plan.found).sum()) if not retry_failed else 0
+            n_cached = int(plan.frame["key"].isin(set(plan.found) - set(plan.jobs)).sum())
             try:
                 stats = run_sync(lambda: run_jobs(
                     list(plan.jobs.values()), base_url=base_url, api_key=key, model=model, params=params,
                     concurrency=concurrency, timeout=timeout, max_retries=max_retries, on_outcome=store,
-                    n_cached=n_cached, desc=f"{strat.name} notes", backoff_base=backoff_base))
+                    n_cached=n_cached, desc=f"{strat.name} notes", backoff_base=backoff_base,
+                    outage_after=outage_after,
+                    claim=lambda k: cache.claim(k, stale_after=timeout * (max_retries + 1) + 60.0)))
             except LLMAuthError as exc:
                 raise LLMAuthError(f"{exc} at {base_url or 'https://api.openai.com/v1'} (check OPENAI_API_KEY); "
                                    f"notes stored so far are kept in {cache_path}") from None
@@ -174,7 +183,10 @@ def _result(plan: _Planned, stored: dict[str, dict[str, Any]], strat: Strategy, 
                          "note": None, "n_attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached": False,
                          "error": "outside notes.limit" if status == "skipped" else "no result stored"})
             continue
-        rows.append({"sample_id": sample_id, "status": hit["status"], "note": hit["note"],
+        if hit["status"] == "transient" and key not in generated:
+            hit = {**hit, "error": f"{hit['error']} (from an earlier run; asked again next time)"}
+        rows.append({"sample_id": sample_id, "status": "failed" if hit["status"] == "transient" else hit["status"],
+                     "note": hit["note"],
                      "n_attempts": hit["n_attempts"], "prompt_tokens": hit["prompt_tokens"],
                      "completion_tokens": hit["completion_tokens"], "cached": key not in generated,
                      "error": hit["error"]})
