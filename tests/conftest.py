@@ -97,3 +97,10 @@ class TinyPipeline:
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TinyPipeline:
     return TinyPipeline(tmp_path_factory.mktemp("tiny-pipeline"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """nbval's re-execution of notebook 01 is an end-to-end run too: it belongs to the slow lane."""
+    for item in items:
+        if item.nodeid.endswith(".ipynb") or ".ipynb::" in item.nodeid:
+            item.add_marker(pytest.mark.slow)

