@@ -31,6 +31,7 @@ BASE: dict[str, Any] = {
         "synth_image_size": 128,  # SynthDerm only: generated image size
         "seed": 0,
         "image_size": 224,  # preprocessed cache resolution
+        "workers": 8,  # processes for SynthDerm generation and image preprocessing
         "split_fractions": [0.7, 0.1, 0.2],
         "taxonomy": "isic8",
         "roots": {},  # source name -> folder; default <work>/datasets/<source>
@@ -105,6 +106,7 @@ CHANGES: dict[str, dict[str, Any]] = {
             # Frozen with the committed note cache (notes depend on every sample id and its metadata): 240 per
             # internal SynthDerm source, 120 per external one, 2,040 images in all.
             "n_per_source": 240, "synth_image_size": 160, "image_size": 128, "split_fractions": [0.6, 0.1, 0.3],
+            "workers": 2,
         },
         "notes": {
             "backend": "llamacpp", "model": "smollm2-135m-instruct",  # the local llama.cpp server dermlib starts
@@ -134,7 +136,7 @@ PROFILES = tuple(CHANGES)
 _NULLABLE: dict[str, tuple[type, ...]] = {
     "data.internal": (list,), "data.external": (list,), "notes.base_url": (str,), "notes.limit": (int,),
 }
-_POSITIVE = {"data.image_size", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
+_POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
              "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",
              "train.feature_views", "train.lr", "eval.bootstrap", "eval.batch_size"}
 
