@@ -36,6 +36,7 @@ BASE: dict[str, Any] = {
         "taxonomy": "isic8",
         "roots": {},  # source name -> folder; default <work>/datasets/<source>
         "strict_images": True,  # False: metadata rows whose image is absent are skipped and counted, not an error
+        "limit_per_source": None,  # keep at most this many labelled rows per real source (classes in turn): rehearsals
     },
     "notes": {
         "strategies": list(MM_STRATEGIES),
@@ -135,6 +136,7 @@ PROFILES = tuple(CHANGES)
 # Keys whose value may be None, and what they take otherwise; keys that must be positive.
 _NULLABLE: dict[str, tuple[type, ...]] = {
     "data.internal": (list,), "data.external": (list,), "notes.base_url": (str,), "notes.limit": (int,),
+    "data.limit_per_source": (int,),
 }
 _POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
              "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",

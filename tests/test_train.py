@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -370,3 +371,26 @@ def test_optimiser_switch_and_model_selection(work: Path) -> None:
         assert best == int(hist.loc[expected, "epoch"]), select_on
         assert selection_score(hist.loc[expected].to_dict(), select_on) == max(
             selection_score(r, select_on) for r in hist.to_dict("records"))
+
+
+def test_export_is_self_contained_and_reloads_to_the_same_embeddings(work: Path, m_run: Path, tmp_path: Path) -> None:
+    from dermlib.data.preprocess import load_cache
+    from dermlib.embed import encode, load_run
+    from dermlib.export import export_embeddings, export_run, load_exported
+
+    out = export_run(m_run, tmp_path / "export")
+    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "text_encoder", "README.md"}
+    card = (out / "README.md").read_text()
+    assert "Trained on synthetic data (SynthDerm)" in card and "Limitations" in card and m_run.name in card
+    shutil.rmtree(m_run.parent.parent / "features", ignore_errors=True)  # the export must not need the run's caches
+    exported, cfg = load_exported(out)
+    original, _ = load_run(m_run)
+    images, index = load_cache(work / "cache")
+    pixels, notes = np.asarray(images[:6]), ["a dark irregular lesion"] * 6
+    a, b = encode(exported, pixels, notes, cfg), encode(original, pixels, notes, cfg)
+    for key in ("image_emb", "image_logits", "text_emb"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-5)
+    path = export_embeddings(out, "test")
+    frame = pd.read_parquet(path)
+    assert len(frame) > 0 and len(frame["image_emb"].iloc[0]) == cfg["train"]["embed_dim"]
+    assert {"sample_id", "label", "note", "text_emb"} <= set(frame.columns)

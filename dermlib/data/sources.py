@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dermlib.data.harmonise import REPORT_COLUMNS, count_reasons, label_report
@@ -31,6 +32,17 @@ LOADERS: dict[str, Callable[[str | Path, bool], Loaded]] = {
     "med_node": load_med_node,
 }
 REASON_DUPLICATE = "same ISIC image already loaded from an earlier source"
+REASON_LIMIT = "over data.limit_per_source"
+
+
+def limit_rows(frame: pd.DataFrame, limit: int) -> pd.Series:
+    """Which rows to keep so that each source has at most `limit`, taking its classes in turn (row order kept
+    within a class), so a small rehearsal still sees every class a source has."""
+    rank = frame.groupby(["source", "label"], sort=False).cumcount()
+    order = frame.assign(_rank=rank, _row=np.arange(len(frame))).sort_values(["source", "_rank", "label", "_row"],
+                                                                              kind="stable")
+    chosen = order.groupby("source", sort=False).head(limit).index
+    return frame.index.isin(chosen)
 
 
 def load_with_skipped(name: str, root: str | Path, strict: bool = True) -> Loaded:
@@ -89,6 +101,11 @@ def build_manifest(cfg: dict[str, Any], *, dedupe: bool = True) -> tuple[pd.Data
         dup = isic_ids.duplicated() & isic_ids.notna()
         report_parts.append(count_reasons(kept[dup].assign(reason=REASON_DUPLICATE)[["source", "label_raw", "reason"]]))
         kept = kept[~dup]
+    limit = data.get("limit_per_source")
+    if limit is not None:
+        keep = limit_rows(kept, int(limit))
+        report_parts.append(count_reasons(kept[~keep].assign(reason=REASON_LIMIT)[["source", "label_raw", "reason"]]))
+        kept = kept[keep]
     parts = [p for p in report_parts if not p.empty]
     report = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REPORT_COLUMNS)
     report = report.astype({"source": "string", "label_raw": "string", "reason": "string", "n": "Int64"})

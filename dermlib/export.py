@@ -1,0 +1,163 @@
+"""Export a trained run: weights (safetensors), config, tokenizer and a model card; load it back with one call.
+
+    python -m dermlib.export RUN_DIR OUT_DIR [--embeddings train val test external]
+    model, info = dermlib.export.load_exported(OUT_DIR)      # no training code, no pretrained download
+
+The export is self-contained: it holds every weight, frozen encoders included, so loading needs neither the
+training run nor the encoders' original source. `--embeddings` also writes the image (and note) embeddings of
+those splits of the run's work dir to `embeddings_<split>.parquet`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from safetensors.torch import load_file, save_file
+
+from dermlib.embed import encode, load_run
+from dermlib.models import MultimodalModel, build_model
+
+SPLITS = ("train", "val", "test", "external")
+
+
+def _metrics_table(run_dir: Path, cfg: dict[str, Any]) -> pd.DataFrame | None:
+    """The run's pooled evaluation rows with their intervals, when the grid evaluated it."""
+    path = Path(cfg["work_dir"]) / "results" / "runs" / f"{run_dir.name}.parquet"
+    if not path.exists():
+        return None
+    rows = pd.read_parquet(path)
+    keep = rows["metric"].isin(["kappa", "balanced_accuracy", "map_i2t", "map_t2i", "paired_cosine"])
+    return rows[keep & (rows["source"] == "pooled")][["partition", "metric", "value", "ci_low", "ci_high", "n"]]
+
+
+def model_card(run_dir: Path, cfg: dict[str, Any]) -> str:
+    """A model card in Markdown: what the model is, what it was trained on, how it scored, and what not to do."""
+    t, resolved = cfg["train"], cfg["resolved"]
+    synthetic = bool(cfg.get("synthetic"))
+    lines = [f"# dermlib model `{run_dir.name}`", ""]
+    if synthetic:
+        lines += ["> **Trained on synthetic data (SynthDerm).** A teaching and testing artefact: it has never seen a "
+                  "photograph of skin and must not be used on patients or to judge the paper's methods.", ""]
+    lines += [
+        "## Model",
+        f"- Image encoder `{t['image_encoder']}`" + (" (frozen, pretrained)" if t["freeze_image_encoder"] else ""),
+        f"- Text encoder `{t['text_encoder']}` (pooling `{t['pooling']}`, last {t['train_last_n_text_layers']} "
+        f"layers trained)" if t["strategy"] != "Img" else "- No text branch (image-only baseline)",
+        f"- {t['embed_dim']}-d shared space, one classifier shared by both branches; classes "
+        f"{', '.join(resolved['classes'])}",
+        f"- Notes: strategy `{t['strategy']}`; seed {t['seed']}; config hash `{resolved['config_hash']}`",
+        "", "## Data",
+        f"- Profile `{cfg['profile']}`: {resolved['n_train']} training and {resolved['n_val']} validation images "
+        f"({resolved.get('n_train_with_note', 0)} training images with a note)",
+        f"- Sources: {cfg['data']['sources'] if isinstance(cfg['data']['sources'], str) else ', '.join(cfg['data']['sources'])}",
+        "", "## Evaluation (pooled, 95 % cluster-bootstrap intervals)"]
+    table = _metrics_table(run_dir, cfg)
+    if table is None or table.empty:
+        lines.append("Not evaluated yet: run `dermlib.evaluate.run_grid` (notebook 04).")
+    else:
+        lines += ["| partition | metric | value | 95 % CI | n |", "|---|---|---|---|---|"]
+        lines += [f"| {r.partition} | {r.metric} | {r.value:.3f} | {r.ci_low:.3f}–{r.ci_high:.3f} | {r.n} |"
+                  for r in table.itertuples()]
+    lines += ["", "## Intended use",
+              "Research on synthetic clinical notes for image-text models (Marini et al., arXiv 2511.21827): "
+              "classification from the image branch, retrieval and alignment between images and notes.",
+              "", "## Limitations",
+              "- Classification uses the image alone; the notes were written from the label and must never be an "
+              "input at test time.",
+              "- Notes from an LLM that never saw the image describe attributes that may be invented "
+              "(see the notes audit).",
+              "- Not a medical device; not validated on any patient population."]
+    return "\n".join(lines) + "\n"
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write `out_dir` with model.safetensors, config.json, text_encoder/ and README.md (the model card)."""
+    run_dir, out = Path(run_dir), Path(out_dir)
+    model, cfg = load_run(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, out / "model.safetensors", metadata={"format": "pt", "run": run_dir.name})
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+    if model.text_encoder is not None:
+        model.text_encoder.tokenizer.save_pretrained(out / "text_encoder")
+        model.text_encoder.encoder.config.save_pretrained(out / "text_encoder")
+    (out / "README.md").write_text(model_card(run_dir, cfg))
+    return out
+
+
+def load_exported(out_dir: str | Path) -> tuple[MultimodalModel, dict[str, Any]]:
+    """An exported model (eval mode, CPU) and its config, from the export folder alone."""
+    out = Path(out_dir)
+    cfg = json.loads((out / "config.json").read_text())
+    t = {**cfg["train"], "freeze_image_encoder": False}  # every weight is in the file: build empty, then fill
+    text_dir = out / "text_encoder" if t["strategy"] != "Img" else None
+    model = build_model(t, len(cfg["resolved"]["classes"]), pretrained=False, text_dir=text_dir)
+    model.load_state_dict(load_file(out / "model.safetensors"), strict=True)
+    return model.eval(), cfg
+
+
+def split_rows(cfg: dict[str, Any], split: str) -> pd.DataFrame:
+    """Manifest rows of a split of the run's work dir ("external": every external source)."""
+    from dermlib.data.schema import read_manifest
+
+    manifest = read_manifest(Path(cfg["work_dir"]) / "manifest.parquet")
+    chosen = manifest["partition"] == "external" if split == "external" else manifest["split"] == split
+    return manifest[chosen.fillna(False).astype(bool)].sort_values("sample_id", kind="stable").reset_index(drop=True)
+
+
+def export_embeddings(out_dir: str | Path, split: str) -> Path:
+    """`embeddings_<split>.parquet`: sample_id, source, label, image_emb (and note, text_emb) per image."""
+    from dermlib.batches import parse_strategy, read_notes
+    from dermlib.data.preprocess import load_cache
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    model, cfg = load_exported(out_dir)
+    rows = split_rows(cfg, split)
+    images, index = load_cache(Path(cfg["work_dir"]) / "cache")
+    where = pd.Series(np.arange(len(index)), index=index["sample_id"].astype(str))
+    rows = rows[rows["sample_id"].isin(where.index)].reset_index(drop=True)
+    cache_rows = where.loc[rows["sample_id"]].to_numpy()
+    order = np.argsort(cache_rows, kind="stable")  # read the memory map in file order
+    pixels = np.empty((len(cache_rows), *images.shape[1:]), dtype=np.uint8)
+    pixels[order] = images[cache_rows[order]]
+    notes = None
+    if cfg["train"]["strategy"] != "Img":
+        found = read_notes(cfg["work_dir"], parse_strategy(cfg["train"]["strategy"]))
+        notes = [found[s][0] if found.get(s) else None for s in rows["sample_id"]]
+    emb = encode(model, pixels, notes, cfg)
+    frame = rows[["sample_id", "source", "partition", "label"]].astype(str)
+    frame["image_emb"] = list(emb["image_emb"])
+    if notes is not None:
+        frame["note"], frame["text_emb"] = notes, list(emb["text_emb"])
+    path = Path(out_dir) / f"embeddings_{split}.parquet"
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dermlib.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir")
+    parser.add_argument("out_dir")
+    parser.add_argument("--embeddings", nargs="*", default=[], choices=SPLITS, metavar="SPLIT")
+    args = parser.parse_args(argv)
+    if not (Path(args.run_dir) / "done").exists():
+        parser.error(f"{args.run_dir} is not a finished run (no `done` marker)")
+    if Path(args.out_dir).resolve() == Path(args.run_dir).resolve():
+        parser.error("OUT_DIR must differ from RUN_DIR")
+    out = export_run(args.run_dir, args.out_dir)
+    for split in args.embeddings:
+        print(export_embeddings(out, split))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
