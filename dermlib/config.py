@@ -79,6 +79,7 @@ BASE: dict[str, Any] = {
         "loss_weights": {"ce_image": 1.0, "ce_text": 1.0, "l1": 1.0, "cosine": 1.0, "nt_xent": 1.0},
         "temperature": 0.07,
         "num_workers": 8,
+        "threads": 0,  # CPU threads of the training loop (0: torch's default); frozen encoders' features use the default
         "device": "auto",
     },
     "eval": {
@@ -128,6 +129,8 @@ CHANGES: dict[str, dict[str, Any]] = {
             # the projection heads align them.
             "train_last_n_text_layers": 0,
             "max_text_len": 256, "batch_size": 64, "epochs": 40, "lr": 1e-3, "patience": 8, "num_workers": 0,
+            # heads-only steps are tiny: one thread is faster than two (and the same on every machine)
+            "threads": 1,
         },
         "eval": {"seeds": list(range(10)), "batch_size": 128},
     },

@@ -26,12 +26,12 @@ import torch.distributed as dist
 from dermlib import features
 from dermlib.embed import autocast, image_identity, load_trainable, text_identity, trainable_state
 from dermlib.batches import (Prefetcher, Split, augment, epoch_order, images_to_float, load_splits, make_batch,
-                             pad_batch, to_device, tokenize)
+                             to_device)
 from dermlib.losses import TERMS, MultimodalLoss
 from dermlib.models import MultimodalModel, build_model
 
 HASHED_SECTIONS = ("data", "notes", "train")
-UNHASHED_TRAIN_KEYS = ("device", "num_workers")  # how a run executes, not what it computes
+UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads")  # how a run executes, not what it computes
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
@@ -282,7 +282,7 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
     trainer = _Trainer(cfg)
     t = cfg["train"]
     state = {"epoch": 0, "history": [], "best_score": -np.inf, "best_epoch": 0, "best_model": None}
-    ckpt = folder / "checkpoint.pt"
+    ckpt = folder / "checkpoint.pt"  # written by _epochs after every epoch
     if ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         load_trainable(trainer.model, saved["model"])
@@ -300,6 +300,26 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
             trainer.model.text_encoder.tokenizer.save_pretrained(folder / "text_encoder")
             trainer.model.text_encoder.encoder.config.save_pretrained(folder / "text_encoder")
     stale = state["epoch"] - state["best_epoch"] >= t["patience"]
+    threads = torch.get_num_threads()
+    if t["threads"]:
+        torch.set_num_threads(int(t["threads"]))
+    try:
+        _epochs(trainer, state, folder, stale, on_epoch_end, rank0)
+    finally:
+        torch.set_num_threads(threads)
+    if rank0:
+        best = state["history"][state["best_epoch"] - 1] if state["best_epoch"] else {}
+        (folder / "done").write_text(f"best epoch {state['best_epoch']} by {t['select_on']}, val kappa "
+                                     f"{best.get('val_kappa', float('nan')):.4f}\n")
+    if dist.is_initialized():
+        dist.barrier()
+    return folder
+
+
+def _epochs(trainer: _Trainer, state: dict[str, Any], folder: Path, stale: bool,
+            on_epoch_end: Callable[[dict[str, Any]], None] | None, rank0: bool) -> None:
+    """The epoch loop of `fit`: train, validate, keep the best epoch, checkpoint, stop on patience."""
+    t, ckpt = trainer.t, folder / "checkpoint.pt"
     for epoch in range(state["epoch"] + 1, t["epochs"] + 1):
         if stale:
             break
@@ -324,13 +344,6 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
         if on_epoch_end is not None and rank0:
             on_epoch_end(row)
         stale = bool(stop[0])
-    if rank0:
-        best = state["history"][state["best_epoch"] - 1] if state["best_epoch"] else {}
-        (folder / "done").write_text(f"best epoch {state['best_epoch']} by {t['select_on']}, val kappa "
-                                     f"{best.get('val_kappa', float('nan')):.4f}\n")
-    if dist.is_initialized():
-        dist.barrier()
-    return folder
 
 
 def fit_strategies(cfg: dict[str, Any], strategies: list[str] | None = None, seed: int | None = None,
