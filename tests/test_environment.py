@@ -76,3 +76,22 @@ def test_both_profiles_have_one_key_set_and_overrides_are_typed() -> None:
         "train.epochs": 5, "data.roots.ham10000": "/data/HAM", "eval.seeds": [0, 1]}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_sets(["notes.limit"])
+
+
+def test_command_lines_answer_bad_arguments_in_one_line() -> None:
+    import subprocess
+    import sys
+
+    cases = [(["-m", "dermlib.pipeline", "--only", "abc"], "--only takes a notebook number"),
+             (["-m", "dermlib.pipeline", "--only", "99"], "--only takes a notebook number"),
+             (["-m", "dermlib.pipeline", "--profile", "laptop"], "invalid choice: 'laptop'"),
+             (["-m", "dermlib.pipeline", "--set", "train.epochs=three"], "expected int, got str"),
+             (["-m", "dermlib.train", "--set", "train.batch_size=0"], "must be greater than 0"),
+             (["-m", "dermlib.notes", "--profile", "laptop"], "unknown profile")]
+    for args, message in cases:
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr[-500:])
+        assert "Traceback" not in done.stderr
+    script = subprocess.run(["bash", str(REPO_ROOT / "run_all.sh"), "--profile"], capture_output=True, text=True,
+                            timeout=60)
+    assert script.returncode == 2 and "--profile needs a value" in script.stderr
