@@ -348,11 +348,11 @@ def response_format(strategy: Strategy, backend: str,
 def clean_prose(name: str, text: str) -> tuple[str, str | None]:
     """A free-text section as a whole sentence: (text with a final full stop, None) or (text, why it is refused).
     The schema sets no length cap (a cap cuts words in half), so a closed string is what the model meant to say;
-    too long or too short is refused and asked again."""
+    an empty or too long section is refused and asked again ("Unremarkable." is a whole section)."""
     text = " ".join(text.split()).strip(" ,;:-")
     words = text.split()
-    if len(words) < 2:
-        return text, f"section {name!r} has fewer than two words"
+    if not words:
+        return text, f"section {name!r} is empty"
     if len(words) > PROSE_MAX_WORDS:
         return text, f"section {name!r} is longer than {PROSE_MAX_WORDS} words"
     if not re.search(r"[.!?][\"')]*$", text):
