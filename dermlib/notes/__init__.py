@@ -2,6 +2,8 @@
 through any OpenAI-compatible server with a durable SQLite cache, plus a hallucination audit.
 
 Public API: STRATEGIES, synthesize, synthesize_profile, audit, audit_summary, load_notes, save_notes.
+Failure policy (transient failures are never final, an outage stops the run early, permanent failures are asked
+again only on request, bugs are raised and never stored): see `dermlib.notes.engine`.
 """
 
 from dermlib.notes.audit import audit, audit_summary
