@@ -132,3 +132,20 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
     return {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in out.items()}
 
 
+
+
+@torch.no_grad()
+def encode_texts(model: MultimodalModel, texts: list[str], config: dict[str, Any], batch_size: int = 64) -> np.ndarray:
+    """Raw text projections (n, E) of free texts (prompts, phrases) through a run's text branch."""
+    if model.text_encoder is None:
+        raise ValueError("encode_texts: an image-only (Img) model has no text branch")
+    model.eval()
+    device = next(model.parameters()).device
+    tok = model.text_encoder.tokenizer
+    ids = tokenize(tok, texts, config["train"]["max_text_len"])
+    out = []
+    for start in range(0, len(ids), batch_size):
+        input_ids, mask = pad_batch(ids[start: start + batch_size], int(tok.pad_token_id))
+        with autocast(device):
+            out.append(model.encode_text(input_ids.to(device), mask.to(device)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.classifier.in_features), np.float32)

@@ -34,7 +34,7 @@ RESULT_COLUMNS = ["profile", "strategy", "seed", "run_id", "config_hash", "sourc
 CLASSIFICATION = ["kappa", "balanced_accuracy", "macro_auroc"]
 EMBEDDING_METRICS = ["map_i2t", "map_t2i", "paired_cosine"]  # + recall@k_i2t / recall@k_t2i
 POOLED = "pooled"
-EVAL_VERSION = 2  # bump when the evaluation changes, to invalidate cached per-run results
+EVAL_VERSION = 3  # bump when the evaluation changes, to invalidate cached per-run results
 CHANCE_PERMUTATIONS = 20  # label / pair permutations behind each chance baseline
 
 
@@ -91,7 +91,7 @@ def pool_notes(cfg: dict[str, Any], strategy: str, sample_ids: pd.Series) -> lis
     return [notes[s][0] if notes.get(s) else None for s in sample_ids.astype(str)]
 
 
-def _groups(pool: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
+def metric_groups(pool: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
     """(partition, source, row mask): every source, then each partition pooled."""
     out = []
     for (partition, source), part in pool.groupby(["partition", "source"], sort=True):
@@ -106,7 +106,7 @@ def predicted_labels(emb: dict[str, np.ndarray], names: list[str]) -> np.ndarray
     return np.asarray(names, dtype=object)[emb["image_logits"].argmax(axis=1)]
 
 
-def _row(metric: str, value: float, n: int, ci: tuple[float, float] = (np.nan, np.nan)) -> dict[str, Any]:
+def metric_row(metric: str, value: float, n: int, ci: tuple[float, float] = (np.nan, np.nan)) -> dict[str, Any]:
     """One metric row of the results table (without the run columns)."""
     return {"metric": metric, "value": float(value), "ci_low": float(ci[0]), "ci_high": float(ci[1]), "n": int(n)}
 
@@ -154,20 +154,20 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
     text = emb.get("text_emb")
     has_text = metrics.finite_rows(text) if text is not None else np.zeros(len(pool), dtype=bool)
     rows = []
-    for partition, source, mask in _groups(pool):
+    for partition, source, mask in metric_groups(pool):
         where = {"partition": partition, "source": source}
         y, p = labels[mask], predicted[mask]
         weights = stats.cluster_weights(clusters[mask], n_boot, seed=0)
         kappa = metrics.cohen_kappa(y_code[mask], p_code[mask])
         boot = stats.weighted_kappa(y_code[mask], p_code[mask], weights, len(names))
-        rows.append({**where, **_row("kappa", kappa, mask.sum(), _ci(boot))})
-        rows.append({**where, **_row("balanced_accuracy", metrics.balanced_accuracy(y, p), mask.sum())})
-        rows.append({**where, **_row("macro_auroc", metrics.macro_auroc(y, proba[mask], names), mask.sum())})
+        rows.append({**where, **metric_row("kappa", kappa, mask.sum(), _ci(boot))})
+        rows.append({**where, **metric_row("balanced_accuracy", metrics.balanced_accuracy(y, p), mask.sum())})
+        rows.append({**where, **metric_row("macro_auroc", metrics.macro_auroc(y, proba[mask], names), mask.sum())})
         paired = mask & has_text
         n_pairs = int(paired.sum())
         if text is None or n_pairs < 2:  # the Img baseline (or no notes here): retrieval is not defined
             for metric in metric_names(cfg)[len(CLASSIFICATION):]:
-                rows.append({**where, **_row(metric, np.nan, n_pairs)})
+                rows.append({**where, **metric_row(metric, np.nan, n_pairs)})
             continue
         img, txt, y = emb["image_emb"][paired], text[paired], labels[paired]
         weights = stats.cluster_weights(clusters[paired], n_boot, seed=0)
@@ -175,14 +175,14 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
         for metric, values in (*zip(("map_i2t", "map_t2i"), _retrieval(img, txt, y, exclude)),
                                ("paired_cosine", cosine)):
             point = metrics.nanmean(values)
-            rows.append({**where, **_row(metric, point, np.isfinite(values).sum(),
+            rows.append({**where, **metric_row(metric, point, np.isfinite(values).sum(),
                                          _ci(stats.weighted_mean(values, weights)))})
         for direction, (q, g) in (("i2t", (img, txt)), ("t2i", (txt, img))):
             for k in k_list:
-                rows.append({**where, **_row(f"recall@{k}_{direction}", metrics.recall_at_k(q, g, k), n_pairs)})
+                rows.append({**where, **metric_row(f"recall@{k}_{direction}", metrics.recall_at_k(q, g, k), n_pairs)})
         if source == POOLED:
             for metric, value in chance_values(img, txt, y, exclude).items():
-                rows.append({**where, **_row(metric, value, n_pairs)})
+                rows.append({**where, **metric_row(metric, value, n_pairs)})
     return pd.DataFrame(rows)
 
 
@@ -197,7 +197,7 @@ def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str,
     text = emb.get("text_emb")
     has_text = metrics.finite_rows(text) if text is not None else np.zeros(len(pool), dtype=bool)
     frames = []
-    for partition, source, mask in _groups(pool):
+    for partition, source, mask in metric_groups(pool):
         if source != POOLED:
             continue
         part = pd.DataFrame({"sample_id": pool["sample_id"].astype(str).to_numpy()[mask], "partition": partition,
@@ -211,6 +211,11 @@ def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str,
             part.loc[paired, "cosine"] = metrics.paired_cosine(img, txt)
         frames.append(part)
     return pd.concat(frames, ignore_index=True)
+
+
+def pool_id(frame: pd.DataFrame) -> str:
+    """A short name for exactly these samples in this order (keys the cached features of a pool)."""
+    return hashlib.sha256("\n".join(frame["sample_id"].astype(str)).encode()).hexdigest()[:16]
 
 
 def _eval_key(run_dir: Path, pool: pd.DataFrame, cfg: dict[str, Any]) -> str:
@@ -243,6 +248,7 @@ def load_embeddings(path: str | Path) -> dict[str, np.ndarray]:
 
 def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels: np.ndarray) -> pd.DataFrame:
     """Evaluate one finished run on the pool (cached in results/runs/<run>.parquet); rows in RESULT_COLUMNS."""
+    from dermlib import probes
     from dermlib.embed import encode, load_run
     from dermlib.train import config_hash, pick_device
 
@@ -261,10 +267,10 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     model.to(pick_device(run_cfg["train"].get("device", "auto")))
     strategy = run_cfg["train"]["strategy"]
     notes = None if strategy == "Img" else pool_notes(cfg, strategy, pool["sample_id"])
-    pool_id = hashlib.sha256("\n".join(pool["sample_id"].astype(str)).encode()).hexdigest()[:16]
-    emb = encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]), pool_id=pool_id)
+    emb = encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]), pool_id=pool_id(pool))
     save_embeddings(out_dir / "embeddings" / f"{run_dir.name}.npz", emb, pool, notes)
-    rows = evaluate_embeddings(emb, pool, cfg)
+    rows = pd.concat([evaluate_embeddings(emb, pool, cfg), probes.probe_rows(model, emb, pool, run_cfg, cfg)],
+                     ignore_index=True)
     samples = sample_values(emb, pool, cfg)
     samples.insert(0, "strategy", strategy)
     samples.insert(1, "seed", int(run_cfg["train"]["seed"]))
@@ -285,7 +291,10 @@ def run_grid(cfg: dict[str, Any]) -> pd.DataFrame:
     """Train (or reuse) and evaluate every strategy x seed of `cfg["eval"]`; write and return the results table."""
     from dermlib.train import fit
 
+    from dermlib.probes import write_prompts
+
     pool, pixels = evaluation_pool(cfg)
+    write_prompts(cfg)
     frames = []
     for run_cfg in grid(cfg):
         label = f"{run_cfg['train']['strategy']} seed {run_cfg['train']['seed']}"

@@ -170,3 +170,26 @@ def test_notebook_04_records_metrics(tiny_pipeline) -> None:
     results = pd.read_parquet(Path(tiny_pipeline.work_dir) / "results" / "results.parquet")
     pooled = results.query("metric == 'kappa' and source == 'pooled' and partition == 'internal'")
     assert dict(zip(pooled["strategy"], pooled["value"])) == pytest.approx(rec["kappa_internal"])
+
+
+def test_probe_rows_zero_shot_concepts_and_linear_probe(results: pd.DataFrame, grid_cfg: dict) -> None:
+    """Every run gets a linear probe; text runs zero-shot and concept AUROC; the prompts are saved."""
+    import json
+
+    from dermlib.evaluate import results_dir
+
+    for strategy in ("Img", "M"):
+        got = results[(results["strategy"] == strategy) & (results["source"] == "pooled")]
+        probe = got[got["metric"] == "probe_kappa"].set_index("partition")["value"]
+        assert set(probe.index) == {"internal", "external"} and probe.between(-1, 1).all()
+        zero = got[got["metric"].str.startswith("zeroshot_")]
+        concepts = got[got["metric"].str.startswith("concept_auroc:")]
+        if strategy == "Img":
+            assert zero.empty and concepts.empty
+        else:
+            assert set(zero["metric"]) == {"zeroshot_kappa", "zeroshot_balanced_accuracy"}
+            assert "concept_auroc:structure:streaks" in set(concepts["metric"])
+            assert concepts["value"].dropna().between(0, 1).all() and (concepts["n"] > 0).all()
+    prompts = json.loads((results_dir(grid_cfg) / "prompts.json").read_text())
+    assert prompts["class_prompts"]["MEL"][0].endswith("Diagnosis: melanoma.")
+    assert "The lesion shows an irregular border." in prompts["concept_phrases"]["border:irregular"]
