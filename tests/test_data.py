@@ -37,6 +37,8 @@ from dermlib.data.schema import MANIFEST_COLUMNS, SITES, validate_manifest
 from dermlib.data.sources import LOADERS, load_with_skipped
 from dermlib.notes.strategies import field_rule, flat_attributes, metadata_fields
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 HAM_MAP = {"akiec": "AK", "bcc": "BCC", "bkl": "BKL", "df": "DF", "mel": "MEL", "nv": "NV", "vasc": "VASC"}
 PAD_MAP = {"ACK": "AK", "BCC": "BCC", "MEL": "MEL", "NEV": "NV", "SCC": "SCC", "SEK": "BKL"}
 BCN_MAP = {"Nevus": "NV", "Melanoma, NOS": "MEL", "Melanoma metastasis": "MEL", "Basal cell carcinoma": "BCC",
@@ -659,11 +661,15 @@ def test_note_fields_of_every_real_row_hold_no_identifier_url_file_or_licence(
 # ---------------------------------------------------------------- the dataset doctor
 
 @pytest.mark.slow
-def test_doctor_reports_found_missing_and_broken_sources(shared_samples: Path, tmp_path: Path) -> None:
+def test_doctor_reports_found_missing_and_broken_sources(shared_samples: Path, shared_metadata: Path,
+                                                        tmp_path: Path) -> None:
+    from layouts import build
+
     broken = tmp_path / "ph2"
     broken.mkdir()  # a folder without the workbook
+    clinic = build("derm7pt_clinic", shared_metadata, tmp_path / "derm7pt")  # meta.csv leaves some without photo
     sets = [f"data.roots.ham10000={shared_samples / 'HAM10000'}", f"data.roots.ph2={broken}",
-            f"data.roots.pad_ufes_20={shared_samples / 'PAD-UFES-20'}"]
+            f"data.roots.pad_ufes_20={shared_samples / 'PAD-UFES-20'}", f"data.roots.derm7pt_clinic={clinic}"]
     args = [sys.executable, "-m", "dermlib.data", "doctor", "--profile", "paper"]
     for item in sets:
         args += ["--set", item]
@@ -677,7 +683,8 @@ def test_doctor_reports_found_missing_and_broken_sources(shared_samples: Path, t
     assert int(rows["ham10000"][5]) == int((ham["label"] == "MEL").sum())  # the MEL column
     assert rows["ph2"][1] == "broken" and rows["bcn20000"][1] == "missing"
     assert "ph2 (PH2): broken:" in out and SOURCES["ph2"].homepage in out
-    assert "--set data.roots.bcn20000=" in out and "2 of 12 sources ready" in out
+    assert rows["derm7pt_clinic"][1] == "ok" and int(rows["derm7pt_clinic"][4]) == 0
+    assert "--set data.roots.bcn20000=" in out and "3 of 12 sources ready" in out
     bad = subprocess.run([sys.executable, "-m", "dermlib.data", "doctor", "--set", "data.roots.hamm=/x"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a dataset" in bad.stderr and "Traceback" not in bad.stderr
