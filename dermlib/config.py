@@ -231,6 +231,23 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def add_cli_arguments(parser: Any, default_profile: str = "demo") -> None:
+    """The `--profile` and repeatable `--set KEY=VALUE` options every dermlib command line takes."""
+    parser.add_argument("--profile", default=default_profile, choices=sorted(PROFILES))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="dotted config override, VALUE as JSON or a plain string (e.g. train.epochs=5)")
+
+
+def config_from_cli(parser: Any, args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, overrides) from parsed `add_cli_arguments` options; a bad value ends in one line (exit 2)."""
+    try:
+        overrides = parse_sets(args.set)
+        return get_config(args.profile, overrides), overrides
+    except (KeyError, ValueError) as err:
+        parser.error(str(err).strip('"'))
+        raise  # parser.error exits; this keeps type checkers content
+
+
 def work_dir(profile: str) -> Path:
     """Where a profile's generated data, caches and runs live (`$DERMLIB_WORK` overrides; never committed)."""
     base = os.environ.get("DERMLIB_WORK")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dermlib.config import PROFILES, REPO_ROOT, get_config, parse_sets
+from dermlib.config import REPO_ROOT, add_cli_arguments, config_from_cli, get_config
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -61,19 +61,13 @@ def run(profile: str = "demo", only: str | None = None, parameters: dict | None 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", default="demo", choices=sorted(PROFILES))
+    add_cli_arguments(parser)
     parser.add_argument("--only", default=None, help="notebook number, e.g. 03")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted config override, VALUE as JSON or a plain string (e.g. train.epochs=5)")
     args = parser.parse_args(argv)
     if args.only is not None and not (args.only.isdigit() and any(nb.name.startswith(f"{int(args.only):02d}_")
                                                                    for nb in notebooks())):
         parser.error(f"--only takes a notebook number, one of {[nb.name[:2] for nb in notebooks()]}; got {args.only!r}")
-    try:
-        overrides = parse_sets(args.set)
-        get_config(args.profile, overrides)
-    except (KeyError, ValueError) as err:
-        parser.error(str(err).strip('"'))
+    _, overrides = config_from_cli(parser, args)
     run(args.profile, args.only, overrides=overrides)
     return 0
 

@@ -378,17 +378,11 @@ def run_summary(runs: dict[str, Path]) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: `python -m dermlib.train --profile demo --set train.strategy=M+P1 --set train.epochs=3` (torchrun-able)."""
-    from dermlib.config import get_config, parse_sets
+    from dermlib.config import add_cli_arguments, config_from_cli
 
     parser = argparse.ArgumentParser(description="Train one dermlib model (see dermlib.train.fit).")
-    parser.add_argument("--profile", default="demo")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted config override; VALUE is parsed as JSON when it can be (e.g. 3, true, [0,1])")
-    args = parser.parse_args(argv)
-    try:
-        cfg = get_config(args.profile, parse_sets(args.set))
-    except (KeyError, ValueError) as err:
-        parser.error(str(err).strip('"'))
+    add_cli_arguments(parser)
+    cfg, _ = config_from_cli(parser, parser.parse_args(argv))
     folder = fit(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(folder)

@@ -8,7 +8,6 @@ files with maps written out independently of dermlib/data/label_map.csv.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -38,6 +37,7 @@ from dermlib.data.sources import LOADERS, load_with_skipped
 from dermlib.notes.strategies import field_rule, flat_attributes, metadata_fields
 
 sys.path.insert(0, str(Path(__file__).parent))
+from layouts import BMP, JPEG, PNG, raw_csv, write_files  # noqa: E402
 
 HAM_MAP = {"akiec": "AK", "bcc": "BCC", "bkl": "BKL", "df": "DF", "mel": "MEL", "nv": "NV", "vasc": "VASC"}
 PAD_MAP = {"ACK": "AK", "BCC": "BCC", "MEL": "MEL", "NEV": "NV", "SCC": "SCC", "SEK": "BKL"}
@@ -71,30 +71,6 @@ def derm7pt_class(diagnosis: str) -> str | None:
         return "NV"
     return {"basal cell carcinoma": "BCC", "seborrheic keratosis": "BKL", "lentigo": "BKL", "dermatofibroma": "DF",
             "vascular lesion": "VASC"}.get(diagnosis)
-
-
-def _encoded(fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (150, 90, 70)).save(buf, fmt)
-    return buf.getvalue()
-
-
-JPEG, PNG, BMP = _encoded("JPEG"), _encoded("PNG"), _encoded("BMP")
-
-
-def write_files(paths: list[str], data: bytes) -> None:
-    """Put the same small encoded image under every path: written once, then hard-linked (no data blocks per file,
-    so tens of thousands of files are created and removed in about a second)."""
-    for parent in sorted({os.path.dirname(p) for p in paths}):
-        os.makedirs(parent, exist_ok=True)
-    with open(paths[0], "wb") as fh:
-        fh.write(data)
-    for path in paths[1:]:
-        os.link(paths[0], path)
-
-
-def raw_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def counts(series: pd.Series) -> dict[str, int]:

@@ -87,7 +87,7 @@ def test_command_lines_answer_bad_arguments_in_one_line() -> None:
              (["-m", "dermlib.pipeline", "--profile", "laptop"], "invalid choice: 'laptop'"),
              (["-m", "dermlib.pipeline", "--set", "train.epochs=three"], "expected int, got str"),
              (["-m", "dermlib.train", "--set", "train.batch_size=0"], "must be greater than 0"),
-             (["-m", "dermlib.notes", "--profile", "laptop"], "unknown profile")]
+             (["-m", "dermlib.notes", "--profile", "laptop"], "invalid choice: 'laptop'")]
     for args, message in cases:
         done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr[-500:])

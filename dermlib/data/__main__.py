@@ -6,21 +6,16 @@ import argparse
 import sys
 import time
 
-from dermlib.config import PROFILES, get_config, parse_sets
+from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.data.doctor import diagnose, report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dermlib.data", description=__doc__)
     parser.add_argument("command", choices=["doctor"])
-    parser.add_argument("--profile", default="paper", choices=sorted(PROFILES))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted config override, e.g. data.roots.ham10000=/data/HAM10000")
+    add_cli_arguments(parser, default_profile="paper")
     args = parser.parse_args(argv)
-    try:
-        cfg = get_config(args.profile, parse_sets(args.set))
-    except (KeyError, ValueError) as err:
-        parser.error(str(err).strip('"'))
+    cfg, _ = config_from_cli(parser, args)
     start = time.perf_counter()
     checks = diagnose(cfg)
     print(report(checks))

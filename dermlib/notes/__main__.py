@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from dermlib.config import get_config, parse_sets
+from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.data.schema import read_manifest
 from dermlib.notes.cache import NoteCache
 from dermlib.notes.engine import LLMAuthError, LLMOutageError
@@ -25,17 +25,12 @@ from dermlib.notes.profile import cache_path, synthesize_profile
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="demo")
     parser.add_argument("--manifest", default=None, help="manifest parquet (default <work_dir>/manifest.parquet)")
     parser.add_argument("--strategies", nargs="+", default=None, help="default: the profile's notes.strategies")
     parser.add_argument("--retry-failed", action="store_true", help="ask again for notes stored as failed")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted config override, VALUE as JSON or a plain string (e.g. notes.limit=20)")
+    add_cli_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        cfg = get_config(args.profile, parse_sets(args.set))
-    except (KeyError, ValueError) as err:
-        parser.error(str(err).strip('"'))
+    cfg, _ = config_from_cli(parser, args)
     manifest = read_manifest(args.manifest or Path(cfg["work_dir"]) / "manifest.parquet")
     start = time.perf_counter()
     try:
