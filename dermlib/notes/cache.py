@@ -78,14 +78,27 @@ class NoteCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        if self.conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            self.conn.execute("PRAGMA journal_mode=WAL")
+        self._use_wal()
         self.conn.execute("PRAGMA synchronous=NORMAL")
         existing = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='notes'").fetchone()
         if existing is None:
             self.conn.execute(_SCHEMA)
         self.conn.execute(_CLAIMS)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def _use_wal(self) -> None:
+        """Switch the file to WAL; a second process opening a new cache at the same moment finds it switched
+        (changing the journal mode needs a lock that the busy timeout does not wait for, so wait here)."""
+        for _ in range(100):
+            if self.conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err):
+                    raise
+                time.sleep(0.05)
+        raise sqlite3.OperationalError(f"{self.path}: could not switch the note cache to WAL (locked by another process)")
 
     def __enter__(self) -> NoteCache:
         return self
