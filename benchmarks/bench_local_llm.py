@@ -18,6 +18,7 @@ from pathlib import Path
 from dermlib.config import get_config
 from dermlib.data.schema import read_manifest
 from dermlib.notes.profile import synthesize_profile
+from dermlib.workdir import WorkDir
 
 
 def measure(manifest, servers: int, threads: int, n: int, strategies: list[str]) -> list[dict]:
@@ -50,7 +51,7 @@ def main() -> None:
     parser.add_argument("--manifest", default=None, help="default: <demo work dir>/manifest.parquet")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    manifest = read_manifest(args.manifest or Path(get_config("demo")["work_dir"]) / "manifest.parquet")
+    manifest = read_manifest(args.manifest or WorkDir.of(get_config("demo")).manifest)
     rows = []
     for setting in args.settings:
         servers, threads = (int(v) for v in setting.split("x"))

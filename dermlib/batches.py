@@ -50,7 +50,9 @@ def read_notes(work_dir: str | Path, strategies: list[str]) -> dict[str, list[st
     """sample_id -> its usable notes (status "ok") for the given strategies, in strategy order."""
     import pandas as pd
 
-    path = Path(work_dir) / "notes" / "notes.parquet"
+    from dermlib.workdir import WorkDir
+
+    path = WorkDir(work_dir).notes
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebook 02_notes (./run_all.sh --only 02) first, "
                                 f"or train the image-only baseline (train.strategy = 'Img')")
@@ -93,15 +95,16 @@ def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
     from dermlib.data.labels import classes, to_binary
     from dermlib.data.preprocess import load_cache
     from dermlib.data.schema import read_manifest
+    from dermlib.workdir import WorkDir
 
-    work = Path(cfg["work_dir"])
-    manifest = read_manifest(work / "manifest.parquet")
-    images, index = load_cache(work / "cache")
+    work = WorkDir.of(cfg)
+    manifest = read_manifest(work.manifest)
+    images, index = load_cache(work.cache)
     row_of = pd.Series(np.arange(len(index)), index=index["sample_id"].astype(str))
     taxonomy = cfg["data"].get("taxonomy", "isic8")
     names = classes(taxonomy)
     strategies = parse_strategy(cfg["train"]["strategy"])
-    notes = read_notes(work, strategies) if strategies else {}
+    notes = read_notes(work.root, strategies) if strategies else {}
     if strategies and tokenizer is None:
         raise ValueError("a tokenizer is needed to train with notes")
     splits = {}
@@ -109,17 +112,17 @@ def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
         part = manifest[(manifest["split"] == split) & manifest["label"].notna()].sort_values("sample_id",
                                                                                               kind="stable")
         if part.empty:
-            raise ValueError(f"{work / 'manifest.parquet'}: no labelled rows with split={split!r}; "
+            raise ValueError(f"{work.manifest}: no labelled rows with split={split!r}; "
                              f"assign splits in notebook 01_data")
         ids = part["sample_id"].astype(str).tolist()
         absent = [s for s in ids if s not in row_of.index]
         if absent:
-            raise ValueError(f"{work / 'cache'} lacks {len(absent)} {split} images (first: {absent[:3]}); "
+            raise ValueError(f"{work.cache} lacks {len(absent)} {split} images (first: {absent[:3]}); "
                              f"rebuild the cache in notebook 01_data")
         labels = part["label"].astype(str).map(to_binary) if taxonomy == "binary" else part["label"].astype(str)
         unknown = sorted(set(labels) - set(names))
         if unknown:
-            raise ValueError(f"{work / 'manifest.parquet'}: labels {unknown} are not in taxonomy {taxonomy!r}")
+            raise ValueError(f"{work.manifest}: labels {unknown} are not in taxonomy {taxonomy!r}")
         rows = row_of.loc[ids].to_numpy().astype(np.int64)
         per_sample = [notes.get(s, []) for s in ids]
         flat = tokenize(tokenizer, [n for ns in per_sample for n in ns], cfg["train"]["max_text_len"])

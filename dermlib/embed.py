@@ -17,6 +17,7 @@ import torch
 from dermlib import features
 from dermlib.batches import images_to_float, pad_batch, tokenize
 from dermlib.models import MultimodalModel, build_model
+from dermlib.workdir import WorkDir
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -26,7 +27,7 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 def image_identity(cfg: dict[str, Any]) -> str:
     """What decides a frozen trunk's features: encoder, weights and the preprocessed image cache."""
-    cache = features.cache_fingerprint(Path(cfg["work_dir"]) / "cache")
+    cache = features.cache_fingerprint(WorkDir.of(cfg).cache)
     return f"{cfg['train']['image_encoder']}:pretrained={cfg['train']['pretrained']}:cache={cache}"
 
 
@@ -89,7 +90,7 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
     model.eval()
     device = next(model.parameters()).device
     frozen = model.frozen_prefixes() if pool_id is not None else ()
-    folder = Path(config["work_dir"]) / "features"
+    folder = WorkDir.of(config).features
     out: dict[str, list[np.ndarray]] = {"image_emb": [], "image_logits": []}
     trunk = None
     if "image_encoder." in frozen:

@@ -25,6 +25,7 @@ from dermlib import metrics, stats
 from dermlib.data.labels import classes
 from dermlib.data.preprocess import load_cache
 from dermlib.data.schema import read_manifest
+from dermlib.workdir import WorkDir
 
 # dermlib.train, dermlib.batches and dermlib.notes are imported where they are used: notebook 05 rebuilds the
 # figures from results/ alone and never needs torch or the text model.
@@ -40,7 +41,7 @@ CHANCE_PERMUTATIONS = 20  # label / pair permutations behind each chance baselin
 
 def results_dir(cfg: dict[str, Any]) -> Path:
     """`<work_dir>/results`."""
-    return Path(cfg["work_dir"]) / "results"
+    return WorkDir.of(cfg).results
 
 
 def grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -62,19 +63,19 @@ def metric_names(cfg: dict[str, Any]) -> list[str]:
 
 def evaluation_pool(cfg: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
     """Labelled internal test rows and all external rows (manifest order by sample_id) and their cached images."""
-    work = Path(cfg["work_dir"])
-    manifest = read_manifest(work / "manifest.parquet")
+    work = WorkDir.of(cfg)
+    manifest = read_manifest(work.manifest)
     held_out = (manifest["label"].notna() & ((manifest["partition"] == "external") | (manifest["split"] == "test"))
                 ).fillna(False).astype(bool)
     pool = manifest[held_out].sort_values("sample_id", kind="stable").reset_index(drop=True)
     if pool.empty:
-        raise ValueError(f"{work / 'manifest.parquet'}: no labelled test or external rows to evaluate; assign "
+        raise ValueError(f"{work.manifest}: no labelled test or external rows to evaluate; assign "
                          "splits and partitions in notebook 01_data")
-    images, index = load_cache(work / "cache")
+    images, index = load_cache(work.cache)
     row_of = pd.Series(np.arange(len(index)), index=index["sample_id"].astype(str))
     absent = ~pool["sample_id"].astype(str).isin(row_of.index)
     if absent.any():  # images the cache skipped (unreadable): evaluate without them, and say so
-        print(f"evaluation pool: {int(absent.sum())} rows have no cached image (see {work / 'cache'}/skipped.csv)")
+        print(f"evaluation pool: {int(absent.sum())} rows have no cached image (see {work.cache / 'skipped.csv'})")
         pool = pool[~absent].reset_index(drop=True)
     rows = row_of.loc[pool["sample_id"].astype(str)].to_numpy()
     order = np.argsort(rows, kind="stable")  # read the memory map in file order
@@ -252,12 +253,12 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     from dermlib.embed import encode, load_run
     from dermlib.train import config_hash, pick_device
 
-    out_dir = results_dir(cfg)
+    work = WorkDir.of(cfg)
     if (run_dir / "history.csv").exists():  # learning curves travel with the results (notebook 05)
-        (out_dir / "histories").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / "history.csv", out_dir / "histories" / f"{run_dir.name}.csv")
-    cached = out_dir / "runs" / f"{run_dir.name}.parquet"
-    samples_path = out_dir / "samples" / f"{run_dir.name}.parquet"
+        work.history(run_dir.name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "history.csv", work.history(run_dir.name))
+    cached = work.run_results(run_dir.name)
+    samples_path = work.samples(run_dir.name)
     key = _eval_key(run_dir, pool, cfg)
     if cached.exists() and samples_path.exists():
         previous = pd.read_parquet(cached)
@@ -268,7 +269,7 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     strategy = run_cfg["train"]["strategy"]
     notes = None if strategy == "Img" else pool_notes(cfg, strategy, pool["sample_id"])
     emb = encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]), pool_id=pool_id(pool))
-    save_embeddings(out_dir / "embeddings" / f"{run_dir.name}.npz", emb, pool, notes)
+    save_embeddings(work.embeddings(run_dir.name), emb, pool, notes)
     rows = pd.concat([evaluate_embeddings(emb, pool, cfg), probes.probe_rows(model, emb, pool, run_cfg, cfg)],
                      ignore_index=True)
     samples = sample_values(emb, pool, cfg)
@@ -314,21 +315,21 @@ def write_results(results: pd.DataFrame, cfg: dict[str, Any]) -> Path:
     partition, source, metric, value, n: what outside checks read); returns the parquet path."""
     out = results_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    results.to_parquet(out / "results.parquet", index=False)
+    results.to_parquet(WorkDir.of(cfg).results_table, index=False)
     results.to_csv(out / "results.csv", index=False, float_format="%.6g")
     figures = Path(cfg["figures_dir"])
     figures.mkdir(parents=True, exist_ok=True)
     tidy = results[["strategy", "seed", "partition", "source", "metric", "value", "n"]].sort_values(
         ["strategy", "seed", "partition", "source", "metric"], kind="stable")
     tidy.to_csv(figures / "results.csv", index=False, float_format="%.6g")
-    return out / "results.parquet"
+    return WorkDir.of(cfg).results_table
 
 
 def load_samples(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
     """The per-image values (`sample_values`) of every run in `results`, for `dermlib.stats.comparisons`."""
     frames = []
     for run_id in results["run_id"].drop_duplicates():
-        path = results_dir(cfg) / "samples" / f"{run_id}.parquet"
+        path = WorkDir.of(cfg).samples(run_id)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: re-run the grid (dermlib.evaluate.run_grid)")
         frames.append(pd.read_parquet(path))
@@ -347,7 +348,7 @@ def write_comparisons(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFram
 
 def load_results(cfg: dict[str, Any]) -> pd.DataFrame:
     """The results table of a profile, with a clear error when the grid has not been run."""
-    path = results_dir(cfg) / "results.parquet"
+    path = WorkDir.of(cfg).results_table
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the grid in notebook 04_evaluate "
                                 "(dermlib.evaluate.run_grid(cfg)) first, or copy results/ from a GPU run")
@@ -360,7 +361,7 @@ def load_results(cfg: dict[str, Any]) -> pd.DataFrame:
 
 def embeddings_path(cfg: dict[str, Any], run_id: str) -> Path:
     """Where evaluate_run saved a run's pool embeddings."""
-    return results_dir(cfg) / "embeddings" / f"{run_id}.npz"
+    return WorkDir.of(cfg).embeddings(run_id)
 
 
 def run_ids(results: pd.DataFrame, seed: int | None = None) -> dict[str, str]:
@@ -375,7 +376,7 @@ def load_histories(cfg: dict[str, Any], results: pd.DataFrame) -> dict[str, pd.D
     """Training histories of the results' runs (copied to results/histories by evaluate_run), by 'strategy seed k'."""
     out = {}
     for run in results.drop_duplicates("run_id").itertuples():
-        path = results_dir(cfg) / "histories" / f"{run.run_id}.csv"
+        path = WorkDir.of(cfg).history(run.run_id)
         if path.exists():
             out[f"{run.strategy} seed {run.seed}"] = pd.read_csv(path)
     return out
@@ -404,7 +405,7 @@ def retrieval_example(emb: dict[str, np.ndarray], k: int = 5) -> dict[str, Any]:
 def query_image(cfg: dict[str, Any], sample_id: str) -> np.ndarray | None:
     """The cached pixels of one sample, or None when the cache is not on this machine (figures from results only)."""
     try:
-        images, index = load_cache(Path(cfg["work_dir"]) / "cache")
+        images, index = load_cache(WorkDir.of(cfg).cache)
     except FileNotFoundError:
         return None
     rows = np.flatnonzero(index["sample_id"].astype(str).to_numpy() == sample_id)
@@ -414,15 +415,15 @@ def query_image(cfg: dict[str, Any], sample_id: str) -> np.ndarray | None:
 def audit_summary(cfg: dict[str, Any]) -> pd.DataFrame | None:
     """The notes' hallucination audit per strategy: `<work_dir>/notes/audit_summary.csv` (written by notebook 02);
     when only the notes are there, it is computed with dermlib.notes.audit_summary and written; None without notes."""
-    work = Path(cfg["work_dir"])
-    path = work / "notes" / "audit_summary.csv"
+    work = WorkDir.of(cfg)
+    path = work.audit_summary
     if path.exists():
         return pd.read_csv(path)
-    if not (work / "notes" / "notes.parquet").exists() or not (work / "manifest.parquet").exists():
+    if not work.notes.exists() or not work.manifest.exists():
         return None
     from dermlib.notes import audit, audit_summary as summarise
 
-    notes = pd.read_parquet(work / "notes" / "notes.parquet")
-    summary = summarise(audit(read_manifest(work / "manifest.parquet"), notes), notes)
+    notes = pd.read_parquet(work.notes)
+    summary = summarise(audit(read_manifest(work.manifest), notes), notes)
     summary.to_csv(path, index=False)
     return summary

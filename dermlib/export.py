@@ -22,13 +22,14 @@ from safetensors.torch import load_file, save_file
 
 from dermlib.embed import encode, load_run
 from dermlib.models import MultimodalModel, build_model
+from dermlib.workdir import WorkDir
 
 SPLITS = ("train", "val", "test", "external")
 
 
 def _metrics_table(run_dir: Path, cfg: dict[str, Any]) -> pd.DataFrame | None:
     """The run's pooled evaluation rows with their intervals, when the grid evaluated it."""
-    path = Path(cfg["work_dir"]) / "results" / "runs" / f"{run_dir.name}.parquet"
+    path = WorkDir.of(cfg).run_results(run_dir.name)
     if not path.exists():
         return None
     rows = pd.read_parquet(path)
@@ -106,7 +107,7 @@ def split_rows(cfg: dict[str, Any], split: str) -> pd.DataFrame:
     """Manifest rows of a split of the run's work dir ("external": every external source)."""
     from dermlib.data.schema import read_manifest
 
-    manifest = read_manifest(Path(cfg["work_dir"]) / "manifest.parquet")
+    manifest = read_manifest(WorkDir.of(cfg).manifest)
     chosen = manifest["partition"] == "external" if split == "external" else manifest["split"] == split
     return manifest[chosen.fillna(False).astype(bool)].sort_values("sample_id", kind="stable").reset_index(drop=True)
 
@@ -120,7 +121,7 @@ def export_embeddings(out_dir: str | Path, split: str) -> Path:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
     model, cfg = load_exported(out_dir)
     rows = split_rows(cfg, split)
-    images, index = load_cache(Path(cfg["work_dir"]) / "cache")
+    images, index = load_cache(WorkDir.of(cfg).cache)
     where = pd.Series(np.arange(len(index)), index=index["sample_id"].astype(str))
     rows = rows[rows["sample_id"].isin(where.index)].reset_index(drop=True)
     cache_rows = where.loc[rows["sample_id"]].to_numpy()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from dermlib.config import REPO_ROOT, add_cli_arguments, config_from_cli, get_config
+from dermlib.workdir import WorkDir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -37,7 +38,7 @@ def run(profile: str = "demo", only: str | None = None, parameters: dict | None 
     chosen = [nb for nb in notebooks() if only is None or nb.name.startswith(f"{int(only):02d}_")]
     if not chosen:
         raise ValueError(f"no notebook numbered {only!r}; have {[nb.name for nb in notebooks()]}")
-    out_dir = NOTEBOOK_DIR if profile == "demo" else Path(cfg["work_dir"]) / "notebooks"
+    out_dir = NOTEBOOK_DIR if profile == "demo" else WorkDir.of(cfg).notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for nb in chosen:

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dermlib.workdir import WorkDir
+
 
 def _path(work_dir: str | Path, notebook: str) -> Path:
-    return Path(work_dir) / "records" / f"{notebook}.json"
+    return WorkDir(work_dir).records / f"{notebook}.json"
 
 
 def record(work_dir: str | Path, notebook: str, **values: Any) -> dict[str, Any]:

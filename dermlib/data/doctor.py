@@ -21,6 +21,7 @@ from dermlib.data.labels import ISIC8
 from dermlib.data.loading import REASON_NO_IMAGE
 from dermlib.data.registry import SOURCES
 from dermlib.data.sources import load_with_skipped
+from dermlib.workdir import WorkDir
 
 
 @dataclass
@@ -42,7 +43,7 @@ def source_roots(cfg: dict[str, Any]) -> dict[str, Path]:
     sources = cfg["data"]["sources"]
     names = [] if sources == "synthderm" else ([sources] if isinstance(sources, str) else list(sources))
     roots = cfg["data"]["roots"]
-    return {n: Path(roots.get(n, Path(cfg["work_dir"]) / "datasets" / n)).expanduser() for n in names}
+    return {n: Path(roots.get(n, WorkDir.of(cfg).datasets / n)).expanduser() for n in names}
 
 
 def check_source(name: str, root: Path) -> SourceCheck:

@@ -22,6 +22,7 @@ from dermlib.data.loaders_other import load_derm7pt_clinic, load_derm7pt_derm, l
 from dermlib.data.loading import SKIPPED_COLUMNS, Loaded, spec_of
 from dermlib.data.registry import SOURCES
 from dermlib.data.schema import validate_manifest
+from dermlib.workdir import WorkDir
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def build_manifest(cfg: dict[str, Any], *, dedupe: bool = True) -> tuple[pd.Data
     strict = bool(data.get("strict_images", True))
     manifests, skipped = [], []
     for name in sources:
-        root = Path(roots.get(name, Path(cfg["work_dir"]) / "datasets" / name))
+        root = Path(roots.get(name, WorkDir.of(cfg).datasets / name))
         manifest, skip = load_with_skipped(name, root, strict)
         log.info("%s: %d rows loaded from %s (%d skipped)", name, len(manifest), root, len(skip))
         manifests.append(manifest)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.data.schema import read_manifest
@@ -21,6 +20,7 @@ from dermlib.notes.cache import NoteCache
 from dermlib.notes.engine import LLMAuthError, LLMOutageError
 from dermlib.notes.strategies import get_strategy
 from dermlib.notes.profile import cache_path, synthesize_profile
+from dermlib.workdir import WorkDir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     add_cli_arguments(parser)
     args = parser.parse_args(argv)
     cfg, _ = config_from_cli(parser, args)
-    manifest = read_manifest(args.manifest or Path(cfg["work_dir"]) / "manifest.parquet")
+    manifest = read_manifest(args.manifest or WorkDir.of(cfg).manifest)
     start = time.perf_counter()
     try:
         notes = synthesize_profile(manifest, cfg, args.strategies, retry_failed=args.retry_failed)

@@ -12,6 +12,7 @@ from dermlib.config import REPO_ROOT
 from dermlib.notes.local_llm import INSTALL_HINT, LocalLLM, llama_cpp_available
 from dermlib.notes.strategies import get_strategy
 from dermlib.notes.synth import count_pending, synthesize
+from dermlib.workdir import WorkDir
 
 
 def cache_path(cfg: dict[str, Any]) -> Path:
@@ -59,7 +60,7 @@ def synthesize_profile(manifest: pd.DataFrame, cfg: dict[str, Any], strategies: 
 
 
 def notes_path(work_dir: str | Path) -> Path:
-    return Path(work_dir) / "notes" / "notes.parquet"
+    return WorkDir(work_dir).notes
 
 
 def save_notes(notes: pd.DataFrame, work_dir: str | Path) -> Path:

@@ -1,0 +1,116 @@
+"""Every path under a profile's work dir, named once.
+
+    work = WorkDir.of(cfg)        # or WorkDir("work/demo")
+    read_manifest(work.manifest); load_cache(work.cache); work.embeddings(run_id)
+
+Layout: `manifest.parquet`, `cache/` (preprocessed images, `dermlib.data.preprocess`), `notes/notes.parquet` and
+`notes/audit_summary.csv`, `runs/<run>/` (training), `features/` (frozen-encoder features), `results/` (the grid:
+`results.parquet`, `runs/`, `samples/`, `embeddings/`, `histories/`, `prompts.json`), `records/`, `datasets/`,
+`synthderm/` (the generated demo images), `notebooks/` (executed copies of other profiles).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class WorkDir:
+    """The paths of one work dir; nothing is created or read here."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def of(cls, cfg: dict[str, Any]) -> WorkDir:
+        """The work dir of a config (`cfg["work_dir"]`)."""
+        return cls(cfg["work_dir"])
+
+    def __repr__(self) -> str:
+        return f"WorkDir({str(self.root)!r})"
+
+    @property
+    def manifest(self) -> Path:
+        """`manifest.parquet`: the harmonised, partitioned manifest (notebook 01)."""
+        return self.root / "manifest.parquet"
+
+    @property
+    def cache(self) -> Path:
+        """`cache/`: the preprocessed uint8 image cache (`dermlib.data.build_cache`)."""
+        return self.root / "cache"
+
+    @property
+    def notes_dir(self) -> Path:
+        """`notes/`: the notes table and its audit."""
+        return self.root / "notes"
+
+    @property
+    def notes(self) -> Path:
+        """`notes/notes.parquet`: the long-format notes table (`dermlib.notes.store`)."""
+        return self.notes_dir / "notes.parquet"
+
+    @property
+    def audit_summary(self) -> Path:
+        """`notes/audit_summary.csv`: the notes' hallucination audit per strategy."""
+        return self.notes_dir / "audit_summary.csv"
+
+    @property
+    def runs(self) -> Path:
+        """`runs/`: one folder per trained run (`dermlib.train.run_dir`)."""
+        return self.root / "runs"
+
+    @property
+    def features(self) -> Path:
+        """`features/`: cached outputs of frozen encoders (`dermlib.features`)."""
+        return self.root / "features"
+
+    @property
+    def records(self) -> Path:
+        """`records/`: the numbers each notebook records (`dermlib.records`)."""
+        return self.root / "records"
+
+    @property
+    def datasets(self) -> Path:
+        """`datasets/`: the default folder of each real source (`datasets/<source>`)."""
+        return self.root / "datasets"
+
+    @property
+    def synthderm(self) -> Path:
+        """`synthderm/`: the generated SynthDerm images and their raw manifest."""
+        return self.root / "synthderm"
+
+    @property
+    def notebooks(self) -> Path:
+        """`notebooks/`: executed notebooks of profiles other than the demo."""
+        return self.root / "notebooks"
+
+    @property
+    def results(self) -> Path:
+        """`results/`: everything the evaluation grid writes (`dermlib.results`)."""
+        return self.root / "results"
+
+    @property
+    def results_table(self) -> Path:
+        """`results/results.parquet`: the tidy results table of the grid."""
+        return self.results / "results.parquet"
+
+    @property
+    def prompts(self) -> Path:
+        """`results/prompts.json`: the zero-shot prompts and concept phrases the runs were scored with."""
+        return self.results / "prompts.json"
+
+    def run_results(self, run_id: str) -> Path:
+        """`results/runs/<run>.parquet`: one run's metric rows, cached with their evaluation key."""
+        return self.results / "runs" / f"{run_id}.parquet"
+
+    def samples(self, run_id: str) -> Path:
+        """`results/samples/<run>.parquet`: one run's per-image values (what `dermlib.stats` resamples)."""
+        return self.results / "samples" / f"{run_id}.parquet"
+
+    def embeddings(self, run_id: str) -> Path:
+        """`results/embeddings/<run>.npz`: one run's pool embeddings, for the figures."""
+        return self.results / "embeddings" / f"{run_id}.npz"
+
+    def history(self, run_id: str) -> Path:
+        """`results/histories/<run>.csv`: one run's learning curves, copied beside the results."""
+        return self.results / "histories" / f"{run_id}.csv"
