@@ -11,7 +11,6 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -34,40 +33,6 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.sample_ids)
-
-
-def parse_strategy(strategy: str) -> list[str]:
-    """Note strategies a training strategy uses: "Img" -> [], "M+P1" -> ["M+P1"], a combination "M,P3" -> both."""
-    if strategy == "Img":
-        return []
-    parts = [s.strip() for s in strategy.split(",") if s.strip()]
-    if not parts or "Img" in parts:
-        raise ValueError(f"strategy {strategy!r}: use 'Img' alone, one note strategy, or a comma-separated list")
-    return parts
-
-
-def read_notes(work_dir: str | Path, strategies: list[str]) -> dict[str, list[str]]:
-    """sample_id -> its usable notes (status "ok") for the given strategies, in strategy order."""
-    import pandas as pd
-
-    from dermlib.workdir import WorkDir
-
-    path = WorkDir(work_dir).notes
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 02_notes (./run_all.sh --only 02) first, "
-                                f"or train the image-only baseline (train.strategy = 'Img')")
-    notes = pd.read_parquet(path)
-    missing = {"sample_id", "strategy", "note", "status"} - set(notes.columns)
-    if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}")
-    unknown = set(strategies) - set(notes["strategy"].astype(str))
-    if unknown:
-        raise ValueError(f"{path} has no notes for strategies {sorted(unknown)}; it has "
-                         f"{sorted(notes['strategy'].astype(str).unique())}")
-    ok = notes[(notes["status"] == "ok") & notes["strategy"].isin(strategies) & notes["note"].notna()]
-    ok = ok.assign(order=ok["strategy"].map({s: i for i, s in enumerate(strategies)})).sort_values(
-        ["sample_id", "order"], kind="stable")
-    return {str(k): [str(n) for n in g["note"]] for k, g in ok.groupby("sample_id", sort=True)}
 
 
 def tokenize(tokenizer: Any, texts: list[str], max_len: int) -> list[list[int]]:
@@ -95,6 +60,7 @@ def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
     from dermlib.data.labels import classes, to_binary
     from dermlib.data.preprocess import load_cache
     from dermlib.data.schema import read_manifest
+    from dermlib.notes.store import notes_by_sample, parse_strategy
     from dermlib.workdir import WorkDir
 
     work = WorkDir.of(cfg)
@@ -104,7 +70,7 @@ def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
     taxonomy = cfg["data"].get("taxonomy", "isic8")
     names = classes(taxonomy)
     strategies = parse_strategy(cfg["train"]["strategy"])
-    notes = read_notes(work.root, strategies) if strategies else {}
+    notes = notes_by_sample(work.root, strategies) if strategies else {}
     if strategies and tokenizer is None:
         raise ValueError("a tokenizer is needed to train with notes")
     splits = {}

@@ -84,14 +84,6 @@ def evaluation_pool(cfg: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
     return pool, pixels
 
 
-def pool_notes(cfg: dict[str, Any], strategy: str, sample_ids: pd.Series) -> list[str | None]:
-    """The note each pool sample has for `strategy` (first usable one; None when generation failed)."""
-    from dermlib.batches import parse_strategy, read_notes
-
-    notes = read_notes(cfg["work_dir"], parse_strategy(strategy))
-    return [notes[s][0] if notes.get(s) else None for s in sample_ids.astype(str)]
-
-
 def metric_groups(pool: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
     """(partition, source, row mask): every source, then each partition pooled."""
     out = []
@@ -251,6 +243,7 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     """Evaluate one finished run on the pool (cached in results/runs/<run>.parquet); rows in RESULT_COLUMNS."""
     from dermlib import probes
     from dermlib.embed import encode, load_run
+    from dermlib.notes.store import first_notes
     from dermlib.train import config_hash, pick_device
 
     work = WorkDir.of(cfg)
@@ -267,7 +260,7 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     model, run_cfg = load_run(run_dir)
     model.to(pick_device(run_cfg["train"].get("device", "auto")))
     strategy = run_cfg["train"]["strategy"]
-    notes = None if strategy == "Img" else pool_notes(cfg, strategy, pool["sample_id"])
+    notes = None if strategy == "Img" else first_notes(cfg["work_dir"], strategy, pool["sample_id"])
     emb = encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]), pool_id=pool_id(pool))
     save_embeddings(work.embeddings(run_dir.name), emb, pool, notes)
     rows = pd.concat([evaluate_embeddings(emb, pool, cfg), probes.probe_rows(model, emb, pool, run_cfg, cfg)],
@@ -422,8 +415,9 @@ def audit_summary(cfg: dict[str, Any]) -> pd.DataFrame | None:
     if not work.notes.exists() or not work.manifest.exists():
         return None
     from dermlib.notes import audit, audit_summary as summarise
+    from dermlib.notes.store import load_notes_table
 
-    notes = pd.read_parquet(work.notes)
+    notes = load_notes_table(work.root)
     summary = summarise(audit(read_manifest(work.manifest), notes), notes)
     summary.to_csv(path, index=False)
     return summary

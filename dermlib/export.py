@@ -114,8 +114,8 @@ def split_rows(cfg: dict[str, Any], split: str) -> pd.DataFrame:
 
 def export_embeddings(out_dir: str | Path, split: str) -> Path:
     """`embeddings_<split>.parquet`: sample_id, source, label, image_emb (and note, text_emb) per image."""
-    from dermlib.batches import parse_strategy, read_notes
     from dermlib.data.preprocess import load_cache
+    from dermlib.notes.store import first_notes
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
@@ -130,8 +130,7 @@ def export_embeddings(out_dir: str | Path, split: str) -> Path:
     pixels[order] = images[cache_rows[order]]
     notes = None
     if cfg["train"]["strategy"] != "Img":
-        found = read_notes(cfg["work_dir"], parse_strategy(cfg["train"]["strategy"]))
-        notes = [found[s][0] if found.get(s) else None for s in rows["sample_id"]]
+        notes = first_notes(cfg["work_dir"], cfg["train"]["strategy"], rows["sample_id"])
     emb = encode(model, pixels, notes, cfg)
     frame = rows[["sample_id", "source", "partition", "label"]].astype(str)
     frame["image_emb"] = list(emb["image_emb"])

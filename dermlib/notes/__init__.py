@@ -7,7 +7,8 @@ again only on request, bugs are raised and never stored): see `dermlib.notes.eng
 """
 
 from dermlib.notes.audit import audit, audit_summary
-from dermlib.notes.profile import load_notes, save_notes, synthesize_profile
+from dermlib.notes.profile import synthesize_profile
+from dermlib.notes.store import load_notes, save_notes
 from dermlib.notes.strategies import STRATEGIES, get_strategy
 from dermlib.notes.synth import synthesize
 

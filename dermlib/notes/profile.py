@@ -1,5 +1,5 @@
-"""Notes for a whole profile: settings from the config, the local LLM started only when notes are missing,
-and the long-format `<work_dir>/notes/notes.parquet` every later step reads."""
+"""Notes for a whole profile: settings from the config, and the local LLM started only when notes are missing
+(the notes table on disk is `dermlib.notes.store`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import pandas as pd
 
 from dermlib.config import REPO_ROOT
 from dermlib.notes.local_llm import INSTALL_HINT, LocalLLM, llama_cpp_available
-from dermlib.notes.strategies import get_strategy
 from dermlib.notes.synth import count_pending, synthesize
-from dermlib.workdir import WorkDir
 
 
 def cache_path(cfg: dict[str, Any]) -> Path:
@@ -57,31 +55,3 @@ def synthesize_profile(manifest: pd.DataFrame, cfg: dict[str, Any], strategies: 
     out = pd.concat(frames, ignore_index=True)
     out.attrs["stats"] = {s: {**f.attrs.get("stats", {}), "pending_before": pending[s]} for s, f in zip(strategies, frames)}
     return out
-
-
-def notes_path(work_dir: str | Path) -> Path:
-    return WorkDir(work_dir).notes
-
-
-def save_notes(notes: pd.DataFrame, work_dir: str | Path) -> Path:
-    """Write the long-format notes table to `<work_dir>/notes/notes.parquet`."""
-    path = notes_path(work_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame = notes.copy()
-    frame.attrs = {}
-    frame.to_parquet(path, index=False)
-    return path
-
-
-def load_notes(work_dir_or_path: str | Path, strategy: str) -> dict[str, str]:
-    """`{sample_id: note}` for one strategy's successful notes, from a work dir or a notes.parquet path."""
-    path = Path(work_dir_or_path)
-    path = path if path.suffix == ".parquet" else notes_path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 02_notes (./run_all.sh --only 02) first")
-    get_strategy(strategy)
-    notes = pd.read_parquet(path)
-    chosen = notes[(notes["strategy"] == strategy) & (notes["status"] == "ok")]
-    if chosen.empty and strategy not in set(notes["strategy"]):
-        raise KeyError(f"{path} has no notes for strategy {strategy!r}; it has {sorted(set(notes['strategy']))}")
-    return dict(zip(chosen["sample_id"].astype(str), chosen["note"].astype(str)))

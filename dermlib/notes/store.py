@@ -1,0 +1,78 @@
+"""The notes table on disk: `<work_dir>/notes/notes.parquet`, long format (sample_id, strategy, note, status, ...),
+written by notebook 02 and read by training, evaluation, export and the audit. Nothing else opens the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dermlib.notes.strategies import get_strategy
+from dermlib.workdir import WorkDir
+
+REQUIRED = {"sample_id", "strategy", "note", "status"}
+
+
+def save_notes(notes: pd.DataFrame, work_dir: str | Path) -> Path:
+    """Write the long-format notes table to `<work_dir>/notes/notes.parquet`."""
+    path = WorkDir(work_dir).notes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = notes.copy()
+    frame.attrs = {}
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def load_notes_table(work_dir_or_path: str | Path, hint: str = "") -> pd.DataFrame:
+    """The whole notes table, from a work dir or a notes.parquet path; a clear error when it is absent or lacks
+    columns (`hint` is added to the not-found message)."""
+    path = Path(work_dir_or_path)
+    path = path if path.suffix == ".parquet" else WorkDir(path).notes
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run notebook 02_notes (./run_all.sh --only 02) first{hint}")
+    notes = pd.read_parquet(path)
+    missing = REQUIRED - set(notes.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    notes.attrs["path"] = str(path)
+    return notes
+
+
+def load_notes(work_dir_or_path: str | Path, strategy: str) -> dict[str, str]:
+    """`{sample_id: note}` for one strategy's successful notes, from a work dir or a notes.parquet path."""
+    get_strategy(strategy)
+    notes = load_notes_table(work_dir_or_path)
+    chosen = notes[(notes["strategy"] == strategy) & (notes["status"] == "ok")]
+    if chosen.empty and strategy not in set(notes["strategy"]):
+        raise KeyError(f"{notes.attrs['path']} has no notes for strategy {strategy!r}; it has "
+                       f"{sorted(set(notes['strategy']))}")
+    return dict(zip(chosen["sample_id"].astype(str), chosen["note"].astype(str)))
+
+
+def parse_strategy(strategy: str) -> list[str]:
+    """Note strategies a training strategy uses: "Img" -> [], "M+P1" -> ["M+P1"], a combination "M,P3" -> both."""
+    if strategy == "Img":
+        return []
+    parts = [s.strip() for s in strategy.split(",") if s.strip()]
+    if not parts or "Img" in parts:
+        raise ValueError(f"strategy {strategy!r}: use 'Img' alone, one note strategy, or a comma-separated list")
+    return parts
+
+
+def notes_by_sample(work_dir: str | Path, strategies: list[str]) -> dict[str, list[str]]:
+    """sample_id -> its usable notes (status "ok") for the given note strategies, in strategy order."""
+    notes = load_notes_table(work_dir, hint=", or train the image-only baseline (train.strategy = 'Img')")
+    unknown = set(strategies) - set(notes["strategy"].astype(str))
+    if unknown:
+        raise ValueError(f"{notes.attrs['path']} has no notes for strategies {sorted(unknown)}; it has "
+                         f"{sorted(notes['strategy'].astype(str).unique())}")
+    ok = notes[(notes["status"] == "ok") & notes["strategy"].isin(strategies) & notes["note"].notna()]
+    ok = ok.assign(order=ok["strategy"].map({s: i for i, s in enumerate(strategies)})).sort_values(
+        ["sample_id", "order"], kind="stable")
+    return {str(k): [str(n) for n in g["note"]] for k, g in ok.groupby("sample_id", sort=True)}
+
+
+def first_notes(work_dir: str | Path, strategy: str, sample_ids: pd.Series) -> list[str | None]:
+    """The note each sample has for a training strategy (its first usable one; None when it has none)."""
+    notes = notes_by_sample(work_dir, parse_strategy(strategy))
+    return [notes[s][0] if notes.get(s) else None for s in sample_ids.astype(str)]
