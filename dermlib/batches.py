@@ -55,10 +55,8 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
     """The train and val splits of `cfg["work_dir"]`, with notes of `cfg["train"]["strategy"]` tokenised once."""
-    import pandas as pd
-
     from dermlib.data.labels import classes, to_binary
-    from dermlib.data.preprocess import load_cache
+    from dermlib.data.preprocess import cache_rows, load_cache
     from dermlib.data.schema import read_manifest
     from dermlib.notes.store import notes_by_sample, parse_strategy
     from dermlib.workdir import WorkDir
@@ -66,7 +64,6 @@ def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
     work = WorkDir.of(cfg)
     manifest = read_manifest(work.manifest)
     images, index = load_cache(work.cache)
-    row_of = pd.Series(np.arange(len(index)), index=index["sample_id"].astype(str))
     taxonomy = cfg["data"].get("taxonomy", "isic8")
     names = classes(taxonomy)
     strategies = parse_strategy(cfg["train"]["strategy"])
@@ -80,16 +77,12 @@ def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
         if part.empty:
             raise ValueError(f"{work.manifest}: no labelled rows with split={split!r}; "
                              f"assign splits in notebook 01_data")
+        part, rows = cache_rows(part, index, work.cache, missing="raise", what=split)
         ids = part["sample_id"].astype(str).tolist()
-        absent = [s for s in ids if s not in row_of.index]
-        if absent:
-            raise ValueError(f"{work.cache} lacks {len(absent)} {split} images (first: {absent[:3]}); "
-                             f"rebuild the cache in notebook 01_data")
         labels = part["label"].astype(str).map(to_binary) if taxonomy == "binary" else part["label"].astype(str)
         unknown = sorted(set(labels) - set(names))
         if unknown:
             raise ValueError(f"{work.manifest}: labels {unknown} are not in taxonomy {taxonomy!r}")
-        rows = row_of.loc[ids].to_numpy().astype(np.int64)
         per_sample = [notes.get(s, []) for s in ids]
         flat = tokenize(tokenizer, [n for ns in per_sample for n in ns], cfg["train"]["max_text_len"])
         tokens, pos = [], 0

@@ -23,7 +23,7 @@ from scipy.special import softmax
 
 from dermlib import metrics, stats
 from dermlib.data.labels import classes
-from dermlib.data.preprocess import load_cache
+from dermlib.data.preprocess import cached_pixels, load_cache
 from dermlib.data.schema import read_manifest
 from dermlib.workdir import WorkDir
 
@@ -71,17 +71,8 @@ def evaluation_pool(cfg: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
     if pool.empty:
         raise ValueError(f"{work.manifest}: no labelled test or external rows to evaluate; assign "
                          "splits and partitions in notebook 01_data")
-    images, index = load_cache(work.cache)
-    row_of = pd.Series(np.arange(len(index)), index=index["sample_id"].astype(str))
-    absent = ~pool["sample_id"].astype(str).isin(row_of.index)
-    if absent.any():  # images the cache skipped (unreadable): evaluate without them, and say so
-        print(f"evaluation pool: {int(absent.sum())} rows have no cached image (see {work.cache / 'skipped.csv'})")
-        pool = pool[~absent].reset_index(drop=True)
-    rows = row_of.loc[pool["sample_id"].astype(str)].to_numpy()
-    order = np.argsort(rows, kind="stable")  # read the memory map in file order
-    pixels = np.empty((len(rows), *images.shape[1:]), dtype=np.uint8)
-    pixels[order] = images[rows[order]]
-    return pool, pixels
+    # images the cache skipped (unreadable) are left out of the evaluation, with a logged warning
+    return cached_pixels(pool, work.cache, missing="drop", what="evaluation pool")
 
 
 def metric_groups(pool: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:

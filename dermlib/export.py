@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from safetensors.torch import load_file, save_file
 
@@ -114,20 +113,13 @@ def split_rows(cfg: dict[str, Any], split: str) -> pd.DataFrame:
 
 def export_embeddings(out_dir: str | Path, split: str) -> Path:
     """`embeddings_<split>.parquet`: sample_id, source, label, image_emb (and note, text_emb) per image."""
-    from dermlib.data.preprocess import load_cache
+    from dermlib.data.preprocess import cached_pixels
     from dermlib.notes.store import first_notes
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
     model, cfg = load_exported(out_dir)
-    rows = split_rows(cfg, split)
-    images, index = load_cache(WorkDir.of(cfg).cache)
-    where = pd.Series(np.arange(len(index)), index=index["sample_id"].astype(str))
-    rows = rows[rows["sample_id"].isin(where.index)].reset_index(drop=True)
-    cache_rows = where.loc[rows["sample_id"]].to_numpy()
-    order = np.argsort(cache_rows, kind="stable")  # read the memory map in file order
-    pixels = np.empty((len(cache_rows), *images.shape[1:]), dtype=np.uint8)
-    pixels[order] = images[cache_rows[order]]
+    rows, pixels = cached_pixels(split_rows(cfg, split), WorkDir.of(cfg).cache, missing="drop", what=f"{split} split")
     notes = None
     if cfg["train"]["strategy"] != "Img":
         notes = first_notes(cfg["work_dir"], cfg["train"]["strategy"], rows["sample_id"])

@@ -291,3 +291,45 @@ def load_cache(cache_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
 def read_skipped(cache_dir: str | Path) -> pd.DataFrame:
     """The images build_cache skipped, with the reason (sample_id, reason)."""
     return pd.read_csv(Path(cache_dir) / "skipped.csv", dtype="string")
+
+
+MISSING_POLICIES = ("raise", "drop")
+
+
+def cache_rows(frame: pd.DataFrame, index: pd.DataFrame, cache_dir: str | Path, *, missing: str,
+               what: str = "selected") -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of `frame` that have a cached image (renumbered from 0) and their int64 row in the cache `index`.
+
+    A sample without a cached image (build_cache skipped it) is an error with `missing="raise"`; with "drop" it is
+    left out and a warning is logged (`what` names the rows in both messages; reasons are in skipped.csv).
+    """
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {MISSING_POLICIES}, not {missing!r}")
+    row_of = pd.Series(np.arange(len(index)), index=index["sample_id"].astype(str))
+    ids = frame["sample_id"].astype(str)
+    absent = ~ids.isin(row_of.index)
+    if absent.any() and missing == "raise":
+        raise ValueError(f"{cache_dir} lacks {int(absent.sum())} {what} images (first: {ids[absent].tolist()[:3]}); "
+                         f"rebuild the cache in notebook 01_data")
+    if absent.any():
+        log.warning("%s: %d rows have no cached image (see %s)", what, int(absent.sum()),
+                    Path(cache_dir) / "skipped.csv")
+        frame, ids = frame[~absent].reset_index(drop=True), ids[~absent]
+    return frame, row_of.loc[ids].to_numpy().astype(np.int64)
+
+
+def gather_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A copy of the cache rows `rows` (in that order), reading the memory map in file order."""
+    order = np.argsort(rows, kind="stable")
+    pixels = np.empty((len(rows), *images.shape[1:]), dtype=np.uint8)
+    pixels[order] = images[rows[order]]
+    return pixels
+
+
+def cached_pixels(frame: pd.DataFrame, cache_dir: str | Path, *, missing: str,
+                  what: str = "selected") -> tuple[pd.DataFrame, np.ndarray]:
+    """Manifest rows -> (the rows that have a cached image, their uint8 pixels [N, S, S, 3]); see `cache_rows`
+    for the missing-image policy."""
+    images, index = load_cache(cache_dir)
+    frame, rows = cache_rows(frame, index, cache_dir, missing=missing, what=what)
+    return frame, gather_rows(images, rows)
