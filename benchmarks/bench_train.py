@@ -5,10 +5,11 @@
 
 (a) paper-style: fp32, batch 4, each step decodes JPEGs (600x450, as HAM10000) and resizes them with
     torchvision transforms, tokenises each note padded to 512 tokens, DataLoader workers.
-(b) dermlib: `dermlib.train`'s own epoch loop (the `_Trainer` that `fit` uses) on a uint8 cache memory-mapped
+(b) dermlib: `dermlib.train`'s own epoch loop (`Trainer.train_epoch`, as `fit` runs it) on a uint8 cache memory-mapped
     from disk, bf16 autocast, channels_last, fused AdamW, notes tokenised once and padded per batch, augmentation
     on the device, batches built in a background thread with pinned memory.
-(c) bare step: the same model, optimiser and loss on one batch already on the device (the ceiling for (b)).
+(c) bare step: `Trainer.step` (the same model, optimiser and loss) on one batch already on the device (the
+    ceiling for (b)).
 Prints samples/s and peak device memory for each and the ratio (b)/(c). Images and notes are synthetic (the
 speed does not depend on their content). The paper shape needs only torch, torchvision and transformers: without
 the Hugging Face hub, PubMedBERT is built from its configuration (random weights, same compute) and a WordPiece
@@ -30,10 +31,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dermlib.batches import Split, images_to_float, make_batch, to_device, tokenize  # noqa: E402
+from dermlib.batches import Split, images_to_float, tokenize  # noqa: E402
 from dermlib.config import get_config  # noqa: E402
 from dermlib.models import PUBMEDBERT, ImageEncoder, MultimodalModel, TextEncoder, build_model  # noqa: E402
-from dermlib.train import _Trainer, autocast  # noqa: E402
+from dermlib.trainer import Trainer  # noqa: E402
 
 WORDS = ("lesion pigmented asymmetric border irregular regular colour light dark brown black blue gray red white "
          "network globules dots streaks veil regression vascular structures patient male female year old back "
@@ -147,9 +148,9 @@ def bench_paper_style(model, data, device, steps: int, workers: int) -> dict:
             "peak_gib": peak_gib(device)}
 
 
-def bench_dermlib(cfg: dict, model, split: Split, device) -> tuple[dict, _Trainer]:
+def bench_dermlib(cfg: dict, model, split: Split, device) -> tuple[dict, Trainer]:
     """(b) dermlib's epoch loop: one warm-up epoch, then one measured epoch (samples/s from the loop itself)."""
-    trainer = _Trainer(cfg, model=model, splits={"train": split, "val": split})
+    trainer = Trainer(cfg, model=model, splits={"train": split, "val": split})
     trainer.train_epoch(1)
     reset_peak(device)
     row = trainer.train_epoch(2)
@@ -157,22 +158,15 @@ def bench_dermlib(cfg: dict, model, split: Split, device) -> tuple[dict, _Traine
             "precision": "bf16" if device.type == "cuda" else "fp32", "peak_gib": peak_gib(device)}, trainer
 
 
-def bench_bare(trainer: _Trainer, split: Split, steps: int) -> dict:
+def bench_bare(trainer: Trainer, split: Split, steps: int) -> dict:
     """(c) the same model/optimiser/loss stepping on one batch already on the device (no data pipeline)."""
     idx = np.arange(trainer.t["batch_size"]) % len(split)
-    batch = make_batch(split, idx, with_text=trainer.text, pad_id=trainer.pad_id, cls_sep=trainer.cls_sep)
-    if "text_mask" in batch and bool(batch["text_mask"].all()):
-        del batch["text_mask"]  # as dermlib's loop does: every row has a note
-    batch = to_device(batch, trainer.device)
+    batch = trainer.device_batch(split, idx)
     x = images_to_float(batch["images"])
     trainer.model.train()
 
     def step() -> None:
-        with autocast(trainer.device):
-            total, _ = trainer._forward(batch, x)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        trainer.optimizer.step()
+        trainer.step(batch, x)
 
     for _ in range(3):
         step()

@@ -81,6 +81,7 @@ BASE: dict[str, Any] = {
         "num_workers": 8,
         "threads": 0,  # CPU threads of the training loop (0: torch's default); frozen encoders' features use the default
         "device": "auto",
+        "tensorboard": False,  # True: per-epoch loss terms, val metrics and lr in <run_dir>/tensorboard (not hashed)
     },
     "eval": {
         "strategies": ["Img", *MM_STRATEGIES],

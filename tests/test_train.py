@@ -174,9 +174,9 @@ def test_load_run_and_encode_reproduce_the_best_epoch(work: Path, m_run: Path) -
 
 def test_frozen_text_encoder_features_are_computed_once_and_match_the_encoder(work: Path) -> None:
     from dermlib.batches import make_batch
-    from dermlib.train import _Trainer
+    from dermlib.trainer import Trainer
 
-    trainer = _Trainer(tiny_cfg(work, train_last_n_text_layers=0))
+    trainer = Trainer(tiny_cfg(work, train_last_n_text_layers=0))
     split = trainer.splits["train"]
     assert trainer.model.text_frozen() and split.note_features is not None
     idx = np.arange(8)
@@ -217,7 +217,7 @@ def test_missing_notes_strategy_fails_with_a_clear_message(work: Path) -> None:
 GLOBAL_NT_XENT_CHECK = """
 import torch, torch.distributed as dist
 from dermlib.losses import nt_xent
-from dermlib.train import _gather_global
+from dermlib.trainer import _gather_global
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 g = torch.Generator().manual_seed(0)
@@ -394,3 +394,53 @@ def test_export_is_self_contained_and_reloads_to_the_same_embeddings(work: Path,
     frame = pd.read_parquet(path)
     assert len(frame) > 0 and len(frame["image_emb"].iloc[0]) == cfg["train"]["embed_dim"]
     assert {"sample_id", "label", "note", "text_emb"} <= set(frame.columns)
+
+
+def test_tensorboard_scalars_match_history_and_stay_out_of_the_run_hash(work: Path) -> None:
+    """train.tensorboard writes every history column (and the lr) per epoch; it does not change what is computed."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dermlib.progress import tensorboard_scalars
+    from dermlib.train import fit, run_dir
+
+    cfg = tiny_cfg(work, strategy="M", epochs=2, tensorboard=True, seed=7)
+    assert run_dir(cfg) == run_dir(tiny_cfg(work, strategy="M", epochs=2, seed=7))
+    folder = fit(cfg)
+    events = EventAccumulator(str(folder / "tensorboard"))
+    events.Reload()
+    hist = pd.read_csv(folder / "history.csv")
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/nt_xent", "val/kappa", "val/image_loss", "run/samples_per_s", "run/lr"} <= tags
+    assert len(tags) == len(hist.columns)  # every column but epoch, and the lr
+    for column in hist.columns.drop("epoch"):
+        (tag,) = set(tensorboard_scalars({column: 0.0}, 0.0)) - {"run/lr"}
+        logged = events.Scalars(tag)
+        assert [e.step for e in logged] == hist["epoch"].tolist(), column
+        np.testing.assert_allclose([e.value for e in logged], hist[column].to_numpy(), rtol=1e-6, err_msg=column)
+    assert [e.value for e in events.Scalars("run/lr")] == pytest.approx([cfg["train"]["lr"]] * len(hist))
+    assert get_config("demo")["train"]["tensorboard"] is False and get_config("paper")["train"]["tensorboard"] is False
+
+
+def test_public_trainer_step_is_one_optimiser_step_of_the_loss(work: Path) -> None:
+    """Trainer.step: forward, the run's loss, backward and one optimiser step, as a script would write them."""
+    from dermlib.trainer import Trainer
+
+    cfg = tiny_cfg(work, strategy="M")
+    a, b = Trainer(cfg), Trainer(cfg)
+    batch = a.device_batch(a.splits["train"], np.arange(16), np.random.default_rng(0))
+    assert set(batch) >= {"labels"} and len(batch["labels"]) == 16
+    a.model.train(), b.model.train()
+    torch.manual_seed(0)
+    total, terms = a.step(batch)
+    torch.manual_seed(0)
+    out = b.net(None, batch.get("input_ids"), batch.get("attention_mask"), batch.get("text_features"),
+                batch.get("image_features"))
+    reference, _ = b.loss(out, batch["labels"], batch.get("text_mask"))
+    b.optimizer.zero_grad(set_to_none=True)
+    reference.backward()
+    b.optimizer.step()
+    assert not total.requires_grad and {"ce_image", "nt_xent"} <= set(terms)
+    assert float(total) == pytest.approx(float(reference.detach()), rel=1e-6)
+    params = dict(b.model.named_parameters())
+    trained = [n for n, p in a.model.named_parameters() if p.requires_grad]
+    assert trained and all(torch.allclose(dict(a.model.named_parameters())[n], params[n]) for n in trained)
