@@ -6,6 +6,7 @@ table, `<work_dir>/results/results.parquet` (+ .csv): one row per run x (partiti
 bootstrap CI for the headline metrics. Classification uses the image branch only (notes derive from the label).
 Per run, `<work_dir>/results/runs/<run>.parquet` caches its rows and `<work_dir>/results/embeddings/<run>.npz`
 keeps its embeddings for the figures; both are reused while the run and the evaluation settings are unchanged.
+Reading the results back (tables, figures, lookups) is `dermlib.results`, which needs no torch.
 """
 
 from __future__ import annotations
@@ -23,25 +24,18 @@ from scipy.special import softmax
 
 from dermlib import metrics, stats
 from dermlib.data.labels import classes
-from dermlib.data.preprocess import cached_pixels, load_cache
+from dermlib.data.preprocess import cached_pixels
 from dermlib.data.schema import read_manifest
+from dermlib.results import RESULT_COLUMNS, results_dir, save_embeddings, write_results  # noqa: F401
 from dermlib.workdir import WorkDir
 
-# dermlib.train, dermlib.batches and dermlib.notes are imported where they are used: notebook 05 rebuilds the
-# figures from results/ alone and never needs torch or the text model.
-
-RESULT_COLUMNS = ["profile", "strategy", "seed", "run_id", "config_hash", "source", "partition", "metric",
-                  "value", "ci_low", "ci_high", "n"]
+# results_dir is imported for dermlib.probes (`from dermlib.evaluate import ... results_dir`) until it reads
+# dermlib.results. dermlib.train, dermlib.embed and dermlib.notes are imported where they are used.
 CLASSIFICATION = ["kappa", "balanced_accuracy", "macro_auroc"]
 EMBEDDING_METRICS = ["map_i2t", "map_t2i", "paired_cosine"]  # + recall@k_i2t / recall@k_t2i
 POOLED = "pooled"
 EVAL_VERSION = 3  # bump when the evaluation changes, to invalidate cached per-run results
 CHANCE_PERMUTATIONS = 20  # label / pair permutations behind each chance baseline
-
-
-def results_dir(cfg: dict[str, Any]) -> Path:
-    """`<work_dir>/results`."""
-    return WorkDir.of(cfg).results
 
 
 def grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -211,25 +205,6 @@ def _eval_key(run_dir: Path, pool: pd.DataFrame, cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save_embeddings(path: Path, emb: dict[str, np.ndarray], pool: pd.DataFrame, notes: list[str | None] | None) -> Path:
-    """Write a run's pool embeddings with the sample ids, labels, sources, partitions and notes (npz, no pickle)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {k: v for k, v in emb.items() if v.size}
-    arrays.update({c: pool[c].astype(str).to_numpy(dtype=str) for c in ("sample_id", "label", "source", "partition")})
-    if notes is not None:
-        arrays["note"] = np.array([n or "" for n in notes], dtype=str)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
-    return path
-
-
-def load_embeddings(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays save_embeddings wrote (image_emb, image_logits, [text_emb, note], sample_id, label, ...)."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
 def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels: np.ndarray) -> pd.DataFrame:
     """Evaluate one finished run on the pool (cached in results/runs/<run>.parquet); rows in RESULT_COLUMNS."""
     from dermlib import probes
@@ -293,122 +268,3 @@ def run_grid(cfg: dict[str, Any]) -> pd.DataFrame:
     write_results(results, cfg)
     return results
 
-
-def write_results(results: pd.DataFrame, cfg: dict[str, Any]) -> Path:
-    """`<work_dir>/results/results.parquet` and `.csv`, and `<figures_dir>/results.csv` (strategy, seed,
-    partition, source, metric, value, n: what outside checks read); returns the parquet path."""
-    out = results_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    results.to_parquet(WorkDir.of(cfg).results_table, index=False)
-    results.to_csv(out / "results.csv", index=False, float_format="%.6g")
-    figures = Path(cfg["figures_dir"])
-    figures.mkdir(parents=True, exist_ok=True)
-    tidy = results[["strategy", "seed", "partition", "source", "metric", "value", "n"]].sort_values(
-        ["strategy", "seed", "partition", "source", "metric"], kind="stable")
-    tidy.to_csv(figures / "results.csv", index=False, float_format="%.6g")
-    return WorkDir.of(cfg).results_table
-
-
-def load_samples(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
-    """The per-image values (`sample_values`) of every run in `results`, for `dermlib.stats.comparisons`."""
-    frames = []
-    for run_id in results["run_id"].drop_duplicates():
-        path = WorkDir.of(cfg).samples(run_id)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: re-run the grid (dermlib.evaluate.run_grid)")
-        frames.append(pd.read_parquet(path))
-    return pd.concat(frames, ignore_index=True)
-
-
-def write_comparisons(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
-    """The primary comparisons and chance baselines (`dermlib.stats`) -> `<figures_dir>/comparisons.csv`."""
-    names = classes(cfg["data"].get("taxonomy", "isic8"))
-    table = stats.comparisons(load_samples(cfg, results), results, cfg, len(names))
-    path = Path(cfg["figures_dir"]) / "comparisons.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False, float_format="%.6g")
-    return table
-
-
-def load_results(cfg: dict[str, Any]) -> pd.DataFrame:
-    """The results table of a profile, with a clear error when the grid has not been run."""
-    path = WorkDir.of(cfg).results_table
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the grid in notebook 04_evaluate "
-                                "(dermlib.evaluate.run_grid(cfg)) first, or copy results/ from a GPU run")
-    results = pd.read_parquet(path)
-    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}; regenerate it with dermlib.evaluate.run_grid")
-    return results
-
-
-def embeddings_path(cfg: dict[str, Any], run_id: str) -> Path:
-    """Where evaluate_run saved a run's pool embeddings."""
-    return WorkDir.of(cfg).embeddings(run_id)
-
-
-def run_ids(results: pd.DataFrame, seed: int | None = None) -> dict[str, str]:
-    """strategy -> run_id of one seed (the smallest one unless `seed` is given), in results order."""
-    chosen = results if seed is None else results[results["seed"] == seed]
-    first = chosen.sort_values("seed", kind="stable").drop_duplicates("strategy")
-    order = list(dict.fromkeys(results["strategy"]))
-    return {s: first.set_index("strategy").at[s, "run_id"] for s in order if s in set(first["strategy"])}
-
-
-def load_histories(cfg: dict[str, Any], results: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Training histories of the results' runs (copied to results/histories by evaluate_run), by 'strategy seed k'."""
-    out = {}
-    for run in results.drop_duplicates("run_id").itertuples():
-        path = WorkDir.of(cfg).history(run.run_id)
-        if path.exists():
-            out[f"{run.strategy} seed {run.seed}"] = pd.read_csv(path)
-    return out
-
-
-def paired_cosines(emb: dict[str, np.ndarray]) -> np.ndarray:
-    """Cosine of each pool image with its own note, for the samples that have a note (a text run's embeddings)."""
-    ok = metrics.finite_rows(emb["text_emb"])
-    return metrics.paired_cosine(emb["image_emb"][ok], emb["text_emb"][ok])
-
-
-def retrieval_example(emb: dict[str, np.ndarray], k: int = 5) -> dict[str, Any]:
-    """One image query (the first internal pool sample with a note) and its k closest notes, for the gallery figure."""
-    ok = np.flatnonzero(metrics.finite_rows(emb["text_emb"]))
-    if len(ok) == 0:
-        raise ValueError("retrieval_example needs a text run with at least one embedded note")
-    internal = ok[emb["partition"][ok] == "internal"]
-    query = internal[0] if len(internal) else ok[0]
-    top, scores = metrics.top_k(emb["image_emb"][[query]], emb["text_emb"][ok], k)
-    hits = ok[top[0]]
-    return {"sample_id": str(emb["sample_id"][query]), "label": str(emb["label"][query]),
-            "notes": [str(n) for n in emb["note"][hits]], "note_labels": [str(c) for c in emb["label"][hits]],
-            "scores": [float(v) for v in scores[0]]}
-
-
-def query_image(cfg: dict[str, Any], sample_id: str) -> np.ndarray | None:
-    """The cached pixels of one sample, or None when the cache is not on this machine (figures from results only)."""
-    try:
-        images, index = load_cache(WorkDir.of(cfg).cache)
-    except FileNotFoundError:
-        return None
-    rows = np.flatnonzero(index["sample_id"].astype(str).to_numpy() == sample_id)
-    return np.asarray(images[rows[0]]) if len(rows) else None
-
-
-def audit_summary(cfg: dict[str, Any]) -> pd.DataFrame | None:
-    """The notes' hallucination audit per strategy: `<work_dir>/notes/audit_summary.csv` (written by notebook 02);
-    when only the notes are there, it is computed with dermlib.notes.audit_summary and written; None without notes."""
-    work = WorkDir.of(cfg)
-    path = work.audit_summary
-    if path.exists():
-        return pd.read_csv(path)
-    if not work.notes.exists() or not work.manifest.exists():
-        return None
-    from dermlib.notes import audit, audit_summary as summarise
-    from dermlib.notes.store import load_notes_table
-
-    notes = load_notes_table(work.root)
-    summary = summarise(audit(read_manifest(work.manifest), notes), notes)
-    summary.to_csv(path, index=False)
-    return summary

@@ -14,19 +14,17 @@ from dermlib.config import get_config
 from dermlib.data.labels import ISIC8
 from dermlib.data.preprocess import build_cache
 from dermlib.data.schema import save_manifest
-from dermlib.evaluate import (
+from dermlib.evaluate import evaluate_embeddings, grid, run_grid
+from dermlib.notes.synth import synthesize
+from dermlib.records import read_records
+from dermlib.results import (
     RESULT_COLUMNS,
     embeddings_path,
-    evaluate_embeddings,
-    grid,
     load_embeddings,
     load_results,
     paired_cosines,
     retrieval_example,
-    run_grid,
 )
-from dermlib.notes.synth import synthesize
-from dermlib.records import read_records
 from dermlib.synthderm import SYNTH_SOURCES, generate
 
 INTERNAL = [n for n, s in SYNTH_SOURCES.items() if s["partition"] == "internal"][:2]
@@ -176,7 +174,7 @@ def test_probe_rows_zero_shot_concepts_and_linear_probe(results: pd.DataFrame, g
     """Every run gets a linear probe; text runs zero-shot and concept AUROC; the prompts are saved."""
     import json
 
-    from dermlib.evaluate import results_dir
+    from dermlib.results import results_dir
 
     for strategy in ("Img", "M"):
         got = results[(results["strategy"] == strategy) & (results["source"] == "pooled")]
