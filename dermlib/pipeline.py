@@ -2,7 +2,8 @@
 
 The demo profile executes the notebooks in place, so the committed notebooks show the SynthDerm run;
 other profiles write executed copies under `<work_dir>/notebooks/`. Wall time per notebook is written
-to `<figures_dir>/timings.csv`.
+to `<figures_dir>/timings.csv`, and each executed notebook is rendered to static HTML under `<figures_dir>/html/`
+(figures embedded) for readers without Jupyter.
 """
 
 from __future__ import annotations
@@ -28,6 +29,21 @@ def notebooks() -> list[Path]:
     return found
 
 
+def render_html(executed: list[Path], out_dir: Path) -> list[Path]:
+    """Executed notebooks -> self-contained HTML pages (nbconvert, images inline, no code hidden)."""
+    from nbconvert import HTMLExporter
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    pages = []
+    for nb in executed:
+        body, _ = exporter.from_filename(str(nb))
+        page = out_dir / f"{nb.stem}.html"
+        page.write_text(body, encoding="utf-8")
+        pages.append(page)
+    return pages
+
+
 def run(profile: str = "demo", only: str | None = None, parameters: dict | None = None,
         overrides: dict | None = None) -> pd.DataFrame:
     """Execute the notebooks of a profile (or the one whose number is `only`) with config `overrides` (checked
@@ -51,9 +67,11 @@ def run(profile: str = "demo", only: str | None = None, parameters: dict | None 
         )
         rows.append({"notebook": nb.name, "profile": profile, "seconds": round(time.perf_counter() - start, 1)})
         print(f"   done in {rows[-1]['seconds']} s", flush=True)
+    fig_dir = Path(cfg["figures_dir"])
+    pages = render_html([out_dir / nb.name for nb in chosen], fig_dir / "html")
+    print("== HTML:", ", ".join(str(p.relative_to(REPO_ROOT) if p.is_relative_to(REPO_ROOT) else p) for p in pages))
     timings = pd.DataFrame(rows)
     if only is None:
-        fig_dir = Path(cfg["figures_dir"])
         fig_dir.mkdir(parents=True, exist_ok=True)
         timings.to_csv(fig_dir / "timings.csv", index=False)
     print(timings.to_string(index=False))

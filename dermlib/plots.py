@@ -1,4 +1,8 @@
-"""Figures: one style, stable file names, and a visible "SynthDerm (synthetic)" mark on every demo figure."""
+"""Figures: one style, one `save` (PNG + PDF, stable names), a "SynthDerm (synthetic)" mark on every demo figure.
+
+Every function here (and in dermlib.data.figures / dermlib.notes.figures) returns a matplotlib Figure; the notebook
+calls `save(fig, cfg, name)`, and the figure is shown inline where it is made.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,21 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
+from scipy.special import softmax
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
-
-from dermlib.data.labels import ISIC8  # noqa: E402
-from dermlib.metrics import finite_rows, l2_normalise  # noqa: E402
+from dermlib.data.labels import ISIC8
+from dermlib.metrics import finite_rows, l2_normalise
 
 SYNTHETIC_MARK = "SynthDerm (synthetic data) - not the paper's results"
+LOSS_TERMS = {"ce_text": "note cross-entropy", "l1": "L1 (image vs note embedding)",
+              "cosine": "1 - cosine (image, own note)", "nt_xent": "NT-Xent (contrastive)"}
 
 
 def setup_style() -> None:
@@ -34,76 +38,100 @@ def source_title(cfg: dict[str, Any], title: str) -> str:
     return f"SynthDerm (synthetic): {title}" if cfg.get("synthetic") else title
 
 
-def savefig(fig: plt.Figure, cfg: dict[str, Any], name: str, *, pdf: bool = False) -> Path:
-    """Save `fig` as `<figures_dir>/<name>.png` (and .pdf), stamping synthetic figures; returns the PNG path."""
+def figure_paths(cfg: dict[str, Any], name: str) -> tuple[Path, Path]:
+    """Where `save` writes figure `name`: `<figures_dir>/<name>.png` and `.pdf`."""
     out = Path(cfg["figures_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.get("synthetic"):
-        fig.text(0.99, 0.005, SYNTHETIC_MARK, ha="right", va="bottom", fontsize=7, color="0.4", alpha=0.9)
-    png = out / f"{name}.png"
-    fig.savefig(png, metadata={"Software": None})
-    if pdf:
-        fig.savefig(out / f"{name}.pdf", metadata={"Creator": None, "Producer": None, "CreationDate": None})
-    return png
+    return out / f"{name}.png", out / f"{name}.pdf"
 
 
-def _save_and_close(fig: plt.Figure, cfg: dict[str, Any], name: str) -> Path:
-    """savefig as PNG + PDF, then free the figure; returns the PNG path."""
-    png = savefig(fig, cfg, name, pdf=True)
-    plt.close(fig)
-    return png
+def save(fig: plt.Figure, cfg: dict[str, Any], name: str) -> None:
+    """Write `fig` as PNG + PDF under its stable name (synthetic figures stamped, no timestamps in the files).
 
-
-# --------------------------------------------------------------------------------------------------------------
-# Figures of the pipeline. Each takes plain DataFrames (the results table, histories, audit summary) and the
-# config, draws one figure and saves it under a stable name via `savefig` (PNG + PDF); each returns the PNG path.
-# --------------------------------------------------------------------------------------------------------------
-
-def plot_learning_curves(histories: dict[str, pd.DataFrame], cfg: dict[str, Any], name: str = "03_learning_curves") -> Path:
-    """Total loss (train/val), validation kappa and the per-term training losses per epoch, one line per run.
-
-    Per-term columns are those named `train_<term>` (other than train_loss) or a key of train.loss_weights.
+    Returns nothing, so a notebook cell that ends with `save(...)` shows the figure itself, not a path.
     """
+    png, pdf = figure_paths(cfg, name)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    if cfg.get("synthetic") and SYNTHETIC_MARK not in [t.get_text() for t in fig.texts]:
+        fig.text(0.99, 0.005, SYNTHETIC_MARK, ha="right", va="bottom", fontsize=7, color="0.4", alpha=0.9)
+    fig.savefig(png, metadata={"Software": None})
+    fig.savefig(pdf, metadata={"Creator": None, "Producer": None, "CreationDate": None})
+
+
+def stack_histories(histories: dict[Any, pd.DataFrame]) -> pd.DataFrame:
+    """One long table of training histories; keys are (strategy, seed) or a strategy name (seed 0)."""
     if not histories:
-        raise ValueError("plot_learning_curves: no histories given (expected {run name: history DataFrame})")
-    for run, hist in histories.items():
+        raise ValueError("no histories given (expected {(strategy, seed): history DataFrame})")
+    frames = []
+    for key, hist in histories.items():
+        strategy, seed = key if isinstance(key, tuple) else (key, 0)
         missing = [c for c in ("epoch", "train_loss", "val_kappa") if c not in hist.columns]
         if missing:
-            raise ValueError(f"history of run {run!r} lacks columns {missing} (has {list(hist.columns)})")
-    loss_terms = set(cfg.get("train", {}).get("loss_weights", {}))  # per-term columns: train_<term> or <term>
+            raise ValueError(f"history of run {key!r} lacks columns {missing} (has {list(hist.columns)})")
+        frames.append(hist.assign(strategy=str(strategy), seed=int(seed)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _band(ax: plt.Axes, long: pd.DataFrame, column: str, color: Any, label: str | None, ls: str = "-") -> None:
+    """Mean over seeds per epoch with a +-1 sd band (epochs where only some seeds still ran use those seeds)."""
+    if column not in long.columns or not long[column].notna().any():
+        return
+    g = long.groupby("epoch")[column].agg(["mean", "std"]).reset_index()
+    ax.plot(g["epoch"], g["mean"], color=color, ls=ls, label=label)
+    ax.fill_between(g["epoch"], g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0), color=color, alpha=0.15,
+                    lw=0)
+
+
+def learning_curves(histories: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
+    """Mean +- sd over seeds per strategy: image cross-entropy (all runs, comparable), the multimodal total loss
+    (Img apart: its total loss is only the cross-entropy), validation kappa, then each alignment term."""
     setup_style()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    palette = dict(zip(histories, sns.color_palette("colorblind", len(histories))))
-    for run, hist in histories.items():
-        color = palette[run]
-        axes[0].plot(hist["epoch"], hist["train_loss"], color=color, marker="o", label=f"{run} train")
-        if "val_loss" in hist.columns and hist["val_loss"].notna().any():
-            axes[0].plot(hist["epoch"], hist["val_loss"], color=color, marker="s", ls="--", label=f"{run} val")
-        axes[1].plot(hist["epoch"], hist["val_kappa"], color=color, marker="o", label=run)
-        terms = [c for c in hist.columns if (c.startswith("train_") and c != "train_loss") or c in loss_terms]
-        terms = [c for c in terms if pd.api.types.is_numeric_dtype(hist[c]) and hist[c].notna().any()]
-        for term, style in zip(terms, ["-", "--", ":", "-.", (0, (3, 1, 1, 1)), (0, (5, 2))] * 3):
-            axes[2].plot(hist["epoch"], hist[term], color=color, ls=style, marker=".", label=f"{run} {term}")
-    axes[0].set(title="total loss", xlabel="epoch", ylabel="loss")
-    axes[1].set(title="validation Cohen's kappa", xlabel="epoch", ylabel="kappa")
-    axes[2].set(title="loss terms (train)", xlabel="epoch", ylabel="loss")
-    epochs = sorted({int(e) for hist in histories.values() for e in hist["epoch"]})
-    for ax in axes:
-        if len(epochs) <= 15:
-            ax.set_xticks(epochs)
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=1 + len(ax.get_legend_handles_labels()[0]) // 12)
-    fig.suptitle(source_title(cfg, "learning curves"))
+    order = [s for s in cfg["eval"]["strategies"] if s in set(histories["strategy"])]
+    order += sorted(set(histories["strategy"]) - set(order))
+    colors = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    terms = [t for t in LOSS_TERMS if f"train_{t}" in histories.columns and histories[f"train_{t}"].notna().any()]
+    fig, axes = plt.subplots(2, max(3, len(terms)), figsize=(4 * max(3, len(terms)) + 1.5, 7), squeeze=False)
+    top, bottom = axes[0], axes[1]
+    for strategy in order:
+        runs = histories[histories["strategy"] == strategy]
+        c = colors[strategy]
+        image_ce = "train_ce_image" if "train_ce_image" in runs and runs["train_ce_image"].notna().any() else "train_loss"
+        _band(top[0], runs, image_ce, c, strategy)
+        image_val = "val_image_loss" if "val_image_loss" in runs and runs["val_image_loss"].notna().any() else "val_loss"
+        _band(top[0], runs, image_val, c, None, ls="--")
+        if strategy != "Img":
+            _band(top[1], runs, "train_loss", c, None)
+            _band(top[1], runs, "val_loss", c, None, ls="--")
+        _band(top[2], runs, "val_kappa", c, None)
+        for ax, term in zip(bottom, terms):
+            if strategy != "Img":
+                _band(ax, runs, f"train_{term}", c, None)
+    top[0].set(title="image cross-entropy (solid train, dashed val)", ylabel="loss")
+    top[1].set(title="multimodal total loss (solid train, dashed val)", ylabel="loss")
+    top[2].set(title="validation Cohen's kappa (image branch)", ylabel="kappa")
+    for ax, term in zip(bottom, terms):
+        ax.set(title=f"train: {LOSS_TERMS[term]}", ylabel="loss")
+    for ax in list(top[3:]) + list(bottom[len(terms):]):
+        ax.set_axis_off()
+    for ax in axes.ravel():
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    seeds = histories.groupby("strategy")["seed"].nunique()
+    handles = [plt.Line2D([], [], color=colors[s], label=f"{s} ({seeds[s]} seed{'s' if seeds[s] > 1 else ''})")
+               for s in order]
+    if len(top) > 3:  # the free panel of the top row holds the one legend
+        top[3].legend(handles=handles, loc="center", frameon=False, title="strategy")
+    else:
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="strategy")
+    fig.suptitle(source_title(cfg, "learning curves: mean over seeds, band = +-1 sd"))
     fig.tight_layout()
-    return _save_and_close(fig, cfg, name)
+    return fig
 
 
-def _pooled(results: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Pooled rows of one metric: mean over seeds per (strategy, partition) with an error bar half-width.
+def pooled_bars(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Pooled rows of one metric per (strategy, partition): mean over seeds and the error bar half-width.
 
-    The error bar is the sd over seeds when there are several, else half the bootstrap CI (asymmetric bounds kept).
+    The error bar is the sd over seeds when there are several (`bar` = "sd over seeds"), else half the bootstrap
+    95 % CI of the single run (`bar` = "95 % CI"); both are said in the figure.
     """
     rows = results[(results["metric"] == metric) & (results["source"] == "pooled")]
     out = rows.groupby(["strategy", "partition"], sort=False).agg(
@@ -112,7 +140,15 @@ def _pooled(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     several = out["seeds"] > 1
     out["err_low"] = np.where(several, out["sd"], out["value"] - out["ci_low"])
     out["err_high"] = np.where(several, out["sd"], out["ci_high"] - out["value"])
+    out["bar"] = np.where(several, "sd over seeds", "95 % CI")
     return out
+
+
+def chance_level(results: pd.DataFrame, metric: str, partition: str) -> float:
+    """The chance baseline of `metric` on one pooled partition (mean over runs), NaN when not in the results."""
+    rows = results[(results["metric"] == f"chance_{metric}") & (results["source"] == "pooled")
+                   & (results["partition"] == partition)]
+    return float(rows["value"].mean()) if len(rows) else float("nan")
 
 
 def _grouped_bars(ax: plt.Axes, table: pd.DataFrame, order: list[str], hue: str, hues: list[str]) -> None:
@@ -124,28 +160,36 @@ def _grouped_bars(ax: plt.Axes, table: pd.DataFrame, order: list[str], hue: str,
         x = np.arange(len(order)) + (j - (len(hues) - 1) / 2) * width
         err = np.vstack([part["err_low"].fillna(0).clip(lower=0), part["err_high"].fillna(0).clip(lower=0)])
         ax.bar(x, part["value"], width, yerr=err, capsize=3, color=colors[j], label=str(level))
-        for xi, v, top in zip(x, part["value"], err[1]):
+        for xi, v, up in zip(x, part["value"], err[1]):
             if pd.notna(v):
-                ax.text(xi, v + top + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+                ax.text(xi, v + up + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(np.arange(len(order)), order)
-    ax.legend(fontsize=8)
 
 
-def plot_kappa(results: pd.DataFrame, cfg: dict[str, Any], name: str = "05_kappa_internal_external") -> Path:
+def _bar_note(table: pd.DataFrame) -> str:
+    """What the error bars are, for the axis label."""
+    kinds = sorted(set(table["bar"]))
+    return "error bars: " + " / ".join(kinds)
+
+
+def kappa_bars(results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
     """Cohen's kappa (image branch) per strategy, internal vs external partition, pooled over sources."""
     setup_style()
-    table = _pooled(results, "kappa")
+    table = pooled_bars(results, "kappa")
     order = [s for s in cfg["eval"]["strategies"] if s in set(table["strategy"])]
     fig, ax = plt.subplots(figsize=(8, 4))
     _grouped_bars(ax, table, order, "partition", [p for p in ("internal", "external") if p in set(table["partition"])])
-    ax.set(xlabel="strategy", ylabel="Cohen's kappa", title=source_title(cfg, "kappa, internal vs external test"))
-    return _save_and_close(fig, cfg, name)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.legend(fontsize=8, title="test partition", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set(xlabel=f"strategy ({_bar_note(table)})", ylabel="Cohen's kappa (chance = 0)",
+           title=source_title(cfg, "kappa, internal vs external test"))
+    return fig
 
 
-def plot_retrieval_map(results: pd.DataFrame, cfg: dict[str, Any], name: str = "05_retrieval_map") -> Path:
-    """Class-level retrieval mAP per strategy, both directions, one panel per partition (pooled over sources)."""
+def retrieval_map_bars(results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
+    """Class-level retrieval mAP per strategy, both directions, one panel per partition, with the chance level."""
     setup_style()
-    table = pd.concat([_pooled(results, m).assign(direction=d) for m, d in
+    table = pd.concat([pooled_bars(results, m).assign(direction=d) for m, d in
                        (("map_i2t", "image -> text"), ("map_t2i", "text -> image"))], ignore_index=True)
     table = table[table["value"].notna()]
     if table.empty:
@@ -156,36 +200,54 @@ def plot_retrieval_map(results: pd.DataFrame, cfg: dict[str, Any], name: str = "
     for ax, partition in zip(axes[0], partitions):
         _grouped_bars(ax, table[table["partition"] == partition], order, "direction",
                       ["image -> text", "text -> image"])
-        ax.set(xlabel="strategy", ylabel="mAP", title=f"{partition} (pooled)", ylim=(0, 1.05))
+        chance = chance_level(results, "map_i2t", partition)
+        if np.isfinite(chance):
+            ax.axhline(chance, color="0.2", ls="--", lw=1, label=f"chance {chance:.2f} (labels permuted)")
+        ax.set(xlabel=f"strategy ({_bar_note(table)})", ylabel="mAP", title=f"{partition} (pooled)", ylim=(0, 1.05))
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(source_title(cfg, "class-level retrieval mAP"))
-    return _save_and_close(fig, cfg, name)
+    fig.tight_layout()
+    return fig
 
 
-def plot_paired_cosine(cosines: dict[str, np.ndarray], cfg: dict[str, Any], name: str = "05_paired_cosine") -> Path:
-    """Distribution of the cosine similarity of each image with its own note, one violin per strategy."""
-    if not cosines:
-        raise ValueError("plot_paired_cosine: no strategies given (expected {strategy: cosine array})")
+def paired_cosine_violins(samples: pd.DataFrame, results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
+    """Per test image, the cosine with its own note (mean over seeds), per strategy and partition.
+
+    Drawn from the same per-image values as Table 5 (`results/samples`), so the printed means are its pooled cells;
+    the dashed line is the cosine of shuffled image-note pairs (chance).
+    """
+    frame = samples[samples["cosine"].notna()]
+    if frame.empty:
+        raise ValueError("no paired cosines in the samples: only the image-only baseline was evaluated")
+    per_image = frame.groupby(["strategy", "partition", "sample_id"], sort=False)["cosine"].mean().reset_index()
+    order = [s for s in cfg["eval"]["strategies"] if s in set(per_image["strategy"])]
+    partitions = [p for p in ("internal", "external") if p in set(per_image["partition"])]
     setup_style()
-    frame = pd.concat([pd.DataFrame({"strategy": s, "cosine": np.asarray(v, dtype=float)}) for s, v in cosines.items()])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    sns.violinplot(data=frame, x="strategy", y="cosine", hue="strategy", order=list(cosines), cut=0,
-                   inner="quartile", ax=ax, legend=False)
-    for i, (strategy, values) in enumerate(cosines.items()):
-        ax.text(i, 1.02, f"mean {np.mean(values):.2f}", ha="center", fontsize=8, transform=ax.get_xaxis_transform())
-    ax.set(ylabel="cosine(image, own note)", xlabel="strategy")
-    ax.set_title(source_title(cfg, "paired image-note cosine similarity"), pad=18)
-    return _save_and_close(fig, cfg, name)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    sns.violinplot(data=per_image, x="strategy", y="cosine", hue="partition", order=order, hue_order=partitions,
+                   split=len(partitions) == 2, cut=0, inner="quartile", ax=ax)
+    means = per_image.groupby(["strategy", "partition"])["cosine"].mean()
+    for i, strategy in enumerate(order):
+        text = " / ".join(f"{means.get((strategy, p), np.nan):.2f}" for p in partitions)
+        ax.text(i, 1.02, f"mean {text}", ha="center", fontsize=8, transform=ax.get_xaxis_transform())
+    chance = chance_level(results, "paired_cosine", "internal")
+    if np.isfinite(chance):
+        ax.axhline(chance, color="0.2", ls="--", lw=1, label=f"shuffled pairs {chance:.2f} (internal)")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set(ylabel="cosine(image, own note)", xlabel=f"strategy (means: {' / '.join(partitions)})")
+    ax.set_title(source_title(cfg, "paired image-note cosine, every test image, mean over seeds"), pad=18)
+    return fig
 
 
-def plot_embedding_map(emb: dict[str, np.ndarray], cfg: dict[str, Any], *, method: str = "pca", title: str = "",
-                       name: str = "05_embedding_map", max_points: int = 2000, seed: int = 0) -> Path:
+def embedding_map(emb: dict[str, np.ndarray], cfg: dict[str, Any], *, method: str = "pca", title: str = "",
+                  max_points: int = 2000, seed: int = 0) -> plt.Figure:
     """2-D map of image and text embeddings of one run: left coloured by class, right by modality.
 
     `emb` is a saved embeddings file (image_emb, text_emb, label); embeddings are L2-normalised and projected
     jointly with PCA (deterministic) or t-SNE (`method="tsne"`, seeded); at most `max_points` pairs are drawn.
     """
     if "text_emb" not in emb:
-        raise ValueError("plot_embedding_map needs a run with notes (the Img baseline has no text embeddings)")
+        raise ValueError("embedding_map needs a run with notes (the Img baseline has no text embeddings)")
     keep = np.flatnonzero(finite_rows(emb["text_emb"]))
     if len(keep) > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(keep, max_points, replace=False))
@@ -207,42 +269,93 @@ def plot_embedding_map(emb: dict[str, np.ndarray], cfg: dict[str, Any], *, metho
     sns.scatterplot(data=frame, x="x", y="y", hue="modality", s=18, alpha=0.6, ax=axes[1])
     for ax, what in zip(axes, ("by class", "by modality")):
         ax.set(title=what, xlabel=f"{method.upper()} 1", ylabel=f"{method.upper()} 2")
-        ax.legend(fontsize=7, markerscale=0.8)
+        ax.legend(fontsize=7, markerscale=0.8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(source_title(cfg, f"shared embedding space {title}".strip()))
-    return _save_and_close(fig, cfg, name)
+    fig.tight_layout()
+    return fig
 
 
-def plot_retrieval_gallery(image: np.ndarray | None, query_label: str, notes: list[str], note_labels: list[str],
-                           scores: list[float], cfg: dict[str, Any], *, title: str = "",
-                           name: str = "05_retrieval_gallery") -> Path:
+def retrieval_gallery(image: np.ndarray | None, example: dict[str, Any], cfg: dict[str, Any], *,
+                      title: str = "") -> plt.Figure:
     """An image query beside its top-k retrieved notes (rank, cosine, class; relevant = same class).
 
-    `image` may be None when the image cache is not on this machine; the notes are drawn all the same.
+    `example` holds label, notes, note_labels, scores (and ap); `image` may be None when the image cache is not on
+    this machine. Identical notes are drawn once with their count.
     """
     setup_style()
-    fig = plt.figure(figsize=(13, 1.5 + 0.8 * len(notes)))
-    ax_img = fig.add_axes([0.01, 0.1, 0.22, 0.78])
+    shown: list[tuple[str, str, float, int]] = []
+    for note, label, score in zip(example["notes"], example["note_labels"], example["scores"]):
+        if shown and shown[-1][0] == note:
+            shown[-1] = (note, label, score, shown[-1][3] + 1)
+        else:
+            shown.append((str(note), str(label), float(score), 1))
+    fig = plt.figure(figsize=(13, 1.5 + 0.9 * len(shown)))
+    ax_img = fig.add_axes((0.01, 0.1, 0.22, 0.78))
     if image is not None:
         ax_img.imshow(image)
     else:
         ax_img.text(0.5, 0.5, "image cache\nnot available", ha="center", va="center")
     ax_img.set_axis_off()
-    ax_img.set_title(f"query image\nclass {query_label}", fontsize=10)
-    ax_txt = fig.add_axes([0.26, 0.02, 0.73, 0.9])
+    ap = f", AP {example['ap']:.2f}" if "ap" in example else ""
+    ax_img.set_title(f"query image\nclass {example['label']}{ap}", fontsize=10)
+    ax_txt = fig.add_axes((0.26, 0.02, 0.73, 0.9))
     ax_txt.set_axis_off()
-    step = 1.0 / max(len(notes), 1)
-    for rank, (note, label, score) in enumerate(zip(notes, note_labels, scores)):
-        mark = "relevant" if label == query_label else "not relevant"
-        text = textwrap.shorten(" ".join(str(note).split()), 260, placeholder=" ...")
-        body = "\n".join(textwrap.wrap(text, 120))
-        ax_txt.text(0, 1 - rank * step, f"#{rank + 1}  cos {score:.3f}  class {label} ({mark})\n{body}",
-                    va="top", fontsize=8, family="monospace",
-                    color="darkgreen" if label == query_label else "firebrick")
+    step = 1.0 / max(len(shown), 1)
+    for rank, (note, label, score, count) in enumerate(shown):
+        relevant = label == example["label"]
+        body = "\n".join(textwrap.wrap(textwrap.shorten(" ".join(note.split()), 260, placeholder=" ..."), 120))
+        times = f" x{count} identical" if count > 1 else ""
+        ax_txt.text(0, 1 - rank * step, f"cos {score:.3f}  class {label} ({'relevant' if relevant else 'not relevant'})"
+                    f"{times}\n{body}", va="top", fontsize=8, family="monospace",
+                    color="darkgreen" if relevant else "firebrick")
     fig.suptitle(source_title(cfg, f"image -> text retrieval {title}".strip()), fontsize=11)
-    return _save_and_close(fig, cfg, name)
+    return fig
 
 
-def plot_confusion(matrix: pd.DataFrame, cfg: dict[str, Any], title: str, name: str) -> Path:
+def ranking_strips(rankings: dict[str, pd.DataFrame], cfg: dict[str, Any], top: int = 60) -> plt.Figure:
+    """For each named query, its first `top` retrieved items as a strip: relevant (green) or not (grey)."""
+    setup_style()
+    fig, axes = plt.subplots(len(rankings), 1, figsize=(11, 0.9 * len(rankings) + 0.8), squeeze=False)
+    for ax, (name, ranking) in zip(axes[:, 0], rankings.items()):
+        hits = ranking["relevant"].to_numpy()[:top].astype(float)
+        ax.imshow(hits[None, :], cmap=plt.matplotlib.colors.ListedColormap(["0.85", "#4c9a6a"]), vmin=0, vmax=1,
+                  aspect="auto")
+        ax.set_yticks([])
+        ax.set_xticks(np.arange(0, len(hits), 10), np.arange(1, len(hits) + 1, 10))
+        ax.set_title(name, fontsize=9, loc="left")
+        ax.grid(False)
+    axes[-1, 0].set_xlabel("rank (green: a note of the query's class)")
+    fig.suptitle(source_title(cfg, "what average precision rewards: relevant notes near the top"), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def ntxent_lesson(sim: np.ndarray, labels: np.ndarray, temperatures: list[float], cfg: dict[str, Any]) -> plt.Figure:
+    """Left: cosine similarity of a batch's images (rows) and notes (columns), the own pairs on the diagonal.
+    Right: for image 0, softmax over the notes at each temperature - the probability NT-Xent asks to put on its pair."""
+    setup_style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.1, 1]})
+    sns.heatmap(sim, cmap="vlag", vmin=-1, vmax=1, ax=left, square=True,
+                xticklabels=labels, yticklabels=labels, cbar_kws={"label": "cosine"})
+    for i in range(len(sim)):
+        left.add_patch(plt.Rectangle((i, i), 1, 1, fill=False, edgecolor="black", lw=1.5))
+    left.set(xlabel="note of sample (class)", ylabel="image of sample (class)",
+             title="one batch: diagonal = own pairs (positives), the rest negatives")
+    left.tick_params(labelsize=7)
+    x = np.arange(sim.shape[1])
+    width = 0.8 / len(temperatures)
+    for j, t in enumerate(temperatures):
+        right.bar(x + (j - (len(temperatures) - 1) / 2) * width, softmax(sim[0] / t), width, label=f"tau = {t:g}")
+    right.set_xticks(x, labels, fontsize=7, rotation=90)
+    right.set(xlabel="note (sample 0's own note is first)", ylabel="softmax probability",
+              title="image 0: lower temperature, sharper choice")
+    right.legend(fontsize=8, frameon=False)
+    fig.suptitle(source_title(cfg, f"NT-Xent on a batch of {len(sim)} real image-note pairs, as the trained model embeds them"))
+    fig.tight_layout()
+    return fig
+
+
+def confusion(matrix: pd.DataFrame, cfg: dict[str, Any], title: str) -> plt.Figure:
     """A confusion matrix (rows true, columns predicted), counts annotated, rows shaded by recall."""
     setup_style()
     counts = matrix.to_numpy()
@@ -252,7 +365,7 @@ def plot_confusion(matrix: pd.DataFrame, cfg: dict[str, Any], title: str, name: 
                 xticklabels=matrix.columns, yticklabels=matrix.index, ax=ax)
     ax.grid(False)
     ax.set(xlabel="predicted", ylabel="true", title=source_title(cfg, title))
-    return _save_and_close(fig, cfg, name)
+    return fig
 
 
 AUDIT_ERRORS = ["contradiction_rate", "unsupported_attribute_rate", "age_contradicted", "sex_contradicted",
@@ -261,12 +374,12 @@ AUDIT_FIDELITY = ["diagnosis_correct", "colors_precision", "colors_recall", "str
                   "structures_recall", "vocab_adherence"]
 
 
-def plot_audit(summary: pd.DataFrame, cfg: dict[str, Any], name: str = "05_hallucination_audit") -> Path:
+def audit_heatmap(summary: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
     """The hallucination audit per strategy (dermlib.notes.audit_summary): error rates and attribute fidelity."""
     if "strategy" not in summary.columns or summary.empty:
-        raise ValueError("plot_audit needs the audit summary (one row per strategy, from dermlib.notes.audit_summary)")
-    panels = [(c, t, cmap) for c, t, cmap in ((AUDIT_ERRORS, "errors (lower is better)", "Reds"),
-                                              (AUDIT_FIDELITY, "fidelity (higher is better)", "Greens"))
+        raise ValueError("audit_heatmap needs the audit summary (one row per strategy, from dermlib.notes.audit_summary)")
+    panels = [(c, t, cmap) for c, t, cmap in ((AUDIT_ERRORS, "error rates (lower is better)", "Reds"),
+                                              (AUDIT_FIDELITY, "fidelity rates (higher is better)", "Greens"))
               if any(col in summary.columns for col in c)]
     if not panels:
         raise ValueError(f"audit summary has none of the expected columns (has {list(summary.columns)})")
@@ -281,4 +394,4 @@ def plot_audit(summary: pd.DataFrame, cfg: dict[str, Any], name: str = "05_hallu
         plt.setp(ax.get_xticklabels(), ha="right")
     fig.suptitle(source_title(cfg, "hallucination audit of the synthetic notes"))
     fig.tight_layout()
-    return _save_and_close(fig, cfg, name)
+    return fig

@@ -1,7 +1,7 @@
 """Figures of the data-preparation step (notebook 01): counts, metadata completeness, a gallery, crop examples.
 
-Each function returns a matplotlib Figure; the notebook saves it with dermlib.plots.savefig. Titles go through
-dermlib.plots.source_title, so SynthDerm figures say they are synthetic.
+Each function returns a matplotlib Figure; the notebook saves it with dermlib.plots.save and shows it inline. Titles
+go through dermlib.plots.source_title, so SynthDerm figures say they are synthetic.
 """
 
 from __future__ import annotations
@@ -81,6 +81,81 @@ def gallery(manifest: pd.DataFrame, images: np.ndarray, index: pd.DataFrame, cfg
                 ax.set_title(str(chosen["label"].iloc[j]), fontsize=7, pad=2)
         axes[i, 0].text(-0.08, 0.5, source, transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=8)
     fig.suptitle(source_title(cfg, "preprocessed images per source"), y=1 - 0.1 / height)
+    return fig
+
+
+def _cached_rows(manifest: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    """Manifest rows that are in the image cache, with their cache row number, in manifest order."""
+    return manifest.merge(index[["sample_id", "row"]], on="sample_id", how="inner", sort=False)
+
+
+def class_gallery(manifest: pd.DataFrame, images: np.ndarray, index: pd.DataFrame, cfg: dict[str, Any],
+                  per_partition: int = 3, seed: int = 0) -> plt.Figure:
+    """One row per class: `per_partition` internal images, then as many external ones (seeded draw), source named.
+
+    Shows what domain shift looks like for one diagnosis: the same class from the training sources and from the
+    external ones, side by side.
+    """
+    setup_style()
+    rows = _cached_rows(manifest, index)
+    labels = [c for c in ISIC8 if c in set(rows["label"])] + sorted(set(rows["label"]) - set(ISIC8))
+    parts = [p for p in ("internal", "external") if p in set(rows["partition"])]
+    n_cols = per_partition * len(parts)
+    fig, axes = plt.subplots(len(labels), n_cols, figsize=(1.35 * n_cols + 1.2, 1.45 * len(labels) + 0.6),
+                             squeeze=False)
+    rng = np.random.default_rng(seed)
+    for i, label in enumerate(labels):
+        for k, part in enumerate(parts):
+            pool = rows[(rows["label"] == label) & (rows["partition"] == part)]
+            chosen = pool.iloc[np.sort(rng.choice(len(pool), min(per_partition, len(pool)), replace=False))]
+            for j in range(per_partition):
+                ax = axes[i, k * per_partition + j]
+                ax.axis("off")
+                if j < len(chosen):
+                    ax.imshow(images[int(chosen["row"].iloc[j])])
+                    ax.set_title(str(chosen["source"].iloc[j]).replace("synthderm_", ""), fontsize=6, pad=2)
+        axes[i, 0].text(-0.1, 0.5, label, transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=9)
+    for k, part in enumerate(parts):
+        axes[0, k * per_partition + per_partition // 2].text(0.5, 1.22, part, transform=axes[0, k * per_partition
+                                                             + per_partition // 2].transAxes, ha="center",
+                                                             fontsize=10, weight="bold")
+    fig.suptitle(source_title(cfg, "one class per row: internal sources (left) vs external (right)"), y=1.02)
+    return fig
+
+
+ATTRIBUTE_VALUES: dict[str, list[str]] = {
+    "colors": ["light brown", "dark brown", "black", "blue-gray", "red", "white"],
+    "structures": ["pigment network", "dots/globules", "streaks", "blue-whitish veil", "regression structures",
+                   "vascular structures"],
+}
+
+
+def attribute_glossary(manifest: pd.DataFrame, images: np.ndarray, index: pd.DataFrame, cfg: dict[str, Any],
+                       per_value: int = 4) -> plt.Figure:
+    """What each visual attribute looks like: for every colour and structure, images whose ground truth has it.
+
+    Uses the SynthDerm drawn ground truth (`attributes.colors` / `attributes.structures`); dermoscopic images
+    first, since structures are a dermoscopic notion.
+    """
+    setup_style()
+    rows = _cached_rows(manifest, index)
+    attrs = [load_attributes(a) for a in rows["attributes"]]
+    dermo = (rows["modality"] == "dermoscopic").to_numpy()
+    values = [(kind, v) for kind, vs in ATTRIBUTE_VALUES.items() for v in vs]
+    fig, axes = plt.subplots(len(values), per_value, figsize=(1.4 * per_value + 2.0, 1.35 * len(values)),
+                             squeeze=False)
+    for i, (kind, value) in enumerate(values):
+        has = np.array([value in (a.get(kind) or []) for a in attrs])
+        order = np.concatenate([np.flatnonzero(has & dermo), np.flatnonzero(has & ~dermo)])[:per_value]
+        for j in range(per_value):
+            ax = axes[i, j]
+            ax.axis("off")
+            if j < len(order):
+                ax.imshow(images[int(rows["row"].iloc[order[j]])])
+                ax.set_title(str(rows["label"].iloc[order[j]]), fontsize=6, pad=2)
+        axes[i, 0].text(-0.1, 0.5, f"{value}\n({kind[:-1] if kind == 'structures' else 'colour'})",
+                        transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=8)
+    fig.suptitle(source_title(cfg, "what each attribute looks like (drawn ground truth)"), y=1.0)
     return fig
 
 

@@ -172,6 +172,47 @@ def audit_note(note: str, row: pd.Series | dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def marked_phrases(note: str, row: pd.Series | dict[str, Any]) -> list[tuple[int, int, str, str]]:
+    """The checkable phrases of one note as (start, end, kind, verdict), in text order, for display.
+
+    kind: age, site, diagnosis, colour or structure; verdict: "supported" (agrees with the metadata or ground truth),
+    "contradicted" (metadata says otherwise), "unsupported" (an attribute the image does not have) or "unchecked"
+    (nothing known to check it against). Negated mentions ("no streaks") are not marked. Same rules as `audit_note`.
+    """
+    text = str(note)
+    taken = [False] * len(text)
+    spans: list[tuple[int, int, str, str]] = []
+
+    def claim(regex: str, kind: str, verdict_of: Any, negation: bool) -> None:
+        for match in re.finditer(rf"\b(?:{regex})\b", text, re.IGNORECASE):
+            if any(taken[match.start():match.end()]):
+                continue
+            clause = text[max(0, match.start() - 40): match.start()]
+            if negation and (_NEGATION.search(clause) or _NEGATION_AFTER.match(text[match.end(): match.end() + 12])):
+                continue
+            taken[match.start():match.end()] = [True] * (match.end() - match.start())
+            spans.append((match.start(), match.end(), kind, verdict_of(match.group(0))))
+
+    def known(value: Any) -> bool:
+        return value is not None and not pd.isna(value)
+
+    age, site, label = row.get("age"), row.get("site"), row.get("label")
+    true_colours, true_structures = truth_attributes(load_attributes(row.get("attributes")))
+    claim(r"\d{1,3}[- ](?:years?|yrs?)[- ]old", "age", lambda m: "unchecked" if not known(age) else
+          "supported" if abs(float(re.match(r"\d+", m).group(0)) - float(age)) <= 2 else "contradicted", False)
+    for code, pattern in _DIAGNOSIS_TERMS.items():
+        claim(pattern, "diagnosis", lambda m, c=code: "unchecked" if not known(label) else
+              "supported" if c == label else "contradicted", False)
+    for kind, terms, truth in (("structure", _STRUCTURE_TERMS, true_structures), ("colour", _COLOUR_TERMS, true_colours)):
+        for pattern, canonical in terms.items():
+            claim(pattern, kind, lambda m, c=canonical, t=truth: "unchecked" if t is None else
+                  "supported" if c in t else "unsupported", True)
+    for pattern, canonical in _SITE_TERMS.items():
+        claim(pattern, "site", lambda m, c=canonical: "unchecked" if not known(site) else
+              "supported" if _sites_agree({c}, str(site)) else "contradicted", False)
+    return sorted(spans)
+
+
 def audit(manifest: pd.DataFrame, notes: pd.DataFrame) -> pd.DataFrame:
     """Per-note audit flags for a long notes table (sample_id, strategy, note, status); only `ok` notes."""
     missing = [c for c in ("sample_id", "strategy", "note") if c not in notes]
@@ -185,6 +226,16 @@ def audit(manifest: pd.DataFrame, notes: pd.DataFrame) -> pd.DataFrame:
     records = [{"sample_id": sid, "strategy": strategy, **audit_note(note, rows.loc[sid])}
                for sid, strategy, note in zip(ok["sample_id"].astype(str), ok["strategy"], ok["note"])]
     return pd.DataFrame(records)
+
+
+COUNT_COLUMNS = ["n_notes", "age_invented", "sex_invented", "site_invented", "diagnosis_invented", "mean_words"]
+
+
+def rates_and_counts(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The audit summary as two tables, strategies in columns: shares (0-1) and counts (notes, words, invented)."""
+    wide = summary.set_index("strategy")
+    counts = [c for c in COUNT_COLUMNS if c in wide.columns]
+    return wide.drop(columns=counts).T, wide[counts].T
 
 
 def distinct_ngrams(notes: list[str], n: int) -> float:
@@ -208,7 +259,7 @@ def audit_summary(flags: pd.DataFrame, notes: pd.DataFrame | None = None) -> pd.
         row: dict[str, Any] = {"strategy": strategy, "n_notes": len(group)}
         for field in ("age", "sex", "site", "diagnosis"):
             known = group[group[field].isin(["correct", "contradicted", "absent", "mixed"])]
-            for flag in ("correct", "contradicted", "absent"):
+            for flag in ("correct", "contradicted", "absent", "mixed"):
                 row[f"{field}_{flag}"] = float((known[field] == flag).mean()) if len(known) else float("nan")
             row[f"{field}_invented"] = int((group[field] == "invented").sum())
         for name in ("colors", "structures"):

@@ -1,16 +1,23 @@
-"""Figures and display tables for the note audit (notebook 02)."""
+"""Figures and display tables for the note audit (notebook 02); figures are Figures, saved with dermlib.plots.save."""
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+from PIL import Image
 
+from dermlib.data.schema import load_attributes
+from dermlib.notes.audit import marked_phrases
 from dermlib.plots import setup_style, source_title
 
 FIELDS = ("age", "sex", "site", "diagnosis")
-FLAG_COLOURS = {"correct": "#4c9a6a", "contradicted": "#c8553d", "absent": "#bdbdbd"}
+FLAG_COLOURS = {"correct": "#4c9a6a", "mixed": "#e0a458", "contradicted": "#c8553d", "absent": "#bdbdbd"}
 
 
 def side_by_side(notes: pd.DataFrame, sample_id: str | None = None) -> pd.DataFrame:
@@ -33,7 +40,10 @@ def plot_consistency(summary: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
     for ax, field in zip(axes, FIELDS):
         bottom = pd.Series(0.0, index=summary["strategy"])
         for flag, colour in FLAG_COLOURS.items():
-            values = summary.set_index("strategy")[f"{field}_{flag}"].fillna(0.0)
+            column = f"{field}_{flag}"
+            if column not in summary.columns:
+                continue
+            values = summary.set_index("strategy")[column].fillna(0.0)
             ax.bar(values.index, values, bottom=bottom, color=colour, label=flag)
             bottom += values
         ax.set_title(field)
@@ -66,3 +76,65 @@ def plot_hallucination(summary: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure
     ax.set_title(source_title(cfg, "attribute hallucination audit"))
     fig.tight_layout()
     return fig
+
+
+VERDICT_STYLE = {"supported": "background:#cdeccf", "contradicted": "background:#f4b6a6;font-weight:bold",
+                 "unsupported": "background:#fbe3a1", "unchecked": "background:#e4e4e4"}
+
+
+def examples_with_every_strategy(notes: pd.DataFrame, manifest: pd.DataFrame, n: int = 4, seed: int = 0) -> list[str]:
+    """`n` sample ids (seeded, one per class as far as classes last) whose note is `ok` for every strategy."""
+    ok = notes[notes["status"] == "ok"]
+    complete = ok.groupby("sample_id")["strategy"].nunique()
+    ids = set(complete[complete == notes["strategy"].nunique()].index.astype(str))
+    pool = manifest[manifest["sample_id"].astype(str).isin(ids)].sort_values("sample_id")
+    rng = np.random.default_rng(seed)
+    chosen: list[str] = []
+    for _, group in pool.groupby("label", sort=True):
+        chosen.append(str(group["sample_id"].iloc[rng.integers(len(group))]))
+    return sorted(chosen, key=lambda sid: rng.random())[:n]
+
+
+def _mark(note: str, row: pd.Series) -> str:
+    """The note as HTML with each checkable phrase highlighted by its verdict (hover shows kind and verdict)."""
+    out, at = [], 0
+    for start, end, kind, verdict in marked_phrases(note, row):
+        out.append(html.escape(note[at:start]))
+        out.append(f'<mark style="{VERDICT_STYLE[verdict]}" title="{kind}: {verdict}">{html.escape(note[start:end])}</mark>')
+        at = end
+    out.append(html.escape(note[at:]))
+    return "".join(out)
+
+
+def _png(image: np.ndarray) -> str:
+    """An RGB uint8 array as an inline PNG data URI."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def note_cards(sample_ids: list[str], manifest: pd.DataFrame, notes: pd.DataFrame,
+               images: dict[str, np.ndarray]) -> str:
+    """HTML: per sample, its image, metadata and drawn ground truth beside its note from every strategy, with
+    phrases marked green (agrees), red (contradicts the metadata), amber (attribute the image does not have)."""
+    rows = manifest.set_index(manifest["sample_id"].astype(str))
+    legend = " ".join(f'<mark style="{style}">{verdict}</mark>' for verdict, style in VERDICT_STYLE.items())
+    parts = [f'<div style="font-family:sans-serif;font-size:13px;max-width:1100px"><p>Marks: {legend}</p>']
+    for sid in sample_ids:
+        row = rows.loc[sid]
+        attrs = load_attributes(row.get("attributes"))
+        truth = {k: v for k, v in attrs.items() if k in ("colors", "structures", "border", "asymmetry", "diameter_mm")}
+        meta = ", ".join(f"{k} {row.get(k)}" for k in ("label", "age", "sex", "site", "fitzpatrick")
+                         if pd.notna(row.get(k)))
+        truth_html = "<br>".join(f"<b>{html.escape(k)}</b>: {html.escape(', '.join(v) if isinstance(v, list) else str(v))}"
+                                 for k, v in truth.items())
+        img = f'<img src="{_png(images[sid])}" width="160" alt="{html.escape(sid)}">' if sid in images else "(no image)"
+        mine = notes[(notes["sample_id"].astype(str) == sid) & (notes["status"] == "ok")]
+        cells = "".join(f'<tr><td style="vertical-align:top;padding:4px 8px"><b>{html.escape(str(r.strategy))}</b></td>'
+                        f'<td style="padding:4px 8px;white-space:normal">{_mark(str(r.note), row)}</td></tr>'
+                        for r in mine.itertuples(index=False))
+        parts.append(f'<hr><table style="border-collapse:collapse"><tr><td style="vertical-align:top;width:180px">{img}'
+                     f'<br><small>{html.escape(sid)}<br>{html.escape(meta)}<br>{truth_html}</small></td>'
+                     f'<td style="vertical-align:top"><table>{cells}</table></td></tr></table>')
+    parts.append("</div>")
+    return "\n".join(parts)

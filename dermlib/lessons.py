@@ -1,0 +1,75 @@
+"""Worked examples for the notebooks, computed on the data in front of the reader (a trained run's embeddings).
+
+Nothing here is used by the pipeline: these functions pick a batch or a query on purpose (not the first row) and
+compute the quantities a lesson explains with the library's own losses and metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dermlib import losses, metrics
+
+
+def lesson_batch(emb: dict[str, np.ndarray], n: int = 12, seed: int = 0, partition: str = "internal"
+                 ) -> dict[str, np.ndarray]:
+    """A seeded batch of `n` samples with a note from one partition, sorted by class so the heatmap reads by block."""
+    ok = np.flatnonzero(metrics.finite_rows(emb["text_emb"]) & (emb["partition"] == partition))
+    if len(ok) < 2:
+        raise ValueError(f"lesson_batch needs at least 2 {partition} samples with a note, found {len(ok)}")
+    chosen = np.random.default_rng(seed).choice(ok, min(n, len(ok)), replace=False)
+    chosen = chosen[np.lexsort((chosen, emb["label"][chosen]))]
+    img, txt = metrics.l2_normalise(emb["image_emb"][chosen]), metrics.l2_normalise(emb["text_emb"][chosen])
+    return {"index": chosen, "image": img, "text": txt, "label": emb["label"][chosen].astype(str),
+            "similarity": img @ txt.T}
+
+
+def alignment_terms(batch: dict[str, np.ndarray], temperatures: list[float]) -> pd.DataFrame:
+    """The L1, cosine and NT-Xent terms of `dermlib.losses` on one batch; NT-Xent at each temperature."""
+    img, txt = torch.from_numpy(batch["image"]).float(), torch.from_numpy(batch["text"]).float()
+    rows = [{"term": "L1 (mean |image - note| per dimension)", "temperature": np.nan,
+             "value": float(losses.l1_loss(img, txt))},
+            {"term": "cosine (1 - cos(image, own note))", "temperature": np.nan,
+             "value": float(losses.cosine_loss(img, txt))}]
+    rows += [{"term": "NT-Xent", "temperature": t, "value": float(losses.nt_xent(img, txt, t))} for t in temperatures]
+    rows.append({"term": f"NT-Xent if every pair were a guess: log(2N - 1), N = {len(img)}", "temperature": np.nan,
+                 "value": float(np.log(2 * len(img) - 1))})
+    return pd.DataFrame(rows)
+
+
+def query_aps(emb: dict[str, np.ndarray], partition: str = "internal") -> pd.DataFrame:
+    """Image -> text AP of every query of one partition (gallery: that partition's notes), sorted by AP."""
+    ok = np.flatnonzero(metrics.finite_rows(emb["text_emb"]) & (emb["partition"] == partition))
+    labels = emb["label"][ok].astype(str)
+    ap = metrics.retrieval_ap(emb["image_emb"][ok], labels, emb["text_emb"][ok], labels)
+    frame = pd.DataFrame({"index": ok, "sample_id": emb["sample_id"][ok].astype(str), "label": labels, "ap": ap})
+    return frame.sort_values(["ap", "sample_id"], kind="stable").reset_index(drop=True)
+
+
+def chosen_queries(emb: dict[str, np.ndarray], partition: str = "internal") -> dict[str, int]:
+    """Two queries picked on purpose: the one with the median AP (a typical query) and the lowest (a failure)."""
+    aps = query_aps(emb, partition)
+    return {"median AP": int(aps["index"].iloc[len(aps) // 2]), "lowest AP": int(aps["index"].iloc[0])}
+
+
+def ranking(emb: dict[str, np.ndarray], query: int, partition: str = "internal") -> pd.DataFrame:
+    """The ranked notes of one image query within its partition (`dermlib.metrics.ranked_list`), with the notes."""
+    ok = np.flatnonzero(metrics.finite_rows(emb["text_emb"]) & (emb["partition"] == partition))
+    ranked = metrics.ranked_list(emb["image_emb"][query], str(emb["label"][query]), emb["text_emb"][ok],
+                                 emb["label"][ok].astype(str))
+    ranked["note"] = emb["note"][ok][ranked["gallery_index"].to_numpy()].astype(str)
+    return ranked
+
+
+def query_example(emb: dict[str, np.ndarray], query: int, k: int = 5, partition: str = "internal") -> dict[str, Any]:
+    """One image query, its AP and its k closest notes, for `dermlib.plots.retrieval_gallery`."""
+    ranked = ranking(emb, query, partition)
+    ap = float(ranked.loc[ranked["relevant"], "precision"].mean()) if ranked["relevant"].any() else 0.0
+    top = ranked.head(k)
+    return {"sample_id": str(emb["sample_id"][query]), "label": str(emb["label"][query]), "ap": ap,
+            "notes": [str(n) for n in top["note"]], "note_labels": [str(c) for c in top["label"]],
+            "scores": [float(v) for v in top["cosine"]]}
