@@ -12,6 +12,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fake_openai import FakeOpenAI  # noqa: E402
 
 from dermlib.data.schema import to_manifest  # noqa: E402
-from dermlib.notes import synthesize  # noqa: E402
+from dermlib.notes import NoteSettings, synthesize  # noqa: E402
 from dermlib.notes.local_llm import LocalLLM  # noqa: E402
 
 
@@ -33,11 +34,17 @@ def manifest(n: int) -> pd.DataFrame:
         "site": "anterior torso", "fitzpatrick": 1 + i % 6} for i in range(n)]))
 
 
+# what every run shares; run() sets the cache, the concurrency and the server
+BENCH = NoteSettings(backend=None, base_url=None, model=None, cache_path=None, concurrency=1, timeout=60.0,
+                     max_retries=3, outage_after=10, temperature=0.7, max_tokens=160, limit=None)
+
+
 def run(frame: pd.DataFrame, strategy: str, concurrency: int, **kw: object) -> tuple[float, int]:
-    """Fresh cache, one synthesize call; returns (notes/s, number ok)."""
+    """Fresh cache, one synthesize call with BENCH changed by `kw`; returns (notes/s, number ok)."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        out = synthesize(frame, strategy, cache_path=Path(tmp) / "c.sqlite", concurrency=concurrency, **kw)
+        settings = replace(BENCH, cache_path=Path(tmp) / "c.sqlite", concurrency=concurrency, **kw)
+        out = synthesize(frame, strategy, settings)
         return len(frame) / (time.perf_counter() - start), int((out["status"] == "ok").sum())
 
 

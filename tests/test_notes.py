@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,7 @@ from dermlib.config import get_config
 from dermlib.data.schema import to_manifest
 from dermlib.notes import STRATEGIES, get_strategy, load_notes, save_notes, synthesize
 from dermlib.notes.batch import synthesize_batch
+from dermlib.notes.plan import NoteSettings
 from dermlib.notes.cache import NoteCache
 from dermlib.notes.engine import LLMAuthError, LLMOutageError, scrub
 from dermlib.notes.local_llm import LocalLLM, llama_cpp_available
@@ -48,9 +50,18 @@ def make_manifest(n: int) -> pd.DataFrame:
     return to_manifest(pd.DataFrame(rows))
 
 
-def llm_args(fake: FakeOpenAI, cache: Path, **kw: object) -> dict[str, object]:
-    return {"base_url": fake.base_url, "model": "fake-model", "cache_path": cache, "backoff_base": 0.01,
-            "api_key": SECRET, **kw}
+TEST_SETTINGS = {"backend": None, "base_url": None, "model": None, "cache_path": None, "concurrency": 8,
+                 "timeout": 60.0, "max_retries": 3, "outage_after": 10, "temperature": 0.7, "max_tokens": 160,
+                 "limit": None}
+
+
+def note_settings(**kw: object) -> NoteSettings:
+    return NoteSettings(**{**TEST_SETTINGS, **kw})
+
+
+def llm_args(fake: FakeOpenAI, cache: Path, **kw: object) -> NoteSettings:
+    return note_settings(**{"base_url": fake.base_url, "model": "fake-model", "cache_path": cache,
+                            "backoff_base": 0.01, "api_key": SECRET, **kw})
 
 
 # -- templates -----------------------------------------------------------------------------------------------
@@ -159,9 +170,9 @@ def test_option_order_is_shuffled_per_image_and_stable() -> None:
 def test_llm_strategies_then_rerun_makes_zero_calls(tmp_path: Path) -> None:
     manifest, cache = make_manifest(8), tmp_path / "cache.sqlite"
     with FakeOpenAI() as fake:
-        first = {s: synthesize(manifest, s, **llm_args(fake, cache)) for s in ("M+P1", "M+P2", "P3", "M&P3", "M+P1|P3")}
+        first = {s: synthesize(manifest, s, llm_args(fake, cache)) for s in ("M+P1", "M+P2", "P3", "M&P3", "M+P1|P3")}
         calls = fake.counts["chat"]
-        again = {s: synthesize(manifest, s, **llm_args(fake, cache)) for s in first}
+        again = {s: synthesize(manifest, s, llm_args(fake, cache)) for s in first}
         assert fake.counts["chat"] == calls == 3 * 8  # combos reuse their parts' cached notes
     for s, frame in first.items():
         assert list(frame["sample_id"]) == list(manifest["sample_id"]) and (frame["status"] == "ok").all()
@@ -187,7 +198,7 @@ def test_llm_strategies_then_rerun_makes_zero_calls(tmp_path: Path) -> None:
 
 def test_llamacpp_backend_sends_json_object_with_schema(tmp_path: Path) -> None:
     with FakeOpenAI() as fake:
-        out = synthesize(make_manifest(2), "M+P1", **llm_args(fake, tmp_path / "c.sqlite", backend="llamacpp"))
+        out = synthesize(make_manifest(2), "M+P1", llm_args(fake, tmp_path / "c.sqlite", backend="llamacpp"))
     fmt = fake.chat_bodies[0]["response_format"]
     assert fmt["type"] == "json_object" and fmt["schema"]["required"][0] == "morphology"
     orders = [option_order(f"synthderm_a/{i:03d}")["border"] for i in range(2)]
@@ -201,7 +212,7 @@ def test_every_fault_is_retried_counted_and_retry_after_honoured(tmp_path: Path)
     faults = ["429", "500", "malformed_body", "malformed_json", "invalid_schema", "truncated", "refusal"]
     with FakeOpenAI(faults=faults, retry_after="1") as fake:
         start = time.perf_counter()
-        out = synthesize(make_manifest(1), "M+P1", **llm_args(fake, tmp_path / "c.sqlite", max_retries=8, concurrency=1))
+        out = synthesize(make_manifest(1), "M+P1", llm_args(fake, tmp_path / "c.sqlite", max_retries=8, concurrency=1))
         elapsed = time.perf_counter() - start
     assert out.at[0, "status"] == "ok" and out.at[0, "n_attempts"] == len(faults) + 1 == fake.counts["chat"]
     assert elapsed >= 1.0  # waited for Retry-After: 1
@@ -214,7 +225,7 @@ def test_every_fault_is_retried_counted_and_retry_after_honoured(tmp_path: Path)
 
 def test_timeouts_are_retried(tmp_path: Path) -> None:
     with FakeOpenAI(faults=["slow"], slow_seconds=3.0) as fake:
-        out = synthesize(make_manifest(1), "P3", **llm_args(fake, tmp_path / "c.sqlite", timeout=0.5))
+        out = synthesize(make_manifest(1), "P3", llm_args(fake, tmp_path / "c.sqlite", timeout=0.5))
     assert out.at[0, "status"] == "ok" and out.at[0, "n_attempts"] == 2
     assert out.attrs["stats"]["errors"] == {"timeout": 1}
 
@@ -222,26 +233,26 @@ def test_timeouts_are_retried(tmp_path: Path) -> None:
 def test_exhausted_retries_are_recorded_failures_not_crashes(tmp_path: Path) -> None:
     manifest, cache = make_manifest(3), tmp_path / "c.sqlite"
     with FakeOpenAI(rule=lambda n, body: "invalid_schema") as fake:
-        out = synthesize(manifest, "M+P1", **llm_args(fake, cache, max_retries=2))
+        out = synthesize(manifest, "M+P1", llm_args(fake, cache, max_retries=2))
         assert (out["status"] == "failed").all() and out["note"].isna().all()
         assert (out["n_attempts"] == 3).all() and fake.counts["chat"] == 9
         assert out["error"].str.startswith("schema violation").all()
-        again = synthesize(manifest, "M+P1", **llm_args(fake, cache, max_retries=2))
+        again = synthesize(manifest, "M+P1", llm_args(fake, cache, max_retries=2))
         assert fake.counts["chat"] == 9 and again["cached"].all()  # a recorded failure is not re-asked by default
         fake.rule = None
-        fixed = synthesize(manifest, "M+P1", **llm_args(fake, cache, retry_failed=True))
+        fixed = synthesize(manifest, "M+P1", llm_args(fake, cache, retry_failed=True))
     assert (fixed["status"] == "ok").all() and fake.counts["chat"] == 12
 
 
 def test_api_key_never_reaches_cache_or_errors(tmp_path: Path) -> None:
     cache = tmp_path / "c.sqlite"
     with FakeOpenAI(rule=lambda n, body: "400_echo") as fake:  # the server echoes the Authorization header
-        out = synthesize(make_manifest(2), "M+P1", **llm_args(fake, cache))
+        out = synthesize(make_manifest(2), "M+P1", llm_args(fake, cache))
     assert (out["status"] == "failed").all() and out["error"].str.contains("Bearer").all()
     assert not out["error"].str.contains(SECRET).any()
     with FakeOpenAI(api_key="sk-the-right-one") as fake:  # wrong key: 401 with the key echoed in the body
         with pytest.raises(LLMAuthError) as info:
-            synthesize(make_manifest(2), "P3", **llm_args(fake, cache))
+            synthesize(make_manifest(2), "P3", llm_args(fake, cache))
     assert SECRET not in str(info.value) and SECRET not in repr(info.value) and "OPENAI_API_KEY" in str(info.value)
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("c.sqlite*"))
     assert len(stored) > 0 and SECRET.encode() not in stored
@@ -250,7 +261,7 @@ def test_api_key_never_reaches_cache_or_errors(tmp_path: Path) -> None:
 def test_p3_is_one_generation_per_image(tmp_path: Path) -> None:
     manifest = make_manifest(16)  # 4 classes x 4 samples: the P3 prompt repeats, the generation does not
     with FakeOpenAI() as fake:
-        out = synthesize(manifest, "P3", **llm_args(fake, tmp_path / "c.sqlite"))
+        out = synthesize(manifest, "P3", llm_args(fake, tmp_path / "c.sqlite"))
     assert fake.counts["chat"] == 16 and (out["status"] == "ok").all() and out["note"].nunique() == 16
     assert len({b["seed"] for b in fake.chat_bodies}) == 16
 
@@ -259,10 +270,10 @@ def test_first_option_answers_still_spread_over_the_options(tmp_path: Path) -> N
     """A model that always takes the first listed option (SmolLM2 under a grammar) must not make every note alike."""
     manifest = make_manifest(100)
     with FakeOpenAI(first_option=True) as fake:
-        out = synthesize(manifest, "M+P1", **llm_args(fake, tmp_path / "c.sqlite", backend="llamacpp"))
+        out = synthesize(manifest, "M+P1", llm_args(fake, tmp_path / "c.sqlite", backend="llamacpp"))
         bodies = list(fake.chat_bodies)
     with FakeOpenAI(first_option=True) as fake:  # a second run from an empty cache sends the very same prompts
-        synthesize(manifest, "M+P1", **llm_args(fake, tmp_path / "c2.sqlite", backend="llamacpp"))
+        synthesize(manifest, "M+P1", llm_args(fake, tmp_path / "c2.sqlite", backend="llamacpp"))
         def sent(found: list[dict]) -> list[str]:
             return sorted(json.dumps([b["messages"], b["response_format"]]) for b in found)
 
@@ -293,10 +304,11 @@ def test_editing_any_template_a_note_depends_on_changes_its_key(strategy: str, t
     def pending() -> int:
         strategies._base.cache_clear()
         strategies.vocabulary.cache_clear()
-        return count_pending(manifest, strategy, cache_path=cache, base_url="http://127.0.0.1:9", model="fake-model")
+        return count_pending(manifest, strategy, note_settings(cache_path=cache, base_url="http://127.0.0.1:9",
+                                                               model="fake-model"))
 
     with FakeOpenAI() as fake:
-        synthesize(manifest, strategy, **llm_args(fake, cache))
+        synthesize(manifest, strategy, llm_args(fake, cache))
     assert pending() == 0
     for name in get_strategy(strategy).files:
         original = (prompts / name).read_text()
@@ -311,12 +323,12 @@ def test_editing_any_template_a_note_depends_on_changes_its_key(strategy: str, t
 def test_changed_parameters_or_limit_only_request_what_is_new(tmp_path: Path) -> None:
     manifest, cache = make_manifest(6), tmp_path / "c.sqlite"
     with FakeOpenAI() as fake:
-        part = synthesize(manifest, "M+P2", **llm_args(fake, cache, limit=2))
+        part = synthesize(manifest, "M+P2", llm_args(fake, cache, limit=2))
         assert fake.counts["chat"] == 2 and (part["status"] == "ok").sum() == 2
         assert (part["status"] == "skipped").sum() == 4 and part.loc[part["status"] == "skipped", "note"].isna().all()
-        full = synthesize(manifest, "M+P2", **llm_args(fake, cache))
+        full = synthesize(manifest, "M+P2", llm_args(fake, cache))
         assert fake.counts["chat"] == 6 and full["cached"].sum() == 2
-        synthesize(manifest, "M+P2", **llm_args(fake, cache, max_tokens=200))  # new parameters: new keys
+        synthesize(manifest, "M+P2", llm_args(fake, cache, max_tokens=200))  # new parameters: new keys
         assert fake.counts["chat"] == 12
 
 
@@ -324,10 +336,10 @@ def test_concurrency_overlaps_requests(tmp_path: Path) -> None:
     manifest = make_manifest(8)
     with FakeOpenAI(latency=0.25) as fake:
         t0 = time.perf_counter()
-        synthesize(manifest, "P3", **llm_args(fake, tmp_path / "a.sqlite", concurrency=1))
+        synthesize(manifest, "P3", llm_args(fake, tmp_path / "a.sqlite", concurrency=1))
         serial = time.perf_counter() - t0
         t0 = time.perf_counter()
-        synthesize(manifest, "P3", **llm_args(fake, tmp_path / "b.sqlite", concurrency=8))
+        synthesize(manifest, "P3", llm_args(fake, tmp_path / "b.sqlite", concurrency=8))
         parallel = time.perf_counter() - t0
     assert serial >= 8 * 0.25 and parallel < serial / 3
 
@@ -339,9 +351,11 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent("""
         import sys, pandas as pd
-        from dermlib.notes import synthesize
-        synthesize(pd.read_parquet(sys.argv[1]), "M+P1", base_url=sys.argv[2], model="fake-model",
-                   cache_path=sys.argv[3], concurrency=2, api_key="local")
+        from dermlib.notes import NoteSettings, synthesize
+        settings = NoteSettings(backend=None, base_url=sys.argv[2], model="fake-model", cache_path=sys.argv[3],
+                                concurrency=2, timeout=60.0, max_retries=3, outage_after=10, temperature=0.7,
+                                max_tokens=160, limit=None, api_key="local")
+        synthesize(pd.read_parquet(sys.argv[1]), "M+P1", settings)
     """))
     with FakeOpenAI(latency=0.2) as fake:
         proc = subprocess.Popen([sys.executable, str(script), str(manifest_path), fake.base_url, str(cache)],
@@ -362,8 +376,8 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path: Path) -> None:
             kept = conn.execute("SELECT COUNT(*) FROM notes WHERE status = 'ok'").fetchone()[0]
         assert 6 <= kept < n
         before = fake.counts["chat"]
-        out = synthesize(pd.read_parquet(manifest_path), "M+P1", base_url=fake.base_url, model="fake-model",
-                         cache_path=cache, concurrency=4, api_key="local")
+        out = synthesize(pd.read_parquet(manifest_path), "M+P1", note_settings(
+            base_url=fake.base_url, model="fake-model", cache_path=cache, concurrency=4, api_key="local"))
         assert fake.counts["chat"] - before == n - kept  # only the missing notes were requested
     assert (out["status"] == "ok").all() and out["sample_id"].is_unique and out["cached"].sum() == kept
     with sqlite3.connect(cache) as conn:
@@ -373,23 +387,22 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path: Path) -> None:
 def test_batch_route_fills_the_same_cache(tmp_path: Path) -> None:
     manifest, cache = make_manifest(5), tmp_path / "c.sqlite"
     with FakeOpenAI(faults=["invalid_schema"], batch_polls=2) as fake:
-        out = synthesize_batch(manifest, "M+P1", cache_path=cache, model="fake-model", base_url=fake.base_url,
-                               api_key=SECRET, poll_interval=0.05, timeout=10)
+        batch_settings = note_settings(cache_path=cache, model="fake-model", base_url=fake.base_url, api_key=SECRET)
+        out = synthesize_batch(manifest, "M+P1", batch_settings, poll_interval=0.05, timeout=10)
         assert fake.counts["files"] == 1 and fake.counts["batches"] == 1 and fake.counts["chat"] == 5
         assert fake.counts["GET v1/batches"] >= 2 and fake.files["file-1"]["purpose"] == "batch"
         assert (out["status"] == "ok").sum() == 4 and out["error"].str.contains("schema").sum() == 1
         assert out.attrs["batch"]["ok"] == 4 and out.attrs["batch"]["failed"] == 1
-        same = synthesize(manifest, "M+P1", cache_path=cache, model="fake-model", base_url=fake.base_url, api_key=SECRET)
+        same = synthesize(manifest, "M+P1", batch_settings)
         assert fake.counts["chat"] == 5 and same["cached"].all()  # the normal route reads what the batch stored
-        fixed = synthesize(manifest, "M+P1", cache_path=cache, model="fake-model", base_url=fake.base_url,
-                           api_key=SECRET, retry_failed=True)
+        fixed = synthesize(manifest, "M+P1", replace(batch_settings, retry_failed=True))
         assert fake.counts["chat"] == 6 and (fixed["status"] == "ok").all()
 
 
 def test_save_and_load_notes(tmp_path: Path) -> None:
     manifest = make_manifest(4)
     with FakeOpenAI() as fake:
-        frames = [synthesize(manifest, "M")] + [synthesize(manifest, "P3", **llm_args(fake, tmp_path / "c.sqlite", limit=2))]
+        frames = [synthesize(manifest, "M")] + [synthesize(manifest, "P3", llm_args(fake, tmp_path / "c.sqlite", limit=2))]
     path = save_notes(pd.concat(frames, ignore_index=True), tmp_path)
     assert path == tmp_path / "notes" / "notes.parquet"
     assert len(load_notes(tmp_path, "M")) == 4 and len(load_notes(path, "P3")) == 2
@@ -403,9 +416,9 @@ def test_save_and_load_notes(tmp_path: Path) -> None:
 def test_llm_strategy_without_model_or_key_says_how_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ValueError, match="cache_path"):
-        synthesize(make_manifest(1), "P3", model="m")
+        synthesize(make_manifest(1), "P3", note_settings(model="m"))
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
-        synthesize(make_manifest(1), "P3", model="gpt-4o-mini", cache_path=tmp_path / "c.sqlite")
+        synthesize(make_manifest(1), "P3", note_settings(model="gpt-4o-mini", cache_path=tmp_path / "c.sqlite"))
 
 
 # -- the real local LLM ------------------------------------------------------------------------------------
@@ -417,9 +430,9 @@ def test_local_llamacpp_smollm2_writes_valid_notes(tmp_path: Path) -> None:
     demo = get_config("demo")["notes"]
     with LocalLLM() as llm:
         for strategy in ("M+P1", "M+P2", "P3"):
-            out = synthesize(manifest, strategy, base_url=llm.base_url, model=llm.model, backend="llamacpp",
-                             cache_path=tmp_path / "c.sqlite", concurrency=1, max_tokens=demo["max_tokens"],
-                             max_retries=demo["max_retries"])
+            out = synthesize(manifest, strategy, note_settings(
+                base_url=llm.base_url, model=llm.model, backend="llamacpp", cache_path=tmp_path / "c.sqlite",
+                concurrency=1, max_tokens=demo["max_tokens"], max_retries=demo["max_retries"]))
             if strategy == "M+P2":  # 135M parameters: a narrative may fail validation every time; it is recorded
                 assert (out["status"] == "ok").any(), out["error"].tolist()
                 assert out.loc[out["status"] != "ok", "error"].str.startswith(("section", "schema", "truncated")).all()
@@ -460,7 +473,7 @@ def test_notebook_02_tiny(tiny_pipeline) -> None:
 def test_a_dripping_answer_times_out_within_the_deadline(tmp_path: Path) -> None:
     with FakeOpenAI(faults=["drip"], drip_seconds=1.0) as fake:
         start = time.perf_counter()
-        out = synthesize(make_manifest(1), "P3", **llm_args(fake, tmp_path / "c.sqlite", timeout=1.0, max_retries=0))
+        out = synthesize(make_manifest(1), "P3", llm_args(fake, tmp_path / "c.sqlite", timeout=1.0, max_retries=0))
         elapsed = time.perf_counter() - start
     assert elapsed < 10 and out.at[0, "status"] == "failed" and out.at[0, "error"].startswith("timeout")
     with NoteCache(tmp_path / "c.sqlite") as cache:
@@ -471,7 +484,7 @@ def test_a_dripping_answer_times_out_within_the_deadline(tmp_path: Path) -> None
                                            ("huge", "over the bound")])
 def test_odd_200_answers_are_recorded_not_crashes(fault: str, reason: str, tmp_path: Path) -> None:
     with FakeOpenAI(rule=lambda n, body: fault) as fake:
-        out = synthesize(make_manifest(2), "P3", **llm_args(fake, tmp_path / "c.sqlite", max_retries=1))
+        out = synthesize(make_manifest(2), "P3", llm_args(fake, tmp_path / "c.sqlite", max_retries=1))
     assert (out["status"] == "failed").all() and out["error"].str.contains(reason).all(), out["error"].tolist()
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("c.sqlite*"))
     assert len(stored) < 200_000  # a 2 MB answer is not stored
@@ -482,13 +495,13 @@ def test_outage_stops_early_and_a_plain_rerun_resumes(tmp_path: Path) -> None:
     with FakeOpenAI(rule=lambda n, body: "drop" if n > 6 else None) as fake:  # the server goes down after 6 notes
         start = time.perf_counter()
         with pytest.raises(LLMOutageError, match="transient errors.*re-run"):
-            synthesize(manifest, "M+P1", **llm_args(fake, cache, concurrency=2, max_retries=1, outage_after=4))
+            synthesize(manifest, "M+P1", llm_args(fake, cache, concurrency=2, max_retries=1, outage_after=4))
         assert time.perf_counter() - start < 30 and fake.counts["chat"] < 40
     with NoteCache(cache) as stored:
         ok_before = stored.count("ok")
         assert ok_before >= 4 and stored.count("failed") == 0
     with FakeOpenAI() as fake:  # back up: no --retry-failed needed
-        out = synthesize(manifest, "M+P1", **llm_args(fake, cache, concurrency=2))
+        out = synthesize(manifest, "M+P1", llm_args(fake, cache, concurrency=2))
         assert fake.counts["chat"] == 40 - ok_before
     assert (out["status"] == "ok").all()
 
@@ -525,7 +538,7 @@ def test_a_bug_in_our_own_request_path_is_raised_not_stored(tmp_path: Path, monk
     monkeypatch.setattr(completions.AsyncCompletions, "create", broken)
     with FakeOpenAI() as fake:
         with pytest.raises(TypeError, match="unexpected keyword"):
-            synthesize(make_manifest(2), "P3", **llm_args(fake, tmp_path / "c.sqlite", api_key="x"))
+            synthesize(make_manifest(2), "P3", llm_args(fake, tmp_path / "c.sqlite", api_key="x"))
     with NoteCache(tmp_path / "c.sqlite") as cache:
         assert cache.count() == 0
 
@@ -540,7 +553,7 @@ def test_the_key_is_scrubbed_by_exact_match_without_mangling(key: str) -> None:
 
 def test_a_key_echoed_in_a_successful_answer_never_reaches_the_cache(tmp_path: Path) -> None:
     with FakeOpenAI(rule=lambda n, body: "echo_key") as fake:
-        out = synthesize(make_manifest(2), "P3", **llm_args(fake, tmp_path / "c.sqlite"))
+        out = synthesize(make_manifest(2), "P3", llm_args(fake, tmp_path / "c.sqlite"))
     assert (out["status"] == "ok").all() and out["note"].str.contains("Bearer \\*\\*\\*").all()
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("c.sqlite*"))
     assert SECRET.encode() not in stored
@@ -550,9 +563,9 @@ def test_two_processes_on_one_cache_do_not_pay_twice(tmp_path: Path) -> None:
     manifest, cache = make_manifest(30), tmp_path / "c.sqlite"
     with FakeOpenAI(latency=0.1) as fake:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two writers, each its own cache connection
-            runs = list(pool.map(lambda _: synthesize(manifest, "M+P1", **llm_args(fake, cache, concurrency=4)),
+            runs = list(pool.map(lambda _: synthesize(manifest, "M+P1", llm_args(fake, cache, concurrency=4)),
                                  range(2)))
         assert fake.counts["chat"] == 30
-        again = synthesize(manifest, "M+P1", **llm_args(fake, cache))
+        again = synthesize(manifest, "M+P1", llm_args(fake, cache))
     assert (again["status"] == "ok").all() and again["cached"].all()
     assert sum(r.attrs["stats"]["n_rows_generated"] for r in runs) >= 30

@@ -19,7 +19,8 @@ from dermlib.data.schema import read_manifest
 from dermlib.notes.cache import NoteCache
 from dermlib.notes.engine import LLMAuthError, LLMOutageError
 from dermlib.notes.strategies import get_strategy
-from dermlib.notes.profile import cache_path, synthesize_profile
+from dermlib.notes.plan import cache_path
+from dermlib.notes.run import synthesize_profile
 from dermlib.workdir import WorkDir
 
 

@@ -1,11 +1,12 @@
 """OpenAI Batch API route for bulk synthesis (half the price, results within 24 h), into the same cache.
 
-    batch_id = submit_batch(manifest, "M+P1", model="gpt-4o-mini", cache_path=...)   # JSONL upload -> batch
-    collect_batch(batch_id, manifest, "M+P1", model="gpt-4o-mini", cache_path=...)   # poll -> results -> cache
-    notes = synthesize(manifest, "M+P1", model="gpt-4o-mini", cache_path=...)         # reads the cache
+    settings = NoteSettings.from_config(cfg)                 # dermlib.notes.plan
+    batch_id = submit_batch(manifest, "M+P1", settings)       # JSONL upload -> batch
+    collect_batch(batch_id, manifest, "M+P1", settings)       # poll -> results -> cache
+    notes = synthesize(manifest, "M+P1", settings)            # reads the cache
 
 Both calls must get the same manifest and settings (they define the cache keys). Answers that fail validation
-are stored as failures; `synthesize(..., retry_failed=True)` re-asks them through the normal route.
+are stored as failures; `synthesize` with `retry_failed=True` re-asks them through the normal route.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import openai
@@ -23,7 +24,8 @@ from openai.types.chat import ChatCompletion
 from dermlib.notes.cache import NoteCache
 from dermlib.notes.engine import estimate_cost, judge, scrub
 from dermlib.notes.strategies import Strategy, get_strategy
-from dermlib.notes.synth import _api_key, _llm_settings, _plan, max_tokens_for, synthesize
+from dermlib.notes.plan import NoteSettings, Planned, api_key, llm_backend, plan_jobs
+from dermlib.notes.synth import synthesize
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
@@ -35,34 +37,21 @@ def _base_strategy(strategy: str) -> Strategy:
     return strat
 
 
-def _planned(manifest: pd.DataFrame, strategy: str, cache: NoteCache, settings: dict[str, Any]) -> tuple[Strategy, Any, str, str]:
-    strat = _base_strategy(strategy)
-    backend, model = _llm_settings(settings.get("backend"), settings.get("base_url"), settings.get("model"))
-    params = {"temperature": settings.get("temperature", 0.7),
-              "max_tokens": max_tokens_for(settings.get("max_tokens", 160), strat.name)}
-    plan = _plan(manifest, strat, backend=backend, model=model, params=params, limit=settings.get("limit"),
-                 cache=cache, retry_failed=settings.get("retry_failed", False))
-    return strat, plan, backend, model
-
-
-def submit_batch(manifest: pd.DataFrame, strategy: str, *, cache_path: str | Path, model: str,
-                 api_key: str | None = None, base_url: str | None = None, **settings: Any) -> str | None:
+def submit_batch(manifest: pd.DataFrame, strategy: str, settings: NoteSettings) -> str | None:
     """Upload the missing notes' requests as JSONL and create a batch; returns its id (None if nothing is missing)."""
-    settings.update(model=model, base_url=base_url)
-    with NoteCache(cache_path) as cache:
-        strat, plan, backend, model = _planned(manifest, strategy, cache, settings)
+    strat = _base_strategy(strategy)
+    with NoteCache(settings.cache_path) as cache:
+        plan = plan_jobs(manifest, strat, settings, cache)
     if not plan.jobs:
         return None
-    params = {"temperature": settings.get("temperature", 0.7),
-              "max_tokens": max_tokens_for(settings.get("max_tokens", 160), strat.name)}
     lines = []
     for key, job in plan.jobs.items():
-        body: dict[str, Any] = {"model": model, "messages": job.messages, "seed": job.seed, **params}
+        body: dict[str, Any] = {"model": plan.model, "messages": job.messages, "seed": job.seed, **plan.params}
         if job.response_format is not None:
             body["response_format"] = job.response_format
         lines.append(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}))
-    secret = _api_key(backend, api_key)
-    client = openai.OpenAI(base_url=base_url, api_key=secret, max_retries=3)
+    secret = api_key(plan.backend, settings)
+    client = openai.OpenAI(base_url=settings.base_url, api_key=secret, max_retries=3)
     try:
         upload = client.files.create(file=(f"dermlib-{strat.template}.jsonl", io.BytesIO("\n".join(lines).encode())),
                                      purpose="batch")
@@ -75,14 +64,12 @@ def submit_batch(manifest: pd.DataFrame, strategy: str, *, cache_path: str | Pat
     return batch.id
 
 
-def collect_batch(batch_id: str, manifest: pd.DataFrame, strategy: str, *, cache_path: str | Path, model: str,
-                  api_key: str | None = None, base_url: str | None = None, poll_interval: float = 30.0,
-                  timeout: float | None = None, **settings: Any) -> dict[str, Any]:
+def collect_batch(batch_id: str, manifest: pd.DataFrame, strategy: str, settings: NoteSettings, *,
+                  poll_interval: float = 30.0, timeout: float | None = None) -> dict[str, Any]:
     """Poll a batch until it ends, then store every answer (validated like the normal route) in the cache."""
-    settings.update(model=model, base_url=base_url)
-    backend, model = _llm_settings(settings.get("backend"), base_url, model)
-    secret = _api_key(backend, api_key)
-    client = openai.OpenAI(base_url=base_url, api_key=secret, max_retries=3)
+    backend, model = llm_backend(settings)
+    secret = api_key(backend, settings)
+    client = openai.OpenAI(base_url=settings.base_url, api_key=secret, max_retries=3)
     start = time.monotonic()
     try:
         batch = client.batches.retrieve(batch_id)
@@ -99,8 +86,9 @@ def collect_batch(batch_id: str, manifest: pd.DataFrame, strategy: str, *, cache
     finally:
         client.close()
     stats = {"ok": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0}
-    with NoteCache(cache_path) as cache:
-        strat, plan, _, _ = _planned(manifest, strategy, cache, {**settings, "retry_failed": True})
+    strat = _base_strategy(strategy)
+    with NoteCache(settings.cache_path) as cache:
+        plan: Planned = plan_jobs(manifest, strat, replace(settings, retry_failed=True), cache)
         for line in filter(None, (raw.strip() for raw in text.splitlines())):
             item = json.loads(line)
             job = plan.jobs.get(item["custom_id"])
@@ -128,18 +116,13 @@ def collect_batch(batch_id: str, manifest: pd.DataFrame, strategy: str, *, cache
     return stats
 
 
-def synthesize_batch(manifest: pd.DataFrame, strategy: str, *, cache_path: str | Path, model: str,
-                     api_key: str | None = None, base_url: str | None = None, poll_interval: float = 30.0,
-                     timeout: float | None = None, **settings: Any) -> pd.DataFrame:
+def synthesize_batch(manifest: pd.DataFrame, strategy: str, settings: NoteSettings, *, poll_interval: float = 30.0,
+                     timeout: float | None = None) -> pd.DataFrame:
     """submit_batch + collect_batch + synthesize (which then only reads the cache)."""
-    batch_id = submit_batch(manifest, strategy, cache_path=cache_path, model=model, api_key=api_key,
-                            base_url=base_url, **settings)
+    batch_id = submit_batch(manifest, strategy, settings)
     stats = None
     if batch_id is not None:
-        stats = collect_batch(batch_id, manifest, strategy, cache_path=cache_path, model=model, api_key=api_key,
-                              base_url=base_url, poll_interval=poll_interval, timeout=timeout, **settings)
-    keep = {k: v for k, v in settings.items() if k in ("backend", "temperature", "max_tokens", "limit")}
-    out = synthesize(manifest, strategy, cache_path=cache_path, model=model, api_key=api_key, base_url=base_url,
-                     max_retries=0, **keep)
+        stats = collect_batch(batch_id, manifest, strategy, settings, poll_interval=poll_interval, timeout=timeout)
+    out = synthesize(manifest, strategy, replace(settings, max_retries=0, retry_failed=False))
     out.attrs["batch"] = {"batch_id": batch_id, **(stats or {})}
     return out

@@ -2,7 +2,7 @@
 on a free 127.0.0.1 port, behind the same OpenAI protocol as every other backend.
 
     with LocalLLM() as llm:
-        synthesize(manifest, "M+P1", base_url=llm.base_url, model=llm.model, backend="llamacpp", ...)
+        synthesize(manifest, "M+P1", replace(settings, base_url=llm.base_url, model=llm.model, backend="llamacpp"))
 """
 
 from __future__ import annotations
