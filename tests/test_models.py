@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -43,8 +44,30 @@ def test_multimodal_forward_shapes_with_text(minilm: TextEncoder) -> None:
     assert isinstance(out, ModelOutput)
     assert out.image_emb.shape == out.text_emb.shape == (2, 128)
     assert out.image_logits.shape == out.text_logits.shape == (2, 8)
-    # one shared classifier: the text logits are the classifier applied to the text embedding
-    torch.testing.assert_close(out.text_logits, model.classifier(out.text_emb))
+    images = torch.rand(2, 3, 32, 32)
+    # one shared classifier, checked with weights set by hand: zero weights leave the bias on both branches ...
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.arange(8.0))
+    fixed = model(images, ids, mask)
+    for logits in (fixed.image_logits, fixed.text_logits):
+        torch.testing.assert_close(logits, torch.arange(8.0).expand(2, 8))
+    # ... and an identity on the first 8 dimensions reads those dimensions of each branch's embedding
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.eye(8, 128))
+    picked = model(images, ids, mask)
+    torch.testing.assert_close(picked.image_logits, picked.image_emb[:, :8] + torch.arange(8.0))
+    torch.testing.assert_close(picked.text_logits, picked.text_emb[:, :8] + torch.arange(8.0))
+    # the text logits' gradient reaches the classifier and the text projection, never the image side
+    model.zero_grad(set_to_none=True)
+    picked.text_logits.sum().backward()
+    # d(sum of logits)/dW[c, j] = sum over the batch of text_emb[:, j] for every class c; d/db = batch size
+    torch.testing.assert_close(model.classifier.weight.grad, picked.text_emb.detach().sum(0).expand(8, 128))
+    torch.testing.assert_close(model.classifier.bias.grad, torch.full((8,), 2.0))
+    text_grads = [p.grad for p in model.text_proj.parameters()]
+    assert all(g is not None for g in text_grads) and sum(g.abs().sum() for g in text_grads) > 0
+    assert all(p.grad is None for p in [*model.image_proj.parameters(), *model.image_encoder.parameters()])
+    model.zero_grad(set_to_none=True)
     # without token ids only the image branch runs (inference for classification)
     image_only = model(torch.rand(2, 3, 32, 32))
     assert image_only.text_emb is None and image_only.image_logits.shape == (2, 8)
@@ -97,14 +120,39 @@ def test_freeze_all_but_last_layers(minilm: TextEncoder) -> None:
         freeze_text_layers(enc, 7)
 
 
-def test_projection_head_formula() -> None:
-    torch.manual_seed(0)
-    head = ProjectionHead(5, 4, dropout=0.0).eval()
-    x = torch.randn(3, 5)
-    p = head.proj(x)
-    expected = torch.nn.functional.layer_norm(p + head.fc(torch.nn.functional.gelu(p)), (4,),
-                                              head.norm.weight, head.norm.bias)
-    torch.testing.assert_close(head(x), expected)
+def _layer_norm(values: list[float], eps: float = 1e-5) -> list[float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / len(values)
+    return [(v - mean) / math.sqrt(var + eps) for v in values]
+
+
+def _gelu(v: float) -> float:
+    return v * 0.5 * (1 + math.erf(v / math.sqrt(2)))
+
+
+def test_projection_head_with_hand_set_weights() -> None:
+    """LayerNorm(p + Dropout(fc(GELU(p)))), p = proj(x), on a 3-d head whose weights are set by hand; expected values
+    from scalar formulas (math.erf), not from the head's own submodules."""
+    head = ProjectionHead(3, 3, dropout=0.5).eval()
+    with torch.no_grad():
+        head.proj.weight.copy_(torch.eye(3))
+        head.proj.bias.zero_()
+        head.fc.weight.zero_()
+        head.fc.bias.zero_()
+    x = torch.tensor([[0.0, 1.0, 2.0]])
+    torch.testing.assert_close(head(x), torch.tensor([[-1.224742, 0.0, 1.224742]]))  # fc silent: LN(x) only
+    with torch.no_grad():
+        head.fc.weight.copy_(torch.eye(3))  # now the residual branch adds GELU(p)
+    residual = [v + _gelu(v) for v in (0.0, 1.0, 2.0)]  # [0, 1.8413, 3.9545]
+    torch.testing.assert_close(head(x), torch.tensor([_layer_norm(residual)]))
+    assert head(x)[0, 0].item() == pytest.approx(-1.19571, abs=1e-4)
+    with torch.no_grad():
+        head.norm.weight.fill_(2.0)
+        head.norm.bias.fill_(1.0)
+    torch.testing.assert_close(head(x), torch.tensor([[2 * v + 1 for v in _layer_norm(residual)]]))
+    head.dropout.p = 1.0  # training with dropout 1: only the branch is dropped, the residual stays
+    torch.testing.assert_close(head.train()(x), torch.tensor([[2 * v + 1 for v in _layer_norm([0.0, 1.0, 2.0])]]))
+    assert ProjectionHead(5, 4)(torch.randn(3, 5)).shape == (3, 4)
 
 
 def test_unknown_encoder_names_fail_clearly() -> None:
