@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dermlib.batches import Split, images_to_float, tokenize  # noqa: E402
+from dermlib.training_data import Split, images_to_float, tokenize  # noqa: E402
 from dermlib.config import get_config  # noqa: E402
 from dermlib.models import PUBMEDBERT, ImageEncoder, MultimodalModel, TextEncoder, build_model  # noqa: E402
 from dermlib.trainer import Trainer  # noqa: E402
@@ -162,7 +162,7 @@ def bench_bare(trainer: Trainer, split: Split, steps: int) -> dict:
     """(c) the same model/optimiser/loss stepping on one batch already on the device (no data pipeline)."""
     idx = np.arange(trainer.t["batch_size"]) % len(split)
     batch = trainer.device_batch(split, idx)
-    x = images_to_float(batch["images"])
+    x = images_to_float(batch["images"]) if "images" in batch else None  # a frozen trunk: cached features
     trainer.model.train()
 
     def step() -> None:

@@ -1,4 +1,6 @@
-"""The paper's Tables 2-5 rebuilt from the tidy results table, written as CSV, Markdown and LaTeX.
+"""The paper's Tables 2-5 rebuilt from the tidy results table, written as CSV, Markdown and LaTeX; and the probe
+tables (zero-shot, concept retrieval, linear probe: `dermlib.probes`) beside the image-branch classifier, with
+their chance levels.
 
 Our numbers sit in columns named `ours: <strategy>`; the few numbers the paper reports (and only those, from
 the paper summary) sit in separate columns named `paper: <strategy>`, in the rows of the datasets they were
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dermlib.data.labels import classes
 from dermlib.metrics import summarise_seeds
 
 STRATEGIES = ["Img", "M", "M+P1", "M+P2", "P3"]
@@ -35,6 +38,18 @@ TABLES = {
     "table4_map_t2i": ("map_t2i", "Table 4: class-level retrieval mAP, text -> image"),
     "table5_paired_cosine": ("paired_cosine", "Table 5: mean cosine similarity of each image with its own note"),
 }
+
+# Tables of what the model knows beyond its classifier (no paper numbers: the paper reports none of these).
+PROBE_TABLES = {
+    "table_zero_shot": "Zero-shot classification from class prompts (text branch) beside the image-branch "
+                       "classifier, pooled per partition",
+    "table_concepts": "Concept retrieval: AUROC of the image-phrase cosine against the ground truth per attribute, "
+                      "pooled per partition",
+    "table_linear_probe": "Linear probe (logistic regression on frozen image embeddings) beside the image-branch "
+                          "classifier, pooled per partition",
+}
+MEASURES = {"kappa": "Cohen's kappa", "balanced_accuracy": "balanced accuracy"}
+CLASSIFIER = "image-branch classifier"
 
 
 def strategies(cfg: dict[str, Any], results: pd.DataFrame) -> list[str]:
@@ -135,6 +150,8 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
                            and c.endswith((" low", " high"))})
     paper = [c for c in table.columns if c.startswith("paper: ") and not c.endswith((" low", " high"))]
     out = pd.DataFrame(index=table.index)
+    if "chance" in table.columns:
+        out["chance"] = [f"{v:.3f}" if pd.notna(v) else "-" for v in table["chance"]]
     for column in ours:
         out[column] = [_cell(row, column, index == RANGE_ROW) for index, row in table.iterrows()]
     for column in paper:
@@ -147,15 +164,18 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def title(cfg: dict[str, Any], name: str) -> str:
     """A table title that says whose data it is."""
-    text = TABLES[name][1]
+    text = TABLES[name][1] if name in TABLES else PROBE_TABLES[name]
     return f"SynthDerm (synthetic) results - {text}" if cfg.get("synthetic") else f"{text} ({cfg.get('profile')})"
 
 
 def footnotes(cfg: dict[str, Any], name: str) -> list[str]:
     """The notes printed under a table."""
     notes = [f"'ours' columns: this pipeline (profile {cfg.get('profile')!r}); mean over seeds, then "
-             "+- sd when there are several seeds, else a bootstrap 95% CI in brackets.",
-             f"'paper' columns: the only numbers reported by {PAPER}, on real datasets; never mixed with ours."]
+             "+- sd when there are several seeds, else a bootstrap 95% CI in brackets."]
+    if name in PROBE_TABLES:
+        notes += probe_footnotes(cfg, name)
+    else:
+        notes.append(f"'paper' columns: the only numbers reported by {PAPER}, on real datasets; never mixed with ours.")
     if cfg.get("synthetic"):
         notes.append("Ours are on SynthDerm, a synthetic benchmark: they are not comparable with the paper's.")
     if name in ("table3_map_i2t", "table4_map_t2i"):
@@ -215,4 +235,89 @@ def build_all(results: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, pd.DataFr
     for name in TABLES:
         tables[name] = build_table(results, cfg, name)
         write_table(tables[name], cfg, name)
+    for name in PROBE_TABLES:  # only when the evaluation wrote probe rows
+        table = build_probe_table(results, cfg, name)
+        if len(table):
+            tables[name] = table
+            write_table(table, cfg, name)
     return tables
+
+
+def chance_level(results: pd.DataFrame, metric: str, partition: str, n_classes: int) -> float:
+    """Chance of a metric on a pooled partition: the mean `chance_<metric>` of the results where they hold one
+    (a permutation baseline), else kappa 0, balanced accuracy 1/n_classes, AUROC 0.5."""
+    held = results[(results["metric"] == f"chance_{metric}") & (results["partition"] == partition)
+                   & (results["source"] == POOLED)]["value"].dropna()
+    if len(held):
+        return float(held.mean())
+    if metric.startswith("concept_auroc") or "auroc" in metric:
+        return 0.5
+    return 1.0 / n_classes if "balanced_accuracy" in metric else 0.0
+
+
+def _probe_specs(results: pd.DataFrame, name: str) -> tuple[list[str], list[tuple[tuple[str, ...], str]]]:
+    """(index level names, [(row labels, metric)]) of a probe table, in row order within a partition."""
+    metrics = list(dict.fromkeys(results["metric"]))
+    if name == "table_concepts":
+        concepts = [m.split(":", 1)[1] for m in metrics if m.startswith("concept_auroc:")]
+        return ["partition", "concept"], [((c,), f"concept_auroc:{c}") for c in concepts]
+    specs = []
+    for measure, label in MEASURES.items():
+        specs.append(((label, CLASSIFIER), measure))
+        if name == "table_linear_probe":
+            specs.append(((label, "linear probe"), f"probe_{measure}"))
+            continue
+        styles = [m.split(":", 1)[1] for m in metrics if m.startswith(f"zeroshot_{measure}:")]
+        styles = [s for s in STRATEGIES if s in styles] + [s for s in styles if s not in STRATEGIES]
+        specs.append(((label, "zero-shot, M-template prompts"), f"zeroshot_{measure}"))
+        specs += [((label, f"zero-shot, LLM descriptions ({s} style)"), f"zeroshot_{measure}:{s}") for s in styles]
+    return ["partition", "measure", "classifier" if name == "table_linear_probe" else "prompts"], specs
+
+
+def build_probe_table(results: pd.DataFrame, cfg: dict[str, Any], name: str) -> pd.DataFrame:
+    """The numeric probe table `name` (a key of PROBE_TABLES): rows (partition, measure, method) or (partition,
+    concept) on the pooled partitions, a `chance` column, then `ours: <strategy>` with sd, seeds and CI columns.
+    Empty when the results hold none of its probe metrics."""
+    levels, specs = _probe_specs(results, name)
+    probe_metrics = {m for _, m in specs if m not in MEASURES}
+    pooled = results[(results["source"] == POOLED) & results["metric"].isin({m for _, m in specs})]
+    if not probe_metrics & set(pooled["metric"]):
+        return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=levels))
+    order = strategies(cfg, pooled)
+    n_classes = len(classes(cfg.get("data", {}).get("taxonomy", "isic8")))
+    wides = {metric: ours_wide(pooled, metric, order) for _, metric in specs}
+    partitions = sorted(set(pooled["partition"]), key=lambda p: _row_key((p, POOLED)))
+    keys, rows = [], []
+    for partition in partitions:
+        for labels, metric in specs:
+            if (partition, POOLED) not in wides[metric].index:
+                continue
+            keys.append((partition, *labels))
+            rows.append({"chance": chance_level(results, metric, partition, n_classes),
+                         **wides[metric].loc[(partition, POOLED)].to_dict()})
+    table = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(keys, names=levels))
+    columns = ["chance"] + [f"ours: {s}{x}" for s in order for x in ("", " sd", " seeds", " ci_low", " ci_high")
+                            if f"ours: {s}{x}" in table.columns]
+    table = table[columns]
+    for column in columns:
+        table[column] = table[column].astype("Int64" if column.endswith(" seeds") else float)
+    return table
+
+
+def probe_footnotes(cfg: dict[str, Any], name: str) -> list[str]:
+    """The notes under a probe table: chance levels, what each row means, where the prompts are."""
+    n_classes = len(classes(cfg.get("data", {}).get("taxonomy", "isic8")))
+    notes = [f"chance: a permutation baseline where the results hold one, else kappa 0, balanced accuracy "
+             f"1/{n_classes} ({n_classes} classes), AUROC 0.5.",
+             f"The paper ({PAPER}) reports no {'concept' if name == 'table_concepts' else 'probe or zero-shot'} "
+             "numbers, so this table has no paper columns."]
+    if name == "table_zero_shot":
+        notes.append("Zero-shot: each image takes the class whose mean prompt embedding (text branch) is closest; "
+                     "every prompt (M template, LLM descriptions per strategy style) is in results/prompts.json. "
+                     "Img has no text branch, so only its classifier rows are filled.")
+    if name == "table_linear_probe":
+        notes.append("Linear probe: logistic regression fitted on the internal training split's image embeddings, "
+                     "applied to every test image.")
+    if name == "table_concepts":
+        notes.append("Scored on the images whose source records the attribute (SynthDerm: every drawn attribute).")
+    return notes

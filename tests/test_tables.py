@@ -178,3 +178,101 @@ def test_notebook_05_rebuilds_tables_and_figures(tiny_pipeline) -> None:
         assert table2.loc[("internal", "pooled"), f"ours: {strategy}"] == pytest.approx(value, abs=1e-4)
     assert all(-1 <= v <= 1 for v in rec["mean_paired_cosine"].values())
     assert "SynthDerm (synthetic) results" in (figures / "table5_paired_cosine.md").read_text()
+
+
+# --- probe tables (zero-shot, concepts, linear probe) from a hand-made results frame ---
+
+PROBE_VALUES = {  # (metric, strategy, partition) -> values of seeds 0 and 1 (pooled rows)
+    ("kappa", "Img", "internal"): (0.40, 0.50), ("kappa", "M", "internal"): (0.42, 0.46),
+    ("probe_kappa", "Img", "internal"): (0.30, 0.34), ("probe_kappa", "M", "internal"): (0.20, 0.30),
+    ("zeroshot_kappa", "M", "internal"): (0.10, 0.20), ("zeroshot_kappa", "P3", "internal"): (0.05, 0.15),
+    ("zeroshot_kappa:P3", "M", "internal"): (0.30, 0.10),
+    ("zeroshot_balanced_accuracy", "M", "external"): (0.25, 0.35),
+    ("concept_auroc:colour:black", "M", "internal"): (0.60, 0.70),
+    ("concept_auroc:colour:black", "P3", "internal"): (0.50, 0.52),
+    ("chance_zeroshot_kappa:P3", "M", "internal"): (0.02, 0.04),  # a permutation chance the results hold
+}
+
+
+def probe_value(metric: str, strategy: str, partition: str, seed: int) -> float:
+    """The hand-set values above; every other cell a distinct recomputable number."""
+    if (metric, strategy, partition) in PROBE_VALUES:
+        return PROBE_VALUES[(metric, strategy, partition)][seed]
+    return round(0.2 + 0.01 * len(metric) + 0.05 * ["Img", "M", "P3"].index(strategy) + 0.1 * seed, 6)
+
+
+def probe_results() -> pd.DataFrame:
+    """Classifier and probe rows per strategy, seed and pooled partition, plus per-source rows the tables skip."""
+    common = ["kappa", "balanced_accuracy", "probe_kappa", "probe_balanced_accuracy"]
+    text = ["zeroshot_kappa", "zeroshot_balanced_accuracy", "zeroshot_kappa:P3", "zeroshot_balanced_accuracy:P3",
+            "concept_auroc:colour:black", "concept_auroc:structure:streaks"]
+    rows = []
+    for strategy in ("Img", "M", "P3"):
+        metrics = common + (text if strategy != "Img" else []) + (["chance_zeroshot_kappa:P3"] if strategy == "M"
+                                                                   else [])
+        for seed in (0, 1):
+            for partition in ("internal", "external"):
+                for metric in metrics:
+                    value = probe_value(metric, strategy, partition, seed)
+                    rows.append({"profile": "demo", "strategy": strategy, "seed": seed, "run_id": f"{strategy}-{seed}",
+                                 "config_hash": "0" * 8, "source": "pooled", "partition": partition,
+                                 "metric": metric, "value": value, "ci_low": np.nan, "ci_high": np.nan, "n": 50})
+                    rows.append({**rows[-1], "source": "synthderm_a", "value": 9.9})  # never in a pooled table
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def test_zero_shot_table_cells_chance_and_row_order(cfg: dict) -> None:
+    table = tables.build_probe_table(probe_results(), cfg, "table_zero_shot")
+    kappa, ba = "Cohen's kappa", "balanced accuracy"
+    m_template, p3_style = "zero-shot, M-template prompts", "zero-shot, LLM descriptions (P3 style)"
+    assert list(table.index[:6]) == [("internal", kappa, "image-branch classifier"), ("internal", kappa, m_template),
+                                     ("internal", kappa, p3_style), ("internal", ba, "image-branch classifier"),
+                                     ("internal", ba, m_template), ("internal", ba, p3_style)]
+    assert table.index[6][0] == "external" and len(table) == 12
+    classifier = table.loc[("internal", kappa, "image-branch classifier")]
+    assert classifier["ours: Img"] == pytest.approx(0.45) and classifier["ours: Img sd"] == pytest.approx(0.0707107)
+    assert classifier["ours: M"] == pytest.approx(0.44) and classifier["chance"] == 0.0
+    own = table.loc[("internal", kappa, p3_style)]
+    assert own["ours: M"] == pytest.approx(0.20) and own["ours: M sd"] == pytest.approx(0.1414214)
+    assert own["ours: M seeds"] == 2 and pd.isna(own["ours: Img"])  # Img has no text branch
+    assert own["chance"] == pytest.approx(0.03)  # the permutation chance held in the results
+    assert table.loc[("internal", kappa, m_template), "ours: P3"] == pytest.approx(0.10)
+    assert table.loc[("internal", kappa, m_template), "chance"] == 0.0
+    assert table.loc[("external", ba, m_template), "ours: M"] == pytest.approx(0.30)
+    assert table.loc[("external", ba, m_template), "chance"] == pytest.approx(1 / 8)  # isic8
+    values = table.filter(like="ours:").drop(columns=table.filter(like="seeds").columns).to_numpy(dtype=float)
+    assert np.nanmax(values) < 9  # the per-source rows never enter a pooled table
+
+
+def test_concept_and_linear_probe_tables(cfg: dict) -> None:
+    concepts = tables.build_probe_table(probe_results(), cfg, "table_concepts")
+    assert list(concepts.index.names) == ["partition", "concept"]
+    assert list(concepts.index[:2]) == [("internal", "colour:black"), ("internal", "structure:streaks")]
+    assert concepts.loc[("internal", "colour:black"), "ours: M"] == pytest.approx(0.65)
+    assert concepts.loc[("internal", "colour:black"), "ours: P3"] == pytest.approx(0.51)
+    assert (concepts["chance"] == 0.5).all() and "ours: Img" not in concepts.columns
+    probe = tables.build_probe_table(probe_results(), cfg, "table_linear_probe")
+    assert probe.loc[("internal", "Cohen's kappa", "linear probe"), "ours: Img"] == pytest.approx(0.32)
+    assert probe.loc[("internal", "Cohen's kappa", "linear probe"), "ours: M"] == pytest.approx(0.25)
+    assert probe.loc[("internal", "Cohen's kappa", "image-branch classifier"), "ours: M"] == pytest.approx(0.44)
+    assert probe.loc[("internal", "balanced accuracy", "linear probe"), "chance"] == pytest.approx(0.125)
+    assert list(probe.index.get_level_values("classifier")[:2]) == ["image-branch classifier", "linear probe"]
+
+
+def test_probe_tables_are_written_as_csv_and_markdown_with_chance_and_notes(cfg: dict) -> None:
+    written = tables.build_all(probe_results(), cfg)
+    assert {"table_zero_shot", "table_concepts", "table_linear_probe"} <= set(written)
+    figures = Path(cfg["figures_dir"])
+    md = (figures / "table_zero_shot.md").read_text()
+    assert md.startswith("### SynthDerm (synthetic) results - Zero-shot classification")
+    assert ("| internal | Cohen's kappa | zero-shot, LLM descriptions (P3 style) | 0.030 | - | "
+            "0.200 ± 0.141 (2 seeds) |") in md
+    assert "balanced accuracy 1/8" in md and "results/prompts.json" in md and "no paper columns" in md
+    csv = pd.read_csv(figures / "table_concepts.csv").set_index(["partition", "concept"])
+    assert csv.loc[("internal", "colour:black"), "ours: M"] == pytest.approx(0.65)
+    assert csv.loc[("internal", "colour:black"), "chance"] == 0.5
+    assert "| internal | Cohen's kappa | linear probe | 0.000 | 0.320 ± 0.028 (2 seeds) |" in \
+        (figures / "table_linear_probe.md").read_text()
+    without = probe_results()
+    without = without[~without["metric"].str.startswith(("probe_", "zeroshot_", "concept_"))]
+    assert len(tables.build_probe_table(without, cfg, "table_zero_shot")) == 0  # no probe rows: no table
