@@ -97,6 +97,11 @@ BASE: dict[str, Any] = {
                         ["map_i2t", "P3", "M+P2"], ["map_t2i", "P3", "M+P2"],
                         ["paired_cosine", "P3", "M+P2"]],
         "comparison_partitions": ["internal", "external"],
+        # Zero-shot from LLM-written class descriptions (dermlib.probes): this many per class, in the style of each
+        # LLM strategy of eval.strategies, averaged per class (0: M-template prompts only). Cached like notes, in
+        # this file ({notes_dir}: the folder of notes.cache_path); the LLM is the notes.* one.
+        "class_descriptions": 10,
+        "class_descriptions_cache": "{notes_dir}/class-descriptions.sqlite",
     },
 }
 
@@ -133,7 +138,9 @@ CHANGES: dict[str, dict[str, Any]] = {
             # heads-only steps are tiny: one thread is faster than two (and the same on every machine)
             "threads": 1,
         },
-        "eval": {"seeds": list(range(10)), "batch_size": 128},
+        "eval": {"seeds": list(range(10)), "batch_size": 128,
+                 # 4 per class x 8 classes x 3 styles = 96 local generations, in data/ beside the note cache
+                 "class_descriptions": 4, "class_descriptions_cache": "{notes_dir}/class-descriptions-demo.sqlite"},
     },
 }
 PROFILES = tuple(CHANGES)

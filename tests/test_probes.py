@@ -1,16 +1,26 @@
 """Zero-shot prompts, concept truth and AUROC, and the linear probe, against constructed embeddings with known
-answers and explicit loops."""
+answers and explicit loops; LLM-written class descriptions through the note engine and cache on the fake
+OpenAI-protocol server (tests/fake_openai.py), and probe rows of a real tiny run."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from dermlib.probes import (class_prompts, concept_auroc, concept_phrases, concept_truth, directions, linear_probe,
-                            zero_shot)
+from dermlib.config import get_config
+from dermlib.notes.strategies import get_strategy, render_m
+from dermlib.probes import (class_descriptions, class_prompts, concept_auroc, concept_phrases, concept_truth,
+                            description_styles, descriptions_cache_path, directions, linear_probe, write_prompts,
+                            zero_shot, zero_shot_metric)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_openai import FakeOpenAI  # noqa: E402
 
 
 def test_class_prompts_are_m_template_notes_naming_the_diagnosis() -> None:
@@ -65,3 +75,101 @@ def test_linear_probe_separates_separable_classes() -> None:
     assert (predicted == y[1::2]).mean() > 0.95
     with pytest.raises(ValueError):
         linear_probe(x[:5], np.zeros(5, int), x)  # one class: nothing to learn
+
+
+# --- zero-shot from LLM-written class descriptions (through the note engine and cache, on the fake server) ---
+
+def llm_cfg(tmp: Path, base_url: str, **extra: object) -> dict:
+    """The demo profile pointed at an OpenAI-protocol server, two descriptions per class and style."""
+    overrides = {"work_dir": str(tmp / "work"), "notes.backend": "vllm", "notes.base_url": base_url,
+                 "notes.model": "fake-llm", "notes.max_retries": 0, "notes.timeout": 5.0,
+                 "eval.strategies": ["Img", "M", "M+P1", "P3"], "eval.class_descriptions": 2,
+                 "eval.class_descriptions_cache": "{work_dir}/descriptions.sqlite"}
+    return get_config("demo", {**overrides, **extra})
+
+
+def test_description_styles_follow_the_grid_and_the_cache_sits_beside_the_notes(tmp_path: Path) -> None:
+    cfg = llm_cfg(tmp_path, "http://127.0.0.1:9/v1")
+    assert description_styles(cfg) == ["M+P1", "P3"]
+    assert description_styles({**cfg, "eval": {**cfg["eval"], "strategies": ["M+P2&P3", "M"]}}) == ["M+P2", "P3"]
+    assert description_styles({**cfg, "eval": {**cfg["eval"], "class_descriptions": 0}}) == []
+    assert descriptions_cache_path(cfg) == tmp_path / "work" / "descriptions.sqlite"
+    demo = get_config("demo")
+    assert descriptions_cache_path(demo).name == "class-descriptions-demo.sqlite"
+    assert descriptions_cache_path(demo).parent.name == "data"  # beside data/notes-cache-demo.sqlite, not in it
+    assert zero_shot_metric("kappa", "M template") == "zeroshot_kappa"
+    assert zero_shot_metric("balanced_accuracy", "P3") == "zeroshot_balanced_accuracy:P3"
+
+
+def test_class_descriptions_are_generated_once_per_style_class_and_seed_then_cached(tmp_path: Path) -> None:
+    with FakeOpenAI() as fake:
+        cfg = llm_cfg(tmp_path, fake.base_url)
+        found = class_descriptions(cfg, ["MEL", "NV"])
+        assert len(fake.chat_bodies) == 2 * 2 * 2  # styles x classes x descriptions
+        prefix = render_m({"diagnosis": "melanoma"})
+        assert list(found) == ["M+P1", "P3"] and all(len(v) == 2 for s in found.values() for v in s.values())
+        assert all(d.startswith(prefix + " Synthetic note ") for d in found["M+P1"]["MEL"])
+        assert len(set(found["M+P1"]["MEL"])) == 2  # own seed per description
+        assert all(d.startswith("Synthetic note ") and "melanocytic nevus" in d for d in found["P3"]["NV"])
+        p3_user = [b["messages"][-1]["content"] for b in fake.chat_bodies if "brief clinical note" in
+                   b["messages"][-1]["content"]]
+        assert get_strategy("P3").sections["user"].format(diagnosis="melanoma") in p3_user
+        assert any("dermoscopic structures (pigment network" in b["messages"][-1]["content"] for b in fake.chat_bodies)
+        assert class_descriptions(cfg, ["MEL", "NV"]) == found and len(fake.chat_bodies) == 8  # all from the cache
+        more = class_descriptions(cfg, ["MEL", "NV", "BCC"])
+        assert len(fake.chat_bodies) == 8 + 2 * 2 and more["P3"]["MEL"] == found["P3"]["MEL"]
+        class_descriptions(llm_cfg(tmp_path, fake.base_url, **{"notes.model": "other-llm"}), ["MEL"])
+        assert len(fake.chat_bodies) == 12 + 2 * 2  # another model never reuses a description
+    with sqlite3.connect(tmp_path / "work" / "descriptions.sqlite") as db:
+        kinds = dict(db.execute("SELECT strategy, COUNT(*) FROM notes GROUP BY strategy").fetchall())
+    assert kinds == {"class-description:M+P1": 8, "class-description:P3": 8}
+
+
+def test_class_descriptions_without_a_reachable_llm_fail_clearly(tmp_path: Path) -> None:
+    from dermlib.notes.local_llm import free_port
+
+    cfg = llm_cfg(tmp_path, f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(RuntimeError, match="no usable class description for M\\+P1 MEL.*reachable.*connection"):
+        class_descriptions(cfg, ["MEL"])
+    assert class_descriptions({**cfg, "eval": {**cfg["eval"], "class_descriptions": 0}}, ["MEL"]) == {}
+
+
+def test_write_prompts_saves_every_zero_shot_prompt_and_what_made_them(tmp_path: Path) -> None:
+    with FakeOpenAI() as fake:
+        cfg = llm_cfg(tmp_path, fake.base_url, **{"eval.class_descriptions": 1})
+        saved = json.loads(write_prompts(cfg).read_text())
+    assert saved["class_prompts"]["MEL"][0].endswith("Diagnosis: melanoma.")
+    assert set(saved["class_descriptions"]) == {"M+P1", "P3"} and len(saved["class_descriptions"]["P3"]) == 8
+    made = saved["class_descriptions_made_by"]
+    assert made["template"] == "class_descriptions.v1.json" and made["per_class"] == 1
+    assert made["model"]["model"] == "fake-llm" and set(made["template_sha256"]) >= {"class_descriptions.v1.json"}
+    assert saved["metrics"] == {"M template": "zeroshot_kappa", "M+P1": "zeroshot_kappa:M+P1", "P3": "zeroshot_kappa:P3"}
+
+
+def test_probe_rows_score_zero_shot_for_every_prompt_source_on_a_trained_run(tmp_path: Path) -> None:
+    """A real tiny M run: zero-shot kappa and balanced accuracy from the M template and from each style's LLM
+    descriptions, per source and pooled partition, beside the linear probe."""
+    import torch
+    from test_train import make_work_dir, tiny_cfg
+
+    from dermlib.embed import encode, load_run
+    from dermlib.probes import probe_rows, split_pool
+    from dermlib.train import fit
+
+    torch.set_num_threads(1)
+    work = make_work_dir(tmp_path, n_per_source=20)
+    run = fit(tiny_cfg(work, strategy="M", epochs=1, train_last_n_text_layers=0))
+    model, run_cfg = load_run(run)
+    pool, pixels = split_pool(run_cfg, "test")
+    emb = encode(model, pixels, None, run_cfg)
+    with FakeOpenAI() as fake:
+        cfg = llm_cfg(tmp_path, fake.base_url, work_dir=str(work))
+        rows = probe_rows(model, emb, pool, run_cfg, cfg)
+    pooled = rows[rows["source"] == "pooled"].set_index("metric")["value"]
+    for source in ("M template", "M+P1", "P3"):
+        for measure in ("kappa", "balanced_accuracy"):
+            value = pooled[zero_shot_metric(measure, source)]
+            assert np.isfinite(value) and -1 <= value <= 1, (source, measure)
+    assert {"probe_kappa", "probe_balanced_accuracy", "concept_auroc:border:irregular"} <= set(pooled.index)
+    per_source = rows[(rows["source"] != "pooled") & (rows["metric"] == "zeroshot_kappa:P3")]
+    assert set(per_source["source"]) == set(pool["source"]) and (per_source["n"] > 0).all()
