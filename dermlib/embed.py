@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dermlib import features
-from dermlib.batches import images_to_float, pad_batch, tokenize
+from dermlib.training_data import images_to_float, pad_batch, tokenize
 from dermlib.models import MultimodalModel, build_model
 from dermlib.workdir import WorkDir
 

@@ -26,11 +26,10 @@ from dermlib import metrics, stats
 from dermlib.data.labels import classes
 from dermlib.data.preprocess import cached_pixels
 from dermlib.data.schema import read_manifest
-from dermlib.results import RESULT_COLUMNS, results_dir, save_embeddings, write_results  # noqa: F401
+from dermlib.results import RESULT_COLUMNS, save_embeddings, write_results
 from dermlib.workdir import WorkDir
 
-# results_dir is imported for dermlib.probes (`from dermlib.evaluate import ... results_dir`) until it reads
-# dermlib.results. dermlib.train, dermlib.embed and dermlib.notes are imported where they are used.
+# dermlib.train, dermlib.embed, dermlib.probes and dermlib.notes are imported where they are used.
 CLASSIFICATION = ["kappa", "balanced_accuracy", "macro_auroc"]
 EMBEDDING_METRICS = ["map_i2t", "map_t2i", "paired_cosine"]  # + recall@k_i2t / recall@k_t2i
 POOLED = "pooled"

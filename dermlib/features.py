@@ -2,8 +2,8 @@
 
 With `train.freeze_image_encoder` (the demo), the pretrained image trunk runs once per image and *view*: view 0 is
 the cached image as it is, views 1..V-1 are fixed augmentations (the flips and brightness/contrast jitter of
-`dermlib.batches.augment`, drawn from a generator seeded by the view number, never by a run's seed). A training
-epoch then picks one view per image. A frozen text encoder's pooled output is likewise computed once per note.
+`dermlib.training_data.augment`, drawn from a generator seeded by the view number, never by a run's seed). A
+training epoch then picks one view per image. A frozen text encoder's pooled output is likewise computed once per note.
 Files live in `<work_dir>/features/`, named by a hash of everything that decides them (encoder, weights, image
 cache, rows and views; or the notes' token ids), so every strategy and seed of a grid reads the same features.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dermlib.batches import augment, images_to_float, pad_batch
+from dermlib.training_data import augment, images_to_float, pad_batch
 
 FEATURE_VERSION = 1  # bump when the way features are computed changes
 

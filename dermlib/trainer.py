@@ -19,8 +19,8 @@ import torch.distributed as dist
 
 from dermlib import features
 from dermlib.embed import autocast, image_identity, text_identity
-from dermlib.batches import (Prefetcher, Split, augment, epoch_order, images_to_float, load_splits, make_batch,
-                             to_device)
+from dermlib.training_data import (Prefetcher, Split, augment, epoch_order, images_to_float, load_splits,
+                                   make_batch, to_device)
 from dermlib.losses import TERMS, MultimodalLoss
 from dermlib.models import MultimodalModel, build_model
 

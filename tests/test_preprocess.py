@@ -32,7 +32,7 @@ def _fov_image(h: int, w: int, cy: float, cx: float, r: float, seed: int = 0) ->
 
 @pytest.mark.parametrize("h,w,cy,cx,r", [(300, 400, 150, 200, 120), (256, 256, 128, 128, 100),
                                          (240, 320, 130, 150, 105), (450, 600, 225, 300, 210)])
-def test_otsu_crop_finds_the_field_of_view(h: int, w: int, cy: float, cx: float, r: float) -> None:
+def test_otsu_box_finds_the_field_of_view(h: int, w: int, cy: float, cx: float, r: float) -> None:
     box, found = otsu_box(_fov_image(h, w, cy, cx, r))
     expected = [cx - r, cy - r, cx + r, cy + r]
     assert found
@@ -40,7 +40,7 @@ def test_otsu_crop_finds_the_field_of_view(h: int, w: int, cy: float, cx: float,
     assert np.allclose(box, expected, atol=tol), (box, expected)
 
 
-def test_otsu_crop_keeps_images_without_a_dark_surround() -> None:
+def test_otsu_box_keeps_images_without_a_dark_surround() -> None:
     rng = np.random.default_rng(1)
     skin = np.clip(np.array([220, 170, 150]) + rng.normal(0, 5, (200, 300, 3)), 0, 255).astype(np.uint8)
     skin[60:140, 100:200] = [80, 50, 40]  # a large dark lesion is not a field-of-view border

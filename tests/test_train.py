@@ -147,7 +147,7 @@ def test_interrupted_run_resumes_to_the_same_result(work: Path, m_run: Path, tmp
 
 
 def test_load_run_and_encode_reproduce_the_best_epoch(work: Path, m_run: Path) -> None:
-    from dermlib.batches import load_splits
+    from dermlib.training_data import load_splits
     from dermlib.embed import encode, load_run
 
     model, cfg = load_run(m_run)
@@ -173,7 +173,7 @@ def test_load_run_and_encode_reproduce_the_best_epoch(work: Path, m_run: Path) -
 
 
 def test_frozen_text_encoder_features_are_computed_once_and_match_the_encoder(work: Path) -> None:
-    from dermlib.batches import make_batch
+    from dermlib.training_data import make_batch
     from dermlib.trainer import Trainer
 
     trainer = Trainer(tiny_cfg(work, train_last_n_text_layers=0))
@@ -304,7 +304,7 @@ def test_notebook_03_trains_every_strategy(tiny_pipeline) -> None:
 
 
 def test_epoch_order_is_seeded_and_shards_the_global_batch() -> None:
-    from dermlib.batches import epoch_order
+    from dermlib.training_data import epoch_order
 
     one = epoch_order(50, 8, seed=3, epoch=2)
     assert [len(b) for b in one] == [8] * 6  # the last partial batch is dropped in training
@@ -319,14 +319,14 @@ def test_epoch_order_is_seeded_and_shards_the_global_batch() -> None:
 
 
 def test_pad_batch_pads_to_the_longest_in_the_batch() -> None:
-    from dermlib.batches import pad_batch
+    from dermlib.training_data import pad_batch
 
     ids, mask = pad_batch([[101, 7, 102], [101, 102]], pad_id=0)
     assert ids.tolist() == [[101, 7, 102], [101, 102, 0]] and mask.tolist() == [[1, 1, 1], [1, 1, 0]]
 
 
 def test_augment_is_reproducible_and_keeps_pixels_without_jitter() -> None:
-    from dermlib.batches import augment, images_to_float
+    from dermlib.training_data import augment, images_to_float
 
     x = images_to_float(torch.randint(0, 256, (6, 8, 8, 3), dtype=torch.uint8))
     assert x.is_contiguous(memory_format=torch.channels_last) and 0 <= x.min() and x.max() <= 1
@@ -340,7 +340,7 @@ def test_augment_is_reproducible_and_keeps_pixels_without_jitter() -> None:
 
 
 def test_prefetcher_keeps_order_and_surfaces_errors() -> None:
-    from dermlib.batches import Prefetcher
+    from dermlib.training_data import Prefetcher
 
     assert list(Prefetcher(list(range(10)), lambda j: j * j)) == [j * j for j in range(10)]
 

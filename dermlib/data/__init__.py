@@ -6,7 +6,6 @@ from dermlib.data.schema import (
     MANIFEST_COLUMNS,
     clean_missing,
     dump_attributes,
-    empty_manifest,
     load_attributes,
     read_manifest,
     save_manifest,
@@ -28,7 +27,6 @@ from dermlib.data.preprocess import (
     load_cache,
     load_rgb,
     otsu_box,
-    otsu_crop,
     preprocess_image,
     read_skipped,
 )

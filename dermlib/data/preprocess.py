@@ -147,12 +147,6 @@ def otsu_box(pixels: np.ndarray, margin: float = 0.02, work_size: int = 128) -> 
     return box, True
 
 
-def otsu_crop(pixels: np.ndarray, margin: float = 0.02) -> tuple[np.ndarray, list[int]]:
-    """Crop a dermoscopic image to its field of view (see otsu_box); returns (cropped pixels, box)."""
-    box, _ = otsu_box(pixels, margin)
-    return pixels[box[1]:box[3], box[0]:box[2]], box
-
-
 def bbox_crop(pixels: np.ndarray, bbox: list[float]) -> tuple[np.ndarray, list[int]]:
     """Crop to an annotated box [x0, y0, x1, y1] (clipped to the image); raises ImageError when it is empty."""
     h, w = pixels.shape[:2]

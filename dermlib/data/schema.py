@@ -65,11 +65,6 @@ def load_attributes(text: Any) -> dict[str, Any]:
     return {} if text is None or pd.isna(text) else json.loads(text)
 
 
-def empty_manifest() -> pd.DataFrame:
-    """A zero-row manifest with the right columns and dtypes."""
-    return to_manifest(pd.DataFrame(columns=MANIFEST_COLUMNS))
-
-
 def to_manifest(frame: pd.DataFrame) -> pd.DataFrame:
     """Select, order and type the manifest columns; missing optional columns become NA."""
     missing_required = [c for c in ("sample_id", "source", "image_path", "modality", "label_raw") if c not in frame]
