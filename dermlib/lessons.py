@@ -6,6 +6,7 @@ compute the quantities a lesson explains with the library's own losses and metri
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,9 @@ import pandas as pd
 import torch
 
 from dermlib import losses, metrics
+from dermlib.data.preprocess import cached_pixels
+from dermlib.data.schema import read_manifest
+from dermlib.workdir import WorkDir
 
 
 def lesson_batch(emb: dict[str, np.ndarray], n: int = 12, seed: int = 0, partition: str = "internal"
@@ -26,6 +30,26 @@ def lesson_batch(emb: dict[str, np.ndarray], n: int = 12, seed: int = 0, partiti
     img, txt = metrics.l2_normalise(emb["image_emb"][chosen]), metrics.l2_normalise(emb["text_emb"][chosen])
     return {"index": chosen, "image": img, "text": txt, "label": emb["label"][chosen].astype(str),
             "similarity": img @ txt.T}
+
+
+def training_batch(cfg: dict[str, Any], run_dir: str | Path, n: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
+    """`n` training images and their notes (seeded draw), embedded by a trained run: a real batch for the NT-Xent
+    lesson. Returns what `lesson_batch` returns (image/text L2-normalised, similarity, label)."""
+    from dermlib.embed import encode, load_run
+    from dermlib.notes.store import first_notes
+
+    work = WorkDir.of(cfg)
+    model, run_cfg = load_run(run_dir)
+    train = read_manifest(work.manifest)
+    train = train[(train["partition"] == "internal") & (train["split"] == "train")].reset_index(drop=True)
+    notes = first_notes(work.root, run_cfg["train"]["strategy"], train["sample_id"])
+    train = train[[note is not None for note in notes]].reset_index(drop=True)
+    picked = train.iloc[np.sort(np.random.default_rng(seed).choice(len(train), min(n, len(train)), replace=False))]
+    rows, pixels = cached_pixels(picked.reset_index(drop=True), work.cache, missing="raise", what="lesson batch")
+    texts = first_notes(work.root, run_cfg["train"]["strategy"], rows["sample_id"])
+    emb = encode(model, pixels, texts, run_cfg)
+    emb.update(label=rows["label"].astype(str).to_numpy(), partition=np.full(len(rows), "internal"))
+    return lesson_batch(emb, n=n, seed=seed)
 
 
 def alignment_terms(batch: dict[str, np.ndarray], temperatures: list[float]) -> pd.DataFrame:

@@ -58,12 +58,17 @@ def save(fig: plt.Figure, cfg: dict[str, Any], name: str) -> None:
 
 
 def stack_histories(histories: dict[Any, pd.DataFrame]) -> pd.DataFrame:
-    """One long table of training histories; keys are (strategy, seed) or a strategy name (seed 0)."""
+    """One long table of training histories; keys are (strategy, seed), "<strategy> seed <k>" or a strategy (seed 0)."""
     if not histories:
         raise ValueError("no histories given (expected {(strategy, seed): history DataFrame})")
     frames = []
     for key, hist in histories.items():
-        strategy, seed = key if isinstance(key, tuple) else (key, 0)
+        if isinstance(key, tuple):
+            strategy, seed = key
+        elif " seed " in str(key):
+            strategy, seed = str(key).rsplit(" seed ", 1)
+        else:
+            strategy, seed = key, 0
         missing = [c for c in ("epoch", "train_loss", "val_kappa") if c not in hist.columns]
         if missing:
             raise ValueError(f"history of run {key!r} lacks columns {missing} (has {list(hist.columns)})")

@@ -50,6 +50,7 @@ def test_save_writes_png_and_pdf_and_returns_nothing(cfg: dict, tmp_path: Path) 
     fig2, _ = plt.subplots()
     plots.save(fig2, paper, "y")
     assert plots.SYNTHETIC_MARK not in [t.get_text() for t in fig2.texts]
+    assert plots.source_title(cfg, "x") == "SynthDerm (synthetic): x" and plots.source_title(paper, "x") == "x"
     plt.close("all")
 
 

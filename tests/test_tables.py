@@ -1,16 +1,15 @@
-"""Tables 2-5 and the figures from a hand-built results table: right values, paper numbers kept apart, files written."""
+"""Tables 2-5 and the probe tables from a hand-built results table: right values, paper numbers kept apart, files written."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
-from dermlib import plots, tables
+from dermlib import tables
 from dermlib.config import get_config
 from dermlib.evaluate import RESULT_COLUMNS
 from dermlib.records import read_records
@@ -143,35 +142,6 @@ def test_written_files_are_titled_and_formatted(results: pd.DataFrame, cfg: dict
     assert "SynthDerm" not in (out / "paper" / "table2_kappa.md").read_text()
 
 
-def test_figures_written(results: pd.DataFrame, cfg: dict) -> None:
-    rng = np.random.default_rng(0)
-    labels = rng.choice(["MEL", "NV", "BCC"], size=60)
-    emb = {"image_emb": rng.normal(size=(60, 8)), "text_emb": rng.normal(size=(60, 8)), "label": labels}
-    emb["text_emb"][0] = np.nan  # a failed note is left out of the map
-    history = pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.5], "val_loss": [2.1, 1.8],
-                            "val_kappa": [0.1, 0.3], "train_ce_image": [1.0, 0.8], "train_nt_xent": [1.0, 0.7]})
-    paths = [
-        plots.plot_kappa(results, cfg),
-        plots.plot_retrieval_map(results, cfg),
-        plots.plot_paired_cosine({"M": rng.uniform(0.2, 0.9, 50), "P3": rng.uniform(0, 0.4, 50)}, cfg),
-        plots.plot_embedding_map(emb, cfg),
-        plots.plot_embedding_map(emb, cfg, method="tsne", name="05_embedding_map_tsne", max_points=25),
-        plots.plot_retrieval_gallery(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), "MEL",
-                                     ["a note " * 40, "another"], ["MEL", "NV"], [0.9, 0.8], cfg),
-        plots.plot_learning_curves({"M": history}, cfg, name="05_learning_curves"),
-        plots.plot_audit(pd.DataFrame({"strategy": ["M", "P3"], "contradiction_rate": [0.0, 0.4],
-                                       "diagnosis_correct": [1.0, 0.5], "colors_recall": [np.nan, 0.3]}), cfg),
-    ]
-    for png in paths:
-        assert png.exists() and png.stat().st_size > 5000 and png.with_suffix(".pdf").exists()
-    assert [p.name for p in paths[:3]] == ["05_kappa_internal_external.png", "05_retrieval_map.png",
-                                           "05_paired_cosine.png"]
-    with pytest.raises(ValueError, match="lacks columns"):
-        plots.plot_learning_curves({"M": history.drop(columns="val_kappa")}, cfg)
-    with pytest.raises(ValueError, match="image-only"):
-        plots.plot_retrieval_map(results[results["strategy"] == "Img"], cfg)
-
-
 def test_headline_and_per_strategy(results: pd.DataFrame, cfg: dict) -> None:
     summary = tables.headline(results, cfg)
     assert list(summary.index) == ["Img", "M", "M+P1", "M+P2", "P3"]
@@ -180,18 +150,6 @@ def test_headline_and_per_strategy(results: pd.DataFrame, cfg: dict) -> None:
     kappa = tables.per_strategy(summary, "kappa external")
     assert set(kappa) == set(summary.index) and kappa["M"] == pytest.approx(expected)
     assert "Img" not in tables.per_strategy(summary, "map_i2t internal")  # undefined (NaN) values are left out
-
-
-def test_demo_figures_carry_the_synthetic_mark(tmp_path: Path) -> None:
-    demo = get_config("demo", {"figures_dir": str(tmp_path / "demo")})
-    paper = get_config("paper", {"figures_dir": str(tmp_path / "paper")})
-    for cfg, synthetic in ((demo, True), (paper, False)):
-        fig, ax = plt.subplots()
-        ax.set_title(plots.source_title(cfg, "x"))
-        assert plots.savefig(fig, cfg, "mark").exists()
-        assert (plots.SYNTHETIC_MARK in [t.get_text() for t in fig.texts]) is synthetic
-        assert ax.get_title().startswith("SynthDerm (synthetic)") is synthetic
-        plt.close(fig)
 
 
 @pytest.mark.slow
