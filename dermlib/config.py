@@ -218,6 +218,12 @@ def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -
     return cfg
 
 
+def with_knobs(overrides: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:
+    """A notebook's overrides plus its parameters-cell knobs (dotted key -> value); a knob left None keeps the
+    profile's value. `get_config` checks every one."""
+    return {**overrides, **{key: value for key, value in knobs.items() if value is not None}}
+
+
 def _check_source(key: str, name: str) -> None:
     from dermlib.data.registry import SOURCES
 
