@@ -29,6 +29,7 @@ from PIL import Image
 
 from dermlib.data.labels import CLASS_NAMES, ISIC8
 from dermlib.data.schema import SITES, dump_attributes, save_manifest, to_manifest
+from dermlib.progress import progress
 from dermlib.synthderm_render import MAX_RADIUS, Lesion, render
 
 COLORS = ["light brown", "dark brown", "black", "blue-gray", "red", "white"]
@@ -309,11 +310,16 @@ def generate(out_dir: str | Path, n_per_source: int | dict[str, int] = 100, seed
     for name in names:
         (out / name).mkdir(parents=True, exist_ok=True)
         tasks += [(name, i, int(seed), int(image_size), str(out)) for i in range(counts.get(name, 0))]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(pool.map(_make_sample_args, tasks, chunksize=16))
-    else:
-        rows = [_make_sample_args(t) for t in tasks]
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    rows = []
+    with progress(len(tasks), "SynthDerm", unit="img") as bar:
+        try:
+            for row in pool.map(_make_sample_args, tasks, chunksize=16) if pool else map(_make_sample_args, tasks):
+                rows.append(row)
+                bar.update(1)
+        finally:
+            if pool:
+                pool.shutdown()
     manifest = to_manifest(pd.DataFrame(rows, columns=None if rows else ["sample_id", "source", "image_path",
                                                                          "modality", "label_raw"]))
     save_manifest(manifest, out / "manifest.parquet")

@@ -24,6 +24,7 @@ from skimage.filters import threshold_otsu
 from skimage.transform import resize
 
 from dermlib.data.schema import load_attributes
+from dermlib.progress import progress
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the preprocessing changes what pixels come out
@@ -235,8 +236,10 @@ def build_cache(manifest: pd.DataFrame, cache_dir: str | Path, size: int = 224, 
     skipped: list[dict[str, str]] = []
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     results = pool.map(_work, tasks, chunksize=16) if pool else map(_work, tasks)
+    bar = progress(len(tasks), "preprocess", unit="img")
     try:
         for sample_id, pixels, info in results:
+            bar.update(1)
             if pixels is None:
                 log.warning("skipped %s: %s", sample_id, info)
                 skipped.append({"sample_id": sample_id, "reason": info})
@@ -244,6 +247,7 @@ def build_cache(manifest: pd.DataFrame, cache_dir: str | Path, size: int = 224, 
             tmp[len(rows)] = pixels
             rows.append({"sample_id": sample_id, "row": len(rows), **info})
     finally:
+        bar.close()
         if pool:
             pool.shutdown()
     tmp.flush()
