@@ -33,6 +33,8 @@ TINY_OVERRIDES: dict[str, object] = {
     # notes: a private cache (never the committed demo cache) and the local LLM on 3 samples per LLM strategy
     "notes.cache_path": "{work_dir}/notes/cache.sqlite",
     "notes.limit": 3,
+    # zero-shot from LLM descriptions: one per (style, class), 24 local generations beside that private cache
+    "eval.class_descriptions": 1,
 }
 
 
