@@ -11,8 +11,8 @@ import pytest
 
 from dermlib import tables
 from dermlib.config import get_config
-from dermlib.evaluate import RESULT_COLUMNS
 from dermlib.records import read_records
+from dermlib.results import RESULT_COLUMNS
 
 SOURCES = [("internal", "synthderm_a"), ("internal", "synthderm_b"), ("internal", "pooled"),
            ("external", "synthderm_x"), ("external", "pooled")]
