@@ -5,7 +5,8 @@ evaluation pool (internal test splits + every external source) with `dermlib.emb
 table, `<work_dir>/results/results.parquet` (+ .csv): one row per run x (partition, source) x metric, with a
 bootstrap CI for the headline metrics. Classification uses the image branch only (notes derive from the label).
 Per run, `<work_dir>/results/runs/<run>.parquet` caches its rows and `<work_dir>/results/embeddings/<run>.npz`
-keeps its embeddings for the figures; both are reused while the run and the evaluation settings are unchanged.
+keeps its embeddings for the figures; both are reused while the run, the evaluation settings and the probes'
+prompts are unchanged (`_eval_key`).
 Reading the results back (tables, figures, lookups) is `dermlib.results`, which needs no torch.
 """
 
@@ -26,6 +27,7 @@ from dermlib import metrics, stats
 from dermlib.data.labels import classes
 from dermlib.data.preprocess import cached_pixels
 from dermlib.data.schema import read_manifest
+from dermlib.progress import progress
 from dermlib.results import RESULT_COLUMNS, save_embeddings, write_results
 from dermlib.workdir import WorkDir
 
@@ -33,7 +35,7 @@ from dermlib.workdir import WorkDir
 CLASSIFICATION = ["kappa", "balanced_accuracy", "macro_auroc"]
 EMBEDDING_METRICS = ["map_i2t", "map_t2i", "paired_cosine"]  # + recall@k_i2t / recall@k_t2i
 POOLED = "pooled"
-EVAL_VERSION = 3  # bump when the evaluation changes, to invalidate cached per-run results
+EVAL_VERSION = 4  # bump when the evaluation changes, to invalidate cached per-run results
 CHANCE_PERMUTATIONS = 20  # label / pair permutations behind each chance baseline
 
 
@@ -196,11 +198,15 @@ def pool_id(frame: pd.DataFrame) -> str:
 
 
 def _eval_key(run_dir: Path, pool: pd.DataFrame, cfg: dict[str, Any]) -> str:
-    """What decides a run's evaluation: the finished run (its `done` marker), the pool and the eval settings."""
+    """What decides a run's evaluation: the finished run (its `done` marker), the pool, the eval settings and
+    what the probe rows read (`dermlib.probes.probe_key`: class descriptions, prompts, train split)."""
+    from dermlib.probes import probe_key
+
     done = run_dir / "done"
     key = {"run": run_dir.name, "done": done.stat().st_mtime_ns, "version": EVAL_VERSION,
            "eval": {k: cfg["eval"][k] for k in ("bootstrap", "recall_k", "exclude_own_pair")},
-           "pool": hashlib.sha256("\n".join(pool["sample_id"].astype(str)).encode()).hexdigest()}
+           "pool": hashlib.sha256("\n".join(pool["sample_id"].astype(str)).encode()).hexdigest(),
+           "probes": probe_key(cfg)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -255,15 +261,13 @@ def run_grid(cfg: dict[str, Any]) -> pd.DataFrame:
     pool, pixels = evaluation_pool(cfg)
     write_prompts(cfg)
     frames = []
-    for run_cfg in grid(cfg):
-        label = f"{run_cfg['train']['strategy']} seed {run_cfg['train']['seed']}"
-        print(f"[grid] {label}: training or reusing", flush=True)
-        run_dir = Path(fit(run_cfg))
-        frames.append(evaluate_run(run_dir, cfg, pool, pixels))
-        kappa = frames[-1].query("metric == 'kappa' and source == @POOLED")
-        print(f"[grid] {label}: {run_dir.name}, pooled kappa "
-              + ", ".join(f"{r.partition} {r.value:.3f}" for r in kappa.itertuples()), flush=True)
+    runs = grid(cfg)
+    with progress(len(runs), "grid", unit="run") as bar:
+        for run_cfg in runs:
+            bar.set_postfix_str(f"{run_cfg['train']['strategy']} seed {run_cfg['train']['seed']}")
+            frames.append(evaluate_run(Path(fit(run_cfg)), cfg, pool, pixels))
+            bar.update(1)
     results = pd.concat(frames, ignore_index=True)
-    write_results(results, cfg)
+    path = write_results(results, cfg)
+    print(f"[grid] {len(runs)} runs evaluated on {len(pool)} images -> {path}", flush=True)
     return results
-

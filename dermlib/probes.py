@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 
 from dermlib import metrics
 from dermlib.data.labels import CLASS_NAMES, classes
-from dermlib.data.preprocess import load_cache
+from dermlib.data.preprocess import cached_pixels
 from dermlib.data.schema import read_manifest
 from dermlib.evaluate import POOLED, metric_groups, metric_row, pool_id
 from dermlib.data.schema import load_attributes
@@ -39,7 +39,7 @@ from dermlib.notes.cache import NoteCache, cache_key
 from dermlib.notes.engine import Job, LLMOutageError, Outcome, run_jobs, run_sync, scrub
 from dermlib.notes.local_llm import INSTALL_HINT, LocalLLM, llama_cpp_available, model_fingerprint
 from dermlib.notes.strategies import PROMPT_DIR, get_strategy, render_m, stable_hash, vocabulary
-from dermlib.results import results_dir
+from dermlib.workdir import WorkDir
 
 CONCEPT_TEMPLATES = ("{}.", "The lesion shows {}.", "Dermoscopy shows {}.")
 MODALITIES = (None, "dermoscopic", "clinical")
@@ -262,18 +262,24 @@ def linear_probe(train_emb: np.ndarray, train_y: np.ndarray, test_emb: np.ndarra
 
 def split_pool(cfg: dict[str, Any], split: str) -> tuple[pd.DataFrame, np.ndarray]:
     """The labelled rows of one split of the internal sources (sample_id order) and their cached images."""
-    work = Path(cfg["work_dir"])
-    manifest = read_manifest(work / "manifest.parquet")
+    work = WorkDir.of(cfg)
+    manifest = read_manifest(work.manifest)
     rows = manifest[(manifest["split"] == split).fillna(False).astype(bool) & manifest["label"].notna()]
     rows = rows.sort_values("sample_id", kind="stable").reset_index(drop=True)
-    images, index = load_cache(work / "cache")
-    where = pd.Series(np.arange(len(index)), index=index["sample_id"].astype(str))
-    rows = rows[rows["sample_id"].astype(str).isin(where.index)].reset_index(drop=True)
-    cache_rows = where.loc[rows["sample_id"].astype(str)].to_numpy()
-    order = np.argsort(cache_rows, kind="stable")
-    pixels = np.empty((len(cache_rows), *images.shape[1:]), dtype=np.uint8)
-    pixels[order] = images[cache_rows[order]]
-    return rows, pixels
+    return cached_pixels(rows, work.cache, missing="drop", what=f"{split} split")
+
+
+def probe_key(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What `probe_rows` reads beyond the run and the pool (part of the evaluation cache key): the description
+    settings, every zero-shot prompt (LLM descriptions read or made as `write_prompts` does), the concept
+    phrases and the train split's ids."""
+    names = classes(cfg["data"].get("taxonomy", "isic8"))
+    manifest = read_manifest(WorkDir.of(cfg).manifest)
+    train = manifest[(manifest["split"] == "train").fillna(False).astype(bool) & manifest["label"].notna()]
+    digest = lambda text: hashlib.sha256(text.encode()).hexdigest()[:16]  # noqa: E731
+    return {k: cfg["eval"][k] for k in ("class_descriptions", "class_descriptions_cache")} | {
+        "prompts": digest(json.dumps([zero_shot_prompts(cfg, names), concept_phrases()], sort_keys=True)),
+        "train": digest("\n".join(sorted(train["sample_id"].astype(str))))}
 
 
 def zero_shot_prompts(cfg: dict[str, Any], codes: list[str]) -> dict[str, dict[str, list[str]]]:
@@ -332,7 +338,7 @@ def probe_rows(model: Any, emb: dict[str, np.ndarray], pool: pd.DataFrame, run_c
 def write_prompts(cfg: dict[str, Any]) -> Path:
     """`results/prompts.json`: every zero-shot prompt (M template and LLM descriptions per style, generated here
     when missing), the concept phrases, and what made the descriptions (template, its digest, the model)."""
-    path = results_dir(cfg) / "prompts.json"
+    path = WorkDir.of(cfg).prompts
     path.parent.mkdir(parents=True, exist_ok=True)
     names = classes(cfg["data"].get("taxonomy", "isic8"))
     descriptions = class_descriptions(cfg, names)

@@ -14,7 +14,7 @@ from dermlib.config import get_config
 from dermlib.data.labels import ISIC8
 from dermlib.data.preprocess import build_cache
 from dermlib.data.schema import save_manifest
-from dermlib.evaluate import evaluate_embeddings, grid, run_grid
+from dermlib.evaluate import _eval_key, evaluate_embeddings, evaluation_pool, grid, run_grid
 from dermlib.notes.synth import synthesize
 from dermlib.records import read_records
 from dermlib.results import (
@@ -169,6 +169,15 @@ def test_second_run_reuses_runs_and_evaluations(results: pd.DataFrame, grid_cfg:
     assert all(p.stat().st_mtime_ns == before[p] for p in watched if p.name == "checkpoint.pt")
     assert any(p.stat().st_mtime_ns != before[p] for p in watched if p.suffix == ".parquet")
     pd.testing.assert_series_equal(changed["value"], results["value"])
+
+
+def test_eval_key_follows_the_probe_settings(results: pd.DataFrame, grid_cfg: dict) -> None:
+    """Cached run results are reused only while the class-description settings (zero-shot rows) are unchanged."""
+    run = next(Path(grid_cfg["work_dir"]).glob("runs/M-seed0-*"))
+    pool, _ = evaluation_pool(grid_cfg)
+    key = lambda **changes: _eval_key(run, pool, {**grid_cfg, "eval": {**grid_cfg["eval"], **changes}})  # noqa: E731
+    assert key() == key()
+    assert len({key(), key(class_descriptions=0), key(class_descriptions_cache="{work_dir}/other.sqlite")}) == 3
 
 
 @pytest.mark.slow
