@@ -29,6 +29,7 @@ import torch.distributed as dist
 from dermlib.embed import load_trainable, trainable_state
 from dermlib.progress import progress, tensorboard_scalars
 from dermlib.trainer import Trainer, make_optimizer, pick_device, selection_score  # noqa: F401 (this module's API)
+from dermlib.workdir import WorkDir
 
 HASHED_SECTIONS = ("data", "notes", "train")
 UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "tensorboard")  # how a run executes, not what it computes
@@ -44,7 +45,7 @@ def config_hash(cfg: dict[str, Any]) -> str:
 def run_dir(cfg: dict[str, Any]) -> Path:
     """`<work_dir>/runs/<strategy>-seed<k>-<hash8>` for this config (strategy "M,P3" is written "M_P3")."""
     t = cfg["train"]
-    return Path(cfg["work_dir"]) / "runs" / f"{t['strategy'].replace(',', '_')}-seed{t['seed']}-{config_hash(cfg)}"
+    return WorkDir.of(cfg).runs / f"{t['strategy'].replace(',', '_')}-seed{t['seed']}-{config_hash(cfg)}"
 
 
 def _atomic_save(obj: Any, path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from dermlib.training_data import (Prefetcher, Split, augment, epoch_order, imag
                                    make_batch, to_device)
 from dermlib.losses import TERMS, MultimodalLoss
 from dermlib.models import MultimodalModel, build_model
+from dermlib.workdir import WorkDir
 
 
 def pick_device(setting: str = "auto") -> torch.device:
@@ -97,7 +97,7 @@ class Trainer:
         has_cls = tok is not None and tok.cls_token_id is not None
         self.cls_sep = (int(tok.cls_token_id), int(tok.sep_token_id)) if has_cls else None
         self.splits = load_splits(cfg, tok) if splits is None else splits
-        self.feature_dir = Path(cfg["work_dir"]) / "features"
+        self.feature_dir = WorkDir.of(cfg).features
         if self.text and self.model.text_frozen():
             for split in self.splits.values():
                 split.note_features = self._frozen_text_features(split)
