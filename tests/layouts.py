@@ -53,7 +53,8 @@ def _copy(meta: Path, root: Path, *files: str) -> None:
 
 
 def build(name: str, meta: Path, root: Path) -> Path:
-    """`root` laid out as dataset `name` is downloaded (metadata from `meta` = ../shared/datasets/metadata)."""
+    """`root` laid out as dataset `name` is downloaded (metadata from `meta`: ../shared/datasets/metadata or the
+    invented stand-in of `write_fake_metadata`)."""
     if name == "ham10000":
         _copy(meta, root, "HAM10000/HAM10000_metadata.csv")
         ids = raw_csv(root / "HAM10000_metadata.csv")["image_id"]

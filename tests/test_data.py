@@ -297,18 +297,26 @@ def test_isic2019_fake_rows(fake_root: Callable[[str], Path]) -> None:
     assert values(load_source("isic2019", root)["sex"]) == values(m["sex"])
 
 
-@pytest.mark.xfail(strict=True, reason="loader bug: a repeated image in ISIC_2019_Training_Metadata.csv shifts the "
-                                       "metadata of every later image by one row instead of raising")
 def test_isic2019_repeated_metadata_row_is_an_error(fake_root: Callable[[str], Path]) -> None:
+    # the real file repeats no image (../shared, 25,331 rows), so any repeat is an error, never a silent shift
     root = fake_root("isic2019")
     meta = root / "ISIC_2019_Training_Metadata.csv"
-    lines = meta.read_bytes().split(b"\r\n")
+    original = meta.read_bytes()
+    lines = original.split(b"\r\n")
     row = next(i for i, line in enumerate(lines) if line.startswith(b"ISIC_0000901,"))
-    lines.insert(row, lines[row].replace(b",55,", b",99,"))
+    assert row == 5  # file line 6
+    lines.insert(row, lines[row].replace(b",55,", b",99,"))  # a conflicting copy of ISIC_0000901 on line 6
     meta.write_bytes(b"\r\n".join(lines))
-    with pytest.raises(ValueError, match="ISIC_0000901"):
-        m = load_source("isic2019", root)
-        assert values(m["age"])[5] == 80, "ISIC_0000903 got the age of another image"
+    message = (f"isic2019: {meta} lines 6, 7 repeat image 'ISIC_0000901'; each image must appear once: "
+               f"delete the extra rows or re-download the file")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        load_source("isic2019", root)
+    lines[row] = lines[row + 1]  # an identical copy is refused too
+    meta.write_bytes(b"\r\n".join(lines))
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        load_source("isic2019", root)
+    meta.write_bytes(original)  # deduplicated: every image keeps its own metadata
+    assert values(load_source("isic2019", root)["age"]) == [45, 70, 60, 55, None, 80, 35, 20, 65, 40]
 
 
 def test_isic2020_fake_rows_v1_then_v2(fake_root: Callable[[str], Path], fake_metadata: Path) -> None:
@@ -433,14 +441,17 @@ def test_ph2_fake_workbook(fake_root: Callable[[str], Path], tmp_path: Path) -> 
         load_source("ph2", tmp_path / "bad")
 
 
-@pytest.mark.xfail(strict=True, reason="loader bug: PH2 row numbers in errors are counted after dropping empty rows, "
-                                       "so they are one short per empty row above the bad one")
 def test_ph2_error_row_number_counts_empty_rows(tmp_path: Path) -> None:
     rows = [list(r) for r in PH2_ROWS]
     rows.insert(2, [None] * 17)  # workbook row 16 left empty
     rows[4][2] = "X"  # IMD903, now on workbook row 18, marked twice
     write_ph2_workbook(tmp_path / "PH2_dataset.xlsx", rows)
     with pytest.raises(ValueError, match=r"row 18 \(IMD903\)"):
+        load_source("ph2", tmp_path)
+    rows[4][2] = None  # one X again; no images below tmp_path, so the first row names itself in the error
+    rows.insert(0, [None] * 17)  # workbook row 14 left empty too: IMD901 moves to row 15
+    write_ph2_workbook(tmp_path / "PH2_dataset.xlsx", rows)
+    with pytest.raises(FileNotFoundError, match=r"first: PH2_dataset\.xlsx row 15 \(Image Name IMD901\) expects"):
         load_source("ph2", tmp_path)
 
 

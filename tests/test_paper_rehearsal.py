@@ -1,8 +1,9 @@
 """A rehearsal of `--profile paper`, end to end on CPU: the five notebooks under papermill with the paper profile
-and config overrides only (no special code path). Real metadata files of seven datasets from ../shared, with
-placeholder images in each dataset's own layout; `data.limit_per_source` rows each; notes through the OpenAI
-route against the fake server on 127.0.0.1 (json_schema structured outputs, usage and cost); DenseNet121 with
-random init and a tiny BERT built from a config in a temporary folder (nothing downloaded); one epoch."""
+and config overrides only (no special code path). The invented metadata of tests/layouts.py (`write_fake_metadata`)
+for seven datasets, with placeholder images in each dataset's own layout, so it runs on a fresh clone;
+`data.limit_per_source` rows each; notes through the OpenAI route against the fake server on 127.0.0.1 (json_schema
+structured outputs, usage and cost); DenseNet121 with random init and a tiny BERT built from a config in a temporary
+folder (nothing downloaded); one epoch."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_openai import FakeOpenAI  # noqa: E402
-from layouts import build  # noqa: E402
+from layouts import build, write_fake_metadata  # noqa: E402
 
 INTERNAL = ["ham10000", "bcn20000", "isic2019", "pad_ufes_20", "derm7pt_derm", "derm7pt_clinic"]
 EXTERNAL = ["fitzpatrick17k", "ddi"]
@@ -47,11 +48,12 @@ def _outputs(notebook: Path) -> str:
 
 
 @pytest.mark.slow
-def test_paper_profile_rehearsal(shared_metadata: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_paper_profile_rehearsal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dermlib.pipeline import run
     from dermlib.records import read_records
 
-    roots = {name: build(name, shared_metadata, tmp_path / "datasets" / name) for name in INTERNAL + EXTERNAL}
+    metadata = write_fake_metadata(tmp_path / "fake-metadata")
+    roots = {name: build(name, metadata, tmp_path / "datasets" / name) for name in INTERNAL + EXTERNAL}
     bert = tiny_bert(tmp_path / "tiny-bert")
     monkeypatch.setenv("DERMLIB_WORK", str(tmp_path / "work"))
     monkeypatch.setenv("DERMLIB_FIGURES", str(tmp_path / "figures"))

@@ -102,7 +102,8 @@ def load_isic2019(root: str | Path, strict: bool = True) -> Loaded:
                          f"re-download the official ground truth")
     frame = pd.DataFrame({"id": require_ids(gt["image"], gt_path, name, "image")})
     frame["label_raw"] = onehot.idxmax(axis=1).astype("string")
-    meta = meta.set_index(clean_missing(meta["image"]))
+    # one row per image, else `meta.loc` below would return every copy and shift all later images' metadata
+    meta = meta.set_index(require_ids(meta["image"], meta_path, name, "image"))
     absent = ~frame["id"].isin(meta.index)
     if absent.any():
         first = int(absent.idxmax())

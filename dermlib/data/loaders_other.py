@@ -159,8 +159,10 @@ def load_ph2(root: str | Path, strict: bool = True) -> Loaded:
     raw.columns = [" ".join(str(c).split()) for c in raw.columns]
     required = ["Image Name", "Histological Diagnosis", *PH2_CLASSES, "Asymmetry (0/1/2)", *PH2_CRITERIA, *PH2_COLOURS]
     require_columns(raw, required, book, name)
-    raw = raw[raw["Image Name"].notna()].reset_index(drop=True)
-    row = (raw.index + 14).astype(str)  # spreadsheet row numbers, for errors
+    raw = raw[raw["Image Name"].notna()]
+    # spreadsheet row numbers, for errors: taken before reset_index so empty rows above still count
+    row = pd.Series(raw.index + 14, dtype="int64").astype(str)
+    raw = raw.reset_index(drop=True)
     marks = _x_marks(raw[PH2_CLASSES])
     bad = marks.sum(axis=1) != 1
     if bad.any():
