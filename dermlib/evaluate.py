@@ -269,5 +269,6 @@ def run_grid(cfg: dict[str, Any]) -> pd.DataFrame:
             bar.update(1)
     results = pd.concat(frames, ignore_index=True)
     path = write_results(results, cfg)
-    print(f"[grid] {len(runs)} runs evaluated on {len(pool)} images -> {path}", flush=True)
+    print(f"[grid] {len(runs)} runs evaluated on {len(pool)} images -> <work_dir>/"
+          f"{path.relative_to(WorkDir.of(cfg).root)}", flush=True)
     return results

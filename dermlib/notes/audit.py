@@ -232,10 +232,11 @@ COUNT_COLUMNS = ["n_notes", "age_invented", "sex_invented", "site_invented", "di
 
 
 def rates_and_counts(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The audit summary as two tables, strategies in columns: shares (0-1) and counts (notes, words, invented)."""
+    """The audit summary as two tables: shares (0-1, strategies in columns) and counts (notes, words, invented;
+    one row per strategy, so whole numbers stay whole)."""
     wide = summary.set_index("strategy")
     counts = [c for c in COUNT_COLUMNS if c in wide.columns]
-    return wide.drop(columns=counts).T, wide[counts].T
+    return wide.drop(columns=counts).T, wide[counts].round({"mean_words": 1})
 
 
 def distinct_ngrams(notes: list[str], n: int) -> float:

@@ -1,5 +1,5 @@
 """The LLM engine: `openai.AsyncOpenAI` against any OpenAI-compatible server, bounded concurrency, timeouts,
-retries with exponential backoff + jitter that honour `Retry-After`, a tqdm progress bar, token and cost totals.
+retries with exponential backoff + jitter that honour `Retry-After`, a progress bar (`dermlib.progress`: off in stored notebooks and logs), token and cost totals.
 
 The client's own retries are off (`max_retries=0`); retries happen here so every attempt is counted.
 The API key only travels in the client; every text that is stored or raised (note, raw answer, error) passes
@@ -34,7 +34,8 @@ from typing import Any, TypeVar
 
 import openai
 from openai.types.chat import ChatCompletion
-from tqdm import tqdm
+
+from dermlib.progress import progress
 
 T = TypeVar("T")
 # USD per million tokens (input, output) for the standard API; the Batch API costs half. Local models cost 0.
@@ -242,8 +243,7 @@ async def run_jobs(jobs: list[Job], *, base_url: str | list[str] | None, api_key
     semaphore = asyncio.Semaphore(max(1, concurrency))
     urls = base_url if isinstance(base_url, list) else [base_url]
     clients = [openai.AsyncOpenAI(base_url=url, api_key=api_key, timeout=timeout, max_retries=0) for url in urls]
-    bar = tqdm(total=len(jobs) + n_cached, initial=n_cached, desc=desc, unit="note", file=sys.stderr,
-               mininterval=1.0, ascii=True)
+    bar = progress(len(jobs) + n_cached, desc, initial=n_cached, unit="note", file=sys.stderr, ascii=True)
     start = time.perf_counter()
 
     in_a_row = {"transient": 0, "last": ""}

@@ -126,7 +126,7 @@ def note_cards(sample_ids: list[str], manifest: pd.DataFrame, notes: pd.DataFram
         truth = {k: v for k, v in attrs.items() if k in ("colors", "structures", "border", "asymmetry", "diameter_mm")}
         meta = ", ".join(f"{k} {row.get(k)}" for k in ("label", "age", "sex", "site", "fitzpatrick")
                          if pd.notna(row.get(k)))
-        truth_html = "<br>".join(f"<b>{html.escape(k)}</b>: {html.escape(', '.join(v) if isinstance(v, list) else str(v))}"
+        truth_html = "<br>".join(f"<b>{html.escape(k)}</b>: {html.escape((', '.join(v) or 'none') if isinstance(v, list) else str(v))}"
                                  for k, v in truth.items())
         img = f'<img src="{_png(images[sid])}" width="160" alt="{html.escape(sid)}">' if sid in images else "(no image)"
         mine = notes[(notes["sample_id"].astype(str) == sid) & (notes["status"] == "ok")]
@@ -138,3 +138,20 @@ def note_cards(sample_ids: list[str], manifest: pd.DataFrame, notes: pd.DataFram
                      f'<td style="vertical-align:top"><table>{cells}</table></td></tr></table>')
     parts.append("</div>")
     return "\n".join(parts)
+
+
+def audit_sentences(summary: pd.DataFrame) -> str:
+    """What the audit found, in words rendered from its numbers (Markdown), one bullet per strategy."""
+    lines = []
+    for row in summary.itertuples(index=False):
+        r = row._asdict()
+        parts = [f"contradicts the metadata in {r['contradiction_rate']:.0%} of notes",
+                 f"names the right diagnosis in {r['diagnosis_correct']:.0%}"]
+        if pd.notna(r.get("unsupported_attribute_rate")):
+            parts.append(f"states an attribute the image does not have in {r['unsupported_attribute_rate']:.0%}")
+        if pd.notna(r.get("colors_precision")):
+            parts.append(f"colour precision {r['colors_precision']:.2f}, recall {r['colors_recall']:.2f}")
+        if pd.notna(r.get("unique_notes")):
+            parts.append(f"{r['unique_notes']:.0%} of its notes are distinct")
+        lines.append(f"- **{r['strategy']}** ({r['n_notes']} notes): " + "; ".join(parts) + ".")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,29 @@
+"""What every notebook does first: one display style (rounded numbers, wrapped text) and paths shown relative."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from dermlib.config import REPO_ROOT
+from dermlib.plots import setup_style
+
+
+def setup() -> None:
+    """Rounded numbers (3 decimals), full cell text (no silent truncation), the one plot style, quiet logging."""
+    pd.set_option("display.precision", 3)
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.width", 160)
+    setup_style()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def shown(path: str | Path) -> str:
+    """A path as a reader should see it: relative to the repository (never this machine's absolute path)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT.resolve()))
+    except ValueError:
+        return f"<outside the repository>/{path.name}"
