@@ -95,7 +95,7 @@ BASE: dict[str, Any] = {
         "comparisons": [*[["kappa", s, "Img"] for s in MM_STRATEGIES],
                         ["map_i2t", "P3", "M+P1"], ["map_t2i", "P3", "M+P1"],
                         ["map_i2t", "P3", "M+P2"], ["map_t2i", "P3", "M+P2"],
-                        ["paired_cosine", "P3", "M+P2"]],
+                        ["paired_cosine", "P3", "M+P2"], ["paired_cosine", "P3", "M+P1"]],
         "comparison_partitions": ["internal", "external"],
         # Zero-shot from LLM-written class descriptions (dermlib.probes): this many per class, in the style of each
         # LLM strategy of eval.strategies, averaged per class (0: M-template prompts only). Cached like notes, in
@@ -215,7 +215,18 @@ def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -
             raise KeyError(f"override {key!r}: unknown setting {leaf!r}; known keys of {section}: {sorted(node)}")
         _check_type(key, node[leaf], value)
         node[leaf] = value
+    _check_comparisons(cfg)
     return cfg
+
+
+def _check_comparisons(cfg: dict[str, Any]) -> None:
+    """Every declared comparison is [metric, A, B] with a metric that is compared (a comparison whose strategies
+    are not in eval.strategies is left out when the comparisons are computed: `dermlib.stats.comparisons`)."""
+    for item in cfg["eval"]["comparisons"]:
+        if not (isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item)):
+            raise ValueError(f"eval.comparisons: {item!r} is not [metric, A, B]")
+        if item[0] not in ("kappa", "map_i2t", "map_t2i", "paired_cosine"):
+            raise ValueError(f"eval.comparisons: {item!r}: metric must be kappa, map_i2t, map_t2i or paired_cosine")
 
 
 def with_knobs(overrides: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:

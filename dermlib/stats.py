@@ -18,11 +18,14 @@ shuffled image–note pairs.
 
 from __future__ import annotations
 
+import logging
+
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+log = logging.getLogger(__name__)
 COMPARISON_COLUMNS = ["comparison", "metric", "partition", "estimate", "ci_low", "ci_high", "p_value", "n_seeds", "n"]
 SAMPLE_METRICS = {"kappa": "pred", "map_i2t": "ap_i2t", "map_t2i": "ap_t2i", "paired_cosine": "cosine"}
 
@@ -103,10 +106,16 @@ def paired_difference(samples: pd.DataFrame, metric: str, a: str, b: str, partit
 
 
 def comparisons(samples: pd.DataFrame, results: pd.DataFrame, cfg: dict[str, Any], n_classes: int) -> pd.DataFrame:
-    """The config's primary comparisons on each partition, then the chance-baseline rows (`chance: …`)."""
+    """The config's primary comparisons on each partition, then the chance-baseline rows (`chance: …`).
+
+    A comparison naming a strategy that is not in eval.strategies is left out (and logged), not reported as NaN.
+    """
     e = cfg["eval"]
     rows = []
     for metric, a, b in e["comparisons"]:
+        if a not in e["strategies"] or b not in e["strategies"]:
+            log.info("comparison %s - %s (%s) left out: not both in eval.strategies %s", a, b, metric, e["strategies"])
+            continue
         for partition in e["comparison_partitions"]:
             found = paired_difference(samples, metric, a, b, partition, n_boot=int(e["bootstrap"]), n_classes=n_classes)
             rows.append({"comparison": f"{a} - {b}", **found})

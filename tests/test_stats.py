@@ -78,14 +78,22 @@ def test_paired_difference_interval_covers_the_truth_under_cluster_noise() -> No
 
 
 def test_comparisons_follow_the_config_and_add_chance_rows() -> None:
-    cfg = get_config("demo", {"eval.bootstrap": 50, "eval.comparisons": [["paired_cosine", "A", "B"]],
+    cfg = get_config("demo", {"eval.bootstrap": 50, "eval.strategies": ["A", "B"],
+                              "eval.comparisons": [["paired_cosine", "A", "B"], ["kappa", "A", "C"]],
                               "eval.comparison_partitions": ["external"]})
     results = pd.DataFrame({"strategy": ["A", "A"], "seed": [0, 1], "partition": "external", "source": "pooled",
                             "metric": "chance_paired_cosine", "value": [0.1, 0.2], "n": 200})
     table = stats.comparisons(_samples(0.1), results, cfg, 8)
     assert list(table.columns) == stats.COMPARISON_COLUMNS
-    assert table["comparison"].tolist() == ["A - B", "chance: A"]
+    assert table["comparison"].tolist() == ["A - B", "chance: A"]  # A - C left out: C is not in the grid
     assert table.iloc[1]["estimate"] == pytest.approx(0.15) and table.iloc[1]["metric"] == "paired_cosine"
+
+
+def test_malformed_comparisons_are_refused_by_the_config() -> None:
+    with pytest.raises(ValueError, match="is not \\[metric, A, B\\]"):
+        get_config("demo", {"eval.comparisons": [["kappa", "M"]]})
+    with pytest.raises(ValueError, match="metric must be"):
+        get_config("demo", {"eval.comparisons": [["accuracy", "M", "Img"]]})
 
 
 def test_retrieval_ap_can_leave_out_the_own_pair() -> None:

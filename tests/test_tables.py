@@ -158,7 +158,7 @@ def test_notebook_05_rebuilds_tables_and_figures(tiny_pipeline) -> None:
     rec = read_records(tiny_pipeline.work_dir, "05_figures")
     figures = Path(tiny_pipeline.figures_dir)
     for name in ("05_kappa_internal_external", "05_retrieval_map", "05_paired_cosine", "05_embedding_map",
-                 "05_retrieval_gallery", "05_learning_curves"):
+                 "05_retrieval_gallery", "05_retrieval_failure"):
         assert f"{name}.png" in rec["figures"] and (figures / f"{name}.pdf").exists()
     assert "05_hallucination_audit.png" in rec["figures"]  # from notes/audit_summary.csv (computed if absent)
     assert (Path(tiny_pipeline.work_dir) / "notes" / "audit_summary.csv").exists()
