@@ -84,5 +84,9 @@ case "$MODE" in
         echo "run_all.sh: fix the datasets above (or point data.roots.<name> at them with --set), then re-run" >&2
         exit 1; }
     fi
-    python -m dermlib.pipeline --profile "$PROFILE" ${ONLY:+--only "$ONLY"} "${SETS[@]}" ;;
+    python -m dermlib.pipeline --profile "$PROFILE" ${ONLY:+--only "$ONLY"} "${SETS[@]}"
+    # the demo's numbers in the README come from the run just made, never typed by hand
+    if [[ "$PROFILE" == demo && -z "$ONLY" && ${#SETS[@]} -eq 0 ]]; then
+      python -m dermlib.findings --profile demo --readme README.md
+    fi ;;
 esac

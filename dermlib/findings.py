@@ -3,11 +3,19 @@
 `answers(comparisons)` reads `figures/<profile>/comparisons.csv` (written by `dermlib.evaluate.write_comparisons`)
 and turns each declared comparison into one sentence with its estimate, 95 % interval and paired p-value, and a
 verdict that follows only from the interval: above, below, or not resolved (the interval contains 0).
+`python -m dermlib.findings --readme README.md` writes them, with the headline table, into the README.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+from pathlib import Path
+
 import pandas as pd
+
+from dermlib.config import add_cli_arguments, config_from_cli
+from dermlib.results import load_results
 
 METRIC_WORDS = {"kappa": "Cohen's kappa", "map_i2t": "image -> text mAP", "map_t2i": "text -> image mAP",
                 "paired_cosine": "paired cosine"}
@@ -56,3 +64,68 @@ def answers_markdown(comparisons: pd.DataFrame) -> str:
     for question, group in found.groupby("question", sort=False):
         lines += [f"**{question}**", ""] + [f"- {s}" for s in group["sentence"]] + [""]
     return "\n".join(lines).strip() + "\n"
+
+
+README_START = "<!-- demo-findings:start (written by `python -m dermlib.findings --readme README.md`; not by hand) -->"
+README_END = "<!-- demo-findings:end -->"
+HEADLINE = [("kappa", "internal", "κ internal"), ("kappa", "external", "κ external"),
+            ("map_i2t", "internal", "mAP image→text"), ("map_t2i", "internal", "mAP text→image"),
+            ("paired_cosine", "internal", "paired cosine")]
+
+
+def headline_markdown(results: pd.DataFrame, strategies: list[str]) -> str:
+    """Pooled values per strategy as a Markdown table: mean ± sd over seeds (internal partition unless said)."""
+    pooled = results[results["source"] == "pooled"]
+    lines = ["| strategy | " + " | ".join(name for _, _, name in HEADLINE) + " |", "|---" * (len(HEADLINE) + 1) + "|"]
+    for strategy in strategies:
+        cells = []
+        for metric, partition, _ in HEADLINE:
+            v = pooled[(pooled["strategy"] == strategy) & (pooled["metric"] == metric)
+                       & (pooled["partition"] == partition)]["value"].dropna()
+            cells.append(f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}" if len(v) else "–")
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_block(results: pd.DataFrame, comparisons: pd.DataFrame, strategies: list[str]) -> str:
+    """What the README says about a demo run: the headline table, then every answer in words."""
+    n_seeds = results["seed"].nunique()
+    return (f"Pooled over sources, mean ± sd over {n_seeds} paired seeds (`figures/demo/results.csv`):\n\n"
+            + headline_markdown(results, strategies)
+            + "\nThe declared comparisons (`figures/demo/comparisons.csv`; estimate, 95 % CI over seeds × clusters of "
+              "test images, paired p-value):\n\n" + answers_markdown(comparisons))
+
+
+def update_readme(path: Path, block: str) -> bool:
+    """Replace the text between the README's findings markers with `block`; True when the file changed."""
+    text = path.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{path} has no findings markers: add the lines\n{README_START}\n{README_END}")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n{block}{README_END}{tail}"
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the demo findings (or write them into the README between its markers)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_cli_arguments(parser)
+    parser.add_argument("--readme", type=Path, default=None, help="README to update between the findings markers")
+    args = parser.parse_args(argv)
+    cfg, _ = config_from_cli(parser, args)
+    results = load_results(cfg)
+    comparisons = pd.read_csv(Path(cfg["figures_dir"]) / "comparisons.csv")
+    order = [s for s in cfg["eval"]["strategies"] if s in set(results["strategy"])]
+    block = readme_block(results, comparisons, order)
+    if args.readme is None:
+        print(block)
+    else:
+        print(f"{args.readme}: {'updated' if update_readme(args.readme, block) else 'already up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -39,3 +39,20 @@ def test_answers_render_each_row_and_leave_chance_out() -> None:
     text = findings.answers_markdown(_table())
     assert text.index("**(a)") < text.index("**(b)") < text.index("**(c)")
     assert text.count("\n- ") == 3
+
+
+def test_readme_block_is_written_between_the_markers_only(tmp_path) -> None:
+    results = pd.DataFrame({"strategy": ["Img", "Img", "M", "M"], "seed": [0, 1, 0, 1], "source": "pooled",
+                            "partition": "internal", "metric": "kappa", "value": [0.4, 0.5, 0.45, 0.55]})
+    block = findings.readme_block(results, _table(), ["Img", "M"])
+    assert "| Img | 0.450 ± 0.071 | – |" in block and "2 paired seeds" in block
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{findings.README_START}\nold numbers\n{findings.README_END}\noutro\n")
+    assert findings.update_readme(readme, block) is True
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old numbers" not in text
+    assert findings.answers(_table())["sentence"][0] in text
+    assert findings.update_readme(readme, block) is False  # idempotent
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="no findings markers"):
+        findings.update_readme(readme, block)
