@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -215,12 +214,10 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     from dermlib import probes
     from dermlib.embed import encode, load_run
     from dermlib.notes.store import first_notes
-    from dermlib.train import config_hash, pick_device
+    from dermlib.train import config_hash
+    from dermlib.trainer import pick_device
 
     work = WorkDir.of(cfg)
-    if (run_dir / "history.csv").exists():  # learning curves travel with the results (notebook 05)
-        work.history(run_dir.name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / "history.csv", work.history(run_dir.name))
     cached = work.run_results(run_dir.name)
     samples_path = work.samples(run_dir.name)
     key = _eval_key(run_dir, pool, cfg)

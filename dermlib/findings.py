@@ -1,6 +1,6 @@
 """The paper's three questions answered in words, rendered from the comparison table (never typed by hand).
 
-`answers(comparisons)` reads `figures/<profile>/comparisons.csv` (written by `dermlib.evaluate.write_comparisons`)
+`answers(comparisons)` reads `figures/<profile>/comparisons.csv` (written by `dermlib.results.write_comparisons`)
 and turns each declared comparison into one sentence with its estimate, 95 % interval and paired p-value, and a
 verdict that follows only from the interval: above, below, or not resolved (the interval contains 0).
 `python -m dermlib.findings --readme README.md` writes them, with the headline table, into the README.
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dermlib import stats
 from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.results import load_results
 
@@ -52,7 +53,7 @@ def answers(comparisons: pd.DataFrame) -> pd.DataFrame:
     rows = comparisons[~comparisons["comparison"].str.startswith("chance:")].copy()
     rows["question"] = rows["metric"].map(QUESTIONS).fillna("other")
     rows["verdict"] = [verdict(lo, hi) for lo, hi in zip(rows["ci_low"], rows["ci_high"])]
-    rows["half_width"] = (rows["ci_high"] - rows["ci_low"]) / 2
+    rows["half_width"] = stats.half_width(rows)
     rows["sentence"] = [sentence(r) for _, r in rows.iterrows()]
     return rows.reset_index(drop=True)
 
@@ -87,12 +88,13 @@ def headline_markdown(results: pd.DataFrame, strategies: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_block(results: pd.DataFrame, comparisons: pd.DataFrame, strategies: list[str]) -> str:
-    """What the README says about a demo run: the headline table, then every answer in words."""
+def readme_block(results: pd.DataFrame, comparisons: pd.DataFrame, strategies: list[str], where: str = "figures/demo"
+                 ) -> str:
+    """What the README says about a run: the headline table, then every answer in words (`where`: its figures)."""
     n_seeds = results["seed"].nunique()
-    return (f"Pooled over sources, mean ± sd over {n_seeds} paired seeds (`figures/demo/results.csv`):\n\n"
+    return (f"Pooled over sources, mean ± sd over {n_seeds} paired seeds (`{where}/results.csv`):\n\n"
             + headline_markdown(results, strategies)
-            + "\nThe declared comparisons (`figures/demo/comparisons.csv`; estimate, 95 % CI over seeds × clusters of "
+            + f"\nThe declared comparisons (`{where}/comparisons.csv`; estimate, 95 % CI over seeds × clusters of "
               "test images, paired p-value):\n\n" + answers_markdown(comparisons))
 
 
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     results = load_results(cfg)
     comparisons = pd.read_csv(Path(cfg["figures_dir"]) / "comparisons.csv")
     order = [s for s in cfg["eval"]["strategies"] if s in set(results["strategy"])]
-    block = readme_block(results, comparisons, order)
+    block = readme_block(results, comparisons, order, where=f"figures/{cfg['profile']}")
     if args.readme is None:
         print(block)
     else:

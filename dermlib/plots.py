@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
-from scipy.special import softmax
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
@@ -149,7 +148,7 @@ def pooled_bars(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     return out
 
 
-def chance_level(results: pd.DataFrame, metric: str, partition: str) -> float:
+def permutation_chance(results: pd.DataFrame, metric: str, partition: str) -> float:
     """The chance baseline of `metric` on one pooled partition (mean over runs), NaN when not in the results."""
     rows = results[(results["metric"] == f"chance_{metric}") & (results["source"] == "pooled")
                    & (results["partition"] == partition)]
@@ -205,7 +204,7 @@ def retrieval_map_bars(results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure
     for ax, partition in zip(axes[0], partitions):
         _grouped_bars(ax, table[table["partition"] == partition], order, "direction",
                       ["image -> text", "text -> image"])
-        chance = chance_level(results, "map_i2t", partition)
+        chance = permutation_chance(results, "map_i2t", partition)
         if np.isfinite(chance):
             ax.axhline(chance, color="0.2", ls="--", lw=1, label=f"chance {chance:.2f} (labels permuted)")
         ax.set(xlabel=f"strategy ({_bar_note(table)})", ylabel="mAP", title=f"{partition} (pooled)", ylim=(0, 1.05))
@@ -235,7 +234,7 @@ def paired_cosine_violins(samples: pd.DataFrame, results: pd.DataFrame, cfg: dic
     for i, strategy in enumerate(order):
         text = " / ".join(f"{means.get((strategy, p), np.nan):.2f}" for p in partitions)
         ax.text(i, 1.02, f"mean {text}", ha="center", fontsize=8, transform=ax.get_xaxis_transform())
-    chance = chance_level(results, "paired_cosine", "internal")
+    chance = permutation_chance(results, "paired_cosine", "internal")
     if np.isfinite(chance):
         ax.axhline(chance, color="0.2", ls="--", lw=1, label=f"shuffled pairs {chance:.2f} (internal)")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
@@ -314,49 +313,6 @@ def retrieval_gallery(image: np.ndarray | None, example: dict[str, Any], cfg: di
                     f"{times}\n{body}", va="top", fontsize=8, family="monospace",
                     color="darkgreen" if relevant else "firebrick")
     fig.suptitle(source_title(cfg, f"image -> text retrieval {title}".strip()), fontsize=11)
-    return fig
-
-
-def ranking_strips(rankings: dict[str, pd.DataFrame], cfg: dict[str, Any], top: int = 60) -> plt.Figure:
-    """For each named query, its first `top` retrieved items as a strip: relevant (green) or not (grey)."""
-    setup_style()
-    fig, axes = plt.subplots(len(rankings), 1, figsize=(11, 0.9 * len(rankings) + 0.8), squeeze=False)
-    for ax, (name, ranking) in zip(axes[:, 0], rankings.items()):
-        hits = ranking["relevant"].to_numpy()[:top].astype(float)
-        ax.imshow(hits[None, :], cmap=plt.matplotlib.colors.ListedColormap(["0.85", "#4c9a6a"]), vmin=0, vmax=1,
-                  aspect="auto")
-        ax.set_yticks([])
-        ax.set_xticks(np.arange(0, len(hits), 10), np.arange(1, len(hits) + 1, 10))
-        ax.set_title(name, fontsize=9, loc="left")
-        ax.grid(False)
-    axes[-1, 0].set_xlabel("rank (green: a note of the query's class)")
-    fig.suptitle(source_title(cfg, "what average precision rewards: relevant notes near the top"), fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
-def ntxent_lesson(sim: np.ndarray, labels: np.ndarray, temperatures: list[float], cfg: dict[str, Any]) -> plt.Figure:
-    """Left: cosine similarity of a batch's images (rows) and notes (columns), the own pairs on the diagonal.
-    Right: for image 0, softmax over the notes at each temperature - the probability NT-Xent asks to put on its pair."""
-    setup_style()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.1, 1]})
-    sns.heatmap(sim, cmap="vlag", vmin=-1, vmax=1, ax=left, square=True,
-                xticklabels=labels, yticklabels=labels, cbar_kws={"label": "cosine"})
-    for i in range(len(sim)):
-        left.add_patch(plt.Rectangle((i, i), 1, 1, fill=False, edgecolor="black", lw=1.5))
-    left.set(xlabel="note of sample (class)", ylabel="image of sample (class)",
-             title="one batch: diagonal = own pairs (positives), the rest negatives")
-    left.tick_params(labelsize=7)
-    x = np.arange(sim.shape[1])
-    width = 0.8 / len(temperatures)
-    for j, t in enumerate(temperatures):
-        right.bar(x + (j - (len(temperatures) - 1) / 2) * width, softmax(sim[0] / t), width, label=f"tau = {t:g}")
-    right.set_xticks(x, labels, fontsize=7, rotation=90)
-    right.set(xlabel="note (sample 0's own note is first)", ylabel="softmax probability",
-              title="image 0: lower temperature, sharper choice")
-    right.legend(fontsize=8, frameon=False)
-    fig.suptitle(source_title(cfg, f"NT-Xent on a batch of {len(sim)} real image-note pairs, as the trained model embeds them"))
-    fig.tight_layout()
     return fig
 
 

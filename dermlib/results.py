@@ -2,8 +2,8 @@
 
 `dermlib.evaluate.run_grid` writes `<work_dir>/results/` (paths in `dermlib.workdir.WorkDir`): `results.parquet`
 (+ .csv; one row per run x (partition, source) x metric, columns RESULT_COLUMNS), per run its metric rows
-(`runs/`), per-image values (`samples/`), pool embeddings (`embeddings/<run>.npz`) and learning curves
-(`histories/`). Notebook 05 rebuilds every figure and table from these files alone.
+(`runs/`), per-image values (`samples/`) and pool embeddings (`embeddings/<run>.npz`). Notebook 05 rebuilds
+every figure and table from these files alone.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermlib import metrics, stats
+from dermlib import stats
 from dermlib.data.labels import classes
 from dermlib.data.preprocess import load_cache
 from dermlib.data.schema import read_manifest
@@ -111,36 +111,6 @@ def run_ids(results: pd.DataFrame, seed: int | None = None) -> dict[str, str]:
     return {s: first.set_index("strategy").at[s, "run_id"] for s in order if s in set(first["strategy"])}
 
 
-def load_histories(cfg: dict[str, Any], results: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Training histories of the results' runs (copied to results/histories by evaluate_run), by 'strategy seed k'."""
-    out = {}
-    for run in results.drop_duplicates("run_id").itertuples():
-        path = WorkDir.of(cfg).history(run.run_id)
-        if path.exists():
-            out[f"{run.strategy} seed {run.seed}"] = pd.read_csv(path)
-    return out
-
-
-def paired_cosines(emb: dict[str, np.ndarray]) -> np.ndarray:
-    """Cosine of each pool image with its own note, for the samples that have a note (a text run's embeddings)."""
-    ok = metrics.finite_rows(emb["text_emb"])
-    return metrics.paired_cosine(emb["image_emb"][ok], emb["text_emb"][ok])
-
-
-def retrieval_example(emb: dict[str, np.ndarray], k: int = 5) -> dict[str, Any]:
-    """One image query (the first internal pool sample with a note) and its k closest notes, for the gallery figure."""
-    ok = np.flatnonzero(metrics.finite_rows(emb["text_emb"]))
-    if len(ok) == 0:
-        raise ValueError("retrieval_example needs a text run with at least one embedded note")
-    internal = ok[emb["partition"][ok] == "internal"]
-    query = internal[0] if len(internal) else ok[0]
-    top, scores = metrics.top_k(emb["image_emb"][[query]], emb["text_emb"][ok], k)
-    hits = ok[top[0]]
-    return {"sample_id": str(emb["sample_id"][query]), "label": str(emb["label"][query]),
-            "notes": [str(n) for n in emb["note"][hits]], "note_labels": [str(c) for c in emb["label"][hits]],
-            "scores": [float(v) for v in scores[0]]}
-
-
 def query_image(cfg: dict[str, Any], sample_id: str) -> np.ndarray | None:
     """The cached pixels of one sample, or None when the cache is not on this machine (figures from results only)."""
     try:
@@ -151,12 +121,13 @@ def query_image(cfg: dict[str, Any], sample_id: str) -> np.ndarray | None:
     return np.asarray(images[rows[0]]) if len(rows) else None
 
 
-def audit_summary(cfg: dict[str, Any]) -> pd.DataFrame | None:
-    """The notes' hallucination audit per strategy: `<work_dir>/notes/audit_summary.csv` (written by notebook 02);
-    when only the notes are there, it is computed with dermlib.notes.audit_summary and written; None without notes."""
+def load_audit_summary(cfg: dict[str, Any]) -> pd.DataFrame | None:
+    """The notes' hallucination audit per strategy: `<work_dir>/notes/audit_summary.csv` (written by notebook 02)
+    while it is newer than the notes table; else computed with dermlib.notes.audit_summary and written; None
+    without notes."""
     work = WorkDir.of(cfg)
     path = work.audit_summary
-    if path.exists():
+    if path.exists() and (not work.notes.exists() or path.stat().st_mtime >= work.notes.stat().st_mtime):
         return pd.read_csv(path)
     if not work.notes.exists() or not work.manifest.exists():
         return None

@@ -1,5 +1,5 @@
 """Train one model (`fit`), or one per strategy (`fit_strategies`); `dermlib.embed` loads a run back and embeds with it.
-The loop's pieces are `dermlib.trainer.Trainer` (also importable from here, with `pick_device`, `make_optimizer`).
+The loop's pieces (`Trainer`, `pick_device`, `make_optimizer`) are in `dermlib.trainer`.
 
 A run lives in `<work_dir>/runs/<strategy>-seed<k>-<hash8>/` where the hash covers the data, notes and train
 settings: `config.json` (resolved), `checkpoint.pt` (last and best weights, optimiser, history), `history.csv`,
@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -28,8 +28,11 @@ import torch.distributed as dist
 
 from dermlib.embed import load_trainable, trainable_state
 from dermlib.progress import progress, tensorboard_scalars
-from dermlib.trainer import Trainer, make_optimizer, pick_device, selection_score  # noqa: F401 (this module's API)
+from dermlib.trainer import Trainer, selection_score
 from dermlib.workdir import WorkDir
+
+if TYPE_CHECKING:  # pandas is imported where it is used
+    import pandas as pd
 
 HASHED_SECTIONS = ("data", "notes", "train")
 UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "tensorboard")  # how a run executes, not what it computes
@@ -197,7 +200,7 @@ def fit_strategies(cfg: dict[str, Any], strategies: list[str] | None = None, see
     return runs
 
 
-def run_summary(runs: dict[str, Path]) -> Any:
+def run_summary(runs: dict[str, Path]) -> pd.DataFrame:
     """One row per run: training size, best epoch and its val kappa/accuracy, epochs run, median samples/s, seconds."""
     import pandas as pd
 

@@ -5,7 +5,7 @@
 
 Layout: `manifest.parquet`, `cache/` (preprocessed images, `dermlib.data.preprocess`), `notes/notes.parquet` and
 `notes/audit_summary.csv`, `runs/<run>/` (training), `features/` (frozen-encoder features), `results/` (the grid:
-`results.parquet`, `runs/`, `samples/`, `embeddings/`, `histories/`, `prompts.json`), `records/`, `datasets/`,
+`results.parquet`, `runs/`, `samples/`, `embeddings/`, `prompts.json`), `records/`, `datasets/`,
 `synthderm/` (the generated demo images), `notebooks/` (executed copies of other profiles).
 """
 
@@ -111,6 +111,3 @@ class WorkDir:
         """`results/embeddings/<run>.npz`: one run's pool embeddings, for the figures."""
         return self.results / "embeddings" / f"{run_id}.npz"
 
-    def history(self, run_id: str) -> Path:
-        """`results/histories/<run>.csv`: one run's learning curves, copied beside the results."""
-        return self.results / "histories" / f"{run_id}.csv"

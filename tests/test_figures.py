@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from dermlib import plots  # noqa: E402
+from dermlib import lessons, plots  # noqa: E402
 from dermlib.config import get_config  # noqa: E402
 from dermlib.data import figures as data_figures  # noqa: E402
 from dermlib.notes import figures as note_figures  # noqa: E402
@@ -134,11 +134,11 @@ def test_every_figure_function_returns_a_figure(cfg: dict) -> None:
                "note_labels": ["MEL", "MEL", "NV"], "scores": [0.9, 0.9, 0.1]}
     made = [plots.embedding_map(emb, cfg), plots.embedding_map(emb, cfg, method="tsne", max_points=25),
             plots.retrieval_gallery(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), example, cfg),
-            plots.ntxent_lesson(rng.uniform(-1, 1, (4, 4)), np.array(list("abcd")), [0.1, 1.0], cfg),
+            lessons.ntxent_lesson(rng.uniform(-1, 1, (4, 4)), np.array(list("abcd")), [0.1, 1.0], cfg),
             plots.confusion(pd.DataFrame([[3, 1], [0, 4]], index=["MEL", "NV"], columns=["MEL", "NV"]), cfg, "t"),
             plots.audit_heatmap(pd.DataFrame({"strategy": ["M", "P3"], "contradiction_rate": [0.0, 0.4],
                                               "diagnosis_correct": [1.0, 0.5]}), cfg),
-            plots.ranking_strips({"q": pd.DataFrame({"relevant": [True, False, True]})}, cfg)]
+            lessons.ranking_strips({"q": pd.DataFrame({"relevant": [True, False, True]})}, cfg)]
     assert all(isinstance(f, plt.Figure) for f in made)
     gallery_text = " ".join(t.get_text() for ax in made[2].axes for t in ax.texts)
     assert "x2 identical" in gallery_text  # identical notes drawn once, with their count
@@ -192,3 +192,13 @@ def test_note_cards_mark_phrases_by_verdict() -> None:
     assert 'title="structure: unsupported">dots' in html and 'title="structure: supported">streaks' in html
     assert 'title="site: contradicted">leg' in html and 'title="diagnosis: contradicted">Melanoma' in html  # s01 is NV
     assert html.count("data:image/png;base64,") == 1
+
+
+def test_the_figures_notebook_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import dermlib.results, dermlib.lessons, dermlib.plots, dermlib.tables, dermlib.findings, "
+            "dermlib.notes.audit, dermlib.notebook; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

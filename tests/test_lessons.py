@@ -46,6 +46,8 @@ def test_alignment_terms_match_a_numpy_nt_xent_and_chance() -> None:
     cos = np.sum(batch["image"] * batch["text"], axis=1)
     assert terms.filter(like="cosine").iloc[0] == pytest.approx(1 - cos.mean(), rel=1e-5)
     assert terms.filter(like="guess").iloc[0] == pytest.approx(np.log(19))
+    # L1 on the raw projections, as training computes it (not on the unit vectors of the heatmap)
+    assert terms.filter(like="L1").iloc[0] == pytest.approx(np.abs(batch["image_raw"] - batch["text_raw"]).mean(), rel=1e-5)
 
 
 def test_query_aps_agree_with_sklearn_and_choices_are_median_and_lowest() -> None:

@@ -8,7 +8,6 @@ folder (nothing downloaded); one epoch."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path

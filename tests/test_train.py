@@ -354,7 +354,8 @@ def test_prefetcher_keeps_order_and_surfaces_errors() -> None:
 
 
 def test_optimiser_switch_and_model_selection(work: Path) -> None:
-    from dermlib.train import fit, make_optimizer, selection_score
+    from dermlib.train import fit
+    from dermlib.trainer import make_optimizer, selection_score
 
     params = [torch.nn.Parameter(torch.zeros(3))]
     adam = make_optimizer(params, {"optimizer": "adam_amsgrad_l2", "lr": 1e-3, "weight_decay": 1e-4}, fused=False)

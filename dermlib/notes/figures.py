@@ -20,19 +20,6 @@ FIELDS = ("age", "sex", "site", "diagnosis")
 FLAG_COLOURS = {"correct": "#4c9a6a", "mixed": "#e0a458", "contradicted": "#c8553d", "absent": "#bdbdbd"}
 
 
-def side_by_side(notes: pd.DataFrame, sample_id: str | None = None) -> pd.DataFrame:
-    """One sample's note per strategy (the first sample with every strategy `ok` when none is given)."""
-    ok = notes[notes["status"] == "ok"]
-    if sample_id is None:
-        complete = ok.groupby("sample_id")["strategy"].nunique()
-        full = complete[complete == notes["strategy"].nunique()]
-        if full.empty:
-            raise ValueError("no sample has an ok note for every strategy")
-        sample_id = str(full.index[0])
-    chosen = notes[notes["sample_id"] == sample_id]
-    return chosen.set_index("strategy")[["note", "status", "cached"]].rename_axis(f"sample {sample_id}")
-
-
 def plot_consistency(summary: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
     """Per field, the share of notes that state it correctly, contradict it, or leave it out, per strategy."""
     setup_style()
