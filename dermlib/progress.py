@@ -21,10 +21,15 @@ def progress_enabled(stream: Any = None) -> bool:
 
 
 def progress(total: int | None, desc: str, *, initial: int = 0, unit: str = "it", **kwargs: Any) -> Any:
-    """A tqdm.auto bar, disabled where `progress_enabled` says no; use it as a context manager or close() it."""
-    from tqdm.auto import tqdm
+    """A tqdm.auto bar, disabled where `progress_enabled` says no; use it as a context manager or close() it.
 
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not progress_enabled(),
+    A disabled bar is a plain tqdm: importing tqdm.auto in a kernel without ipywidgets prints a warning."""
+    enabled = progress_enabled()
+    if enabled:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled,
                 mininterval=1.0, dynamic_ncols=True, **kwargs)
 
 

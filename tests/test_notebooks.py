@@ -1,0 +1,142 @@
+"""The committed, executed demo notebooks as a reader gets them: lessons framed, figures in view, clean outputs,
+result sentences that agree with the results tables, and an HTML rendering that a real browser displays."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dermlib import findings
+from dermlib.config import REPO_ROOT
+from dermlib.pipeline import notebooks
+
+NOTEBOOKS = notebooks()
+COMMITTED = REPO_ROOT / "figures" / "demo"  # what the last ./run_all.sh committed (not the tests' figures dir)
+IDS = [nb.stem for nb in NOTEBOOKS]
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~])(?:/(?:work|home|root|tmp|Users|mnt|var|opt|private)/|[A-Z]:\\)")
+LONG_FLOAT = re.compile(r"\d\.\d{7,}")
+
+
+def _cells(nb: Path) -> list[dict]:
+    return json.loads(nb.read_text(encoding="utf-8"))["cells"]
+
+
+def _text_outputs(cell: dict) -> list[str]:
+    """Every text a reader sees in a cell's outputs (streams, plain text, HTML, Markdown, errors), not image data."""
+    texts = []
+    for out in cell.get("outputs", []):
+        if "text" in out:
+            texts.append("".join(out["text"]))
+        for kind in ("text/plain", "text/html", "text/markdown"):
+            if kind in out.get("data", {}):
+                texts.append("".join(out["data"][kind]))
+        if out.get("output_type") == "error":
+            texts.append(f"{out.get('ename')}: {out.get('evalue')}")
+    return texts
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+def test_each_notebook_is_a_lesson(nb: Path) -> None:
+    cells = _cells(nb)
+    opening = "".join(cells[0]["source"])
+    for part in ("What you will learn", "You need", "Run time"):
+        assert part in opening, f"{nb.name}: the first cell should say '{part}'"
+    closing = "".join(cells[-1]["source"])
+    assert cells[-1]["cell_type"] == "markdown" and closing.lstrip().startswith("## Exercises"), nb.name
+    assert 2 <= len(re.findall(r"^\d\. ", closing, re.M)) <= 4 and "Hint" in closing, nb.name
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+def test_parameters_cell_exposes_knobs(nb: Path) -> None:
+    cell = next(c for c in _cells(nb) if "parameters" in c.get("metadata", {}).get("tags", []))
+    names = re.findall(r"^(\w+)\s*=", "".join(cell["source"]), re.M)
+    assert {"profile", "overrides"} <= set(names) and len(names) >= 4, f"{nb.name}: parameters are only {names}"
+    assert all("#" in line for line in "".join(cell["source"]).splitlines() if re.match(r"^\w+\s*=", line)), \
+        f"{nb.name}: every knob in the parameters cell is documented with a comment"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+def test_every_saved_figure_is_shown(nb: Path) -> None:
+    for i, cell in enumerate(_cells(nb)):
+        if cell["cell_type"] == "code" and re.search(r"\bsave\(", "".join(cell["source"])):
+            images = [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+            assert images, f"{nb.name} cell {i} saves a figure but shows none"
+        for text in _text_outputs(cell):
+            assert not re.fullmatch(r"\s*(Posix|Windows)?Path\(.*\)\s*", text), f"{nb.name} cell {i} shows a path"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+def test_outputs_are_clean(nb: Path) -> None:
+    for i, cell in enumerate(_cells(nb)):
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", f"{nb.name} cell {i} raised {out.get('ename')}"
+            assert not (out.get("name") == "stderr" and "warn" in "".join(out.get("text", "")).lower()), \
+                f"{nb.name} cell {i} prints a warning: {''.join(out.get('text', ''))[:200]}"
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                lines = "".join(out.get("text", "")).splitlines()
+                assert len(lines) <= 40, f"{nb.name} cell {i} prints {len(lines)} lines (use a table or a progress bar)"
+        for text in _text_outputs(cell):
+            found = ABSOLUTE_PATH.search(text)
+            assert not found, f"{nb.name} cell {i} shows an absolute path: ...{text[max(0, found.start() - 40):found.end() + 40]}"
+            assert "Warning" not in text, f"{nb.name} cell {i} shows a warning"
+            shown_text = re.sub(r"data:image/\w+;base64,[A-Za-z0-9+/=]+", "", text)  # embedded pictures are not numbers
+            found = LONG_FLOAT.search(shown_text)
+            assert not found, f"{nb.name} cell {i} shows unrounded numbers: {found and found[0]}"
+
+
+def _rendered_markdown(nb: Path, marker: str) -> str:
+    for cell in _cells(nb):
+        if cell["cell_type"] == "code" and marker in "".join(cell["source"]):
+            return "".join("".join(o["data"]["text/markdown"]) for o in cell.get("outputs", [])
+                           if "text/markdown" in o.get("data", {}))
+    raise AssertionError(f"{nb.name} has no cell calling {marker}")
+
+
+def test_result_sentences_match_the_comparison_table() -> None:
+    table = pd.read_csv(COMMITTED / "comparisons.csv")
+    want = findings.answers_markdown(table)
+    for nb in NOTEBOOKS:
+        if "answers_markdown" in nb.read_text(encoding="utf-8"):
+            assert _rendered_markdown(nb, "answers_markdown").strip() == want.strip(), nb.name
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for sentence in findings.answers(table)["sentence"]:
+        assert sentence in readme, f"README lacks (or has a stale copy of): {sentence}"
+
+
+def test_html_pages_exist_for_every_notebook() -> None:
+    pages = COMMITTED / "html"
+    for nb in NOTEBOOKS:
+        page = pages / f"{nb.stem}.html"
+        assert page.exists(), f"{page.relative_to(REPO_ROOT)} is missing: ./run_all.sh renders it"
+        figures_in_nb = sum("image/png" in o.get("data", {}) for c in _cells(nb) for o in c.get("outputs", []))
+        assert page.read_text(encoding="utf-8").count("data:image/png;base64") >= figures_in_nb
+
+
+CHECK = """<script>window.addEventListener('load', () => { const im = [...document.images];
+const d = document.createElement('pre'); d.id = 'dermlib-check';
+d.textContent = JSON.stringify({images: im.length, decoded: im.filter(i => i.complete && i.naturalWidth > 0).length});
+document.body.appendChild(d); });</script>"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+def test_html_figures_render_in_headless_chromium(nb: Path, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium); .ci/run installs it")
+    page = tmp_path / "page.html"
+    page.write_text((COMMITTED / "html" / f"{nb.stem}.html").read_text(encoding="utf-8") + CHECK,
+                    encoding="utf-8")
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=8000",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180).stdout
+    found = re.search(r'id="dermlib-check">([^<]*)<', dom)
+    assert found, "the browser did not run the page's check (no DOM came back)"
+    counts = json.loads(found.group(1).replace("&quot;", '"'))
+    assert counts["images"] > 0 and counts["decoded"] == counts["images"], f"{nb.name}: {counts}"
