@@ -319,5 +319,7 @@ def probe_footnotes(cfg: dict[str, Any], name: str) -> list[str]:
         notes.append("Linear probe: logistic regression fitted on the internal training split's image embeddings, "
                      "applied to every test image.")
     if name == "table_concepts":
-        notes.append("Scored on the images whose source records the attribute (SynthDerm: every drawn attribute).")
+        notes.append("Scored on the images whose source records the attribute"
+                     + (" (SynthDerm: every drawn attribute)." if cfg.get("synthetic") else
+                        " (Derm7pt's seven-point criteria, PH2's colours and structures)."))
     return notes

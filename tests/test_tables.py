@@ -78,7 +78,8 @@ def results() -> pd.DataFrame:
 
 @pytest.fixture()
 def cfg(tmp_path: Path) -> dict:
-    return get_config("demo", {"work_dir": str(tmp_path / "work"), "figures_dir": str(tmp_path / "figures")})
+    return get_config("demo", {"work_dir": str(tmp_path / "work"), "figures_dir": str(tmp_path / "figures"),
+                               "eval.strategies": ["Img", "M", "M+P1", "M+P2", "P3"]})
 
 
 def test_table2_values_and_separate_paper_columns(results: pd.DataFrame, cfg: dict) -> None:
