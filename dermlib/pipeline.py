@@ -29,6 +29,19 @@ def notebooks() -> list[Path]:
     return found
 
 
+def relative_paths(executed: Path) -> None:
+    """Papermill records where it read and wrote a notebook; keep those paths relative to the repository."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        path = Path(meta.get(key) or "")
+        if path.is_absolute() and path.is_relative_to(REPO_ROOT):
+            meta[key] = str(path.relative_to(REPO_ROOT))
+    nbformat.write(nb, executed)
+
+
 def render_html(executed: list[Path], out_dir: Path) -> list[Path]:
     """Executed notebooks -> self-contained HTML pages (nbconvert, images inline, no code hidden)."""
     from nbconvert import HTMLExporter
@@ -66,6 +79,7 @@ def run(profile: str = "demo", only: str | None = None, parameters: dict | None 
             cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False, log_output=False,
         )
         rows.append({"notebook": nb.name, "profile": profile, "seconds": round(time.perf_counter() - start, 1)})
+        relative_paths(out_dir / nb.name)
         print(f"   done in {rows[-1]['seconds']} s", flush=True)
     fig_dir = Path(cfg["figures_dir"])
     pages = render_html([out_dir / nb.name for nb in chosen], fig_dir / "html")

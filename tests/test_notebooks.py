@@ -73,6 +73,9 @@ def test_every_saved_figure_is_shown(nb: Path) -> None:
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
 def test_outputs_are_clean(nb: Path) -> None:
+    papermill = json.loads(nb.read_text(encoding="utf-8"))["metadata"].get("papermill", {})
+    for key in ("input_path", "output_path"):
+        assert not ABSOLUTE_PATH.search(str(papermill.get(key, ""))), f"{nb.name} metadata {key}: {papermill[key]}"
     for i, cell in enumerate(_cells(nb)):
         for out in cell.get("outputs", []):
             assert out.get("output_type") != "error", f"{nb.name} cell {i} raised {out.get('ename')}"
