@@ -137,16 +137,27 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
 
 @torch.no_grad()
 def encode_texts(model: MultimodalModel, texts: list[str], config: dict[str, Any], batch_size: int = 64) -> np.ndarray:
-    """Raw text projections (n, E) of free texts (prompts, phrases) through a run's text branch."""
+    """Raw text projections (n, E) of free texts (prompts, phrases) through a run's text branch.
+
+    A frozen text encoder's pooled outputs are kept in `<work_dir>/features` (as for notes in `encode`), so a
+    grid of runs encodes the same prompts once and each run applies only its own projection head."""
     if model.text_encoder is None:
         raise ValueError("encode_texts: an image-only (Img) model has no text branch")
     model.eval()
     device = next(model.parameters()).device
     tok = model.text_encoder.tokenizer
     ids = tokenize(tok, texts, config["train"]["max_text_len"])
+    if not ids:
+        return np.zeros((0, model.classifier.in_features), np.float32)
+    if "text_encoder." in model.frozen_prefixes():
+        pooled = features.text_features(model.text_encoder, ids, pad_id=int(tok.pad_token_id),
+                                        identity=text_identity(config), folder=WorkDir.of(config).features,
+                                        device=device, batch_size=batch_size)
+        with autocast(device):
+            return model.text_proj(torch.from_numpy(pooled).to(device)).float().cpu().numpy()
     out = []
     for start in range(0, len(ids), batch_size):
         input_ids, mask = pad_batch(ids[start: start + batch_size], int(tok.pad_token_id))
         with autocast(device):
             out.append(model.encode_text(input_ids.to(device), mask.to(device)).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.classifier.in_features), np.float32)
+    return np.concatenate(out)

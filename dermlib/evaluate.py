@@ -103,14 +103,15 @@ def _retrieval(img: np.ndarray, txt: np.ndarray, y: np.ndarray, exclude: bool) -
 def chance_values(img: np.ndarray, txt: np.ndarray, y: np.ndarray, exclude: bool, seed: int = 0) -> dict[str, float]:
     """What chance gives on this pool: mAP with the gallery's labels permuted, cosine of shuffled pairs."""
     rng = np.random.default_rng(seed)
-    i2t, t2i, cos = [], [], []
+    permuted = [y[rng.permutation(len(y))] for _ in range(CHANCE_PERMUTATIONS)]
+    i2t = metrics.retrieval_ap_relabelled(img, y, txt, permuted, exclude_pair=exclude)
+    t2i = metrics.retrieval_ap_relabelled(txt, y, img, permuted, exclude_pair=exclude)
+    cos = []
     for _ in range(CHANCE_PERMUTATIONS):
-        perm = rng.permutation(len(y))
-        i2t.append(metrics.nanmean(metrics.retrieval_ap(img, y, txt, y[perm], exclude_pair=exclude)))
-        t2i.append(metrics.nanmean(metrics.retrieval_ap(txt, y, img, y[perm], exclude_pair=exclude)))
         shift = (np.arange(len(y)) + rng.integers(1, len(y))) % len(y)  # every image with another image's note
         cos.append(float(metrics.paired_cosine(img, txt[shift]).mean()))
-    return {"chance_map_i2t": float(np.mean(i2t)), "chance_map_t2i": float(np.mean(t2i)),
+    return {"chance_map_i2t": float(np.mean([metrics.nanmean(row) for row in i2t])),
+            "chance_map_t2i": float(np.mean([metrics.nanmean(row) for row in t2i])),
             "chance_paired_cosine": float(np.mean(cos))}
 
 
@@ -156,8 +157,8 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
             rows.append({**where, **metric_row(metric, point, np.isfinite(values).sum(),
                                          _ci(stats.weighted_mean(values, weights)))})
         for direction, (q, g) in (("i2t", (img, txt)), ("t2i", (txt, img))):
-            for k in k_list:
-                rows.append({**where, **metric_row(f"recall@{k}_{direction}", metrics.recall_at_k(q, g, k), n_pairs)})
+            for k, recall in zip(k_list, metrics.recall_at_k(q, g, k_list)):
+                rows.append({**where, **metric_row(f"recall@{k}_{direction}", recall, n_pairs)})
         if source == POOLED:
             for metric, value in chance_values(img, txt, y, exclude).items():
                 rows.append({**where, **metric_row(metric, value, n_pairs)})

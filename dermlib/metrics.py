@@ -136,19 +136,26 @@ def retrieval_ap(query_emb: Any, query_labels: Sequence, gallery_emb: Any, galle
     `sklearn.metrics.average_precision_score`), so the result does not depend on gallery order.
     Queries whose class has no item in the gallery get NaN.
     """
+    return retrieval_ap_relabelled(query_emb, query_labels, gallery_emb, [gallery_labels], exclude_pair=exclude_pair)[0]
+
+
+def retrieval_ap_relabelled(query_emb: Any, query_labels: Sequence, gallery_emb: Any,
+                            gallery_labellings: Sequence[Sequence], *, exclude_pair: bool = False) -> np.ndarray:
+    """`retrieval_ap` under several labellings of the same gallery, (n_labellings, n_queries): the gallery is
+    ranked once and each labelling only decides which items are relevant (e.g. permuted labels for chance)."""
     q, g = l2_normalise(query_emb), l2_normalise(gallery_emb)
-    q_lab, g_lab = _labels(query_labels), _labels(gallery_labels)
-    if len(q) != len(q_lab) or len(g) != len(g_lab):
+    q_lab, g_labs = _labels(query_labels), [_labels(labels) for labels in gallery_labellings]
+    if len(q) != len(q_lab) or any(len(g) != len(labels) for labels in g_labs):
         raise ValueError(f"embeddings and labels differ in length: query {len(q)} vs {len(q_lab)}, "
-                         f"gallery {len(g)} vs {len(g_lab)}")
+                         f"gallery {len(g)} vs {sorted({len(labels) for labels in g_labs})}")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query and gallery dimensions differ: {q.shape[1]} vs {g.shape[1]}")
     if exclude_pair and len(q) != len(g):
         raise ValueError(f"exclude_pair needs paired rows, got {len(q)} queries and {len(g)} gallery items")
     # Integer class codes shared by query and gallery, so relevance is an integer comparison.
-    codes, _ = pd.factorize(np.concatenate([q_lab, g_lab]))
-    q_code, g_code = codes[: len(q_lab)], codes[len(q_lab):]
-    ap = np.full(len(q), np.nan)
+    codes, _ = pd.factorize(np.concatenate([q_lab, *g_labs]))
+    q_code, g_codes = codes[: len(q_lab)], codes[len(q_lab):].reshape(len(g_labs), len(g))
+    ap = np.full((len(g_labs), len(q)), np.nan)
     positions = np.arange(1, len(g) + 1, dtype=np.float32)
     for rows in _chunks(len(q), len(g)):
         sim = q[rows] @ g.T
@@ -156,25 +163,28 @@ def retrieval_ap(query_emb: Any, query_labels: Sequence, gallery_emb: Any, galle
         if exclude_pair:
             sim[np.arange(len(own)), own] = -np.inf  # ranked last, and not relevant (below)
         order = np.argsort(-sim, axis=1)  # order inside a block of ties is irrelevant (see below)
-        relevant = g_code[order] == q_code[rows, None]
-        if exclude_pair:
-            relevant &= order != own[:, None]
-        hits = np.cumsum(relevant, axis=1, dtype=np.int32)
         sim_sorted = np.take_along_axis(sim, order, axis=1)
         tied_next = sim_sorted[:, :-1] == sim_sorted[:, 1:]
+        end = None
         if tied_next.any():
             # Judge every item of a block of equal scores at the block's last position.
-            last = np.ones_like(relevant)
+            last = np.ones(sim.shape, dtype=bool)
             last[:, :-1] = ~tied_next
             end = np.where(last, np.arange(len(g)), len(g))
             end = np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1]
-            precision = np.take_along_axis(hits, end, axis=1) / positions[end]
-        else:
-            precision = hits / positions
-        n_relevant = hits[:, -1]
-        summed = np.where(relevant, precision, 0.0).sum(axis=1, dtype=np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ap[rows] = np.where(n_relevant > 0, summed / n_relevant, np.nan)
+        for i, g_code in enumerate(g_codes):
+            relevant = g_code[order] == q_code[rows, None]
+            if exclude_pair:
+                relevant &= order != own[:, None]
+            hits = np.cumsum(relevant, axis=1, dtype=np.int32)
+            if end is not None:
+                precision = np.take_along_axis(hits, end, axis=1) / positions[end]
+            else:
+                precision = hits / positions
+            n_relevant = hits[:, -1]
+            summed = np.where(relevant, precision, 0.0).sum(axis=1, dtype=np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ap[i, rows] = np.where(n_relevant > 0, summed / n_relevant, np.nan)
     return ap
 
 
@@ -205,31 +215,35 @@ def retrieval_map(query_emb: Any, query_labels: Sequence, gallery_emb: Any, gall
     return nanmean(retrieval_ap(query_emb, query_labels, gallery_emb, gallery_labels))
 
 
-def recall_hits(query_emb: Any, gallery_emb: Any, k: int) -> np.ndarray:
-    """Per query, the probability that its paired gallery item (same row) is in the top k.
+def recall_hits(query_emb: Any, gallery_emb: Any, k: int | Sequence[int]) -> np.ndarray:
+    """Per query, the probability that its paired gallery item (same row) is in the top k; (len(ks), n) when
+    `k` is a list (one ranking for every k).
 
     With g items scoring strictly higher and t other items tied with the pair, ties are broken at random:
     the value is clip((k - g) / (t + 1), 0, 1), i.e. 1/0 without ties and the expected hit with them
     (template notes are often identical, so ties are real).
     """
     q, g = l2_normalise(query_emb), l2_normalise(gallery_emb)
+    ks = np.atleast_1d(np.asarray(k, dtype=np.int64))
     if len(q) != len(g):
         raise ValueError(f"recall@k pairs row i with row i: query has {len(q)} rows, gallery {len(g)}")
-    if k < 1:
+    if (ks < 1).any():
         raise ValueError(f"k must be >= 1, got {k}")
-    hits = np.empty(len(q))
+    higher, tied = np.empty(len(q)), np.empty(len(q))
     for rows in _chunks(len(q), len(g)):
         sim = q[rows] @ g.T
         paired = sim[np.arange(sim.shape[0]), np.arange(rows.start, rows.stop)][:, None]
-        higher = (sim > paired).sum(axis=1)
-        tied = (sim == paired).sum(axis=1) - 1
-        hits[rows] = np.clip((k - higher) / (tied + 1), 0.0, 1.0)
-    return hits
+        higher[rows] = (sim > paired).sum(axis=1)
+        tied[rows] = (sim == paired).sum(axis=1) - 1
+    hits = np.clip((ks[:, None] - higher) / (tied + 1), 0.0, 1.0)
+    return hits if np.ndim(k) else hits[0]
 
 
-def recall_at_k(query_emb: Any, gallery_emb: Any, k: int) -> float:
-    """Instance-level Recall@k: share of queries whose paired item (same row index) ranks in the top k."""
-    return float(recall_hits(query_emb, gallery_emb, k).mean())
+def recall_at_k(query_emb: Any, gallery_emb: Any, k: int | Sequence[int]) -> float | list[float]:
+    """Instance-level Recall@k: share of queries whose paired item (same row index) ranks in the top k (one
+    value per k when `k` is a list)."""
+    hits = recall_hits(query_emb, gallery_emb, k)
+    return hits.mean(axis=1).tolist() if np.ndim(k) else float(hits.mean())
 
 
 def top_k(query_emb: Any, gallery_emb: Any, k: int) -> tuple[np.ndarray, np.ndarray]:

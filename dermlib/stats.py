@@ -41,9 +41,11 @@ def cluster_weights(clusters: np.ndarray, n_boot: int, seed: int = 0) -> np.ndar
     """int32 (n_boot, N): how often each image is drawn when whole clusters are resampled with replacement."""
     codes, _ = pd.factorize(clusters)
     n_clusters = int(codes.max()) + 1 if len(codes) else 0
-    rng = np.random.default_rng(seed)
-    counts = np.stack([np.bincount(rng.integers(0, n_clusters, n_clusters), minlength=n_clusters)
-                       for _ in range(n_boot)]) if n_clusters else np.zeros((n_boot, 0), np.int64)
+    if not n_clusters:
+        return np.zeros((n_boot, 0), np.int32)
+    draws = np.random.default_rng(seed).integers(0, n_clusters, (n_boot, n_clusters))  # one resample per row
+    flat = (draws + np.arange(n_boot)[:, None] * n_clusters).ravel()  # row b's clusters counted in bins of row b
+    counts = np.bincount(flat, minlength=n_boot * n_clusters).reshape(n_boot, n_clusters)
     return counts[:, codes].astype(np.int32)
 
 

@@ -112,6 +112,32 @@ def test_recall_at_k_matches_brute_force_and_handles_ties(monkeypatch) -> None:
     same = np.ones((3, 4))
     assert metrics.recall_at_k(same, same, 1) == pytest.approx(1 / 3)
     assert metrics.recall_at_k(same, same, 3) == 1.0
+    # several k from one ranking: the same values as one k at a time
+    assert metrics.recall_at_k(q, g, [1, 5, 10]) == pytest.approx([brute_recall(q, g, k) for k in (1, 5, 10)])
+    assert metrics.recall_at_k(same, same, [1, 3]) == pytest.approx([1 / 3, 1.0])
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        metrics.recall_at_k(q, g, [1, 0])
+
+
+def test_relabelled_retrieval_matches_sklearn_for_every_labelling(monkeypatch) -> None:
+    rng = np.random.default_rng(11)
+    labels = rng.choice(["a", "b", "c"], 25)
+    img, txt = rng.normal(size=(25, 4)), rng.normal(size=(25, 4))
+    txt[3] = txt[4]  # a tie in every ranking
+    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 3 * 25)
+    labellings = [labels[rng.permutation(25)] for _ in range(4)]
+    for exclude in (False, True):
+        got = metrics.retrieval_ap_relabelled(img, labels, txt, labellings, exclude_pair=exclude)
+        assert got.shape == (4, 25)
+        sim = metrics.l2_normalise(img) @ metrics.l2_normalise(txt).T
+        for row, gallery_labels in zip(got, labellings):
+            for i in range(25):
+                keep = np.arange(25) != i if exclude else np.ones(25, bool)
+                relevant = gallery_labels[keep] == labels[i]
+                expected = average_precision_score(relevant, sim[i, keep]) if relevant.any() else np.nan
+                assert row[i] == pytest.approx(expected, abs=1e-6, nan_ok=True)
+    with pytest.raises(ValueError, match="differ in length"):
+        metrics.retrieval_ap_relabelled(img, labels, txt, [labels, labels[:-1]])
 
 
 def test_finite_rows_marks_rows_without_nan() -> None:

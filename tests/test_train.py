@@ -197,6 +197,31 @@ def test_frozen_text_encoder_features_are_computed_once_and_match_the_encoder(wo
     assert not any(p.requires_grad for p in model.text_encoder.parameters())
 
 
+def test_encode_texts_reads_the_frozen_features_once_and_matches_the_encoder(work: Path) -> None:
+    from dermlib.embed import encode_texts
+    from dermlib.trainer import Trainer
+    from dermlib.training_data import pad_batch, tokenize
+    from dermlib.workdir import WorkDir
+
+    cfg = tiny_cfg(work, train_last_n_text_layers=0)
+    model = Trainer(cfg).model.eval()
+    texts = ["blue-white veil", "a dark irregular lesion with dots and globules", "regular pigment network"]
+    folder = WorkDir.of(cfg).features
+    before = set(folder.glob("text-*.npy")) if folder.exists() else set()
+    cached = encode_texts(model, texts, cfg)
+    made = set(folder.glob("text-*.npy")) - before
+    assert len(made) == 1  # the trunk's pooled outputs of these texts, stored once
+    again = encode_texts(model, texts, cfg)
+    assert set(folder.glob("text-*.npy")) - before == made
+    tok = model.text_encoder.tokenizer
+    ids, mask = pad_batch(tokenize(tok, texts, cfg["train"]["max_text_len"]), int(tok.pad_token_id))
+    with torch.no_grad():
+        direct = model.encode_text(ids, mask).numpy()
+    np.testing.assert_allclose(cached, direct, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(again, cached)
+    assert encode_texts(model, [], cfg).shape == (0, direct.shape[1])
+
+
 def test_run_folder_depends_on_what_is_computed_only(work: Path) -> None:
     from dermlib.train import run_dir
 

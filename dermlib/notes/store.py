@@ -69,7 +69,8 @@ def notes_by_sample(work_dir: str | Path, strategies: list[str]) -> dict[str, li
     ok = notes[(notes["status"] == "ok") & notes["strategy"].isin(strategies) & notes["note"].notna()]
     ok = ok.assign(order=ok["strategy"].map({s: i for i, s in enumerate(strategies)})).sort_values(
         ["sample_id", "order"], kind="stable")
-    return {str(k): [str(n) for n in g["note"]] for k, g in ok.groupby("sample_id", sort=True)}
+    return ok.assign(sample_id=ok["sample_id"].astype(str), note=ok["note"].astype(str)).groupby(
+        "sample_id", sort=True)["note"].agg(list).to_dict()
 
 
 def first_notes(work_dir: str | Path, strategy: str, sample_ids: pd.Series) -> list[str | None]:
