@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dermlib.training_data import Split, images_to_float, tokenize  # noqa: E402
 from dermlib.config import get_config  # noqa: E402
 from dermlib.models import PUBMEDBERT, ImageEncoder, MultimodalModel, TextEncoder, build_model  # noqa: E402
+from dermlib.train_settings import TrainSettings  # noqa: E402
 from dermlib.trainer import Trainer  # noqa: E402
 
 WORDS = ("lesion pigmented asymmetric border irregular regular colour light dark brown black blue gray red white "
@@ -160,7 +161,7 @@ def bench_dermlib(cfg: dict, model, split: Split, device) -> tuple[dict, Trainer
 
 def bench_bare(trainer: Trainer, split: Split, steps: int) -> dict:
     """(c) the same model/optimiser/loss stepping on one batch already on the device (no data pipeline)."""
-    idx = np.arange(trainer.t["batch_size"]) % len(split)
+    idx = np.arange(trainer.t.batch_size) % len(split)
     batch = trainer.device_batch(split, idx)
     x = images_to_float(batch["images"]) if "images" in batch else None  # a frozen trunk: cached features
     trainer.model.train()
@@ -207,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     if small:
         cfg_overrides = {"train.batch_size": batch, "train.strategy": "M", "train.device": str(device)}
         cfg = get_config("demo", cfg_overrides)
-        model = build_model(cfg["train"], 8)
+        model = build_model(TrainSettings.from_config(cfg), 8)
         tokenizer, text_source = model.text_encoder.tokenizer, "minilm-l6"
-        make_paper = lambda: build_model(cfg["train"], 8)  # noqa: E731
+        make_paper = lambda: build_model(TrainSettings.from_config(cfg), 8)  # noqa: E731
     else:
         cfg = get_config("paper", {"train.batch_size": batch, "train.strategy": "M", "train.device": str(device)})
         tokenizer, tok_source = paper_tokenizer(notes)

@@ -17,6 +17,7 @@ import torch
 from dermlib import features
 from dermlib.training_data import images_to_float, pad_batch, tokenize
 from dermlib.models import MultimodalModel, build_model
+from dermlib.train_settings import TrainSettings
 from dermlib.workdir import WorkDir
 
 
@@ -58,12 +59,11 @@ def load_run(run_dir: str | Path) -> tuple[MultimodalModel, dict[str, Any]]:
         raise FileNotFoundError(f"{folder} is not a finished run (no `done` marker): train it with "
                                 f"dermlib.train.fit (notebook 03_train)")
     cfg = json.loads((folder / "config.json").read_text())
-    t = cfg["train"]
+    t = TrainSettings.from_config(cfg)
     # frozen encoders are not in the checkpoint: they come back from their pretrained source (offline packages
     # for the demo); trained ones are built empty from the run's saved config and filled from the checkpoint
-    text_frozen = t["train_last_n_text_layers"] == 0
-    text_dir = folder / "text_encoder" if t["strategy"] != "Img" and not text_frozen else None
-    model = build_model(t, len(cfg["resolved"]["classes"]), pretrained=bool(t["freeze_image_encoder"] and t["pretrained"]),
+    text_dir = folder / "text_encoder" if t.text and t.train_last_n_text_layers != 0 else None
+    model = build_model(t, len(cfg["resolved"]["classes"]), pretrained=t.freeze_image_encoder and t.pretrained,
                         text_dir=text_dir)
     saved = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
     load_trainable(model, saved["best_model"] if saved["best_model"] is not None else saved["model"])

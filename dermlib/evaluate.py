@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.special import softmax
 
 from dermlib import metrics, stats
-from dermlib.data.labels import classes
+from dermlib.data.labels import config_classes
 from dermlib.data.preprocess import cached_pixels
 from dermlib.data.schema import read_manifest
 from dermlib.progress import progress
@@ -121,7 +121,7 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
     Intervals are percentile bootstraps that resample clusters (patients, else lesions, else images) of the
     group; pooled groups also get chance baselines (`chance_map_*`, `chance_paired_cosine`).
     """
-    names = classes(cfg["data"].get("taxonomy", "isic8"))
+    names = config_classes(cfg)
     n_boot, k_list = int(cfg["eval"]["bootstrap"]), list(cfg["eval"]["recall_k"])
     exclude = bool(cfg["eval"]["exclude_own_pair"])
     labels = pool["label"].astype(str).to_numpy()
@@ -168,7 +168,7 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
 def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     """Per test image of each pooled partition: true and predicted class codes, its AP as a query both ways
     and its paired cosine (NaN without a note), and its cluster: what `dermlib.stats` resamples."""
-    names = classes(cfg["data"].get("taxonomy", "isic8"))
+    names = config_classes(cfg)
     exclude = bool(cfg["eval"]["exclude_own_pair"])
     labels = pool["label"].astype(str).to_numpy()
     y_code = pd.Categorical(labels, categories=names).codes.astype(np.int64)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from dermlib.embed import encode, load_run
 from dermlib.models import MultimodalModel, build_model
+from dermlib.train_settings import TrainSettings
 from dermlib.workdir import WorkDir
 
 SPLITS = ("train", "val", "test", "external")
@@ -38,7 +39,7 @@ def _metrics_table(run_dir: Path, cfg: dict[str, Any]) -> pd.DataFrame | None:
 
 def model_card(run_dir: Path, cfg: dict[str, Any]) -> str:
     """A model card in Markdown: what the model is, what it was trained on, how it scored, and what not to do."""
-    t, resolved = cfg["train"], cfg["resolved"]
+    t, resolved = TrainSettings.from_config(cfg), cfg["resolved"]
     synthetic = bool(cfg.get("synthetic"))
     lines = [f"# dermlib model `{run_dir.name}`", ""]
     if synthetic:
@@ -46,12 +47,12 @@ def model_card(run_dir: Path, cfg: dict[str, Any]) -> str:
                   "photograph of skin and must not be used on patients or to judge the paper's methods.", ""]
     lines += [
         "## Model",
-        f"- Image encoder `{t['image_encoder']}`" + (" (frozen, pretrained)" if t["freeze_image_encoder"] else ""),
-        f"- Text encoder `{t['text_encoder']}` (pooling `{t['pooling']}`, last {t['train_last_n_text_layers']} "
-        f"layers trained)" if t["strategy"] != "Img" else "- No text branch (image-only baseline)",
-        f"- {t['embed_dim']}-d shared space, one classifier shared by both branches; classes "
+        f"- Image encoder `{t.image_encoder}`" + (" (frozen, pretrained)" if t.freeze_image_encoder else ""),
+        f"- Text encoder `{t.text_encoder}` (pooling `{t.pooling}`, last {t.train_last_n_text_layers} "
+        f"layers trained)" if t.strategy != "Img" else "- No text branch (image-only baseline)",
+        f"- {t.embed_dim}-d shared space, one classifier shared by both branches; classes "
         f"{', '.join(resolved['classes'])}",
-        f"- Notes: strategy `{t['strategy']}`; seed {t['seed']}; config hash `{resolved['config_hash']}`",
+        f"- Notes: strategy `{t.strategy}`; seed {t.seed}; config hash `{resolved['config_hash']}`",
         "", "## Data",
         f"- Profile `{cfg['profile']}`: {resolved['n_train']} training and {resolved['n_val']} validation images "
         f"({resolved.get('n_train_with_note', 0)} training images with a note)",
@@ -95,8 +96,8 @@ def load_exported(out_dir: str | Path) -> tuple[MultimodalModel, dict[str, Any]]
     """An exported model (eval mode, CPU) and its config, from the export folder alone."""
     out = Path(out_dir)
     cfg = json.loads((out / "config.json").read_text())
-    t = {**cfg["train"], "freeze_image_encoder": False}  # every weight is in the file: build empty, then fill
-    text_dir = out / "text_encoder" if t["strategy"] != "Img" else None
+    t = TrainSettings.from_config(cfg).replace(freeze_image_encoder=False)  # every weight is in the file
+    text_dir = out / "text_encoder" if t.text else None
     model = build_model(t, len(cfg["resolved"]["classes"]), pretrained=False, text_dir=text_dir)
     model.load_state_dict(load_file(out / "model.safetensors"), strict=True)
     return model.eval(), cfg

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dermlib.train_settings import TrainSettings
+
 # transformers imports tqdm.auto; in a notebook kernel without ipywidgets that only warns about widgets.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
@@ -280,28 +282,27 @@ class MultimodalModel(nn.Module):
         return (("image_encoder.",) if image else ()) + (("text_encoder.",) if self.text_frozen() else ())
 
 
-def build_model(train_cfg: dict[str, Any], n_classes: int, *, pretrained: bool | None = None,
+def build_model(settings: TrainSettings, n_classes: int, *, pretrained: bool | None = None,
                 text_dir: str | Path | None = None) -> MultimodalModel:
-    """The model a `train` config section describes (text branch off for strategy "Img").
+    """The model a run's `TrainSettings` describe (text branch off for strategy "Img").
 
     `text_dir` (a run's saved text config + tokenizer) builds the text encoder offline without weights, for loading
     a checkpoint; `pretrained=False` likewise skips the image weights.
     """
-    use_pretrained = train_cfg["pretrained"] if pretrained is None else pretrained
-    image = ImageEncoder(train_cfg["image_encoder"], use_pretrained)
+    use_pretrained = settings.pretrained if pretrained is None else pretrained
+    image = ImageEncoder(settings.image_encoder, use_pretrained)
     text = None
-    if train_cfg["strategy"] != "Img":
+    if settings.text:
         if text_dir is not None:
             from transformers import AutoConfig, AutoTokenizer
 
-            text = TextEncoder(train_cfg["text_encoder"], train_cfg["pooling"], train_cfg["train_last_n_text_layers"],
+            text = TextEncoder(settings.text_encoder, settings.pooling, settings.train_last_n_text_layers,
                                config=AutoConfig.from_pretrained(text_dir),
                                tokenizer=AutoTokenizer.from_pretrained(text_dir))
         else:
-            text = TextEncoder(train_cfg["text_encoder"], train_cfg["pooling"], train_cfg["train_last_n_text_layers"])
-    model = MultimodalModel(image, text, n_classes=n_classes, embed_dim=train_cfg["embed_dim"],
-                            dropout=train_cfg["dropout"], init_seed=int(train_cfg["seed"]),
-                            projection=train_cfg["projection"])
-    if train_cfg["freeze_image_encoder"]:
+            text = TextEncoder(settings.text_encoder, settings.pooling, settings.train_last_n_text_layers)
+    model = MultimodalModel(image, text, n_classes=n_classes, embed_dim=settings.embed_dim,
+                            dropout=settings.dropout, init_seed=int(settings.seed), projection=settings.projection)
+    if settings.freeze_image_encoder:
         model.freeze_image_encoder()
     return model

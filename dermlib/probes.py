@@ -29,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from dermlib import metrics
-from dermlib.data.labels import CLASS_NAMES, classes
+from dermlib.data.labels import CLASS_NAMES, config_classes
 from dermlib.data.preprocess import cached_pixels
 from dermlib.data.schema import read_manifest
 from dermlib.evaluate import POOLED, metric_groups, metric_row, pool_id
@@ -273,7 +273,7 @@ def probe_key(cfg: dict[str, Any]) -> dict[str, Any]:
     """What `probe_rows` reads beyond the run and the pool (part of the evaluation cache key): the description
     settings, every zero-shot prompt (LLM descriptions read or made as `write_prompts` does), the concept
     phrases and the train split's ids."""
-    names = classes(cfg["data"].get("taxonomy", "isic8"))
+    names = config_classes(cfg)
     manifest = read_manifest(WorkDir.of(cfg).manifest)
     train = manifest[(manifest["split"] == "train").fillna(False).astype(bool) & manifest["label"].notna()]
     digest = lambda text: hashlib.sha256(text.encode()).hexdigest()[:16]  # noqa: E731
@@ -300,7 +300,7 @@ def probe_rows(model: Any, emb: dict[str, np.ndarray], pool: pd.DataFrame, run_c
     evaluate_embeddings; metrics `probe_*`, `zeroshot_*[:<style>]`, `concept_auroc:<concept>`."""
     from dermlib.embed import encode, encode_texts
 
-    names = classes(cfg["data"].get("taxonomy", "isic8"))
+    names = config_classes(cfg)
     y = pd.Categorical(pool["label"].astype(str), categories=names).codes.astype(np.int64)
     train, pixels = split_pool(cfg, "train")
     train_emb = encode(model, pixels, None, run_cfg, batch_size=int(cfg["eval"]["batch_size"]),
@@ -340,7 +340,7 @@ def write_prompts(cfg: dict[str, Any]) -> Path:
     when missing), the concept phrases, and what made the descriptions (template, its digest, the model)."""
     path = WorkDir.of(cfg).prompts
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = classes(cfg["data"].get("taxonomy", "isic8"))
+    names = config_classes(cfg)
     descriptions = class_descriptions(cfg, names)
     made_by = {"template": DESCRIPTIONS_FILE, "per_class": int(cfg["eval"]["class_descriptions"]),
                "styles": list(descriptions), "cache": str(descriptions_cache_path(cfg)),

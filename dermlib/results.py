@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dermlib import stats
-from dermlib.data.labels import classes
+from dermlib.data.labels import config_classes
 from dermlib.data.preprocess import load_cache
 from dermlib.data.schema import read_manifest
 from dermlib.workdir import WorkDir
@@ -71,7 +71,7 @@ def load_samples(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
 
 def write_comparisons(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
     """The primary comparisons and chance baselines (`dermlib.stats`) -> `<figures_dir>/comparisons.csv`."""
-    names = classes(cfg["data"].get("taxonomy", "isic8"))
+    names = config_classes(cfg)
     table = stats.comparisons(load_samples(cfg, results), results, cfg, len(names))
     path = Path(cfg["figures_dir"]) / "comparisons.csv"
     path.parent.mkdir(parents=True, exist_ok=True)

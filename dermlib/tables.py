@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermlib.data.labels import classes
+from dermlib.data.labels import config_classes
 from dermlib.metrics import summarise_seeds
 
 STRATEGIES = ["Img", "M", "M+P1", "M+P2", "P3"]
@@ -284,7 +284,7 @@ def build_probe_table(results: pd.DataFrame, cfg: dict[str, Any], name: str) -> 
     if not probe_metrics & set(pooled["metric"]):
         return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=levels))
     order = strategies(cfg, pooled)
-    n_classes = len(classes(cfg.get("data", {}).get("taxonomy", "isic8")))
+    n_classes = len(config_classes(cfg))
     wides = {metric: ours_wide(pooled, metric, order) for _, metric in specs}
     partitions = sorted(set(pooled["partition"]), key=lambda p: _row_key((p, POOLED)))
     keys, rows = [], []
@@ -306,7 +306,7 @@ def build_probe_table(results: pd.DataFrame, cfg: dict[str, Any], name: str) -> 
 
 def probe_footnotes(cfg: dict[str, Any], name: str) -> list[str]:
     """The notes under a probe table: chance levels, what each row means, where the prompts are."""
-    n_classes = len(classes(cfg.get("data", {}).get("taxonomy", "isic8")))
+    n_classes = len(config_classes(cfg))
     notes = [f"chance: a permutation baseline where the results hold one, else kappa 0, balanced accuracy "
              f"1/{n_classes} ({n_classes} classes), AUROC 0.5.",
              f"The paper ({PAPER}) reports no {'concept' if name == 'table_concepts' else 'probe or zero-shot'} "

@@ -93,7 +93,7 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
         return folder
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
     trainer = Trainer(cfg)
-    t = cfg["train"]
+    t = trainer.t
     state = {"epoch": 0, "history": [], "best_score": -np.inf, "best_epoch": 0, "best_model": None}
     ckpt = folder / "checkpoint.pt"  # written by _epochs after every epoch
     if ckpt.exists():
@@ -112,17 +112,17 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
         if trainer.text:
             trainer.model.text_encoder.tokenizer.save_pretrained(folder / "text_encoder")
             trainer.model.text_encoder.encoder.config.save_pretrained(folder / "text_encoder")
-    stale = state["epoch"] - state["best_epoch"] >= t["patience"]
+    stale = state["epoch"] - state["best_epoch"] >= t.patience
     threads = torch.get_num_threads()
-    if t["threads"]:
-        torch.set_num_threads(int(t["threads"]))
+    if t.threads:
+        torch.set_num_threads(int(t.threads))
     try:
         _epochs(trainer, state, folder, stale, on_epoch_end, rank0)
     finally:
         torch.set_num_threads(threads)
     if rank0:
         best = state["history"][state["best_epoch"] - 1] if state["best_epoch"] else {}
-        (folder / "done").write_text(f"best epoch {state['best_epoch']} by {t['select_on']}, val kappa "
+        (folder / "done").write_text(f"best epoch {state['best_epoch']} by {t.select_on}, val kappa "
                                      f"{best.get('val_kappa', float('nan')):.4f}\n")
     if dist.is_initialized():
         dist.barrier()
@@ -135,13 +135,13 @@ def _epochs(trainer: Trainer, state: dict[str, Any], folder: Path, stale: bool,
     bar per run and, with `train.tensorboard`, scalars per epoch in `<run_dir>/tensorboard`."""
     t, ckpt = trainer.t, folder / "checkpoint.pt"
     writer = None
-    if rank0 and t.get("tensorboard"):
+    if rank0 and t.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(folder / "tensorboard"))
-    bar = progress(t["epochs"], folder.name, initial=state["epoch"], unit="epoch") if rank0 else None
+    bar = progress(t.epochs, folder.name, initial=state["epoch"], unit="epoch") if rank0 else None
     try:
-        for epoch in range(state["epoch"] + 1, t["epochs"] + 1):
+        for epoch in range(state["epoch"] + 1, t.epochs + 1):
             if stale:
                 break
             row = _one_epoch(trainer, state, epoch, ckpt, folder, rank0)
@@ -174,15 +174,15 @@ def _one_epoch(trainer: Trainer, state: dict[str, Any], epoch: int, ckpt: Path, 
     if rank0:
         row.update(trainer.evaluate())
         row["seconds"] = time.perf_counter() - start
-        if selection_score(row, t["select_on"]) > state["best_score"]:
-            state.update(best_score=selection_score(row, t["select_on"]), best_epoch=epoch,
+        if selection_score(row, t.select_on) > state["best_score"]:
+            state.update(best_score=selection_score(row, t.select_on), best_epoch=epoch,
                          best_model={k: v.detach().cpu().clone() for k, v in trainable_state(trainer.model).items()})
         state["epoch"] = epoch
         state["history"].append(row)
         _atomic_save({**state, "model": trainable_state(trainer.model),
                       "optimizer": trainer.optimizer.state_dict()}, ckpt)
         _write_history(state["history"], folder / "history.csv")
-        stop[0] = float(epoch - state["best_epoch"] >= t["patience"])
+        stop[0] = float(epoch - state["best_epoch"] >= t.patience)
     if dist.is_initialized():
         dist.broadcast(stop, 0)
         dist.barrier()

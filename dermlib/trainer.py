@@ -22,6 +22,7 @@ from dermlib.training_data import (Prefetcher, Split, augment, epoch_order, imag
                                    make_batch, to_device)
 from dermlib.losses import TERMS, MultimodalLoss
 from dermlib.models import MultimodalModel, build_model
+from dermlib.train_settings import TrainSettings
 from dermlib.workdir import WorkDir
 
 
@@ -52,14 +53,15 @@ OPTIMIZERS = ("adam_amsgrad_l2", "adamw")
 SELECTION = ("val_image_loss", "val_kappa")  # what picks the best epoch: lower loss, or higher kappa
 
 
-def make_optimizer(params: list[torch.nn.Parameter], t: dict[str, Any], fused: bool) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.nn.Parameter], optimizer: str, lr: float, weight_decay: float,
+                   fused: bool) -> torch.optim.Optimizer:
     """`train.optimizer`: "adam_amsgrad_l2" (Adam with amsgrad, weight decay as an L2 term in the gradient: the
     authors' code) or "adamw" (decoupled weight decay)."""
-    if t["optimizer"] == "adam_amsgrad_l2":
-        return torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"], amsgrad=True)
-    if t["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"], fused=fused)
-    raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, not {t['optimizer']!r}")
+    if optimizer == "adam_amsgrad_l2":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, amsgrad=True)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
 
 
 def selection_score(row: dict[str, float], select_on: str) -> float:
@@ -76,17 +78,17 @@ class Trainer:
     def __init__(self, cfg: dict[str, Any], *, model: MultimodalModel | None = None,
                  splits: dict[str, Split] | None = None) -> None:
         """Build the model and read the data `cfg` describes (a benchmark may pass its own model and splits)."""
-        self.cfg, self.t = cfg, cfg["train"]
+        self.cfg, self.t = cfg, TrainSettings.from_config(cfg)
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.rank = dist.get_rank() if dist.is_initialized() else 0
-        self.device = pick_device(self.t.get("device", "auto"))
+        self.device = pick_device(self.t.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if model is None:
-            from dermlib.data.labels import classes
+            from dermlib.data.labels import config_classes
 
-            self.classes = classes(cfg["data"].get("taxonomy", "isic8"))
-            torch.manual_seed(self.t["seed"])
+            self.classes = config_classes(cfg)
+            torch.manual_seed(self.t.seed)
             model = build_model(self.t, len(self.classes))
         else:
             self.classes = [str(c) for c in range(model.classifier.out_features)]
@@ -103,19 +105,20 @@ class Trainer:
                 split.note_features = self._frozen_text_features(split)
         if self.model.frozen_prefixes()[:1] == ("image_encoder.",):
             for name, split in self.splits.items():
-                views = int(self.t["feature_views"]) if name == "train" and self.t["augment"] else 1
+                views = int(self.t.feature_views) if name == "train" and self.t.augment else 1
                 split.image_features = features.image_features(
                     self.model.image_encoder, split.images, split.rows, views=views, identity=image_identity(cfg),
                     folder=self.feature_dir, device=self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(params, self.t, fused=self.device.type == "cuda")
+        self.optimizer = make_optimizer(params, self.t.optimizer, self.t.lr, self.t.weight_decay,
+                                        fused=self.device.type == "cuda")
         self.net = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
-        self.loss = MultimodalLoss(self.t["loss_weights"], self.t["temperature"],
+        self.loss = MultimodalLoss(self.t.loss_weights, self.t.temperature,
                                    gather=_gather_global if self.world > 1 else None)
 
     def _frozen_text_features(self, split: Split) -> list[np.ndarray]:
@@ -140,14 +143,14 @@ class Trainer:
 
     def _batches(self, split: Split, epoch: int, train: bool):
         """Device batches of one epoch, built in a background thread (pinned memory) on CUDA."""
-        bs = self.t["batch_size"]
-        order = epoch_order(len(split), bs, self.t["seed"], epoch, shuffle=train,
+        bs = self.t.batch_size
+        order = epoch_order(len(split), bs, self.t.seed, epoch, shuffle=train,
                             rank=self.rank if train else 0, world=self.world if train else 1, drop_last=train)
         cuda = self.device.type == "cuda"
 
         def build(job):
             k, idx = job
-            rng = np.random.default_rng([self.t["seed"], epoch, k]) if train else None
+            rng = np.random.default_rng([self.t.seed, epoch, k]) if train else None
             return self.device_batch(split, idx, rng, pin=cuda)
 
         jobs = list(enumerate(order))
@@ -176,15 +179,15 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training split; returns the mean of each loss term and the samples/s."""
         self.model.train()
-        torch.manual_seed(self.t["seed"] * 100_003 + epoch)  # dropout: same draws after a resume
-        aug_gen = torch.Generator().manual_seed(self.t["seed"] * 100_003 + epoch)
+        torch.manual_seed(self.t.seed * 100_003 + epoch)  # dropout: same draws after a resume
+        aug_gen = torch.Generator().manual_seed(self.t.seed * 100_003 + epoch)
         sums = torch.zeros(len(TERMS) + 2, dtype=torch.float64, device=self.device)  # summed on device: no syncs
         start = time.perf_counter()
         for k, batch in self._batches(self.splits["train"], epoch, train=True):
             # dropout draws from (seed, epoch, step): the image branch of every strategy sees the same masks
-            torch.manual_seed((self.t["seed"] * 100_003 + epoch) * 10_007 + k)
+            torch.manual_seed((self.t.seed * 100_003 + epoch) * 10_007 + k)
             x = images_to_float(batch["images"]) if "images" in batch else None
-            if x is not None and self.t["augment"]:
+            if x is not None and self.t.augment:
                 x = augment(x, aug_gen)
             total, terms = self.step(batch, x)
             n = len(batch["labels"])
@@ -210,7 +213,7 @@ class Trainer:
         from sklearn.metrics import cohen_kappa_score
 
         self.model.eval()
-        loss = MultimodalLoss(self.t["loss_weights"], self.t["temperature"])
+        loss = MultimodalLoss(self.t.loss_weights, self.t.temperature)
         preds, total, image_ce, count = [], 0.0, 0.0, 0
         split = self.splits["val"]
         for _, batch in self._batches(split, 0, train=False):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dermlib.config import get_config
+from dermlib.train_settings import TrainSettings
 from dermlib.models import (ImageEncoder, ModelOutput, MultimodalModel, ProjectionHead, TextEncoder, build_model,
                             freeze_text_layers)
 
@@ -87,8 +88,8 @@ def test_densenet121_random_init_warns_loudly_when_weights_cannot_be_had(monkeyp
 
 
 def test_img_baseline_has_no_text_branch() -> None:
-    cfg = get_config("demo", {"train.strategy": "Img"})["train"]
-    model = build_model(cfg, n_classes=8)
+    settings = TrainSettings.from_config(get_config("demo", {"train.strategy": "Img"}))
+    model = build_model(settings, n_classes=8)
     assert model.text_encoder is None and model.text_proj is None
     with pytest.raises(ValueError, match="image-only"):
         model.encode_text(torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long))
@@ -189,14 +190,14 @@ def test_shared_projection_passes_both_modalities_through_one_head(minilm: TextE
 
 def test_one_seed_gives_img_and_multimodal_models_the_same_shared_start(minilm: TextEncoder) -> None:
     """The paired design: the image projection and classifier of one seed do not depend on the text branch."""
-    cfg = get_config("demo", {"train.seed": 5})["train"]
+    settings = TrainSettings.from_config(get_config("demo", {"train.seed": 5})).replace(pretrained=False)
     torch.manual_seed(123)
-    img = build_model({**cfg, "strategy": "Img", "pretrained": False}, 8)
+    img = build_model(settings.replace(strategy="Img"), 8)
     torch.manual_seed(999)  # a different global state, and a text encoder built in between
-    mm = build_model({**cfg, "strategy": "M", "pretrained": False}, 8)
+    mm = build_model(settings.replace(strategy="M"), 8)
     for name, value in img.image_proj.state_dict().items():
         torch.testing.assert_close(value, mm.image_proj.state_dict()[name])
     torch.testing.assert_close(img.classifier.weight, mm.classifier.weight)
-    other = build_model({**cfg, "strategy": "Img", "pretrained": False, "seed": 6}, 8)
+    other = build_model(settings.replace(strategy="Img", seed=6), 8)
     assert not torch.allclose(other.classifier.weight, img.classifier.weight)
     assert not any(p.requires_grad for p in img.image_encoder.parameters())  # the demo's frozen trunk

@@ -383,12 +383,12 @@ def test_optimiser_switch_and_model_selection(work: Path) -> None:
     from dermlib.trainer import make_optimizer, selection_score
 
     params = [torch.nn.Parameter(torch.zeros(3))]
-    adam = make_optimizer(params, {"optimizer": "adam_amsgrad_l2", "lr": 1e-3, "weight_decay": 1e-4}, fused=False)
+    adam = make_optimizer(params, "adam_amsgrad_l2", 1e-3, 1e-4, fused=False)
     assert type(adam) is torch.optim.Adam and adam.defaults["amsgrad"] and adam.defaults["weight_decay"] == 1e-4
-    assert type(make_optimizer(params, {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4}, False)) \
+    assert type(make_optimizer(params, "adamw", 1e-3, 1e-4, False)) \
         is torch.optim.AdamW
     with pytest.raises(ValueError, match="train.optimizer"):
-        make_optimizer(params, {"optimizer": "sgd", "lr": 1, "weight_decay": 0}, False)
+        make_optimizer(params, "sgd", 1, 0, False)
     for select_on in ("val_kappa", "val_image_loss"):
         folder = fit(tiny_cfg(work, strategy="Img", epochs=4, patience=10, select_on=select_on))
         hist = pd.read_csv(folder / "history.csv")
@@ -470,3 +470,20 @@ def test_public_trainer_step_is_one_optimiser_step_of_the_loss(work: Path) -> No
     params = dict(b.model.named_parameters())
     trained = [n for n, p in a.model.named_parameters() if p.requires_grad]
     assert trained and all(torch.allclose(dict(a.model.named_parameters())[n], params[n]) for n in trained)
+
+
+def test_train_settings_name_every_train_key_and_refuse_unknown_ones() -> None:
+    from dermlib.config import BASE
+    from dermlib.train_settings import TrainSettings
+
+    for profile in ("demo", "paper"):
+        cfg = get_config(profile)
+        settings = TrainSettings.from_config(cfg)
+        assert {f: getattr(settings, f) for f in cfg["train"]} == cfg["train"]  # a view of the section, nothing added
+    assert set(BASE["train"]) == set(TrainSettings.__dataclass_fields__)
+    demo = get_config("demo")["train"]
+    with pytest.raises(KeyError, match=r"missing \['patience'\]"):
+        TrainSettings.from_section({k: v for k, v in demo.items() if k != "patience"})
+    with pytest.raises(KeyError, match=r"unknown \['warmup'\]"):
+        TrainSettings.from_section({**demo, "warmup": 3})
+    assert TrainSettings.from_section(demo).replace(strategy="Img").text is False

@@ -20,6 +20,11 @@ def classes(taxonomy: str = "isic8") -> list[str]:
     return list(TAXONOMIES[taxonomy])
 
 
+def config_classes(cfg: dict) -> list[str]:
+    """The ordered class list of a config's `data.taxonomy`."""
+    return classes(cfg["data"]["taxonomy"])
+
+
 def to_binary(label: str) -> str:
     """Collapse an isic8 class to benign/malignant."""
     return "malignant" if label in MALIGNANT else "benign"

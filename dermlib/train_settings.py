@@ -1,0 +1,68 @@
+"""How one run trains: `TrainSettings`, the typed view of a config's `train` section (see `dermlib.config`).
+
+Every value comes from the config (no defaults here), so a profile's `BASE`/`CHANGES` stay the one place where a
+setting is chosen; the `train` dict itself is what a run hashes and saves (`dermlib.train.config_hash`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One run's training settings; the meaning of each is documented beside its value in `dermlib.config.BASE`."""
+
+    strategy: str  # "Img", one note strategy, or a comma-separated list
+    seed: int
+    image_encoder: str
+    text_encoder: str
+    pretrained: bool
+    freeze_image_encoder: bool
+    feature_views: int
+    embed_dim: int
+    projection: str
+    pooling: str
+    train_last_n_text_layers: int
+    max_text_len: int
+    batch_size: int
+    epochs: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    select_on: str
+    patience: int
+    dropout: float
+    augment: bool
+    loss_weights: dict[str, float]
+    temperature: float
+    num_workers: int
+    threads: int
+    device: str
+    tensorboard: bool
+
+    @classmethod
+    def from_section(cls, train: dict[str, Any]) -> TrainSettings:
+        """From a `train` section (a profile's, or a saved run's `config.json`); names missing or unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing, unknown = sorted(names - set(train)), sorted(set(train) - names)
+        if missing or unknown:
+            raise KeyError(f"train settings: missing {missing}, unknown {unknown} (every key is in "
+                           f"dermlib.config.BASE['train']; a run saved by an older dermlib needs retraining)")
+        return cls(**{name: train[name] for name in names})
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> TrainSettings:
+        """The settings of a full config (`get_config(...)` or a run's saved config)."""
+        return cls.from_section(cfg["train"])
+
+    def replace(self, **changes: Any) -> TrainSettings:
+        """A copy with some settings changed (e.g. `strategy="Img"`)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def text(self) -> bool:
+        """Whether this run has a text branch (every strategy but the image-only baseline)."""
+        return self.strategy != "Img"
