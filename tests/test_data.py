@@ -577,6 +577,7 @@ def ham_root(dataset_root: Callable[..., Path]) -> Path:
     return root
 
 
+@pytest.mark.slow  # second tier: every row of the real metadata in ../shared (fakes cover the quick lane)
 def test_ham10000_all_rows(ham_root: Path, shared_metadata: Path, tmp_path: Path) -> None:
     raw = raw_csv(ham_root / "HAM10000_metadata.csv")
     m = load_source("ham10000", ham_root)
@@ -627,6 +628,7 @@ def pad_root(dataset_root: Callable[..., Path]) -> Path:
     return root
 
 
+@pytest.mark.slow  # second tier: every row of the real metadata in ../shared (fakes cover the quick lane)
 def test_pad_ufes_20_all_rows_across_image_parts(pad_root: Path) -> None:
     raw = raw_csv(pad_root / "metadata.csv")
     m = load_source("pad_ufes_20", pad_root)
@@ -656,6 +658,7 @@ def isic2019_root(dataset_root: Callable[..., Path]) -> Path:
     return root
 
 
+@pytest.mark.slow  # second tier: every row of the real metadata in ../shared (fakes cover the quick lane)
 def test_isic2019_all_rows_one_hot(isic2019_root: Path, tmp_path: Path) -> None:
     gt = raw_csv(isic2019_root / "ISIC_2019_Training_GroundTruth.csv")
     meta = raw_csv(isic2019_root / "ISIC_2019_Training_Metadata.csv")
@@ -689,6 +692,7 @@ def isic2020_root(dataset_root: Callable[..., Path]) -> Path:
     return root
 
 
+@pytest.mark.slow  # second tier: every row of the real metadata in ../shared (fakes cover the quick lane)
 def test_isic2020_v1_then_v2_ground_truth(isic2020_root: Path, shared_metadata: Path) -> None:
     raw = raw_csv(isic2020_root / "ISIC_2020_Training_GroundTruth.csv")
     m = load_source("isic2020", isic2020_root)
@@ -723,6 +727,7 @@ def bcn_root(dataset_root: Callable[..., Path]) -> Path:
     return root
 
 
+@pytest.mark.slow  # second tier: every row of the real metadata in ../shared (fakes cover the quick lane)
 def test_bcn20000_all_rows(bcn_root: Path) -> None:
     raw = raw_csv(bcn_root / "bcn20000_metadata_2025-05-22.csv")
     m = load_source("bcn20000", bcn_root)
@@ -753,6 +758,7 @@ def derm7pt_root(shared_metadata: Path, dataset_root: Callable[..., Path]) -> Pa
     return root
 
 
+@pytest.mark.slow  # second tier: every row of the real metadata in ../shared (fakes cover the quick lane)
 def test_derm7pt_both_views_case_insensitive(derm7pt_root: Path) -> None:
     raw = raw_csv(derm7pt_root / "release_v0" / "meta" / "meta.csv")
     derm = load_source("derm7pt_derm", derm7pt_root)
@@ -788,6 +794,7 @@ def ph2_root(shared_metadata: Path, dataset_root: Callable[..., Path]) -> Path:
     return root
 
 
+@pytest.mark.slow  # second tier: every row of the real metadata in ../shared (fakes cover the quick lane)
 def test_ph2_workbook_all_rows(ph2_root: Path) -> None:
     sheet = pd.read_excel(ph2_root / "PH2_dataset.xlsx", header=None, dtype=str).iloc[13:]
     m = load_source("ph2", ph2_root.parent)
@@ -815,6 +822,7 @@ def fitz_root(dataset_root: Callable[..., Path]) -> Path:
     return root
 
 
+@pytest.mark.slow  # second tier: every row of the real metadata in ../shared (fakes cover the quick lane)
 def test_fitzpatrick17k_all_rows_both_releases(fitz_root: Path, shared_metadata: Path, tmp_path: Path) -> None:
     raw = raw_csv(fitz_root / "fitzpatrick17k.csv")
     m = load_source("fitzpatrick17k", fitz_root)
@@ -845,6 +853,7 @@ def ddi_root(dataset_root: Callable[..., Path]) -> Path:
     return root
 
 
+@pytest.mark.slow  # second tier: every row of the real metadata in ../shared (fakes cover the quick lane)
 def test_ddi_all_rows_skin_tone_pairs(ddi_root: Path) -> None:
     raw = raw_csv(ddi_root / "ddi_metadata.csv")
     m = load_source("ddi", ddi_root)
@@ -975,6 +984,7 @@ def test_unknown_label_is_excluded_and_reported(fake_samples: Path, tmp_path: Pa
 
 # ---------------------------------------------------------------- build_manifest (paper profile)
 
+@pytest.mark.slow  # second tier: every row of the real metadata in ../shared (fakes cover the quick lane)
 def test_build_manifest_drops_counts_and_dedupes(ham_root: Path, isic2019_root: Path, bcn_root: Path,
                                                  shared_samples: Path, tmp_path: Path) -> None:
     write_files([str(tmp_path / "datasets" / "med_node" / "naevus" / f"{i}.jpg") for i in range(3)], JPEG)

@@ -88,10 +88,12 @@ def test_command_lines_answer_bad_arguments_in_one_line() -> None:
              (["-m", "dermlib.pipeline", "--set", "train.epochs=three"], "expected int, got str"),
              (["-m", "dermlib.train", "--set", "train.batch_size=0"], "must be greater than 0"),
              (["-m", "dermlib.notes", "--profile", "laptop"], "invalid choice: 'laptop'")]
-    for args, message in cases:
-        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 2 and message in done.stderr, (args, done.stderr[-500:])
-        assert "Traceback" not in done.stderr
+    running = [(args, message, subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE, text=True)) for args, message in cases]
+    for args, message, proc in running:  # started together: each spends its time importing, not computing
+        _, stderr = proc.communicate(timeout=180)
+        assert proc.returncode == 2 and message in stderr, (args, stderr[-500:])
+        assert "Traceback" not in stderr
     script = subprocess.run(["bash", str(REPO_ROOT / "run_all.sh"), "--profile"], capture_output=True, text=True,
                             timeout=60)
     assert script.returncode == 2 and "--profile needs a value" in script.stderr
