@@ -40,7 +40,11 @@ def text_identity(cfg: dict[str, Any]) -> str:
 def trainable_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
     """The state dict without frozen encoders (they are rebuilt from their pretrained source): a few MB at most."""
     frozen = model.frozen_prefixes()
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
+    state = {k: v.detach() for k, v in [*model.named_parameters(recurse=False), *model.named_buffers(recurse=False)]}
+    for name, child in model.named_children():  # a frozen encoder's state dict is never built (it is most of it)
+        if f"{name}." not in frozen:
+            state.update({f"{name}.{k}": v for k, v in child.state_dict().items()})
+    return state
 
 
 def load_trainable(model: MultimodalModel, state: dict[str, torch.Tensor]) -> None:

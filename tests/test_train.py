@@ -222,6 +222,21 @@ def test_encode_texts_reads_the_frozen_features_once_and_matches_the_encoder(wor
     assert encode_texts(model, [], cfg).shape == (0, direct.shape[1])
 
 
+def test_trainable_state_is_the_state_dict_without_frozen_encoders(work: Path) -> None:
+    from dermlib.embed import trainable_state
+    from dermlib.trainer import Trainer
+
+    for layers in (0, 1):  # text encoder frozen, then its last layer trained
+        model = Trainer(tiny_cfg(work, train_last_n_text_layers=layers)).model
+        frozen = model.frozen_prefixes()
+        full = model.state_dict()
+        expected = {k: v for k, v in full.items() if not k.startswith(frozen)}
+        got = trainable_state(model)
+        assert list(got) == list(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
+        assert ("text_encoder." in frozen) == (layers == 0)
+        assert any(k.startswith("text_encoder.") for k in got) == (layers == 1)
+
+
 def test_run_folder_depends_on_what_is_computed_only(work: Path) -> None:
     from dermlib.train import run_dir
 
