@@ -80,6 +80,7 @@ BASE: dict[str, Any] = {
         "temperature": 0.07,
         "num_workers": 8,
         "threads": 0,  # CPU threads of the training loop (0: torch's default); frozen encoders' features use the default
+        "parallel_runs": 1,  # runs of a grid trained and evaluated at once, each in its own process (dermlib.parallel)
         "device": "auto",
         "tensorboard": False,  # True: per-epoch loss terms, val metrics and lr in <run_dir>/tensorboard (not hashed)
     },
@@ -139,8 +140,9 @@ CHANGES: dict[str, dict[str, Any]] = {
             # the projection heads align them.
             "train_last_n_text_layers": 0,
             "max_text_len": 256, "batch_size": 64, "epochs": 40, "lr": 1e-3, "patience": 8, "num_workers": 0,
-            # heads-only steps are tiny: one thread is faster than two (and the same on every machine)
-            "threads": 1,
+            # heads-only steps are tiny: one thread is faster than two (and the same on every machine), so two
+            # runs train (and are evaluated) at once, one per core
+            "threads": 1, "parallel_runs": 2,
         },
         "eval": {"strategies": ["Img", "M", "M+P1", "P3"], "seeds": list(range(10)), "batch_size": 128,
                  # 4 per class x 8 classes x 3 styles = 96 local generations, in data/ beside the note cache
@@ -155,7 +157,7 @@ _NULLABLE: dict[str, tuple[type, ...]] = {
 }
 _POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
              "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",
-             "train.feature_views", "train.lr", "eval.bootstrap", "eval.batch_size"}
+             "train.feature_views", "train.parallel_runs", "train.lr", "eval.bootstrap", "eval.batch_size"}
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Train one model (`fit`), or one per strategy (`fit_strategies`); `dermlib.embed` loads a run back and embeds with it.
+"""Train one model (`fit`), a list of them (`fit_many`, in parallel processes with `train.parallel_runs`), or one per
+strategy and seed (`fit_strategies`); `dermlib.embed` loads a run back and embeds with it.
 The loop's pieces (`Trainer`, `pick_device`, `make_optimizer`) are in `dermlib.trainer`.
 
 A run lives in `<work_dir>/runs/<strategy>-seed<k>-<hash8>/` where the hash covers the data, notes and train
@@ -27,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from dermlib.embed import load_trainable, trainable_state
+from dermlib.parallel import map_jobs
 from dermlib.progress import progress, tensorboard_scalars
 from dermlib.trainer import Trainer, selection_score
 from dermlib.workdir import WorkDir
@@ -35,7 +37,7 @@ if TYPE_CHECKING:  # pandas is imported where it is used
     import pandas as pd
 
 HASHED_SECTIONS = ("data", "notes", "train")
-UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "tensorboard")  # how a run executes, not what it computes
+UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard")  # how a run executes, not what it computes
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
@@ -189,14 +191,27 @@ def _one_epoch(trainer: Trainer, state: dict[str, Any], epoch: int, ckpt: Path, 
     return {**row, "_stop": bool(stop[0])}
 
 
-def fit_strategies(cfg: dict[str, Any], strategies: list[str] | None = None, seed: int | None = None,
-                   on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Path]:
-    """Train (or reuse) one run per strategy (default `cfg["eval"]["strategies"]`, seed `cfg["eval"]["seeds"][0]`)."""
-    runs = {}
-    for strategy in strategies or cfg["eval"]["strategies"]:
-        one = {**cfg, "train": {**cfg["train"], "strategy": strategy,
-                                "seed": cfg["eval"]["seeds"][0] if seed is None else seed}}
-        runs[strategy] = fit(one, on_epoch_end)
+def fit_many(configs: list[dict[str, Any]]) -> list[Path]:
+    """Train (or reuse) every config and return their run folders, in order. With `train.parallel_runs` > 1, the
+    first unfinished run of each strategy trains here (it computes that strategy's frozen-encoder features once)
+    and the others in that many worker processes (`dermlib.parallel`)."""
+    todo = [c for c in configs if not (run_dir(c) / "done").exists()]
+    if todo:
+        processes = int(todo[0]["train"]["parallel_runs"])
+        map_jobs(fit, todo, processes, desc="train", warm_key=lambda c: c["train"]["strategy"])
+    return [fit(c) for c in configs]  # all finished: each call only names its folder
+
+
+def fit_strategies(cfg: dict[str, Any], strategies: list[str] | None = None,
+                   seeds: list[int] | None = None) -> dict[int, dict[str, Path]]:
+    """Train (or reuse) one run per strategy x seed (defaults: `cfg["eval"]`) -> {seed: {strategy: run folder}}."""
+    pairs = [(strategy, int(seed)) for seed in (cfg["eval"]["seeds"] if seeds is None else seeds)
+             for strategy in (strategies or cfg["eval"]["strategies"])]
+    folders = fit_many([{**cfg, "train": {**cfg["train"], "strategy": strategy, "seed": seed}}
+                        for strategy, seed in pairs])
+    runs: dict[int, dict[str, Path]] = {}
+    for (strategy, seed), folder in zip(pairs, folders):
+        runs.setdefault(seed, {})[strategy] = folder
     return runs
 
 

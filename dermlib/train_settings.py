@@ -40,6 +40,7 @@ class TrainSettings:
     temperature: float
     num_workers: int
     threads: int
+    parallel_runs: int  # how many runs of a grid train at once (dermlib.parallel); not part of a run's hash
     device: str
     tensorboard: bool
 

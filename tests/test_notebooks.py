@@ -62,6 +62,20 @@ def test_parameters_cell_exposes_knobs(nb: Path) -> None:
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+def test_papermill_reads_every_knob_without_a_warning(nb: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import papermill as pm
+
+    cell = next(c for c in _cells(nb) if "parameters" in c.get("metadata", {}).get("tags", []))
+    names = re.findall(r"^(\w+)\s*=", "".join(cell["source"]), re.M)
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        found = pm.inspect_notebook(str(nb))
+    assert list(found) == names, nb.name
+    assert not [r.getMessage() for r in caplog.records if "Unable to parse" in r.getMessage()], nb.name
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
 def test_every_saved_figure_is_shown(nb: Path) -> None:
     for i, cell in enumerate(_cells(nb)):
         if cell["cell_type"] == "code" and re.search(r"\bsave\(", "".join(cell["source"])):

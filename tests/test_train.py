@@ -502,3 +502,29 @@ def test_train_settings_name_every_train_key_and_refuse_unknown_ones() -> None:
     with pytest.raises(KeyError, match=r"unknown \['warmup'\]"):
         TrainSettings.from_section({**demo, "warmup": 3})
     assert TrainSettings.from_section(demo).replace(strategy="Img").text is False
+
+
+@pytest.mark.slow
+def test_parallel_runs_train_the_same_weights_as_one_after_another(work: Path) -> None:
+    from dermlib.train import fit_many, run_dir
+
+    pairs = [("Img", 3), ("M", 3), ("M", 4), ("M", 5), ("Img", 4)]  # Img 3 and M 3 warm up here, three go to workers
+
+    def configs(parallel: int) -> list[dict]:
+        return [tiny_cfg(work, strategy=s, seed=k, epochs=2, parallel_runs=parallel) for s, k in pairs]
+
+    assert [run_dir(c) for c in configs(1)] == [run_dir(c) for c in configs(2)]  # how runs execute is not hashed
+    for c in configs(2):
+        shutil.rmtree(run_dir(c), ignore_errors=True)
+    parallel = fit_many(configs(2))
+    assert [p.name.split("-")[:2] for p in parallel] == [[s, f"seed{k}"] for s, k in pairs]
+    saved = {p.name: torch.load(p / "checkpoint.pt", map_location="cpu", weights_only=False) for p in parallel}
+    for p in parallel:
+        shutil.rmtree(p)
+    sequential = fit_many(configs(1))
+    assert [p.name for p in sequential] == list(saved)
+    for p in sequential:
+        again = torch.load(p / "checkpoint.pt", map_location="cpu", weights_only=False)
+        assert again["best_epoch"] == saved[p.name]["best_epoch"]
+        for name, value in saved[p.name]["model"].items():
+            torch.testing.assert_close(again["model"][name], value, rtol=0, atol=0, msg=f"{p.name} {name}")
