@@ -34,6 +34,7 @@ while [[ $# -gt 0 ]]; do
     --only) need_value "$1" "${2:-}"; ONLY="$2"; shift ;;
     --set) need_value "$1" "${2:-}"; SETS+=(--set "$2"); shift ;;
     --) shift; PYTEST_ARGS=("$@"); break ;;
+    --stamp) MODE=stamp ;;
     -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
@@ -44,11 +45,17 @@ PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 VENV="$ROOT/.venv"
 
+env_stamp() {
+  # What defines the environment: pyproject.toml without its pytest settings, and setup_venv below; nothing else.
+  ( awk '/^\[/ { skip = ($0 == "[tool.pytest.ini_options]") } !skip' pyproject.toml
+    sed -n '/^setup_venv()/,/^}/p' run_all.sh ) | sha256sum | cut -c1-16
+}
+
 setup_venv() {
-  # Re-install only when the pins change: the stamp hashes pyproject.toml and this function, nothing else.
+  # Re-install only when env_stamp changes (a pin, an extra, this function), not for a comment or a test marker.
   local stamp="$VENV/.dermlib-installed"
   local want
-  want="$( (cat pyproject.toml; sed -n '/^setup_venv()/,/^}/p' run_all.sh) | sha256sum | cut -c1-16)"
+  want="$(env_stamp)"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
   echo "== setting up $VENV (first run takes several minutes: torch, and llama.cpp compiled from source)"
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
@@ -62,6 +69,7 @@ setup_venv() {
   echo "$want" > "$stamp"
 }
 
+[[ "$MODE" == stamp ]] && { env_stamp; exit 0; }  # what .venv was built from (tests compare it)
 setup_venv
 export PATH="$VENV/bin:$PATH"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-0}"

@@ -25,18 +25,25 @@ def test_environment_yml_names_everything_run_all_installs() -> None:
 
 
 def test_venv_stamp_hashes_only_what_defines_the_environment(tmp_path) -> None:
-    import shutil
     import subprocess
 
-    def stamp(script: str) -> str:
+    script, project = (REPO_ROOT / "run_all.sh").read_text(), (REPO_ROOT / "pyproject.toml").read_text()
+
+    def stamp(script: str, project: str) -> str:
         (tmp_path / "run_all.sh").write_text(script)
-        shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path)
-        cmd = "cd {0} && ( cat pyproject.toml; sed -n '/^setup_venv()/,/^}}/p' run_all.sh ) | sha256sum".format(tmp_path)
-        return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True).stdout
-    script = (REPO_ROOT / "run_all.sh").read_text()
-    assert "sed -n '/^setup_venv()/,/^}/p' run_all.sh" in script  # the command the stamp is made with
-    assert stamp(script) == stamp(script.replace("# dermlib's one entry point", "# a comment edited"))
-    assert stamp(script) != stamp(script.replace('"pip==', '"pip>='))
+        (tmp_path / "pyproject.toml").write_text(project)
+        done = subprocess.run(["bash", str(tmp_path / "run_all.sh"), "--stamp"], capture_output=True, text=True,
+                              timeout=60, check=True)
+        return done.stdout.strip()
+
+    base = stamp(script, project)
+    assert len(base) == 16 and base == stamp(script, project)
+    assert stamp(script.replace("# dermlib's one entry point", "# a comment edited"), project) == base
+    assert stamp(script, project.replace('markers = ["slow: ', 'markers = ["slow (edited): ')) == base
+    assert stamp(script, project.replace("--durations=15", "--durations=5")) == base
+    assert stamp(script.replace('"pip==', '"pip>='), project) != base  # setup_venv's pins
+    pin = next(line for line in project.splitlines() if line.strip().startswith('"torch=='))
+    assert stamp(script, project.replace(pin, pin.replace("==", ">="))) != base  # a dependency pin
 
 
 def test_config_overrides_and_errors() -> None:
