@@ -80,7 +80,7 @@ BASE: dict[str, Any] = {
         "temperature": 0.07,
         "num_workers": 8,
         "threads": 0,  # CPU threads of the training loop (0: torch's default); frozen encoders' features use the default
-        "parallel_runs": 1,  # runs of a grid trained and evaluated at once, each in its own process (dermlib.parallel)
+        "parallel_runs": 1,  # runs of a grid trained at once, each in its own process (dermlib.parallel)
         "device": "auto",
         "tensorboard": False,  # True: per-epoch loss terms, val metrics and lr in <run_dir>/tensorboard (not hashed)
     },
@@ -141,7 +141,7 @@ CHANGES: dict[str, dict[str, Any]] = {
             "train_last_n_text_layers": 0,
             "max_text_len": 256, "batch_size": 64, "epochs": 40, "lr": 1e-3, "patience": 8, "num_workers": 0,
             # heads-only steps are tiny: one thread is faster than two (and the same on every machine), so two
-            # runs train (and are evaluated) at once, one per core
+            # runs train at once, one per core
             "threads": 1, "parallel_runs": 2,
         },
         "eval": {"strategies": ["Img", "M", "M+P1", "P3"], "seeds": list(range(10)), "batch_size": 128,

@@ -26,6 +26,7 @@ from dermlib import metrics, stats
 from dermlib.data.labels import config_classes
 from dermlib.data.preprocess import cached_pixels
 from dermlib.data.schema import read_manifest
+from dermlib.progress import progress
 from dermlib.results import RESULT_COLUMNS, save_embeddings, write_results
 from dermlib.workdir import WorkDir
 
@@ -249,39 +250,26 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     return rows
 
 
-_OPEN: dict[str, Any] = {}  # the evaluation pool of this process (set by _open_pool, read by _evaluate_one)
-
-
-def _open_pool(cfg: dict[str, Any]) -> None:
-    pool, pixels = evaluation_pool(cfg)
-    _OPEN.update(cfg=cfg, pool=pool, pixels=pixels)
-
-
-def _evaluate_one(run: str) -> pd.DataFrame:
-    return evaluate_run(Path(run), _OPEN["cfg"], _OPEN["pool"], _OPEN["pixels"])
-
-
 def run_grid(cfg: dict[str, Any]) -> pd.DataFrame:
     """Train (or reuse) and evaluate every strategy x seed of `cfg["eval"]`; write and return the results table.
 
-    With `train.parallel_runs` > 1 the runs train and are evaluated in that many worker processes; the first run
-    of each strategy is evaluated here first, so the pool's frozen-encoder features are computed once."""
-    from dermlib.parallel import map_jobs
+    Runs train `train.parallel_runs` at a time (`dermlib.train.fit_many`); they are evaluated here one after another,
+    since an evaluation already keeps both cores busy (two at a time, one thread each, measured no faster)."""
     from dermlib.probes import write_prompts
     from dermlib.train import fit_many
 
+    pool, pixels = evaluation_pool(cfg)
     write_prompts(cfg)
     runs = grid(cfg)
-    folders = [str(folder) for folder in fit_many(runs)]
-    strategy_of = {folder: run["train"]["strategy"] for folder, run in zip(folders, runs)}
-    try:
-        frames = map_jobs(_evaluate_one, folders, int(cfg["train"]["parallel_runs"]), desc="evaluate",
-                          warm_key=strategy_of.get, initializer=_open_pool, initargs=(cfg,))
-        n_pool = len(_OPEN["pool"])
-    finally:
-        _OPEN.clear()
+    folders = fit_many(runs)
+    frames = []
+    with progress(len(runs), "evaluate", unit="run") as bar:
+        for run_cfg, folder in zip(runs, folders):
+            bar.set_postfix_str(f"{run_cfg['train']['strategy']} seed {run_cfg['train']['seed']}")
+            frames.append(evaluate_run(Path(folder), cfg, pool, pixels))
+            bar.update(1)
     results = pd.concat(frames, ignore_index=True)
     path = write_results(results, cfg)
-    print(f"[grid] {len(runs)} runs evaluated on {n_pool} images -> <work_dir>/"
+    print(f"[grid] {len(runs)} runs evaluated on {len(pool)} images -> <work_dir>/"
           f"{path.relative_to(WorkDir.of(cfg).root)}", flush=True)
     return results

@@ -212,19 +212,3 @@ def test_probe_rows_zero_shot_concepts_and_linear_probe(results: pd.DataFrame, g
     assert prompts["class_prompts"]["MEL"][0].endswith("Diagnosis: melanoma.")
     assert "The lesion shows an irregular border." in prompts["concept_phrases"]["border:irregular"]
 
-
-@pytest.mark.slow
-def test_parallel_grid_gives_the_rows_of_one_run_after_another(grid_cfg: dict, results: pd.DataFrame) -> None:
-    import shutil
-
-    from dermlib.workdir import WorkDir
-
-    def cfg(parallel: int) -> dict:
-        return {**grid_cfg, "eval": {**grid_cfg["eval"], "seeds": [0, 1, 2]},
-                "train": {**grid_cfg["train"], "parallel_runs": parallel}}
-
-    parallel = run_grid(cfg(2))  # seed 0 of each strategy here, the four other runs in two worker processes
-    assert parallel.groupby("strategy")["seed"].nunique().to_dict() == {"Img": 3, "M": 3}
-    shutil.rmtree(WorkDir.of(grid_cfg).results / "runs")  # evaluations are cached: make the second grid redo them
-    sequential = run_grid(cfg(1))
-    pd.testing.assert_frame_equal(parallel, sequential)

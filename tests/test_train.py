@@ -528,3 +528,31 @@ def test_parallel_runs_train_the_same_weights_as_one_after_another(work: Path) -
         assert again["best_epoch"] == saved[p.name]["best_epoch"]
         for name, value in saved[p.name]["model"].items():
             torch.testing.assert_close(again["model"][name], value, rtol=0, atol=0, msg=f"{p.name} {name}")
+
+
+def _square(x: int) -> int:
+    if x < 0:
+        raise ValueError(f"negative input {x}")
+    return x * x
+
+
+def _pid(_: object) -> int:
+    import os
+
+    return os.getpid()
+
+
+@pytest.mark.slow  # spawns worker processes, each importing torch
+def test_map_jobs_keeps_order_warms_each_key_here_and_raises_job_errors() -> None:
+    import os
+
+    from dermlib.parallel import map_jobs
+
+    items = [3, 1, 4, 1, 5, 9, 2, 6]
+    assert map_jobs(_square, items, 1, desc="t") == [x * x for x in items]
+    assert map_jobs(_square, items, 2, desc="t", warm_key=lambda x: x % 2) == [x * x for x in items]
+    assert map_jobs(_pid, [0], 2, desc="t") == [os.getpid()]  # one job: no worker is started
+    pids = map_jobs(_pid, [0, 1, 2], 2, desc="t", warm_key=lambda x: 0)
+    assert pids[0] == os.getpid() and os.getpid() not in pids[1:]  # the first of its key here, the rest in workers
+    with pytest.raises(ValueError, match="negative input -2"):
+        map_jobs(_square, [1, 2, -2, 3], 2, desc="t")
