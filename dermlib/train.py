@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # pandas is imported where it is used
     import pandas as pd
 
 HASHED_SECTIONS = ("data", "notes", "train")
-UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard")  # how a run executes, not what it computes
+# how a run executes, not what it computes
+UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard")
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
@@ -197,7 +198,8 @@ def fit_many(configs: list[dict[str, Any]]) -> list[Path]:
     and the others in that many worker processes (`dermlib.parallel`)."""
     todo = [c for c in configs if not (run_dir(c) / "done").exists()]
     if todo:
-        processes = int(todo[0]["train"]["parallel_runs"])
+        # under torchrun every process already is one rank of a single run: runs then go one after another
+        processes = int(todo[0]["train"]["parallel_runs"]) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else 1
         map_jobs(fit, todo, processes, desc="train", warm_key=lambda c: c["train"]["strategy"])
     return [fit(c) for c in configs]  # all finished: each call only names its folder
 
