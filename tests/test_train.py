@@ -199,12 +199,13 @@ def test_frozen_text_encoder_features_are_computed_once_and_match_the_encoder(wo
 
 def test_encode_texts_reads_the_frozen_features_once_and_matches_the_encoder(work: Path) -> None:
     from dermlib.embed import encode_texts
-    from dermlib.trainer import Trainer
+    from dermlib.models import build_model
+    from dermlib.train_settings import TrainSettings
     from dermlib.training_data import pad_batch, tokenize
     from dermlib.workdir import WorkDir
 
     cfg = tiny_cfg(work, train_last_n_text_layers=0)
-    model = Trainer(cfg).model.eval()
+    model = build_model(TrainSettings.from_config(cfg), 8).eval()
     texts = ["blue-white veil", "a dark irregular lesion with dots and globules", "regular pigment network"]
     folder = WorkDir.of(cfg).features
     before = set(folder.glob("text-*.npy")) if folder.exists() else set()
@@ -224,10 +225,11 @@ def test_encode_texts_reads_the_frozen_features_once_and_matches_the_encoder(wor
 
 def test_trainable_state_is_the_state_dict_without_frozen_encoders(work: Path) -> None:
     from dermlib.embed import trainable_state
-    from dermlib.trainer import Trainer
+    from dermlib.models import build_model
+    from dermlib.train_settings import TrainSettings
 
     for layers in (0, 1):  # text encoder frozen, then its last layer trained
-        model = Trainer(tiny_cfg(work, train_last_n_text_layers=layers)).model
+        model = build_model(TrainSettings.from_config(tiny_cfg(work, train_last_n_text_layers=layers)), 8)
         frozen = model.frozen_prefixes()
         full = model.state_dict()
         expected = {k: v for k, v in full.items() if not k.startswith(frozen)}
