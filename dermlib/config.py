@@ -222,6 +222,9 @@ def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -
         _check_type(key, node[leaf], value)
         node[leaf] = value
     _check_comparisons(cfg)
+    if cfg["train"]["parallel_runs"] > 1 and not cfg["train"]["threads"]:
+        raise ValueError(f"train.parallel_runs={cfg['train']['parallel_runs']} needs train.threads > 0: every run must "
+                         f"train on the same number of threads wherever it runs (e.g. --set train.threads=1)")
     return cfg
 
 

@@ -34,7 +34,7 @@ from dermlib.workdir import WorkDir
 CLASSIFICATION = ["kappa", "balanced_accuracy", "macro_auroc"]
 EMBEDDING_METRICS = ["map_i2t", "map_t2i", "paired_cosine"]  # + recall@k_i2t / recall@k_t2i
 POOLED = "pooled"
-EVAL_VERSION = 4  # bump when the evaluation changes, to invalidate cached per-run results
+EVAL_VERSION = 5  # bump when the evaluation changes, to invalidate cached per-run results
 CHANCE_PERMUTATIONS = 20  # label / pair permutations behind each chance baseline
 
 

@@ -8,7 +8,8 @@ depend on how many ran beside it. With 1, every job runs one after another in th
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Hashable, Sequence
 
 from dermlib.progress import progress
@@ -17,6 +18,7 @@ from dermlib.progress import progress
 def _start_worker() -> None:
     import torch
 
+    os.environ["DERMLIB_NO_PROGRESS"] = "1"  # the parent's bar counts the jobs; a worker's own bars would garble it
     torch.set_num_threads(1)
 
 
@@ -39,7 +41,13 @@ def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], processes: int, *, 
         if there:
             with ProcessPoolExecutor(max_workers=min(processes, len(there)), initializer=_start_worker,
                                      mp_context=multiprocessing.get_context("spawn")) as pool:
-                for i, result in zip(there, pool.map(fn, [items[i] for i in there])):
-                    results[i] = result
-                    bar.update(1)
+                futures = {pool.submit(fn, items[i]): i for i in there}
+                try:
+                    for future in as_completed(futures):  # the bar moves as jobs finish, in any order
+                        results[futures[future]] = future.result()
+                        bar.update(1)
+                except BaseException:
+                    for future in futures:  # a failed job stops the rest: jobs not started are dropped
+                        future.cancel()
+                    raise
     return results

@@ -8,12 +8,16 @@ the per-epoch scalars `dermlib.train` writes with `train.tensorboard = true`.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from typing import Any
 
 
 def progress_enabled(stream: Any = None) -> bool:
-    """Whether a bar should show: on a terminal, or in a notebook kernel that can draw widgets."""
+    """Whether a bar should show: on a terminal, or in a notebook kernel that can draw widgets; never in a worker
+    process of `dermlib.parallel` (DERMLIB_NO_PROGRESS=1), whose bars would overwrite the parent's."""
+    if os.environ.get("DERMLIB_NO_PROGRESS") == "1":
+        return False
     stream = sys.stderr if stream is None else stream
     if getattr(stream, "isatty", lambda: False)():
         return True

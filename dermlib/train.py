@@ -30,6 +30,7 @@ import torch.distributed as dist
 from dermlib.embed import load_trainable, trainable_state
 from dermlib.parallel import map_jobs
 from dermlib.progress import progress, tensorboard_scalars
+from dermlib.train_settings import UNHASHED_TRAIN_KEYS
 from dermlib.trainer import Trainer, selection_score
 from dermlib.workdir import WorkDir
 
@@ -37,8 +38,6 @@ if TYPE_CHECKING:  # pandas is imported where it is used
     import pandas as pd
 
 HASHED_SECTIONS = ("data", "notes", "train")
-# how a run executes, not what it computes
-UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard")
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
@@ -196,7 +195,7 @@ def fit_many(configs: list[dict[str, Any]]) -> list[Path]:
     """Train (or reuse) every config and return their run folders, in order. With `train.parallel_runs` > 1, the
     first unfinished run of each strategy trains here (it computes that strategy's frozen-encoder features once)
     and the others in that many worker processes (`dermlib.parallel`)."""
-    todo = [c for c in configs if not (run_dir(c) / "done").exists()]
+    todo = list({run_dir(c): c for c in configs if not (run_dir(c) / "done").exists()}.values())  # one per folder
     if todo:
         # under torchrun every process already is one rank of a single run: runs then go one after another
         processes = int(todo[0]["train"]["parallel_runs"]) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else 1

@@ -10,6 +10,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+# how a run executes, not what it computes: left out of a run's hash (`dermlib.train.config_hash`)
+UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard")
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -47,7 +50,11 @@ class TrainSettings:
     @classmethod
     def from_section(cls, train: dict[str, Any]) -> TrainSettings:
         """From a `train` section (a profile's, or a saved run's `config.json`); names missing or unknown keys."""
+        from dermlib.config import BASE
+
         names = {f.name for f in dataclasses.fields(cls)}
+        # a run saved before an execution-only key existed still loads: that key comes from BASE, not from here
+        train = {**{k: BASE["train"][k] for k in UNHASHED_TRAIN_KEYS if k not in train}, **train}
         missing, unknown = sorted(names - set(train)), sorted(set(train) - names)
         if missing or unknown:
             raise KeyError(f"train settings: missing {missing}, unknown {unknown} (every key is in "

@@ -97,10 +97,15 @@ def test_command_lines_answer_bad_arguments_in_one_line() -> None:
              (["-m", "dermlib.notes", "--profile", "laptop"], "invalid choice: 'laptop'")]
     running = [(args, message, subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
                                                 stderr=subprocess.PIPE, text=True)) for args, message in cases]
-    for args, message, proc in running:  # started together: each spends its time importing, not computing
-        _, stderr = proc.communicate(timeout=180)
-        assert proc.returncode == 2 and message in stderr, (args, stderr[-500:])
-        assert "Traceback" not in stderr
+    try:
+        for args, message, proc in running:  # started together: each spends its time importing, not computing
+            _, stderr = proc.communicate(timeout=180)
+            assert proc.returncode == 2 and message in stderr, (args, stderr[-500:])
+            assert "Traceback" not in stderr
+    finally:
+        for _, _, proc in running:
+            proc.kill()
+            proc.wait()
     script = subprocess.run(["bash", str(REPO_ROOT / "run_all.sh"), "--profile"], capture_output=True, text=True,
                             timeout=60)
     assert script.returncode == 2 and "--profile needs a value" in script.stderr

@@ -36,7 +36,7 @@ def test_cluster_weights_draw_whole_clusters() -> None:
     assert (per_cluster.sum(axis=1) == 4).all()
     assert abs(per_cluster.mean() - 1.0) < 0.05  # each cluster is drawn once per replicate on average
     rng = np.random.default_rng(3)  # reference: one replicate at a time, clusters p1..p4 as codes 0..3
-    draws = rng.integers(0, 4, (500, 4))
+    draws = [rng.integers(0, 4, 4) for _ in range(500)]
     reference = np.stack([np.bincount(row, minlength=4) for row in draws])[:, [0, 0, 1, 2, 2, 2, 3]]
     np.testing.assert_array_equal(weights, reference)
     assert stats.cluster_weights(np.array([], dtype=str), 3).shape == (3, 0)

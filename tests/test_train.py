@@ -504,6 +504,12 @@ def test_train_settings_name_every_train_key_and_refuse_unknown_ones() -> None:
     with pytest.raises(KeyError, match=r"unknown \['warmup'\]"):
         TrainSettings.from_section({**demo, "warmup": 3})
     assert TrainSettings.from_section(demo).replace(strategy="Img").text is False
+    # a run saved before an execution-only key existed loads with that key from BASE; a computed key stays required
+    old_run = {k: v for k, v in demo.items() if k != "parallel_runs"}
+    assert TrainSettings.from_section(old_run).parallel_runs == BASE["train"]["parallel_runs"]
+    with pytest.raises(ValueError, match="needs train.threads > 0"):
+        get_config("demo", {"train.threads": 0})  # two runs at once must train on the same threads as one
+    assert get_config("demo", {"train.threads": 0, "train.parallel_runs": 1})["train"]["threads"] == 0
 
 
 @pytest.mark.slow
@@ -511,6 +517,7 @@ def test_parallel_runs_train_the_same_weights_as_one_after_another(work: Path) -
     from dermlib.train import fit_many, run_dir
 
     pairs = [("Img", 3), ("M", 3), ("M", 4), ("M", 5), ("Img", 4)]  # Img 3 and M 3 warm up here, three go to workers
+    assert fit_many([]) == []
 
     def configs(parallel: int) -> list[dict]:
         return [tiny_cfg(work, strategy=s, seed=k, epochs=2, parallel_runs=parallel) for s, k in pairs]
@@ -530,6 +537,14 @@ def test_parallel_runs_train_the_same_weights_as_one_after_another(work: Path) -
         assert again["best_epoch"] == saved[p.name]["best_epoch"]
         for name, value in saved[p.name]["model"].items():
             torch.testing.assert_close(again["model"][name], value, rtol=0, atol=0, msg=f"{p.name} {name}")
+    for p in sequential[1:4]:
+        shutil.rmtree(p)
+    m3, m4 = configs(2)[1], configs(2)[2]
+    again = fit_many([m3, m4, m4, m4])  # M 3 here; M 4 asked three times is one folder, trained once
+    assert again == [sequential[1]] + [sequential[2]] * 3
+    for p in again[:2]:
+        weights = torch.load(p / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+        assert all(torch.equal(weights[k], v) for k, v in saved[p.name]["model"].items())
 
 
 def _square(x: int) -> int:
