@@ -124,6 +124,7 @@ def test_multimodal_fit_trains_the_text_branch_and_aligns(m_run: Path) -> None:
     assert (m_run / "text_encoder" / "config.json").exists()
 
 
+@pytest.mark.slow  # trains whole runs (twice): the full lane
 def test_interrupted_run_resumes_to_the_same_result(work: Path, m_run: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -439,6 +440,7 @@ def test_export_is_self_contained_and_reloads_to_the_same_embeddings(work: Path,
     assert {"sample_id", "label", "note", "text_emb"} <= set(frame.columns)
 
 
+@pytest.mark.slow  # trains whole runs (twice): the full lane
 def test_tensorboard_scalars_match_history_and_stay_out_of_the_run_hash(work: Path) -> None:
     """train.tensorboard writes every history column (and the lr) per epoch; it does not change what is computed."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
