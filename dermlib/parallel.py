@@ -30,7 +30,8 @@ def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], processes: int, *, 
     """
     keys = [warm_key(item) if warm_key is not None else None for item in items]
     here = [i for i, key in enumerate(keys) if warm_key is not None and keys.index(key) == i]
-    there = [i for i in range(len(items)) if i not in set(here)]
+    warmed = set(here)
+    there = [i for i in range(len(items)) if i not in warmed]
     if processes <= 1 or len(there) <= 1:
         here, there = list(range(len(items))), []
     results: list[Any] = [None] * len(items)

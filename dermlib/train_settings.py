@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from dermlib.config import BASE
+
 # how a run executes, not what it computes: left out of a run's hash (`dermlib.train.config_hash`)
 UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard")
 
@@ -50,8 +52,6 @@ class TrainSettings:
     @classmethod
     def from_section(cls, train: dict[str, Any]) -> TrainSettings:
         """From a `train` section (a profile's, or a saved run's `config.json`); names missing or unknown keys."""
-        from dermlib.config import BASE
-
         names = {f.name for f in dataclasses.fields(cls)}
         # a run saved before an execution-only key existed still loads: that key comes from BASE, not from here
         train = {**{k: BASE["train"][k] for k in UNHASHED_TRAIN_KEYS if k not in train}, **train}
