@@ -112,31 +112,41 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
             out["image_emb"].append(emb.float().cpu().numpy())
             out["image_logits"].append(model.classifier(emb).float().cpu().numpy())
     if notes is not None:
-        tok = model.text_encoder.tokenizer
         kept = [i for i, n in enumerate(notes) if n is not None]
-        ids = tokenize(tok, [notes[i] for i in kept], config["train"]["max_text_len"])
-        emb_dim, n_cls = out["image_emb"][0].shape[1], out["image_logits"][0].shape[1]
-        text_emb = np.full((len(notes), emb_dim), np.nan, dtype=np.float32)
-        text_logits = np.full((len(notes), n_cls), np.nan, dtype=np.float32)
-        pooled = None
-        if "text_encoder." in frozen:
-            pooled = features.text_features(model.text_encoder, ids, pad_id=int(tok.pad_token_id),
-                                            identity=text_identity(config), folder=folder, device=device,
-                                            batch_size=batch_size)
-        for start in range(0, len(kept), batch_size):
-            rows = kept[start: start + batch_size]
-            with autocast(device):
-                if pooled is not None:
-                    emb = model.text_proj(torch.from_numpy(pooled[start: start + batch_size]).to(device))
-                else:
-                    input_ids, mask = pad_batch(ids[start: start + batch_size], int(tok.pad_token_id))
-                    emb = model.encode_text(input_ids.to(device), mask.to(device))
-                text_emb[rows] = emb.float().cpu().numpy()
-                text_logits[rows] = model.classifier(emb).float().cpu().numpy()
+        emb, logits = _text_branch(model, [notes[i] for i in kept], config, batch_size, "text_encoder." in frozen)
+        text_emb = np.full((len(notes), emb.shape[1]), np.nan, dtype=np.float32)
+        text_logits = np.full((len(notes), logits.shape[1]), np.nan, dtype=np.float32)
+        text_emb[kept], text_logits[kept] = emb, logits
         out["text_emb"], out["text_logits"] = [text_emb], [text_logits]
     return {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in out.items()}
 
 
+
+
+def _text_branch(model: MultimodalModel, texts: list[str], config: dict[str, Any], batch_size: int,
+                 cached: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Raw text projections (n, E) and classifier logits (n, C); with `cached`, the frozen encoder's pooled outputs
+    come from / go to `<work_dir>/features` and only the projection head runs here."""
+    tok = model.text_encoder.tokenizer
+    ids = tokenize(tok, texts, config["train"]["max_text_len"])
+    device = next(model.parameters()).device
+    pooled = None
+    if cached and ids:
+        pooled = features.text_features(model.text_encoder, ids, pad_id=int(tok.pad_token_id),
+                                        identity=text_identity(config), folder=WorkDir.of(config).features,
+                                        device=device, batch_size=batch_size)
+    embs, logits = [np.zeros((0, model.classifier.in_features), np.float32)], \
+        [np.zeros((0, model.classifier.out_features), np.float32)]
+    for start in range(0, len(ids), batch_size):
+        with autocast(device):
+            if pooled is not None:
+                emb = model.text_proj(torch.from_numpy(pooled[start: start + batch_size]).to(device))
+            else:
+                input_ids, mask = pad_batch(ids[start: start + batch_size], int(tok.pad_token_id))
+                emb = model.encode_text(input_ids.to(device), mask.to(device))
+            embs.append(emb.float().cpu().numpy())
+            logits.append(model.classifier(emb).float().cpu().numpy())
+    return np.concatenate(embs), np.concatenate(logits)
 
 
 @torch.no_grad()
@@ -148,20 +158,4 @@ def encode_texts(model: MultimodalModel, texts: list[str], config: dict[str, Any
     if model.text_encoder is None:
         raise ValueError("encode_texts: an image-only (Img) model has no text branch")
     model.eval()
-    device = next(model.parameters()).device
-    tok = model.text_encoder.tokenizer
-    ids = tokenize(tok, texts, config["train"]["max_text_len"])
-    if not ids:
-        return np.zeros((0, model.classifier.in_features), np.float32)
-    if "text_encoder." in model.frozen_prefixes():
-        pooled = features.text_features(model.text_encoder, ids, pad_id=int(tok.pad_token_id),
-                                        identity=text_identity(config), folder=WorkDir.of(config).features,
-                                        device=device, batch_size=batch_size)
-        with autocast(device):
-            return model.text_proj(torch.from_numpy(pooled).to(device)).float().cpu().numpy()
-    out = []
-    for start in range(0, len(ids), batch_size):
-        input_ids, mask = pad_batch(ids[start: start + batch_size], int(tok.pad_token_id))
-        with autocast(device):
-            out.append(model.encode_text(input_ids.to(device), mask.to(device)).float().cpu().numpy())
-    return np.concatenate(out)
+    return _text_branch(model, texts, config, batch_size, "text_encoder." in model.frozen_prefixes())[0]

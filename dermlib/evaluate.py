@@ -12,7 +12,6 @@ Reading the results back (tables, figures, lookups) is `dermlib.results`, which 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from pathlib import Path
@@ -36,17 +35,6 @@ EMBEDDING_METRICS = ["map_i2t", "map_t2i", "paired_cosine"]  # + recall@k_i2t / 
 POOLED = "pooled"
 EVAL_VERSION = 5  # bump when the evaluation changes, to invalidate cached per-run results
 CHANCE_PERMUTATIONS = 20  # label / pair permutations behind each chance baseline
-
-
-def grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """One full config per (strategy, seed) of `cfg["eval"]`, with train.strategy / train.seed set."""
-    runs = []
-    for strategy in cfg["eval"]["strategies"]:
-        for seed in cfg["eval"]["seeds"]:
-            run = copy.deepcopy(cfg)
-            run["train"]["strategy"], run["train"]["seed"] = strategy, int(seed)
-            runs.append(run)
-    return runs
 
 
 def metric_names(cfg: dict[str, Any]) -> list[str]:
@@ -256,11 +244,11 @@ def run_grid(cfg: dict[str, Any]) -> pd.DataFrame:
     Runs train `train.parallel_runs` at a time (`dermlib.train.fit_many`); they are evaluated here one after another,
     since an evaluation already keeps both cores busy (two at a time, one thread each, measured no faster)."""
     from dermlib.probes import write_prompts
-    from dermlib.train import fit_many
+    from dermlib.train import fit_many, grid_configs
 
     pool, pixels = evaluation_pool(cfg)
     write_prompts(cfg)
-    runs = grid(cfg)
+    runs = grid_configs(cfg)
     folders = fit_many(runs)
     frames = []
     with progress(len(runs), "evaluate", unit="run") as bar:

@@ -15,6 +15,7 @@ rate per epoch; a terminal or a notebook with widgets shows one progress bar per
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -203,16 +204,25 @@ def fit_many(configs: list[dict[str, Any]]) -> list[Path]:
     return [fit(c) for c in configs]  # all finished: each call only names its folder
 
 
+def grid_configs(cfg: dict[str, Any], strategies: list[str] | None = None,
+                 seeds: list[int] | None = None) -> list[dict[str, Any]]:
+    """One full config per strategy x seed (defaults: `cfg["eval"]`), strategy-major, with train.strategy / .seed set."""
+    configs = []
+    for strategy in strategies or cfg["eval"]["strategies"]:
+        for seed in cfg["eval"]["seeds"] if seeds is None else seeds:
+            run = copy.deepcopy(cfg)  # nothing a run changes reaches the caller's config
+            run["train"]["strategy"], run["train"]["seed"] = strategy, int(seed)
+            configs.append(run)
+    return configs
+
+
 def fit_strategies(cfg: dict[str, Any], strategies: list[str] | None = None,
                    seeds: list[int] | None = None) -> dict[int, dict[str, Path]]:
     """Train (or reuse) one run per strategy x seed (defaults: `cfg["eval"]`) -> {seed: {strategy: run folder}}."""
-    pairs = [(strategy, int(seed)) for seed in (cfg["eval"]["seeds"] if seeds is None else seeds)
-             for strategy in (strategies or cfg["eval"]["strategies"])]
-    folders = fit_many([{**cfg, "train": {**cfg["train"], "strategy": strategy, "seed": seed}}
-                        for strategy, seed in pairs])
+    configs = grid_configs(cfg, strategies, seeds)
     runs: dict[int, dict[str, Path]] = {}
-    for (strategy, seed), folder in zip(pairs, folders):
-        runs.setdefault(seed, {})[strategy] = folder
+    for run_cfg, folder in zip(configs, fit_many(configs)):
+        runs.setdefault(run_cfg["train"]["seed"], {})[run_cfg["train"]["strategy"]] = folder
     return runs
 
 

@@ -575,3 +575,17 @@ def test_map_jobs_keeps_order_warms_each_key_here_and_raises_job_errors() -> Non
     assert pids[0] == os.getpid() and os.getpid() not in pids[1:]  # the first of its key here, the rest in workers
     with pytest.raises(ValueError, match="negative input -2"):
         map_jobs(_square, [1, 2, -2, 3], 2, desc="t")
+
+
+def test_grid_configs_one_config_per_strategy_and_seed() -> None:
+    from dermlib.train import grid_configs
+
+    cfg = get_config("demo", {"eval.strategies": ["Img", "M"], "eval.seeds": [0, 3]})
+    runs = grid_configs(cfg)
+    assert [(r["train"]["strategy"], r["train"]["seed"]) for r in runs] == [("Img", 0), ("Img", 3), ("M", 0),
+                                                                             ("M", 3)]
+    assert [(r["train"]["strategy"], r["train"]["seed"]) for r in grid_configs(cfg, ["P3"], [7])] == [("P3", 7)]
+    runs[0]["train"]["epochs"] = -1  # each run's config is its own copy: the input is not mutated
+    assert cfg["train"]["strategy"] == get_config("demo")["train"]["strategy"] and cfg["train"]["epochs"] > 0
+    assert {k: v for k, v in runs[1]["train"].items() if k not in ("strategy", "seed")} == \
+        {k: v for k, v in cfg["train"].items() if k not in ("strategy", "seed")}
