@@ -58,9 +58,13 @@ def answers(comparisons: pd.DataFrame) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def answers_markdown(comparisons: pd.DataFrame) -> str:
-    """The answers as Markdown: one heading per question, one bullet per comparison."""
+def answers_markdown(comparisons: pd.DataFrame, metrics: list[str] | None = None) -> str:
+    """The answers as Markdown: one heading per question, one bullet per comparison (only `metrics`, if given)."""
     found = answers(comparisons)
+    if metrics is not None:
+        found = found[found["metric"].isin(metrics)]
+        if found.empty:
+            return f"No declared comparison of {', '.join(metrics)} has both its strategies in this grid.\n"
     lines: list[str] = []
     for question, group in found.groupby("question", sort=False):
         lines += [f"**{question}**", ""] + [f"- {s}" for s in group["sentence"]] + [""]

@@ -20,7 +20,8 @@ NOTEBOOKS = notebooks()
 COMMITTED = REPO_ROOT / "figures" / "demo"  # what the last ./run_all.sh committed (not the tests' figures dir)
 IDS = [nb.stem for nb in NOTEBOOKS]
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~])(?:/(?:work|home|root|tmp|Users|mnt|var|opt|private)/|[A-Z]:\\)")
-LONG_FLOAT = re.compile(r"\d\.\d{7,}")
+LONG_FLOAT = re.compile(r"(?<![\d.])\d+\.\d{5,}")  # rounded numbers show at most 4 decimals
+CITATION = re.compile(r"doi\.org/\S+|arXiv[ :]\d{4}\.\d{4,5}")  # identifiers, not numbers
 
 
 def _cells(nb: Path) -> list[dict]:
@@ -49,7 +50,10 @@ def test_each_notebook_is_a_lesson(nb: Path) -> None:
         assert part in opening, f"{nb.name}: the first cell should say '{part}'"
     closing = "".join(cells[-1]["source"])
     assert cells[-1]["cell_type"] == "markdown" and closing.lstrip().startswith("## Exercises"), nb.name
-    assert 2 <= len(re.findall(r"^\d\. ", closing, re.M)) <= 4 and "Hint" in closing, nb.name
+    exercises = re.split(r"^\d\. ", closing, flags=re.M)[1:]
+    assert 2 <= len(exercises) <= 4, f"{nb.name}: {len(exercises)} exercises"
+    for number, exercise in enumerate(exercises, 1):
+        assert "*Hint:*" in exercise, f"{nb.name}: exercise {number} has no hint"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
@@ -102,29 +106,50 @@ def test_outputs_are_clean(nb: Path) -> None:
         for text in _text_outputs(cell):
             found = ABSOLUTE_PATH.search(text)
             assert not found, f"{nb.name} cell {i} shows an absolute path: ...{text[max(0, found.start() - 40):found.end() + 40]}"
-            assert "Warning" not in text, f"{nb.name} cell {i} shows a warning"
+            assert "Warning" not in text and not re.search(r"(?i)\bwarning:", text), f"{nb.name} cell {i} shows a warning"
             shown_text = re.sub(r"data:image/\w+;base64,[A-Za-z0-9+/=]+", "", text)  # embedded pictures are not numbers
+            shown_text = CITATION.sub("", shown_text)
             found = LONG_FLOAT.search(shown_text)
             assert not found, f"{nb.name} cell {i} shows unrounded numbers: {found and found[0]}"
 
 
-def _rendered_markdown(nb: Path, marker: str) -> str:
-    for cell in _cells(nb):
-        if cell["cell_type"] == "code" and marker in "".join(cell["source"]):
-            return "".join("".join(o["data"]["text/markdown"]) for o in cell.get("outputs", [])
-                           if "text/markdown" in o.get("data", {}))
-    raise AssertionError(f"{nb.name} has no cell calling {marker}")
+def _rendered_markdown(nb: Path, marker: str) -> list[str]:
+    """The Markdown outputs of every code cell that calls `marker`, in order."""
+    found = ["".join("".join(o["data"]["text/markdown"]) for o in cell.get("outputs", [])
+                     if "text/markdown" in o.get("data", {}))
+             for cell in _cells(nb) if cell["cell_type"] == "code" and marker in "".join(cell["source"])]
+    assert found, f"{nb.name} has no cell calling {marker}"
+    return found
 
 
 def test_result_sentences_match_the_comparison_table() -> None:
     table = pd.read_csv(COMMITTED / "comparisons.csv")
     want = findings.answers_markdown(table)
+    sentences = set(findings.answers(table)["sentence"])
     for nb in NOTEBOOKS:
         if "answers_markdown" in nb.read_text(encoding="utf-8"):
-            assert _rendered_markdown(nb, "answers_markdown").strip() == want.strip(), nb.name
+            rendered = _rendered_markdown(nb, "answers_markdown")
+            assert rendered[-1].strip() == want.strip(), f"{nb.name}: the last answers cell gives every answer"
+            for text in rendered:  # the per-figure cells give a part of them, word for word
+                bullets = [line[2:] for line in text.splitlines() if line.startswith("- ")]
+                assert bullets and set(bullets) <= sentences, f"{nb.name}: {text[:200]}"
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     for sentence in findings.answers(table)["sentence"]:
         assert sentence in readme, f"README lacks (or has a stale copy of): {sentence}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+def test_a_claim_in_prose_is_followed_by_its_rendered_answer(nb: Path) -> None:
+    """Prose may state the paper's claims; what this run says about one comes from the comparisons, right after."""
+    cells = _cells(nb)
+    for i, cell in enumerate(cells):
+        text = "".join(cell["source"])
+        if cell["cell_type"] != "markdown" or not re.search(r"claim \([abc]\)", text):
+            continue
+        assert "paper's claim" in text, f"{nb.name} cell {i} states a claim without saying it is the paper's"
+        following = [c for c in cells[i + 1: i + 4] if c["cell_type"] == "code"]
+        assert any("answers_markdown" in "".join(c["source"]) for c in following), \
+            f"{nb.name} cell {i} states a claim, but no cell after it renders this run's answer from the comparisons"
 
 
 def test_html_pages_exist_for_every_notebook() -> None:
