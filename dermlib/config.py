@@ -145,7 +145,8 @@ CHANGES: dict[str, dict[str, Any]] = {
             "threads": 1, "parallel_runs": 2,
         },
         "eval": {"strategies": ["Img", "M", "M+P1", "P3"], "seeds": list(range(10)), "batch_size": 128,
-                 # 4 per class x 8 classes x 3 styles = 96 local generations, in data/ beside the note cache
+                 # 4 per class x 8 classes x 2 styles (the LLM strategies of eval.strategies: M+P1, P3) = 64 local
+                 # generations, in data/ beside the note cache (M+P2 adds a third style, 32 more, when it joins)
                  "class_descriptions": 4, "class_descriptions_cache": "{notes_dir}/class-descriptions-demo.sqlite"},
     },
 }

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from dermlib import features
+from dermlib.progress import progress
 from dermlib.training_data import images_to_float, pad_batch, tokenize
 from dermlib.models import MultimodalModel, build_model
 from dermlib.train_settings import TrainSettings
@@ -101,19 +103,23 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
         trunk = features.image_features(model.image_encoder, images_uint8, np.arange(len(images_uint8)), views=1,
                                         identity=f"{image_identity(config)}:pool={pool_id}", folder=folder,
                                         device=device, batch_size=batch_size)[0]
-    for start in range(0, len(images_uint8), batch_size):
-        with autocast(device):
-            if trunk is not None:
-                emb = model.image_proj(torch.from_numpy(trunk[start: start + batch_size]).to(device))
-            else:
-                x = images_to_float(torch.from_numpy(np.ascontiguousarray(images_uint8[start: start + batch_size]))
-                                    .to(device))
-                emb = model.encode_image(x)
-            out["image_emb"].append(emb.float().cpu().numpy())
-            out["image_logits"].append(model.classifier(emb).float().cpu().numpy())
+    # leave=False: encode runs inside longer loops (a grid's evaluations, an export's splits), whose bars remain
+    with progress(len(images_uint8), "encode images", unit="img", leave=False) as bar:
+        for start in range(0, len(images_uint8), batch_size):
+            with autocast(device):
+                if trunk is not None:
+                    emb = model.image_proj(torch.from_numpy(trunk[start: start + batch_size]).to(device))
+                else:  # a copy: the cache is a read-only memory map, which torch must not wrap
+                    x = images_to_float(torch.from_numpy(np.array(images_uint8[start: start + batch_size]))
+                                        .to(device))
+                    emb = model.encode_image(x)
+                out["image_emb"].append(emb.float().cpu().numpy())
+                out["image_logits"].append(model.classifier(emb).float().cpu().numpy())
+            bar.update(len(emb))
     if notes is not None:
         kept = [i for i, n in enumerate(notes) if n is not None]
-        emb, logits = _text_branch(model, [notes[i] for i in kept], config, batch_size, "text_encoder." in frozen)
+        emb, logits = _text_branch(model, [notes[i] for i in kept], config, batch_size, "text_encoder." in frozen,
+                                   desc="encode notes")
         text_emb = np.full((len(notes), emb.shape[1]), np.nan, dtype=np.float32)
         text_logits = np.full((len(notes), logits.shape[1]), np.nan, dtype=np.float32)
         text_emb[kept], text_logits[kept] = emb, logits
@@ -121,12 +127,11 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
     return {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in out.items()}
 
 
-
-
 def _text_branch(model: MultimodalModel, texts: list[str], config: dict[str, Any], batch_size: int,
-                 cached: bool) -> tuple[np.ndarray, np.ndarray]:
+                 cached: bool, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw text projections (n, E) and classifier logits (n, C); with `cached`, the frozen encoder's pooled outputs
-    come from / go to `<work_dir>/features` and only the projection head runs here."""
+    come from / go to `<work_dir>/features` and only the projection head runs here. A progress bar named `desc`
+    (none for a handful of prompts)."""
     tok = model.text_encoder.tokenizer
     ids = tokenize(tok, texts, config["train"]["max_text_len"])
     device = next(model.parameters()).device
@@ -137,15 +142,17 @@ def _text_branch(model: MultimodalModel, texts: list[str], config: dict[str, Any
                                         device=device, batch_size=batch_size)
     embs, logits = [np.zeros((0, model.classifier.in_features), np.float32)], \
         [np.zeros((0, model.classifier.out_features), np.float32)]
-    for start in range(0, len(ids), batch_size):
-        with autocast(device):
-            if pooled is not None:
-                emb = model.text_proj(torch.from_numpy(pooled[start: start + batch_size]).to(device))
-            else:
-                input_ids, mask = pad_batch(ids[start: start + batch_size], int(tok.pad_token_id))
-                emb = model.encode_text(input_ids.to(device), mask.to(device))
-            embs.append(emb.float().cpu().numpy())
-            logits.append(model.classifier(emb).float().cpu().numpy())
+    with progress(len(ids), desc, unit="note", leave=False) if desc else tqdm(disable=True) as bar:
+        for start in range(0, len(ids), batch_size):
+            with autocast(device):
+                if pooled is not None:
+                    emb = model.text_proj(torch.from_numpy(pooled[start: start + batch_size]).to(device))
+                else:
+                    input_ids, mask = pad_batch(ids[start: start + batch_size], int(tok.pad_token_id))
+                    emb = model.encode_text(input_ids.to(device), mask.to(device))
+                embs.append(emb.float().cpu().numpy())
+                logits.append(model.classifier(emb).float().cpu().numpy())
+            bar.update(len(emb))
     return np.concatenate(embs), np.concatenate(logits)
 
 

@@ -5,7 +5,8 @@
 
 The export is self-contained: it holds every weight, frozen encoders included, so loading needs neither the
 training run nor the encoders' original source. `--embeddings` also writes the image (and note) embeddings of
-those splits of the run's work dir to `embeddings_<split>.parquet`.
+those splits of the run's work dir to `embeddings_<split>.parquet` (progress bars on a terminal). A RUN_DIR that
+is missing or unfinished ends in one error line, exit status 2, as every dermlib command line.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from dermlib.embed import encode, load_run
 from dermlib.models import MultimodalModel, build_model
+from dermlib.progress import progress
 from dermlib.train_settings import TrainSettings
 from dermlib.workdir import WorkDir
 
@@ -35,6 +37,11 @@ def _metrics_table(run_dir: Path, cfg: dict[str, Any]) -> pd.DataFrame | None:
     rows = pd.read_parquet(path)
     keep = rows["metric"].isin(["kappa", "balanced_accuracy", "map_i2t", "map_t2i", "paired_cosine"])
     return rows[keep & (rows["source"] == "pooled")][["partition", "metric", "value", "ci_low", "ci_high", "n"]]
+
+
+def _interval(low: float, high: float) -> str:
+    """A card's 95 % CI cell: `low–high`, or `–` for a metric reported without one (balanced accuracy)."""
+    return "–" if pd.isna(low) or pd.isna(high) else f"{low:.3f}–{high:.3f}"
 
 
 def model_card(run_dir: Path, cfg: dict[str, Any]) -> str:
@@ -63,7 +70,7 @@ def model_card(run_dir: Path, cfg: dict[str, Any]) -> str:
         lines.append("Not evaluated yet: run `dermlib.evaluate.run_grid` (notebook 04).")
     else:
         lines += ["| partition | metric | value | 95 % CI | n |", "|---|---|---|---|---|"]
-        lines += [f"| {r.partition} | {r.metric} | {r.value:.3f} | {r.ci_low:.3f}–{r.ci_high:.3f} | {r.n} |"
+        lines += [f"| {r.partition} | {r.metric} | {r.value:.3f} | {_interval(r.ci_low, r.ci_high)} | {r.n} |"
                   for r in table.itertuples()]
     lines += ["", "## Intended use",
               "Research on synthetic clinical notes for image-text models (Marini et al., arXiv 2511.21827): "
@@ -141,13 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir")
     parser.add_argument("--embeddings", nargs="*", default=[], choices=SPLITS, metavar="SPLIT")
     args = parser.parse_args(argv)
-    if not (Path(args.run_dir) / "done").exists():
-        parser.error(f"{args.run_dir} is not a finished run (no `done` marker)")
-    if Path(args.out_dir).resolve() == Path(args.run_dir).resolve():
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        parser.error(f"RUN_DIR {run_dir} does not exist: pass a folder of <work_dir>/runs/ (dermlib.train prints it)")
+    if not (run_dir / "done").exists():
+        parser.error(f"RUN_DIR {run_dir} is not a finished run (no `done` marker): finish it with "
+                     "`python -m dermlib.train` (or notebook 03_train) first")
+    if Path(args.out_dir).resolve() == run_dir.resolve():
         parser.error("OUT_DIR must differ from RUN_DIR")
-    out = export_run(args.run_dir, args.out_dir)
-    for split in args.embeddings:
-        print(export_embeddings(out, split))
+    out = export_run(run_dir, args.out_dir)
+    with progress(len(args.embeddings), "export embeddings", unit="split") as bar:
+        for split in args.embeddings:
+            bar.set_postfix_str(split)
+            bar.write(str(export_embeddings(out, split)), file=sys.stdout)
+            bar.update(1)
     print(out)
     return 0
 

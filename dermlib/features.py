@@ -6,6 +6,7 @@ the cached image as it is, views 1..V-1 are fixed augmentations (the flips and b
 training epoch then picks one view per image. A frozen text encoder's pooled output is likewise computed once per note.
 Files live in `<work_dir>/features/`, named by a hash of everything that decides them (encoder, weights, image
 cache, rows and views; or the notes' token ids), so every strategy and seed of a grid reads the same features.
+A pass of several batches shows a progress bar where `dermlib.progress` allows one (a terminal, not a log).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from dermlib.progress import progress
 from dermlib.training_data import augment, images_to_float, pad_batch
 
 FEATURE_VERSION = 1  # bump when the way features are computed changes
@@ -43,6 +46,12 @@ def _stored(path: Path, compute: Any) -> np.ndarray:
     return values
 
 
+def _bar(total: int, batch_size: int, desc: str, unit: str) -> Any:
+    """A progress bar (`dermlib.progress`) for a pass of several batches; a silent one for a single batch (the
+    few prompts of a zero-shot ensemble), so that a terminal is not filled with bars that finish at once."""
+    return progress(total, desc, unit=unit) if total > batch_size else tqdm(total=total, disable=True)
+
+
 def cache_fingerprint(cache_dir: str | Path) -> str:
     """The preprocessed image cache's fingerprint (from its cache_meta.json; "" when it has none)."""
     meta = Path(cache_dir) / "cache_meta.json"
@@ -63,17 +72,19 @@ def image_features(encoder: torch.nn.Module, images: np.ndarray, rows: np.ndarra
         was_training = encoder.training
         encoder.eval()
         out = np.zeros((views, len(rows), encoder.out_dim), dtype=np.float32)
-        for view in range(views):
-            gen = torch.Generator().manual_seed(10_007 * view)
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start: start + batch_size]
-                order = np.argsort(chunk, kind="stable")
-                pixels = np.empty((len(chunk), *images.shape[1:]), dtype=np.uint8)
-                pixels[order] = images[chunk[order]]
-                x = images_to_float(torch.from_numpy(pixels).to(device))
-                if view:
-                    x = augment(x, gen)
-                out[view, start: start + len(chunk)] = encoder(x).float().cpu().numpy()
+        with _bar(views * len(rows), batch_size, f"image features ({views} view{'s' * (views != 1)})", "img") as bar:
+            for view in range(views):
+                gen = torch.Generator().manual_seed(10_007 * view)
+                for start in range(0, len(rows), batch_size):
+                    chunk = rows[start: start + batch_size]
+                    order = np.argsort(chunk, kind="stable")
+                    pixels = np.empty((len(chunk), *images.shape[1:]), dtype=np.uint8)
+                    pixels[order] = images[chunk[order]]
+                    x = images_to_float(torch.from_numpy(pixels).to(device))
+                    if view:
+                        x = augment(x, gen)
+                    out[view, start: start + len(chunk)] = encoder(x).float().cpu().numpy()
+                    bar.update(len(chunk))
         encoder.train(was_training)
         return out
 
@@ -94,10 +105,12 @@ def text_features(encoder: torch.nn.Module, token_lists: list[list[int]], *, pad
         encoder.eval()
         out = np.zeros((len(token_lists), encoder.out_dim), dtype=np.float32)
         order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
-        for start in range(0, len(order), batch_size):
-            chosen = order[start: start + batch_size]
-            ids, mask = pad_batch([token_lists[i] for i in chosen], pad_id)
-            out[chosen] = encoder(ids.to(device), mask.to(device)).float().cpu().numpy()
+        with _bar(len(order), batch_size, "text features", "text") as bar:
+            for start in range(0, len(order), batch_size):
+                chosen = order[start: start + batch_size]
+                ids, mask = pad_batch([token_lists[i] for i in chosen], pad_id)
+                out[chosen] = encoder(ids.to(device), mask.to(device)).float().cpu().numpy()
+                bar.update(len(chosen))
         encoder.train(was_training)
         return out
 

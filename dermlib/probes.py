@@ -5,7 +5,8 @@ concept retrieval against known attributes, and a linear probe on its frozen ima
   the diagnosis with each imaging modality), and by ensembles of class descriptions the LLM writes in the style
   of each LLM strategy of the grid (`class_descriptions`: template `notes/prompts/class_descriptions.v1.json`,
   cached like notes in `eval.class_descriptions_cache`); an image takes the class whose mean prompt embedding is
-  closest. Every prompt used is saved in `results/prompts.json`, so anyone can reproduce the scores.
+  closest. Every prompt used is saved in `<work_dir>/results/prompts.json` and, committed beside the tables, in
+  `figures/<profile>/prompts.json`, so anyone can reproduce the scores.
 - Concepts: each visual attribute of the vocabulary (colours, dermoscopic structures, irregular border,
   asymmetry) is described by an ensemble of phrases; an image's score is its cosine to the mean phrase embedding,
   and the AUROC of that score against the ground truth says whether the space has learnt the concept.
@@ -45,6 +46,7 @@ CONCEPT_TEMPLATES = ("{}.", "The lesion shows {}.", "Dermoscopy shows {}.")
 MODALITIES = (None, "dermoscopic", "clinical")
 DESCRIPTIONS_FILE = "class_descriptions.v1.json"
 DESCRIPTION_FILES = (DESCRIPTIONS_FILE, "vocabulary.v1.json", "m.v2.txt")  # what a description is rendered from
+PROMPTS_FILE = "prompts.json"  # in <work_dir>/results/ and, committed, in <figures_dir>/
 
 
 def class_prompts(classes: list[str]) -> dict[str, list[str]]:
@@ -207,17 +209,30 @@ def concept_phrases() -> dict[str, list[str]]:
     return {name: [t.format(text) for t in CONCEPT_TEMPLATES] for name, text in concepts.items()}
 
 
+def recorded_structures(attrs: dict[str, Any]) -> set[str] | None:
+    """The structures a source records at all (present or absent): every one with a `structures` list
+    (SynthDerm), else those named by its criteria keys (`truth_attributes` reads Derm7pt's seven and PH2's five);
+    None when it records none."""
+    if isinstance(attrs.get("structures"), list):
+        return set(vocabulary()["structures"])
+    named = [truth_attributes({key: "present"})[1] for key in attrs]
+    found = set().union(*[n for n in named if n])
+    return found or None
+
+
 def concept_truth(pool: pd.DataFrame) -> pd.DataFrame:
-    """Ground truth per pool image and concept: True / False, or NA where the source does not say."""
+    """Ground truth per pool image and concept: True / False, or NA where the source does not say (e.g. vascular
+    structures and border on PH2, which records neither)."""
     rows = []
     for text in pool["attributes"]:
         attrs = load_attributes(text)
         colours, structures = truth_attributes(attrs)
+        recorded = recorded_structures(attrs) or set()
         row: dict[str, Any] = {}
         for c in vocabulary()["colors"]:
             row[f"colour:{c}"] = pd.NA if colours is None else c in colours
         for s in vocabulary()["structures"]:
-            row[f"structure:{s}"] = pd.NA if structures is None else s in structures
+            row[f"structure:{s}"] = pd.NA if structures is None or s not in recorded else s in structures
         border, asym = attrs.get("border"), attrs.get("asymmetry")
         row["border:irregular"] = pd.NA if border is None else str(border) == "irregular"
         row["asymmetry:any"] = pd.NA if asym is None or pd.isna(asym) else int(asym) > 0
@@ -335,22 +350,34 @@ def probe_rows(model: Any, emb: dict[str, np.ndarray], pool: pd.DataFrame, run_c
     return pd.DataFrame(rows)
 
 
+def portable_path(path: Path) -> str:
+    """A path as a committed file may record it: relative to the repository, else its file name alone (never a
+    machine's absolute path)."""
+    from dermlib.config import REPO_ROOT
+
+    path = Path(path).resolve()
+    return path.relative_to(REPO_ROOT.resolve()).as_posix() if path.is_relative_to(REPO_ROOT.resolve()) else path.name
+
+
 def write_prompts(cfg: dict[str, Any]) -> Path:
-    """`results/prompts.json`: every zero-shot prompt (M template and LLM descriptions per style, generated here
-    when missing), the concept phrases, and what made the descriptions (template, its digest, the model)."""
+    """`results/prompts.json` and the same file in `<figures_dir>/` (committed beside the tables): every zero-shot
+    prompt (M template and LLM descriptions per style, generated here when missing), the concept phrases, and
+    what made the descriptions (template, its digest, the model, the cache by its repository path)."""
     path = WorkDir.of(cfg).prompts
-    path.parent.mkdir(parents=True, exist_ok=True)
     names = config_classes(cfg)
     descriptions = class_descriptions(cfg, names)
     made_by = {"template": DESCRIPTIONS_FILE, "per_class": int(cfg["eval"]["class_descriptions"]),
-               "styles": list(descriptions), "cache": str(descriptions_cache_path(cfg)),
+               "styles": list(descriptions), "cache": portable_path(descriptions_cache_path(cfg)),
                "template_sha256": {f: hashlib.sha256((PROMPT_DIR / f).read_bytes()).hexdigest()[:16]
                                    for f in DESCRIPTION_FILES},
                "model": model_fingerprint(cfg["notes"]["backend"], cfg["notes"]["model"]),
                "temperature": cfg["notes"]["temperature"]}
-    path.write_text(json.dumps({"class_prompts": class_prompts(names), "class_descriptions": descriptions,
-                                "class_descriptions_made_by": made_by, "concept_phrases": concept_phrases(),
-                                "metrics": {"M template": zero_shot_metric("kappa", "M template"),
-                                            **{s: zero_shot_metric("kappa", s) for s in descriptions}},
-                                "ensemble": "mean of L2-normalised prompt embeddings, then L2-normalised"}, indent=1))
+    text = json.dumps({"class_prompts": class_prompts(names), "class_descriptions": descriptions,
+                       "class_descriptions_made_by": made_by, "concept_phrases": concept_phrases(),
+                       "metrics": {"M template": zero_shot_metric("kappa", "M template"),
+                                   **{s: zero_shot_metric("kappa", s) for s in descriptions}},
+                       "ensemble": "mean of L2-normalised prompt embeddings, then L2-normalised"}, indent=1) + "\n"
+    for target in (path, Path(cfg["figures_dir"]) / PROMPTS_FILE):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
     return path

@@ -47,7 +47,10 @@ PROBE_TABLES = {
                       "pooled per partition",
     "table_linear_probe": "Linear probe (logistic regression on frozen image embeddings) beside the image-branch "
                           "classifier, pooled per partition",
+    "table_linear_probe_sources": "Linear probe (logistic regression on frozen image embeddings) beside the "
+                                  "image-branch classifier, per test source",
 }
+PER_SOURCE = {"table_linear_probe_sources": "table_linear_probe"}  # per-source table -> its pooled table
 MEASURES = {"kappa": "Cohen's kappa", "balanced_accuracy": "balanced accuracy"}
 CLASSIFIER = "image-branch classifier"
 
@@ -243,11 +246,11 @@ def build_all(results: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, pd.DataFr
     return tables
 
 
-def chance_level(results: pd.DataFrame, metric: str, partition: str, n_classes: int) -> float:
-    """Chance of a metric on a pooled partition: the mean `chance_<metric>` of the results where they hold one
-    (a permutation baseline), else kappa 0, balanced accuracy 1/n_classes, AUROC 0.5."""
+def chance_level(results: pd.DataFrame, metric: str, partition: str, n_classes: int, source: str = POOLED) -> float:
+    """Chance of a metric on a partition's source (default: the pooled partition): the mean `chance_<metric>` of the
+    results where they hold one (a permutation baseline), else kappa 0, balanced accuracy 1/n_classes, AUROC 0.5."""
     held = results[(results["metric"] == f"chance_{metric}") & (results["partition"] == partition)
-                   & (results["source"] == POOLED)]["value"].dropna()
+                   & (results["source"] == source)]["value"].dropna()
     if len(held):
         return float(held.mean())
     if metric.startswith("concept_auroc") or "auroc" in metric:
@@ -262,39 +265,44 @@ def _probe_specs(results: pd.DataFrame, name: str) -> tuple[list[str], list[tupl
         concepts = [m.split(":", 1)[1] for m in metrics if m.startswith("concept_auroc:")]
         return ["partition", "concept"], [((c,), f"concept_auroc:{c}") for c in concepts]
     specs = []
+    probe = PER_SOURCE.get(name, name) == "table_linear_probe"
     for measure, label in MEASURES.items():
         specs.append(((label, CLASSIFIER), measure))
-        if name == "table_linear_probe":
+        if probe:
             specs.append(((label, "linear probe"), f"probe_{measure}"))
             continue
         styles = [m.split(":", 1)[1] for m in metrics if m.startswith(f"zeroshot_{measure}:")]
         styles = [s for s in STRATEGIES if s in styles] + [s for s in styles if s not in STRATEGIES]
         specs.append(((label, "zero-shot, M-template prompts"), f"zeroshot_{measure}"))
         specs += [((label, f"zero-shot, LLM descriptions ({s} style)"), f"zeroshot_{measure}:{s}") for s in styles]
-    return ["partition", "measure", "classifier" if name == "table_linear_probe" else "prompts"], specs
+    return ["partition", *(["source"] if name in PER_SOURCE else []), "measure",
+            "classifier" if probe else "prompts"], specs
 
 
 def build_probe_table(results: pd.DataFrame, cfg: dict[str, Any], name: str) -> pd.DataFrame:
     """The numeric probe table `name` (a key of PROBE_TABLES): rows (partition, measure, method) or (partition,
-    concept) on the pooled partitions, a `chance` column, then `ours: <strategy>` with sd, seeds and CI columns.
-    Empty when the results hold none of its probe metrics."""
+    concept) on the pooled partitions, or (partition, source, measure, method) per test source then pooled for a
+    PER_SOURCE table; a `chance` column, then `ours: <strategy>` with sd, seeds and CI columns. Empty when the
+    results hold none of its probe metrics."""
     levels, specs = _probe_specs(results, name)
     probe_metrics = {m for _, m in specs if m not in MEASURES}
-    pooled = results[(results["source"] == POOLED) & results["metric"].isin({m for _, m in specs})]
-    if not probe_metrics & set(pooled["metric"]):
+    by_source = name in PER_SOURCE
+    chosen = results[results["metric"].isin({m for _, m in specs})
+                     & (results["source"].notna() if by_source else results["source"] == POOLED)]
+    if not probe_metrics & set(chosen["metric"]):
         return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=levels))
-    order = strategies(cfg, pooled)
+    order = strategies(cfg, chosen)
     n_classes = len(config_classes(cfg))
-    wides = {metric: ours_wide(pooled, metric, order) for _, metric in specs}
-    partitions = sorted(set(pooled["partition"]), key=lambda p: _row_key((p, POOLED)))
+    wides = {metric: ours_wide(chosen, metric, order) for _, metric in specs}
+    groups = sorted(set(zip(chosen["partition"], chosen["source"])), key=_row_key)
     keys, rows = [], []
-    for partition in partitions:
+    for partition, source in groups:
         for labels, metric in specs:
-            if (partition, POOLED) not in wides[metric].index:
+            if (partition, source) not in wides[metric].index:
                 continue
-            keys.append((partition, *labels))
-            rows.append({"chance": chance_level(results, metric, partition, n_classes),
-                         **wides[metric].loc[(partition, POOLED)].to_dict()})
+            keys.append((partition, *([source] if by_source else []), *labels))
+            rows.append({"chance": chance_level(results, metric, partition, n_classes, source),
+                         **wides[metric].loc[(partition, source)].to_dict()})
     table = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(keys, names=levels))
     columns = ["chance"] + [f"ours: {s}{x}" for s in order for x in ("", " sd", " seeds", " ci_low", " ci_high")
                             if f"ours: {s}{x}" in table.columns]
@@ -313,11 +321,15 @@ def probe_footnotes(cfg: dict[str, Any], name: str) -> list[str]:
              "numbers, so this table has no paper columns."]
     if name == "table_zero_shot":
         notes.append("Zero-shot: each image takes the class whose mean prompt embedding (text branch) is closest; "
-                     "every prompt (M template, LLM descriptions per strategy style) is in results/prompts.json. "
+                     "every prompt (M template, LLM descriptions per strategy style) is in prompts.json beside "
+                     "this table (also <work_dir>/results/prompts.json). "
                      "Img has no text branch, so only its classifier rows are filled.")
-    if name == "table_linear_probe":
+    if PER_SOURCE.get(name, name) == "table_linear_probe":
         notes.append("Linear probe: logistic regression fitted on the internal training split's image embeddings, "
                      "applied to every test image.")
+    if name in PER_SOURCE:
+        notes.append(f"One block of rows per test source, then each partition pooled (the rows of "
+                     f"{PER_SOURCE[name]}); each source's chance follows the rule above.")
     if name == "table_concepts":
         notes.append("Scored on the images whose source records the attribute"
                      + (" (SynthDerm: every drawn attribute)." if cfg.get("synthetic") else

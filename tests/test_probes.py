@@ -46,6 +46,40 @@ def test_concept_truth_reads_synthderm_and_derm7pt_style_attributes() -> None:
     assert truth.loc[2].isna().all()
 
 
+def test_concept_truth_reads_ph2_ground_truth_as_the_ph2_loader_records_it(tmp_path: Path) -> None:
+    """The PH2 workbook stand-in (tests/layouts.py PH2_ROWS) through the real loader; expected values read off
+    those rows by hand: Pigment Network T/AT is present; Dots/Globules, Streaks, Regression Areas and Blue-Whitish
+    Veil present unless A; colours are the X-marked columns; asymmetry 1 or 2 is asymmetric. PH2 records neither
+    border nor vascular structures: those stay NA."""
+    from layouts import PH2_ROWS, build, write_ph2_workbook
+
+    from dermlib.data import load_source
+
+    write_ph2_workbook(tmp_path / "meta" / "PH2" / "PH2_dataset.xlsx", PH2_ROWS)
+    manifest = load_source("ph2", build("ph2", tmp_path / "meta", tmp_path / "ph2"))
+    truth = concept_truth(manifest.set_index("sample_id"))
+    pn, dg, st, rs, bwv = "pigment network", "dots/globules", "streaks", "regression structures", "blue-whitish veil"
+    expected = {  # sample: (asymmetric, structures present, colours)
+        "ph2/IMD901": (False, {pn}, {"light brown"}),
+        "ph2/IMD905": (True, {pn, dg}, {"light brown", "dark brown"}),
+        "ph2/IMD902": (True, {pn, dg, st}, {"light brown", "dark brown"}),
+        "ph2/IMD903": (True, {pn, rs}, {"dark brown", "blue-gray"}),
+        "ph2/IMD904": (True, {pn, dg, st, rs, bwv}, {"white", "red", "dark brown", "blue-gray", "black"}),
+        "ph2/IMD906": (True, {pn, dg, st, bwv}, {"dark brown", "black"}),
+    }
+    assert list(truth.index) == list(expected)
+    for sample, (asymmetric, structures, colours) in expected.items():
+        row = truth.loc[sample]
+        assert row["asymmetry:any"] == asymmetric, sample
+        for s in (pn, dg, st, rs, bwv):
+            assert row[f"structure:{s}"] == (s in structures), (sample, s)
+        for c in ("light brown", "dark brown", "black", "blue-gray", "red", "white"):
+            assert row[f"colour:{c}"] == (c in colours), (sample, c)
+        assert pd.isna(row["structure:vascular structures"]) and pd.isna(row["border:irregular"]), sample
+    assert truth.notna().sum().to_dict() == {**{c: 6 for c in truth.columns},
+                                             "structure:vascular structures": 0, "border:irregular": 0}
+
+
 def test_zero_shot_and_concepts_on_embeddings_with_a_known_answer() -> None:
     rng = np.random.default_rng(0)
     basis = np.linalg.qr(rng.normal(size=(16, 16)))[0]  # orthonormal directions
@@ -136,14 +170,34 @@ def test_class_descriptions_without_a_reachable_llm_fail_clearly(tmp_path: Path)
 
 def test_write_prompts_saves_every_zero_shot_prompt_and_what_made_them(tmp_path: Path) -> None:
     with FakeOpenAI() as fake:
-        cfg = llm_cfg(tmp_path, fake.base_url, **{"eval.class_descriptions": 1})
-        saved = json.loads(write_prompts(cfg).read_text())
+        cfg = llm_cfg(tmp_path, fake.base_url, **{"eval.class_descriptions": 1,
+                                                  "figures_dir": str(tmp_path / "figures")})
+        path = write_prompts(cfg)
+    assert path == tmp_path / "work" / "results" / "prompts.json"
+    text = path.read_text()
+    assert (tmp_path / "figures" / "prompts.json").read_text() == text  # the committed copy beside the tables
+    assert str(tmp_path) not in text and "/work/" not in text  # no machine's absolute path
+    saved = json.loads(text)
+    assert saved["class_descriptions_made_by"]["cache"] == "descriptions.sqlite"  # outside the repository: its name
     assert saved["class_prompts"]["MEL"][0].endswith("Diagnosis: melanoma.")
     assert set(saved["class_descriptions"]) == {"M+P1", "P3"} and len(saved["class_descriptions"]["P3"]) == 8
     made = saved["class_descriptions_made_by"]
     assert made["template"] == "class_descriptions.v1.json" and made["per_class"] == 1
     assert made["model"]["model"] == "fake-llm" and set(made["template_sha256"]) >= {"class_descriptions.v1.json"}
     assert saved["metrics"] == {"M template": "zeroshot_kappa", "M+P1": "zeroshot_kappa:M+P1", "P3": "zeroshot_kappa:P3"}
+
+
+def test_prompt_files_record_the_cache_by_its_repository_path() -> None:
+    from dermlib.config import REPO_ROOT
+    from dermlib.probes import portable_path
+
+    assert portable_path(descriptions_cache_path(get_config("demo"))) == "data/class-descriptions-demo.sqlite"
+    assert portable_path(Path("/elsewhere/cache.sqlite")) == "cache.sqlite"
+    committed = REPO_ROOT / "figures" / "demo" / "prompts.json"  # written by the demo run (notebook 04)
+    saved = json.loads(committed.read_text())
+    assert saved["class_descriptions_made_by"]["cache"] == "data/class-descriptions-demo.sqlite"
+    assert str(REPO_ROOT) not in committed.read_text()
+    assert set(saved["class_descriptions"]) == {"M+P1", "P3"} and len(saved["class_descriptions"]["P3"]["MEL"]) == 4
 
 
 def test_probe_rows_score_zero_shot_for_every_prompt_source_on_a_trained_run(tmp_path: Path) -> None:

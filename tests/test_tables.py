@@ -260,7 +260,7 @@ def test_probe_tables_are_written_as_csv_and_markdown_with_chance_and_notes(cfg:
     assert md.startswith("### SynthDerm (synthetic) results - Zero-shot classification")
     assert ("| internal | Cohen's kappa | zero-shot, LLM descriptions (P3 style) | 0.030 | - | "
             "0.200 ± 0.141 (2 seeds) |") in md
-    assert "balanced accuracy 1/8" in md and "results/prompts.json" in md and "no paper columns" in md
+    assert "balanced accuracy 1/8" in md and "prompts.json beside this table" in md and "no paper columns" in md
     csv = pd.read_csv(figures / "table_concepts.csv").set_index(["partition", "concept"])
     assert csv.loc[("internal", "colour:black"), "ours: M"] == pytest.approx(0.65)
     assert csv.loc[("internal", "colour:black"), "chance"] == 0.5
@@ -269,3 +269,72 @@ def test_probe_tables_are_written_as_csv_and_markdown_with_chance_and_notes(cfg:
     without = probe_results()
     without = without[~without["metric"].str.startswith(("probe_", "zeroshot_", "concept_"))]
     assert len(tables.build_probe_table(without, cfg, "table_zero_shot")) == 0  # no probe rows: no table
+
+
+# --- the linear probe per test source (trained on the internal train split, scored on every source) ---
+
+PROBE_SOURCES = [("internal", "synthderm_a"), ("internal", "synthderm_b"), ("internal", "pooled"),
+                 ("external", "synthderm_x"), ("external", "pooled")]
+
+
+def source_probe_results() -> pd.DataFrame:
+    """Classifier and linear-probe rows of Img and M, seeds 0 and 1, on every source and pooled partition:
+    value = 0.1 * source position + 0.05 (M) + 0.02 * seed, + 0.3 for the classifier, + 0.01 for balanced
+    accuracy; plus a permutation chance for the probe's kappa held on synthderm_b alone."""
+    rows = []
+    for strategy in ("Img", "M"):
+        for seed in (0, 1):
+            for position, (partition, source) in enumerate(PROBE_SOURCES):
+                for metric in ("kappa", "balanced_accuracy", "probe_kappa", "probe_balanced_accuracy"):
+                    value = (0.1 * position + 0.05 * (strategy == "M") + 0.02 * seed
+                             + 0.3 * (not metric.startswith("probe_")) + 0.01 * metric.endswith("accuracy"))
+                    rows.append({"profile": "demo", "strategy": strategy, "seed": seed, "run_id": f"{strategy}-{seed}",
+                                 "config_hash": "0" * 8, "source": source, "partition": partition, "metric": metric,
+                                 "value": round(value, 6), "ci_low": np.nan, "ci_high": np.nan, "n": 10 + position})
+    rows.append({**rows[-1], "strategy": "M", "seed": 0, "partition": "internal", "source": "synthderm_b",
+                 "metric": "chance_probe_kappa", "value": 0.015})
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def test_linear_probe_per_source_table_values_chance_and_order(cfg: dict) -> None:
+    results = source_probe_results()
+    table = tables.build_probe_table(results, cfg, "table_linear_probe_sources")
+    kappa, ba, probe, clf = "Cohen's kappa", "balanced accuracy", "linear probe", "image-branch classifier"
+    assert list(table.index.names) == ["partition", "source", "measure", "classifier"]
+    assert list(dict.fromkeys((p, s) for p, s, *_ in table.index)) == PROBE_SOURCES  # sources, then pooled
+    assert list(table.index[:4]) == [("internal", "synthderm_a", kappa, clf), ("internal", "synthderm_a", kappa, probe),
+                                     ("internal", "synthderm_a", ba, clf), ("internal", "synthderm_a", ba, probe)]
+    # by hand: synthderm_b is position 1 -> probe kappa 0.10 (Img) / 0.15 (M), +0.02 for seed 1: means 0.11 / 0.16
+    row = table.loc[("internal", "synthderm_b", kappa, probe)]
+    assert row["ours: Img"] == pytest.approx(0.11) and row["ours: M"] == pytest.approx(0.16)
+    assert row["ours: M sd"] == pytest.approx(0.02 / np.sqrt(2)) and row["ours: M seeds"] == 2
+    assert row["chance"] == pytest.approx(0.015)  # the permutation chance held for this source
+    # synthderm_x is position 3: classifier balanced accuracy 0.3 + 0.3 + 0.01 (+0.02 seed 1) -> 0.62 for Img
+    assert table.loc[("external", "synthderm_x", ba, clf), "ours: Img"] == pytest.approx(0.62)
+    assert table.loc[("external", "synthderm_x", ba, probe), "chance"] == pytest.approx(1 / 8)
+    assert table.loc[("internal", "synthderm_a", kappa, probe), "chance"] == 0.0  # none held here: kappa 0
+    # the pooled rows are those of the pooled table, cell for cell
+    pooled = tables.build_probe_table(results, cfg, "table_linear_probe")
+    pooled_rows = table[table.index.get_level_values("source") == "pooled"].droplevel("source")
+    pd.testing.assert_frame_equal(pooled_rows, pooled)
+    assert len(table) == 4 * len(PROBE_SOURCES) and len(pooled) == 4 * 2
+
+
+def test_linear_probe_per_source_table_is_written_beside_the_pooled_one(cfg: dict) -> None:
+    written = tables.build_all(source_probe_results(), cfg)
+    assert {"table_linear_probe", "table_linear_probe_sources"} <= set(written)
+    figures = Path(cfg["figures_dir"])
+    md = (figures / "table_linear_probe_sources.md").read_text()
+    assert md.startswith("### SynthDerm (synthetic) results - Linear probe") and "per test source" in md
+    # by hand: M probe kappa on synthderm_x (position 3): 0.35 and 0.37 -> 0.360 ± 0.014
+    assert "| external | synthderm_x | Cohen's kappa | linear probe | 0.000 | 0.310 ± 0.014 (2 seeds) | " \
+           "0.360 ± 0.014 (2 seeds) |" in md
+    assert "the rows of table_linear_probe" in md and "internal training split" in md
+    csv = pd.read_csv(figures / "table_linear_probe_sources.csv").set_index(
+        ["partition", "source", "measure", "classifier"])
+    assert csv.loc[("internal", "synthderm_b", "Cohen's kappa", "linear probe"), "chance"] == pytest.approx(0.015)
+    assert "\\caption{SynthDerm (synthetic) results - Linear probe" in \
+        (figures / "table_linear_probe_sources.tex").read_text()
+    without = source_probe_results()
+    without = without[~without["metric"].str.startswith("probe_")]
+    assert len(tables.build_probe_table(without, cfg, "table_linear_probe_sources")) == 0  # no probe rows: no table

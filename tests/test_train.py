@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import subprocess
 import shutil
 import sys
@@ -224,6 +226,53 @@ def test_encode_texts_reads_the_frozen_features_once_and_matches_the_encoder(wor
     assert encode_texts(model, [], cfg).shape == (0, direct.shape[1])
 
 
+class FakeTerminal(io.StringIO):
+    """A stderr that says it is a terminal, as a console does: `dermlib.progress` then draws its bars into it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_frozen_feature_passes_draw_a_progress_bar_on_a_terminal_only(work: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trunk passes of dermlib.features draw a bar (first 0/N, last N/N) on a terminal; none in a pipe or log,
+    none in a worker (DERMLIB_NO_PROGRESS=1), none for a single batch or features read back from disk."""
+    from dermlib import features
+    from dermlib.data.preprocess import load_cache
+    from dermlib.models import build_model
+    from dermlib.train_settings import TrainSettings
+    from dermlib.training_data import tokenize
+
+    model = build_model(TrainSettings.from_config(tiny_cfg(work, train_last_n_text_layers=0)), 8).eval()
+    images, _ = load_cache(work / "cache")
+    tok = model.text_encoder.tokenizer
+    ids = tokenize(tok, ["a dark lesion", "streaks at the rim", "blue-white veil", "regular network", "red dots"], 48)
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("DERMLIB_NO_PROGRESS", raising=False)
+
+    def passes(stream: io.StringIO, folder: Path, batch_size: int = 4) -> tuple[np.ndarray, np.ndarray, str]:
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "stderr", stream)
+            img = features.image_features(model.image_encoder, images, np.arange(10), views=2, identity="t",
+                                          folder=folder, device=cpu, batch_size=batch_size)
+            txt = features.text_features(model.text_encoder, ids, pad_id=int(tok.pad_token_id), identity="t",
+                                         folder=folder, device=cpu, batch_size=batch_size // 2)
+        return img, txt, stream.getvalue()
+
+    img, txt, drawn = passes(FakeTerminal(), tmp_path / "terminal")
+    assert re.search(r"image features \(2 views\):   0%.*\| 0/20 \[", drawn), drawn
+    assert re.search(r"image features \(2 views\): 100%.*\| 20/20 \[", drawn), drawn
+    assert re.search(r"text features:   0%.*\| 0/5 \[", drawn) and re.search(r"text features: 100%.*\| 5/5 \[", drawn)
+    assert passes(FakeTerminal(), tmp_path / "terminal")[2] == ""  # read back from disk: nothing computed, no bar
+    piped_img, piped_txt, piped = passes(io.StringIO(), tmp_path / "pipe")
+    assert piped == ""
+    np.testing.assert_array_equal(piped_img, img)
+    np.testing.assert_array_equal(piped_txt, txt)
+    assert passes(FakeTerminal(), tmp_path / "one-batch", batch_size=64)[2] == ""  # one batch each: done at once
+    monkeypatch.setenv("DERMLIB_NO_PROGRESS", "1")  # what dermlib.parallel sets in its workers
+    assert passes(FakeTerminal(), tmp_path / "worker")[2] == ""
+
+
 def test_trainable_state_is_the_state_dict_without_frozen_encoders(work: Path) -> None:
     from dermlib.embed import trainable_state
     from dermlib.models import build_model
@@ -415,29 +464,6 @@ def test_optimiser_switch_and_model_selection(work: Path) -> None:
         assert best == int(hist.loc[expected, "epoch"]), select_on
         assert selection_score(hist.loc[expected].to_dict(), select_on) == max(
             selection_score(r, select_on) for r in hist.to_dict("records"))
-
-
-def test_export_is_self_contained_and_reloads_to_the_same_embeddings(work: Path, m_run: Path, tmp_path: Path) -> None:
-    from dermlib.data.preprocess import load_cache
-    from dermlib.embed import encode, load_run
-    from dermlib.export import export_embeddings, export_run, load_exported
-
-    out = export_run(m_run, tmp_path / "export")
-    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "text_encoder", "README.md"}
-    card = (out / "README.md").read_text()
-    assert "Trained on synthetic data (SynthDerm)" in card and "Limitations" in card and m_run.name in card
-    shutil.rmtree(m_run.parent.parent / "features", ignore_errors=True)  # the export must not need the run's caches
-    exported, cfg = load_exported(out)
-    original, _ = load_run(m_run)
-    images, index = load_cache(work / "cache")
-    pixels, notes = np.asarray(images[:6]), ["a dark irregular lesion"] * 6
-    a, b = encode(exported, pixels, notes, cfg), encode(original, pixels, notes, cfg)
-    for key in ("image_emb", "image_logits", "text_emb"):
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-5)
-    path = export_embeddings(out, "test")
-    frame = pd.read_parquet(path)
-    assert len(frame) > 0 and len(frame["image_emb"].iloc[0]) == cfg["train"]["embed_dim"]
-    assert {"sample_id", "label", "note", "text_emb"} <= set(frame.columns)
 
 
 @pytest.mark.slow  # trains whole runs (twice): the full lane
