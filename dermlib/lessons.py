@@ -58,9 +58,18 @@ def training_batch(cfg: dict[str, Any], run_dir: str | Path, n: int = 12, seed: 
     return lesson_batch(emb, n=n, seed=seed)
 
 
-def alignment_terms(batch: dict[str, np.ndarray], temperatures: list[float]) -> pd.DataFrame:
+def lesson_temperatures(cfg: dict[str, Any], contrast: tuple[float, ...] = (0.5, 1.0)) -> list[float]:
+    """The NT-Xent temperatures a lesson shows: the one training uses (`train.temperature`) and the contrast
+    values, ascending; pass the same list to `ntxent_lesson` and `alignment_terms` so figure and table agree."""
+    train = float(cfg["train"]["temperature"])
+    return sorted({train, *(float(t) for t in contrast if not np.isclose(t, train))})
+
+
+def alignment_terms(batch: dict[str, np.ndarray], temperatures: list[float],
+                    train_temperature: float | None = None) -> pd.DataFrame:
     """The L1, cosine and NT-Xent terms of `dermlib.losses` on one batch, on the raw projections as in training
-    (NT-Xent and cosine normalise them themselves); NT-Xent at each temperature."""
+    (NT-Xent and cosine normalise them themselves); NT-Xent at each temperature. With `train_temperature`, a
+    column `training temperature` marks the NT-Xent row at the temperature training uses."""
     import torch
 
     from dermlib import losses
@@ -73,7 +82,11 @@ def alignment_terms(batch: dict[str, np.ndarray], temperatures: list[float]) -> 
     rows += [{"term": "NT-Xent", "temperature": t, "value": float(losses.nt_xent(img, txt, t))} for t in temperatures]
     rows.append({"term": f"NT-Xent if every pair were a guess: log(2N - 1), N = {len(img)}", "temperature": np.nan,
                  "value": float(np.log(2 * len(img) - 1))})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if train_temperature is not None:
+        table["training temperature"] = (table["term"] == "NT-Xent") & np.isclose(table["temperature"],
+                                                                                   train_temperature)
+    return table
 
 
 def query_aps(emb: dict[str, np.ndarray], partition: str = "internal") -> pd.DataFrame:
@@ -110,28 +123,77 @@ def query_example(emb: dict[str, np.ndarray], query: int, k: int = 5, partition:
             "scores": [float(v) for v in top["cosine"]]}
 
 
-def ranking_strips(rankings: dict[str, pd.DataFrame], cfg: dict[str, Any], top: int = 60) -> plt.Figure:
-    """For each named query, its first `top` retrieved items as a strip: relevant (green) or not (grey)."""
+def _ranked(ranking: pd.DataFrame) -> pd.DataFrame:
+    """A ranking with `rank` and `precision` (computed without ties when a bare `relevant` column is given)."""
+    out = ranking.reset_index(drop=True)
+    if "rank" not in out:
+        out = out.assign(rank=np.arange(1, len(out) + 1))
+    if "precision" not in out:
+        out = out.assign(precision=np.cumsum(out["relevant"].to_numpy()) / out["rank"].to_numpy())
+    return out
+
+
+def ranking_summary(ranking: pd.DataFrame, top: int | None = None) -> dict[str, Any]:
+    """Where a query's relevant items lie: how many of how many, the rank by which half are found, the last one,
+    how many lie beyond `top` (and their ranks), and AP = the mean precision at the relevant items."""
+    ranked = _ranked(ranking)
+    hits = ranked.loc[ranked["relevant"].astype(bool), ["rank", "precision"]]
+    ranks = hits["rank"].to_numpy()
+    beyond = ranks[ranks > top] if top is not None else ranks[:0]
+    return {"n": len(ranked), "relevant": len(ranks), "ap": float(hits["precision"].mean()) if len(ranks) else 0.0,
+            "half_by": int(ranks[(len(ranks) - 1) // 2]) if len(ranks) else None,
+            "last": int(ranks[-1]) if len(ranks) else None, "beyond": len(beyond),
+            "beyond_ranks": (int(beyond[0]), int(beyond[-1])) if len(beyond) else None}
+
+
+def ranking_strips(rankings: dict[str, pd.DataFrame], cfg: dict[str, Any], top: int | None = None) -> plt.Figure:
+    """For each named query, its whole ranking (or the first `top` items, counting those left beyond) as a strip,
+    relevant items green, and under it the precision at each rank with a dot per relevant item: AP is the mean
+    of the dots, drawn as a line."""
     setup_style()
-    fig, axes = plt.subplots(len(rankings), 1, figsize=(11, 0.9 * len(rankings) + 0.8), squeeze=False)
-    for ax, (name, ranking) in zip(axes[:, 0], rankings.items()):
-        hits = ranking["relevant"].to_numpy()[:top].astype(float)
-        ax.imshow(hits[None, :], cmap=plt.matplotlib.colors.ListedColormap(["0.85", "#4c9a6a"]), vmin=0, vmax=1,
-                  aspect="auto")
-        ax.set_yticks([])
-        ax.set_xticks(np.arange(0, len(hits), 10), np.arange(1, len(hits) + 1, 10))
-        ax.set_title(name, fontsize=9, loc="left")
-        ax.grid(False)
-    axes[-1, 0].set_xlabel("rank (green: a note of the query's class)")
+    strip_colours = plt.matplotlib.colors.ListedColormap(["0.85", "#4c9a6a"])
+    fig, axes = plt.subplots(2 * len(rankings), 1, figsize=(11, 3.0 * len(rankings) + 0.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [0.3, 1.2] * len(rankings)}, layout="constrained")
+    for k, (name, ranking) in enumerate(rankings.items()):
+        strip, curve = axes[2 * k, 0], axes[2 * k + 1, 0]
+        ranked, about = _ranked(ranking), ranking_summary(ranking, top)
+        shown = ranked if top is None else ranked.head(top)
+        hits = shown["relevant"].to_numpy().astype(float)
+        strip.imshow(hits[None, :], cmap=strip_colours, vmin=0, vmax=1, aspect="auto", interpolation="nearest",
+                     extent=(0.5, len(hits) + 0.5, 0, 1))
+        strip.set_yticks([])
+        strip.set_xlim(0.5, len(hits) + 0.5)
+        strip.tick_params(labelbottom=False)
+        strip.grid(False)
+        where = (f"{about['relevant']} relevant of {about['n']} notes; half found by rank {about['half_by']}, "
+                 f"the last at rank {about['last']}" if about["relevant"] else f"no relevant note among {about['n']}")
+        if about["beyond"]:
+            lo, hi = about["beyond_ranks"]
+            where += f"; {about['beyond']} relevant beyond rank {top} (ranks {lo}-{hi}), not drawn"
+        strip.set_title(f"{name}\n{where}", fontsize=9, loc="left")
+        curve.plot(shown["rank"], shown["precision"], color="0.6", lw=0.8, label="precision at rank (all items)")
+        dots = shown[shown["relevant"].astype(bool)]
+        curve.scatter(dots["rank"], dots["precision"], s=12, color="#4c9a6a", zorder=3,
+                      label="precision at each relevant item")
+        curve.axhline(about["ap"], color="black", ls="--", lw=1,
+                      label=f"AP = mean over all {about['relevant']} relevant items = {about['ap']:.2f}")
+        curve.set(xlim=(0.5, len(hits) + 0.5), ylim=(0, 1.05), ylabel="precision", yticks=[0, 0.5, 1])
+        curve.legend(fontsize=7, loc="upper right", frameon=True)
+    axes[-1, 0].set_xlabel("rank (strip: green = a note of the query's class)")
     fig.suptitle(source_title(cfg, "what average precision rewards: relevant notes near the top"), fontsize=11)
-    fig.tight_layout()
     return fig
 
 
-def ntxent_lesson(sim: np.ndarray, labels: np.ndarray, temperatures: list[float], cfg: dict[str, Any]) -> plt.Figure:
+def ntxent_lesson(sim: np.ndarray, labels: np.ndarray, temperatures: list[float] | None, cfg: dict[str, Any]
+                  ) -> plt.Figure:
     """Left: cosine similarity of a batch's images (rows) and notes (columns), the own pairs on the diagonal.
-    Right: for image 0, softmax over the notes at each temperature - the probability NT-Xent asks to put on its pair."""
+    Right: for image 0, softmax over the notes at each temperature (default `lesson_temperatures(cfg)`; the
+    training one, `train.temperature`, is always drawn and marked) - the probability NT-Xent asks to put on its pair."""
     setup_style()
+    train = float(cfg["train"]["temperature"])
+    temperatures = lesson_temperatures(cfg) if temperatures is None else list(temperatures)
+    if not any(np.isclose(t, train) for t in temperatures):
+        temperatures = sorted([*temperatures, train])
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.1, 1]})
     sns.heatmap(sim, cmap="vlag", vmin=-1, vmax=1, ax=left, square=True,
                 xticklabels=labels, yticklabels=labels, cbar_kws={"label": "cosine"})
@@ -143,11 +205,15 @@ def ntxent_lesson(sim: np.ndarray, labels: np.ndarray, temperatures: list[float]
     x = np.arange(sim.shape[1])
     width = 0.8 / len(temperatures)
     for j, t in enumerate(temperatures):
-        right.bar(x + (j - (len(temperatures) - 1) / 2) * width, softmax(sim[0] / t), width, label=f"tau = {t:g}")
+        p = softmax(sim[0] / t)
+        trains = np.isclose(t, train)
+        label = f"tau = {t:g}{' (training: train.temperature)' if trains else ''}: p(own note) = {p[0]:.2f}"
+        right.bar(x + (j - (len(temperatures) - 1) / 2) * width, p, width, label=label,
+                  edgecolor="black" if trains else "none", lw=1.2 if trains else 0)
     right.set_xticks(x, labels, fontsize=7, rotation=90)
     right.set(xlabel="note (sample 0's own note is first)", ylabel="softmax probability",
               title="image 0 against the notes (the image-to-note part of NT-Xent):\nlower temperature, sharper choice")
-    right.legend(fontsize=8, frameon=False)
+    right.legend(fontsize=8, frameon=False, title="outlined: the temperature training uses", title_fontsize=8)
     fig.suptitle(source_title(cfg, f"NT-Xent on a batch of {len(sim)} real image-note pairs, as the trained model embeds them"))
     fig.tight_layout()
     return fig

@@ -1,134 +1,26 @@
 """Figures: one style, one `save` (PNG + PDF, stable names), a "SynthDerm (synthetic)" mark on every demo figure.
 
 Every function here (and in dermlib.data.figures / dermlib.notes.figures) returns a matplotlib Figure; the notebook
-calls `save(fig, cfg, name)`, and the figure is shown inline where it is made.
+calls `save(fig, cfg, name)`, and the figure is shown inline where it is made. The style and `save` live in
+dermlib.plotstyle, the learning curves in dermlib.training_plots; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import MaxNLocator
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from dermlib.data.labels import ISIC8
 from dermlib.metrics import finite_rows, l2_normalise
-
-SYNTHETIC_MARK = "SynthDerm (synthetic data) - not the paper's results"
-LOSS_TERMS = {"ce_text": "note cross-entropy", "l1": "L1 (image vs note embedding)",
-              "cosine": "1 - cosine (image, own note)", "nt_xent": "NT-Xent (contrastive)"}
-
-
-def setup_style() -> None:
-    """The one plotting style used by every figure."""
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
-
-
-def source_title(cfg: dict[str, Any], title: str) -> str:
-    """Prefix a title with what the data is: SynthDerm for synthetic profiles, real datasets otherwise."""
-    return f"SynthDerm (synthetic): {title}" if cfg.get("synthetic") else title
-
-
-def figure_paths(cfg: dict[str, Any], name: str) -> tuple[Path, Path]:
-    """Where `save` writes figure `name`: `<figures_dir>/<name>.png` and `.pdf`."""
-    out = Path(cfg["figures_dir"])
-    return out / f"{name}.png", out / f"{name}.pdf"
-
-
-def save(fig: plt.Figure, cfg: dict[str, Any], name: str) -> None:
-    """Write `fig` as PNG + PDF under its stable name (synthetic figures stamped, no timestamps in the files).
-
-    Returns nothing, so a notebook cell that ends with `save(...)` shows the figure itself, not a path.
-    """
-    png, pdf = figure_paths(cfg, name)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    if cfg.get("synthetic") and SYNTHETIC_MARK not in [t.get_text() for t in fig.texts]:
-        fig.text(0.99, 0.005, SYNTHETIC_MARK, ha="right", va="bottom", fontsize=7, color="0.4", alpha=0.9)
-    fig.savefig(png, metadata={"Software": None})
-    fig.savefig(pdf, metadata={"Creator": None, "Producer": None, "CreationDate": None})
-
-
-def stack_histories(histories: dict[Any, pd.DataFrame]) -> pd.DataFrame:
-    """One long table of training histories; keys are (strategy, seed), "<strategy> seed <k>" or a strategy (seed 0)."""
-    if not histories:
-        raise ValueError("no histories given (expected {(strategy, seed): history DataFrame})")
-    frames = []
-    for key, hist in histories.items():
-        if isinstance(key, tuple):
-            strategy, seed = key
-        elif " seed " in str(key):
-            strategy, seed = str(key).rsplit(" seed ", 1)
-        else:
-            strategy, seed = key, 0
-        missing = [c for c in ("epoch", "train_loss", "val_kappa") if c not in hist.columns]
-        if missing:
-            raise ValueError(f"history of run {key!r} lacks columns {missing} (has {list(hist.columns)})")
-        frames.append(hist.assign(strategy=str(strategy), seed=int(seed)))
-    return pd.concat(frames, ignore_index=True)
-
-
-def _band(ax: plt.Axes, long: pd.DataFrame, column: str, color: Any, label: str | None, ls: str = "-") -> None:
-    """Mean over seeds per epoch with a +-1 sd band (epochs where only some seeds still ran use those seeds)."""
-    if column not in long.columns or not long[column].notna().any():
-        return
-    g = long.groupby("epoch")[column].agg(["mean", "std"]).reset_index()
-    ax.plot(g["epoch"], g["mean"], color=color, ls=ls, label=label)
-    ax.fill_between(g["epoch"], g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0), color=color, alpha=0.15,
-                    lw=0)
-
-
-def learning_curves(histories: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
-    """Mean +- sd over seeds per strategy: image cross-entropy (all runs, comparable), the multimodal total loss
-    (Img apart: its total loss is only the cross-entropy), validation kappa, then each alignment term."""
-    setup_style()
-    order = [s for s in cfg["eval"]["strategies"] if s in set(histories["strategy"])]
-    order += sorted(set(histories["strategy"]) - set(order))
-    colors = dict(zip(order, sns.color_palette("colorblind", len(order))))
-    terms = [t for t in LOSS_TERMS if f"train_{t}" in histories.columns and histories[f"train_{t}"].notna().any()]
-    fig, axes = plt.subplots(2, max(3, len(terms)), figsize=(4 * max(3, len(terms)) + 1.5, 7), squeeze=False)
-    top, bottom = axes[0], axes[1]
-    for strategy in order:
-        runs = histories[histories["strategy"] == strategy]
-        c = colors[strategy]
-        image_ce = "train_ce_image" if "train_ce_image" in runs and runs["train_ce_image"].notna().any() else "train_loss"
-        _band(top[0], runs, image_ce, c, strategy)
-        image_val = "val_image_loss" if "val_image_loss" in runs and runs["val_image_loss"].notna().any() else "val_loss"
-        _band(top[0], runs, image_val, c, None, ls="--")
-        if strategy != "Img":
-            _band(top[1], runs, "train_loss", c, None)
-            _band(top[1], runs, "val_loss", c, None, ls="--")
-        _band(top[2], runs, "val_kappa", c, None)
-        for ax, term in zip(bottom, terms):
-            if strategy != "Img":
-                _band(ax, runs, f"train_{term}", c, None)
-    top[0].set(title="image cross-entropy (solid train, dashed val)", ylabel="loss")
-    top[1].set(title="multimodal total loss (solid train, dashed val)", ylabel="loss")
-    top[2].set(title="validation Cohen's kappa (image branch)", ylabel="kappa")
-    for ax, term in zip(bottom, terms):
-        ax.set(title=f"train: {LOSS_TERMS[term]}", ylabel="loss")
-    for ax in list(top[3:]) + list(bottom[len(terms):]):
-        ax.set_axis_off()
-    for ax in axes.ravel():
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    seeds = histories.groupby("strategy")["seed"].nunique()
-    handles = [plt.Line2D([], [], color=colors[s], label=f"{s} ({seeds[s]} seed{'s' if seeds[s] > 1 else ''})")
-               for s in order]
-    if len(top) > 3:  # the free panel of the top row holds the one legend
-        top[3].legend(handles=handles, loc="center", frameon=False, title="strategy")
-    else:
-        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="strategy")
-    fig.suptitle(source_title(cfg, "learning curves: mean over seeds, band = +-1 sd"))
-    fig.tight_layout()
-    return fig
+from dermlib.plotstyle import SYNTHETIC_MARK, figure_paths, save, setup_style, source_title  # noqa: F401
+from dermlib.training_plots import LOSS_TERMS, learning_curves, stack_histories  # noqa: F401
 
 
 def pooled_bars(results: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -148,10 +40,13 @@ def pooled_bars(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     return out
 
 
-def permutation_chance(results: pd.DataFrame, metric: str, partition: str) -> float:
-    """The chance baseline of `metric` on one pooled partition (mean over runs), NaN when not in the results."""
+def permutation_chance(results: pd.DataFrame, metric: str, partition: str, strategy: str | None = None) -> float:
+    """The chance baseline of `metric` on one pooled partition (mean over runs, or over one strategy's runs), NaN
+    when not in the results."""
     rows = results[(results["metric"] == f"chance_{metric}") & (results["source"] == "pooled")
                    & (results["partition"] == partition)]
+    if strategy is not None:
+        rows = rows[rows["strategy"] == strategy]
     return float(rows["value"].mean()) if len(rows) else float("nan")
 
 
@@ -191,24 +86,34 @@ def kappa_bars(results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
 
 
 def retrieval_map_bars(results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
-    """Class-level retrieval mAP per strategy, both directions, one panel per partition, with the chance level."""
+    """Class-level retrieval mAP per strategy, both directions, one panel per partition, each with its own chance
+    levels (gallery labels permuted; mean over runs) drawn and labelled in that panel."""
     setup_style()
-    table = pd.concat([pooled_bars(results, m).assign(direction=d) for m, d in
-                       (("map_i2t", "image -> text"), ("map_t2i", "text -> image"))], ignore_index=True)
+    directions = (("map_i2t", "image -> text"), ("map_t2i", "text -> image"))
+    table = pd.concat([pooled_bars(results, m).assign(direction=d) for m, d in directions], ignore_index=True)
     table = table[table["value"].notna()]
     if table.empty:
         raise ValueError("no retrieval mAP in the results: only the image-only baseline was evaluated")
     partitions = [p for p in ("internal", "external") if p in set(table["partition"])]
     order = [s for s in cfg["eval"]["strategies"] if s in set(table["strategy"])]
+    colors = dict(zip([d for _, d in directions], sns.color_palette("colorblind", len(directions))))
     fig, axes = plt.subplots(1, len(partitions), figsize=(6 * len(partitions), 4), sharey=True, squeeze=False)
     for ax, partition in zip(axes[0], partitions):
-        _grouped_bars(ax, table[table["partition"] == partition], order, "direction",
-                      ["image -> text", "text -> image"])
-        chance = permutation_chance(results, "map_i2t", partition)
-        if np.isfinite(chance):
-            ax.axhline(chance, color="0.2", ls="--", lw=1, label=f"chance {chance:.2f} (labels permuted)")
-        ax.set(xlabel=f"strategy ({_bar_note(table)})", ylabel="mAP", title=f"{partition} (pooled)", ylim=(0, 1.05))
-    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        _grouped_bars(ax, table[table["partition"] == partition], order, "direction", list(colors))
+        chance_lines = []
+        for (metric, direction), ls in zip(directions, ("--", ":")):
+            chance = permutation_chance(results, metric, partition)
+            if np.isfinite(chance):
+                chance_lines += ax.plot([-0.5, len(order) - 0.5], [chance, chance], color="0.15", ls=ls, lw=1.2,
+                                        label=f"chance {direction}: {chance:.2f}")
+        if chance_lines:
+            ax.legend(handles=chance_lines, fontsize=7, loc="upper left", frameon=True,
+                      title="gallery labels permuted", title_fontsize=7)
+        ax.set(xlabel=f"strategy ({_bar_note(table)})", ylabel="mAP", title=f"{partition} (pooled)", ylim=(0, 1.05),
+               xlim=(-0.5, len(order) - 0.5))
+    bars = [plt.Rectangle((0, 0), 1, 1, color=c, label=d) for d, c in colors.items()]
+    fig.legend(handles=bars, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+               title="direction")
     fig.suptitle(source_title(cfg, "class-level retrieval mAP"))
     fig.tight_layout()
     return fig
@@ -218,7 +123,8 @@ def paired_cosine_violins(samples: pd.DataFrame, results: pd.DataFrame, cfg: dic
     """Per test image, the cosine with its own note (mean over seeds), per strategy and partition.
 
     Drawn from the same per-image values as Table 5 (`results/samples`), so the printed means are its pooled cells;
-    the dashed line is the cosine of shuffled image-note pairs (chance).
+    the black segment across each half-violin is that strategy's and partition's chance level, the mean cosine of
+    shuffled image-note pairs (`chance_paired_cosine`, mean over seeds), value printed beside it.
     """
     frame = samples[samples["cosine"].notna()]
     if frame.empty:
@@ -228,16 +134,26 @@ def paired_cosine_violins(samples: pd.DataFrame, results: pd.DataFrame, cfg: dic
     partitions = [p for p in ("internal", "external") if p in set(per_image["partition"])]
     setup_style()
     fig, ax = plt.subplots(figsize=(9, 4))
+    split = len(partitions) == 2
     sns.violinplot(data=per_image, x="strategy", y="cosine", hue="partition", order=order, hue_order=partitions,
-                   split=len(partitions) == 2, cut=0, inner="quartile", ax=ax)
+                   split=split, cut=0, inner="quartile", ax=ax)
     means = per_image.groupby(["strategy", "partition"])["cosine"].mean()
     for i, strategy in enumerate(order):
         text = " / ".join(f"{means.get((strategy, p), np.nan):.2f}" for p in partitions)
         ax.text(i, 1.02, f"mean {text}", ha="center", fontsize=8, transform=ax.get_xaxis_transform())
-    chance = permutation_chance(results, "paired_cosine", "internal")
-    if np.isfinite(chance):
-        ax.axhline(chance, color="0.2", ls="--", lw=1, label=f"shuffled pairs {chance:.2f} (internal)")
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        for j, partition in enumerate(partitions):
+            chance = permutation_chance(results, "paired_cosine", partition, strategy)
+            if not np.isfinite(chance):
+                continue
+            x0, x1 = (i - 0.4 + 0.4 * j, i + 0.4 * j) if split else (i - 0.4, i + 0.4)
+            ax.plot([x0, x1], [chance, chance], color="black", lw=2.2, solid_capstyle="butt",
+                    gid=f"chance:{strategy}:{partition}")
+            ax.text(x1 + 0.02 if j else x0 - 0.02, chance, f"{chance:.2f}", ha="left" if j else "right",
+                    va="center", fontsize=7)
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], color="black", lw=2.2))
+    labels.append("shuffled pairs (chance),\nper strategy and partition")
+    ax.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set(ylabel="cosine(image, own note)", xlabel=f"strategy (means: {' / '.join(partitions)})")
     ax.set_title(source_title(cfg, "paired image-note cosine, every test image, mean over seeds"), pad=18)
     return fig
@@ -330,13 +246,14 @@ def confusion(matrix: pd.DataFrame, cfg: dict[str, Any], title: str) -> plt.Figu
 
 
 AUDIT_ERRORS = ["contradiction_rate", "unsupported_attribute_rate", "age_contradicted", "sex_contradicted",
-                "site_contradicted", "diagnosis_contradicted"]
+                "site_contradicted", "diagnosis_contradicted", "diagnosis_mixed"]
 AUDIT_FIDELITY = ["diagnosis_correct", "colors_precision", "colors_recall", "structures_precision",
                   "structures_recall", "vocab_adherence"]
 
 
 def audit_heatmap(summary: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
-    """The hallucination audit per strategy (dermlib.notes.audit_summary): error rates and attribute fidelity."""
+    """The hallucination audit per strategy (dermlib.notes.audit_summary): error rates (with `diagnosis_mixed`, the
+    share naming the true class and another one) and attribute fidelity."""
     if "strategy" not in summary.columns or summary.empty:
         raise ValueError("audit_heatmap needs the audit summary (one row per strategy, from dermlib.notes.audit_summary)")
     panels = [(c, t, cmap) for c, t, cmap in ((AUDIT_ERRORS, "error rates (lower is better)", "Reds"),
@@ -350,7 +267,9 @@ def audit_heatmap(summary: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
         shown = summary.set_index("strategy")[[c for c in columns if c in summary.columns]].astype(float)
         sns.heatmap(shown, annot=True, fmt=".2f", vmin=0, vmax=1, cmap=cmap, cbar=False, ax=ax)
         ax.grid(False)  # blank cells (metric undefined for a strategy) stay blank
-        ax.set(title=what, xlabel="", ylabel="strategy")
+        mixed = "diagnosis_mixed" in shown.columns
+        ax.set(title=what, ylabel="strategy",
+               xlabel="diagnosis_mixed: names the true class and another one" if mixed else "")
         ax.tick_params(axis="x", rotation=35)
         plt.setp(ax.get_xticklabels(), ha="right")
     fig.suptitle(source_title(cfg, "hallucination audit of the synthetic notes"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -170,19 +171,23 @@ def _generate(cfg: dict[str, Any], todo: dict[tuple[str, str, int], Job], cache:
             server.stop()
 
 
-def class_descriptions(cfg: dict[str, Any], codes: list[str], styles: list[str] | None = None
-                       ) -> dict[str, dict[str, list[str]]]:
+def class_descriptions(cfg: dict[str, Any], codes: list[str], styles: list[str] | None = None, *,
+                       generate: bool = True) -> dict[str, dict[str, list[str]]]:
     """Per style (default `description_styles`) and class, its LLM-written descriptions: read from the cache, the
-    missing ones generated and stored first. Every (style, class) needs one usable description, else an error."""
+    missing ones generated and stored first. Every (style, class) needs one usable description, else an error.
+    With `generate=False` nothing is asked of an LLM: a style that lacks a class is left out, with a warning."""
     styles = description_styles(cfg) if styles is None else styles
     jobs = description_jobs(cfg, codes, styles)
     if not jobs:
         return {}
     where = descriptions_cache_path(cfg)
+    if not generate and not where.exists():
+        warnings.warn(f"no class-description cache at {where}: no LLM description is used", stacklevel=2)
+        return {}
     with NoteCache(where) as cache:
         found = cache.get_many([job.key for job in jobs.values()])
         todo = {k: job for k, job in jobs.items() if found.get(job.key, {}).get("status") in (None, "transient")}
-        if todo:
+        if todo and generate:
             _generate(cfg, todo, cache, where)
             found = cache.get_many([job.key for job in jobs.values()])
     out: dict[str, dict[str, list[str]]] = {style: {code: [] for code in codes} for style in styles}
@@ -194,6 +199,11 @@ def class_descriptions(cfg: dict[str, Any], codes: list[str], styles: list[str] 
         else:
             errors.append(f"{style} {code}: {row['error']}")
     empty = [f"{style} {code}" for style in styles for code in codes if not out[style][code]]
+    if empty and not generate:
+        lacking = sorted({item.split(" ", 1)[0] for item in empty}, key=styles.index)
+        warnings.warn(f"class descriptions of {lacking} are not all in {where} (notebook 04's run_grid makes "
+                      "them): those styles are left out", stacklevel=2)
+        return {style: by_class for style, by_class in out.items() if style not in lacking}
     if empty:
         raise RuntimeError(f"no usable class description for {', '.join(empty)} in {where} (is the LLM "
                            f"{cfg['notes']['model']!r} reachable? last errors: {'; '.join(errors[-3:])})")

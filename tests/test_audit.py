@@ -10,7 +10,8 @@ import pytest
 
 from dermlib.data.schema import to_manifest
 from dermlib.notes import audit, audit_summary
-from dermlib.notes.audit import audit_note, distinct_ngrams, stated_ages, truth_attributes
+from dermlib.notes.audit import (audit_note, distinct_ngrams, marked_phrases, rates_and_counts, stated_ages,
+                                 truth_attributes)
 
 
 def row(**kw: object) -> dict[str, object]:
@@ -85,3 +86,29 @@ def test_distinct_ngrams() -> None:
     assert distinct_ngrams(["a b a b"], 2) == pytest.approx(2 / 3)
     assert distinct_ngrams(["same note", "same note"], 2) == 0.5
     assert math.isnan(distinct_ngrams([], 2))
+
+
+def test_marked_phrases_mark_sex_and_every_age_form_like_the_audit() -> None:
+    note = "A 54-year-old woman, aged 60; she is in her 50s. He agrees."
+    spans = {(note[a:b], kind): verdict for a, b, kind, verdict in marked_phrases(note, row())}  # a 54-year-old man
+    assert spans[("54-year-old", "age")] == "supported" and spans[("aged 60", "age")] == "contradicted"
+    assert spans[("50s", "age")] == "supported"  # 50-59 holds 54
+    assert spans[("woman", "sex")] == spans[("she", "sex")] == spans[("her", "sex")] == "contradicted"
+    assert spans[("He", "sex")] == "supported"
+    assert audit_note(note, row())["sex"] == "contradicted"  # the audit's verdict on the whole note agrees
+    unknown = {note[a:b]: verdict for a, b, kind, verdict in marked_phrases(note, row(sex=None, age=None))}
+    assert unknown["woman"] == unknown["54-year-old"] == "unchecked"
+    assert [kind for *_, kind, _ in marked_phrases("Irregular border, asymmetric.", row())] == []  # not audited
+
+
+def test_mixed_diagnoses_are_counted_and_only_the_diagnosis_can_be_mixed() -> None:
+    manifest = to_manifest(pd.DataFrame([row(sample_id="s/1"), row(sample_id="s/2")]))
+    notes = pd.DataFrame({"sample_id": ["s/1", "s/2", "s/1"], "strategy": ["A", "A", "B"], "status": "ok",
+                          "note": ["Melanoma versus nevus.", "Melanoma.", "Melanoma or basal cell carcinoma."]})
+    summary = audit_summary(audit(manifest, notes))
+    rates, counts = rates_and_counts(summary)
+    assert counts.loc["A", "n_diagnosis_mixed"] == 1 and counts.loc["B", "n_diagnosis_mixed"] == 1
+    assert rates.loc["diagnosis_mixed", "A"] == 0.5 and rates.loc["diagnosis_mixed", "B"] == 1.0
+    assert "n_diagnosis_mixed" not in rates.index and not any(f"{f}_mixed" in rates.index for f in ("age", "sex", "site"))
+    assert list(counts.columns) == ["n_notes", "age_invented", "sex_invented", "site_invented", "diagnosis_invented",
+                                    "n_diagnosis_mixed", "mean_words"]

@@ -227,3 +227,28 @@ def test_probe_rows_score_zero_shot_for_every_prompt_source_on_a_trained_run(tmp
     assert {"probe_kappa", "probe_balanced_accuracy", "concept_auroc:border:irregular"} <= set(pooled.index)
     per_source = rows[(rows["source"] != "pooled") & (rows["metric"] == "zeroshot_kappa:P3")]
     assert set(per_source["source"]) == set(pool["source"]) and (per_source["n"] > 0).all()
+
+
+def test_class_descriptions_without_generating_read_the_cache_only(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from dermlib import probes
+    from dermlib.config import get_config
+    from dermlib.notes.cache import NoteCache
+
+    cfg = get_config("demo", {"eval.class_descriptions_cache": str(tmp_path / "descriptions.sqlite")})
+    monkeypatch.setattr(probes, "_generate", lambda *a, **k: pytest.fail("an LLM was asked"))
+    codes, styles = ["MEL", "NV"], probes.description_styles(cfg)
+    assert len(styles) >= 2
+    with pytest.warns(UserWarning, match="no class-description cache"):
+        assert probes.class_descriptions(cfg, codes, generate=False) == {}
+    jobs = probes.description_jobs(cfg, codes, styles)
+    with NoteCache(tmp_path / "descriptions.sqlite") as cache:
+        for (style, code, k), job in jobs.items():
+            if style == styles[0]:  # only the first style is cached
+                cache.put({"key": job.key, "backend": "x", "model": "x", "strategy": style, "template_version": "v",
+                           "seed": job.seed, "status": "ok", "note": f"{style} {code} {k}", "n_attempts": 1,
+                           "prompt_tokens": 0, "completion_tokens": 0})
+    with pytest.warns(UserWarning, match="left out"):
+        found = probes.class_descriptions(cfg, codes, generate=False)
+    per_class = int(cfg["eval"]["class_descriptions"])
+    assert found == {styles[0]: {c: [f"{styles[0]} {c} {k}" for k in range(per_class)] for c in codes}}

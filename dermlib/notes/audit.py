@@ -67,6 +67,12 @@ _TRUTH_KEYS: dict[str, str] = {
     "vascular_structures": "vascular structures",
 }
 _ABSENT_VALUES = {"absent", "no", "none", "false", "0", "", "a"}
+_SEX_TERMS = {"male": r"male|man|gentleman|boy|he|his|him", "female": r"female|woman|lady|girl|she|her|hers"}
+_AGE_PHRASES = {  # what `stated_ages` reads, as the spans `marked_phrases` marks -> (low, high) of the stated age
+    r"\d{1,3}[- ](?:years?|yrs?)[- ]old": lambda m: (float(re.match(r"\d+", m).group(0)),) * 2,
+    r"aged?\s*:?\s*\d{1,3}": lambda m: (float(re.search(r"\d+", m).group(0)),) * 2,
+    r"(?<=in his )\d0s|(?<=in her )\d0s|(?<=in their )\d0s": lambda m: (float(m[0]) * 10, float(m[0]) * 10 + 9),
+}
 
 
 def _find(text: str, terms: dict[str, str], *, negation: bool = True) -> tuple[set[str], str]:
@@ -139,8 +145,7 @@ def audit_note(note: str, row: pd.Series | dict[str, Any]) -> dict[str, Any]:
     age_known = age is not None and not pd.isna(age)
     out["age"] = _field_flag(age_known, bool(ages),
                              age_known and any(lo - 2 <= float(age) <= hi + 2 for lo, hi in ages))
-    male = _count(r"male|man|gentleman|boy|he|his|him", text) > 0
-    female = _count(r"female|woman|lady|girl|she|her|hers", text) > 0
+    male, female = (_count(_SEX_TERMS[s], text) > 0 for s in ("male", "female"))
     sex = row.get("sex")
     sex_known = sex is not None and not pd.isna(sex)
     out["sex"] = _field_flag(sex_known, male or female,
@@ -175,9 +180,12 @@ def audit_note(note: str, row: pd.Series | dict[str, Any]) -> dict[str, Any]:
 def marked_phrases(note: str, row: pd.Series | dict[str, Any]) -> list[tuple[int, int, str, str]]:
     """The checkable phrases of one note as (start, end, kind, verdict), in text order, for display.
 
-    kind: age, site, diagnosis, colour or structure; verdict: "supported" (agrees with the metadata or ground truth),
-    "contradicted" (metadata says otherwise), "unsupported" (an attribute the image does not have) or "unchecked"
-    (nothing known to check it against). Negated mentions ("no streaks") are not marked. Same rules as `audit_note`.
+    kind: age, sex, site, diagnosis, colour or structure (what `audit_note` checks; border and symmetry are not
+    audited, so not marked); verdict: "supported" (agrees with the metadata or ground truth), "contradicted"
+    (metadata says otherwise), "unsupported" (an attribute the image does not have) or "unchecked" (nothing known
+    to check it against). Ages within 2 years count as agreeing, as in `audit_note`; each sex word ("he", "woman")
+    is marked, and one of the other sex makes `audit_note` call the note's sex contradicted. Negated mentions
+    ("no streaks") are not marked.
     """
     text = str(note)
     taken = [False] * len(text)
@@ -196,10 +204,14 @@ def marked_phrases(note: str, row: pd.Series | dict[str, Any]) -> list[tuple[int
     def known(value: Any) -> bool:
         return value is not None and not pd.isna(value)
 
-    age, site, label = row.get("age"), row.get("site"), row.get("label")
+    age, sex, site, label = row.get("age"), row.get("sex"), row.get("site"), row.get("label")
     true_colours, true_structures = truth_attributes(load_attributes(row.get("attributes")))
-    claim(r"\d{1,3}[- ](?:years?|yrs?)[- ]old", "age", lambda m: "unchecked" if not known(age) else
-          "supported" if abs(float(re.match(r"\d+", m).group(0)) - float(age)) <= 2 else "contradicted", False)
+    for pattern, stated in _AGE_PHRASES.items():
+        claim(pattern, "age", lambda m, r=stated: "unchecked" if not known(age) else
+              "supported" if r(m)[0] - 2 <= float(age) <= r(m)[1] + 2 else "contradicted", False)
+    for which, pattern in _SEX_TERMS.items():
+        claim(pattern, "sex", lambda m, w=which: "unchecked" if sex not in _SEX_TERMS else
+              "supported" if w == sex else "contradicted", False)
     for code, pattern in _DIAGNOSIS_TERMS.items():
         claim(pattern, "diagnosis", lambda m, c=code: "unchecked" if not known(label) else
               "supported" if c == label else "contradicted", False)
@@ -228,12 +240,15 @@ def audit(manifest: pd.DataFrame, notes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-COUNT_COLUMNS = ["n_notes", "age_invented", "sex_invented", "site_invented", "diagnosis_invented", "mean_words"]
+COUNT_COLUMNS = ["n_notes", "age_invented", "sex_invented", "site_invented", "diagnosis_invented",
+                 "n_diagnosis_mixed", "mean_words"]
+FLAGS = {"age": ("correct", "contradicted", "absent"), "sex": ("correct", "contradicted", "absent"),
+         "site": ("correct", "contradicted", "absent"), "diagnosis": ("correct", "contradicted", "absent", "mixed")}
 
 
 def rates_and_counts(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The audit summary as two tables: shares (0-1, strategies in columns) and counts (notes, words, invented;
-    one row per strategy, so whole numbers stay whole)."""
+    """The audit summary as two tables: shares (0-1, strategies in columns) and counts (notes, invented values,
+    notes with a mixed diagnosis, mean words; one row per strategy, so whole numbers stay whole)."""
     wide = summary.set_index("strategy")
     counts = [c for c in COUNT_COLUMNS if c in wide.columns]
     return wide.drop(columns=counts).T, wide[counts].round({"mean_words": 1})
@@ -258,11 +273,12 @@ def audit_summary(flags: pd.DataFrame, notes: pd.DataFrame | None = None) -> pd.
     rows = []
     for strategy, group in flags.groupby("strategy", sort=False):
         row: dict[str, Any] = {"strategy": strategy, "n_notes": len(group)}
-        for field in ("age", "sex", "site", "diagnosis"):
-            known = group[group[field].isin(["correct", "contradicted", "absent", "mixed"])]
-            for flag in ("correct", "contradicted", "absent", "mixed"):
+        for field, flags_of in FLAGS.items():  # only the diagnosis can be mixed (the true class and another)
+            known = group[group[field].isin(flags_of)]
+            for flag in flags_of:
                 row[f"{field}_{flag}"] = float((known[field] == flag).mean()) if len(known) else float("nan")
             row[f"{field}_invented"] = int((group[field] == "invented").sum())
+        row["n_diagnosis_mixed"] = int((group["diagnosis"] == "mixed").sum())
         for name in ("colors", "structures"):
             row[f"{name}_precision"] = _ratio(group[f"{name}_tp"], group[f"{name}_n_stated"])
             row[f"{name}_recall"] = _ratio(group[f"{name}_tp"], group[f"{name}_n_true"])

@@ -93,6 +93,13 @@ def _mark(note: str, row: pd.Series) -> str:
     return "".join(out)
 
 
+def shown_value(value: Any) -> str:
+    """A metadata value as the card prints it: whole numbers without a decimal point (age 54, not 54.0)."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return (", ".join(map(str, value)) or "none") if isinstance(value, list) else str(value)
+
+
 def _png(image: np.ndarray) -> str:
     """An RGB uint8 array as an inline PNG data URI."""
     buffer = io.BytesIO()
@@ -102,8 +109,9 @@ def _png(image: np.ndarray) -> str:
 
 def note_cards(sample_ids: list[str], manifest: pd.DataFrame, notes: pd.DataFrame,
                images: dict[str, np.ndarray]) -> str:
-    """HTML: per sample, its image, metadata and drawn ground truth beside its note from every strategy, with
-    phrases marked green (agrees), red (contradicts the metadata), amber (attribute the image does not have)."""
+    """HTML: per sample, its image, metadata and drawn ground truth beside its note from every strategy in `notes`
+    (however many), with phrases marked green (agrees), red (contradicts the metadata: age, sex, site, diagnosis),
+    amber (an attribute the image does not have), grey (nothing to check it against)."""
     rows = manifest.set_index(manifest["sample_id"].astype(str))
     legend = " ".join(f'<mark style="{style}">{verdict}</mark>' for verdict, style in VERDICT_STYLE.items())
     parts = [f'<div style="font-family:sans-serif;font-size:13px;max-width:1100px"><p>Marks: {legend}</p>']
@@ -111,10 +119,9 @@ def note_cards(sample_ids: list[str], manifest: pd.DataFrame, notes: pd.DataFram
         row = rows.loc[sid]
         attrs = load_attributes(row.get("attributes"))
         truth = {k: v for k, v in attrs.items() if k in ("colors", "structures", "border", "asymmetry", "diameter_mm")}
-        meta = ", ".join(f"{k} {row.get(k)}" for k in ("label", "age", "sex", "site", "fitzpatrick")
+        meta = ", ".join(f"{k} {shown_value(row.get(k))}" for k in ("label", "age", "sex", "site", "fitzpatrick")
                          if pd.notna(row.get(k)))
-        truth_html = "<br>".join(f"<b>{html.escape(k)}</b>: {html.escape((', '.join(v) or 'none') if isinstance(v, list) else str(v))}"
-                                 for k, v in truth.items())
+        truth_html = "<br>".join(f"<b>{html.escape(k)}</b>: {html.escape(shown_value(v))}" for k, v in truth.items())
         img = f'<img src="{_png(images[sid])}" width="160" alt="{html.escape(sid)}">' if sid in images else "(no image)"
         mine = notes[(notes["sample_id"].astype(str) == sid) & (notes["status"] == "ok")]
         cells = "".join(f'<tr><td style="vertical-align:top;padding:4px 8px"><b>{html.escape(str(r.strategy))}</b></td>'
