@@ -74,7 +74,7 @@ def _seeds_panel(ax: plt.Axes, long: pd.DataFrame, order: list[str], colors: dic
     ax.axhline(half, color="0.4", ls=":", lw=1, label="_half")
     ax.text(counts["epoch"].max(), half, "half of the seeds: curves faint below ", fontsize=7, va="bottom",
             ha="right", color="0.3")
-    ax.set(title="seeds still training (early stopping)", ylabel="seeds", ylim=(0, counts["of"].max() + 0.5))
+    ax.set(title="seeds still training\n(early stopping)", ylabel="seeds", ylim=(0, counts["of"].max() + 0.5))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -106,9 +106,9 @@ def learning_curves(histories: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
             if strategy != "Img":
                 _band(ax, runs, f"train_{term}", c, None)
     _seeds_panel(top[3], histories, order, colors)
-    top[0].set(title="image cross-entropy (solid train, dashed val)", ylabel="loss")
-    top[1].set(title="multimodal total loss (solid train, dashed val)", ylabel="loss")
-    top[2].set(title="validation Cohen's kappa (image branch)", ylabel="kappa")
+    top[0].set(title="image cross-entropy\n(solid: train, dashed: val)", ylabel="loss")
+    top[1].set(title="multimodal total loss\n(solid: train, dashed: val)", ylabel="loss")
+    top[2].set(title="validation Cohen's kappa\n(image branch)", ylabel="kappa")
     for ax, term in zip(bottom, terms):
         ax.set(title=f"train: {LOSS_TERMS[term]}", ylabel="loss")
     for ax in list(top[4:]) + list(bottom[len(terms):]):
@@ -119,7 +119,8 @@ def learning_curves(histories: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
     seeds = histories.groupby("strategy")["seed"].nunique()
     handles = [plt.Line2D([], [], color=colors[s], label=f"{s} ({seeds[s]} seed{'s' if seeds[s] > 1 else ''})")
                for s in order]
-    top[3].legend(handles=handles, loc="lower left", fontsize=8, frameon=True, title="strategy")
+    top[3].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False,
+                  title="strategy")  # outside the axes: it hides no curve
     fig.suptitle(source_title(cfg, "learning curves: mean over seeds, band = +-1 sd; faint, no band: fewer than "
                                    "half of the seeds still train"))
     fig.tight_layout()
