@@ -286,6 +286,13 @@ def test_first_option_answers_still_spread_over_the_options(tmp_path: Path) -> N
         assert set(counts.index) == set(options) and counts.max() <= 50, (key, counts.to_dict())
     tuples = chosen[["morphology", "border", "symmetry", "surface"]].apply(tuple, axis=1)
     assert tuples.value_counts().iloc[0] <= 10
+    # the notes table carries each note's raw answer, so the choices can be read back without the cache
+    from dermlib.notes.spread import chosen_attributes, top_tuple_share
+
+    read_back = chosen_attributes(out)
+    assert read_back.attrs["unparsed"] == 0 and len(read_back) == 100
+    assert sorted(read_back["morphology"]) == sorted(chosen["morphology"])
+    assert top_tuple_share(read_back)[1] == tuples.value_counts().iloc[0] / 100
 
 
 def _raw_answers(cache: Path) -> list[str]:

@@ -12,7 +12,7 @@ from dermlib.notes.plan import NoteSettings, Planned, api_key, llm_backend, plan
 from dermlib.notes.strategies import Combo, Strategy, get_strategy, metadata_fields, render_m, stable_hash
 
 RESULT_COLUMNS = ["sample_id", "strategy", "note", "status", "n_attempts", "prompt_tokens", "completion_tokens",
-                  "cached", "template_version", "error"]
+                  "cached", "template_version", "error", "raw"]  # raw: the LLM's answer as stored (None for M)
 
 
 def _check_manifest(manifest: pd.DataFrame) -> None:
@@ -41,7 +41,7 @@ def synthesize(manifest: pd.DataFrame, strategy: str, settings: NoteSettings | N
         out = pd.DataFrame({"sample_id": manifest["sample_id"].astype(str).to_numpy(), "strategy": strat.name,
                             "note": notes, "status": "ok", "n_attempts": 0, "prompt_tokens": 0,
                             "completion_tokens": 0, "cached": False, "template_version": strat.template_version,
-                            "error": None})
+                            "error": None, "raw": None})
         out.attrs["stats"] = {"llm_calls": 0, "n_cached": 0, "n_generated": 0, "seconds": 0.0, "notes_per_s": 0.0,
                               "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "errors": {}}
         return _typed(out)
@@ -90,7 +90,8 @@ def _result(plan: Planned, stored: dict[str, dict[str, Any]], strat: Strategy, m
         if hit is None:
             rows.append({"sample_id": sample_id, "status": "skipped" if status == "skipped" else "failed",
                          "note": None, "n_attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached": False,
-                         "error": "outside notes.limit" if status == "skipped" else "no result stored"})
+                         "error": "outside notes.limit" if status == "skipped" else "no result stored",
+                         "raw": None})
             continue
         if hit["status"] == "transient" and key not in generated:
             hit = {**hit, "error": f"{hit['error']} (from an earlier run; asked again next time)"}
@@ -98,7 +99,7 @@ def _result(plan: Planned, stored: dict[str, dict[str, Any]], strat: Strategy, m
                      "note": hit["note"],
                      "n_attempts": hit["n_attempts"], "prompt_tokens": hit["prompt_tokens"],
                      "completion_tokens": hit["completion_tokens"], "cached": key not in generated,
-                     "error": hit["error"]})
+                     "error": hit["error"], "raw": hit.get("raw")})
     out = pd.DataFrame(rows)
     out.insert(1, "strategy", strat.name)
     out["template_version"] = strat.template_version
@@ -136,6 +137,7 @@ def _combine(manifest: pd.DataFrame, combo: Combo, settings: NoteSettings | None
                                 axis=1).all(axis=1).to_numpy(),
             "error": ["; ".join(str(p.at[s, "error"]) for p in parts if p.at[s, "status"] != "ok") or None
                       for s in ids],
+            "raw": None,  # a combination's parts keep their own raw answers
         })
     out["template_version"] = combo.template_version
     out.attrs["stats"] = {}
@@ -144,7 +146,7 @@ def _combine(manifest: pd.DataFrame, combo: Combo, settings: NoteSettings | None
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame[RESULT_COLUMNS].reset_index(drop=True)
-    for col in ("sample_id", "strategy", "note", "status", "template_version", "error"):
+    for col in ("sample_id", "strategy", "note", "status", "template_version", "error", "raw"):
         out[col] = out[col].astype("string")
     for col in ("n_attempts", "prompt_tokens", "completion_tokens"):
         out[col] = out[col].astype("int64")
