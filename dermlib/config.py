@@ -16,6 +16,16 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+
+def shown(path: str | Path) -> str:
+    """A path as a reader (or a committed file) should see it: relative to the repository, never this machine's
+    absolute path."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT.resolve()))
+    except ValueError:
+        return f"<outside the repository>/{path.name}"
+
 # Internal sources are split train/val/test; external sources are test-only (domain shift), as in the paper.
 PAPER_INTERNAL = ["ham10000", "bcn20000", "isic2019", "isic2020", "pad_ufes_20", "derm7pt_derm", "derm7pt_clinic"]
 PAPER_EXTERNAL = ["skinl2", "fitzpatrick17k", "ddi", "ph2", "med_node"]

@@ -140,8 +140,8 @@ def _text_branch(model: MultimodalModel, texts: list[str], config: dict[str, Any
         pooled = features.text_features(model.text_encoder, ids, pad_id=int(tok.pad_token_id),
                                         identity=text_identity(config), folder=WorkDir.of(config).features,
                                         device=device, batch_size=batch_size)
-    embs, logits = [np.zeros((0, model.classifier.in_features), np.float32)], \
-        [np.zeros((0, model.classifier.out_features), np.float32)]
+    embs = [np.zeros((0, model.classifier.in_features), np.float32)]  # so that no text still gives (0, E)
+    logits = [np.zeros((0, model.classifier.out_features), np.float32)]
     with progress(len(ids), desc, unit="note", leave=False) if desc else tqdm(disable=True) as bar:
         for start in range(0, len(ids), batch_size):
             with autocast(device):

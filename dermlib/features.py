@@ -47,7 +47,7 @@ def _stored(path: Path, compute: Any) -> np.ndarray:
 
 
 def _bar(total: int, batch_size: int, desc: str, unit: str) -> Any:
-    """A progress bar (`dermlib.progress`) for a pass of several batches; a silent one for a single batch (the
+    """A progress bar (`dermlib.progress`) for a pass of more than `batch_size` items; a silent one for fewer (the
     few prompts of a zero-shot ensemble), so that a terminal is not filled with bars that finish at once."""
     return progress(total, desc, unit=unit) if total > batch_size else tqdm(total=total, disable=True)
 

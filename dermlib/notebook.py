@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pandas as pd
 
-from dermlib.config import REPO_ROOT
+from dermlib.config import shown  # noqa: F401 (notebooks import shown from here)
 from dermlib.plots import setup_style
 
 
@@ -18,12 +17,3 @@ def setup() -> None:
     pd.set_option("display.width", 160)
     setup_style()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-
-def shown(path: str | Path) -> str:
-    """A path as a reader should see it: relative to the repository (never this machine's absolute path)."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT.resolve()))
-    except ValueError:
-        return f"<outside the repository>/{path.name}"

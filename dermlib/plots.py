@@ -20,6 +20,7 @@ from sklearn.manifold import TSNE
 from dermlib.data.labels import ISIC8
 from dermlib.metrics import finite_rows, l2_normalise
 from dermlib.plotstyle import SYNTHETIC_MARK, figure_paths, save, setup_style, source_title  # noqa: F401
+from dermlib.results import permutation_chance
 from dermlib.training_plots import LOSS_TERMS, learning_curves, stack_histories  # noqa: F401
 
 
@@ -38,16 +39,6 @@ def pooled_bars(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     out["err_high"] = np.where(several, out["sd"], out["ci_high"] - out["value"])
     out["bar"] = np.where(several, "sd over seeds", "95 % CI")
     return out
-
-
-def permutation_chance(results: pd.DataFrame, metric: str, partition: str, strategy: str | None = None) -> float:
-    """The chance baseline of `metric` on one pooled partition (mean over runs, or over one strategy's runs), NaN
-    when not in the results."""
-    rows = results[(results["metric"] == f"chance_{metric}") & (results["source"] == "pooled")
-                   & (results["partition"] == partition)]
-    if strategy is not None:
-        rows = rows[rows["strategy"] == strategy]
-    return float(rows["value"].mean()) if len(rows) else float("nan")
 
 
 def _grouped_bars(ax: plt.Axes, table: pd.DataFrame, order: list[str], hue: str, hues: list[str]) -> None:

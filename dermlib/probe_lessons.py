@@ -47,10 +47,9 @@ def lesson_inputs(cfg: dict[str, Any], run: str | Path, emb: dict[str, np.ndarra
     elif not np.array_equal(np.asarray(emb["sample_id"]).astype(str), pool["sample_id"].astype(str).to_numpy()):
         raise ValueError("the embeddings given are not of the evaluation pool in its order (re-run notebook 04's grid)")
     names = config_classes(cfg)
-    train, _ = probes.split_pool(cfg, "train")
-    present = [c for c in names if c in set(train["label"].astype(str))]  # as probe_rows: classes seen in training
+    present = probes.trained_classes(cfg)  # as probe_rows: zero-shot chooses among the classes seen in training
     embed = lambda texts: encode_texts(model, texts, run_cfg)  # noqa: E731
-    prompts = {M_TEMPLATE: probes.class_prompts(present), **probes.class_descriptions(cfg, present, generate=False)}
+    prompts = probes.zero_shot_prompts(cfg, present, generate=False)
     phrases = probes.concept_phrases()
     return {"strategy": run_cfg["train"]["strategy"], "sample_id": pool["sample_id"].astype(str).to_numpy(),
             "label": pool["label"].astype(str).to_numpy(), "partition": pool["partition"].astype(str).to_numpy(),

@@ -31,12 +31,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from dermlib import metrics
+from dermlib.config import shown
 from dermlib.data.labels import CLASS_NAMES, config_classes
 from dermlib.data.preprocess import cached_pixels
 from dermlib.data.schema import read_manifest
 from dermlib.evaluate import POOLED, metric_groups, metric_row, pool_id
 from dermlib.data.schema import load_attributes
-from dermlib.notes.audit import truth_attributes
+from dermlib.notes.audit import recorded_structures, truth_attributes
 from dermlib.notes.cache import NoteCache, cache_key
 from dermlib.notes.engine import Job, LLMOutageError, Outcome, run_jobs, run_sync, scrub
 from dermlib.notes.local_llm import INSTALL_HINT, LocalLLM, llama_cpp_available, model_fingerprint
@@ -219,17 +220,6 @@ def concept_phrases() -> dict[str, list[str]]:
     return {name: [t.format(text) for t in CONCEPT_TEMPLATES] for name, text in concepts.items()}
 
 
-def recorded_structures(attrs: dict[str, Any]) -> set[str] | None:
-    """The structures a source records at all (present or absent): every one with a `structures` list
-    (SynthDerm), else those named by its criteria keys (`truth_attributes` reads Derm7pt's seven and PH2's five);
-    None when it records none."""
-    if isinstance(attrs.get("structures"), list):
-        return set(vocabulary()["structures"])
-    named = [truth_attributes({key: "present"})[1] for key in attrs]
-    found = set().union(*[n for n in named if n])
-    return found or None
-
-
 def concept_truth(pool: pd.DataFrame) -> pd.DataFrame:
     """Ground truth per pool image and concept: True / False, or NA where the source does not say (e.g. vascular
     structures and border on PH2, which records neither)."""
@@ -307,9 +297,18 @@ def probe_key(cfg: dict[str, Any]) -> dict[str, Any]:
         "train": digest("\n".join(sorted(train["sample_id"].astype(str))))}
 
 
-def zero_shot_prompts(cfg: dict[str, Any], codes: list[str]) -> dict[str, dict[str, list[str]]]:
-    """Per prompt source, the class prompt ensembles: "M template", then one per description style."""
-    return {"M template": class_prompts(codes), **class_descriptions(cfg, codes)}
+def zero_shot_prompts(cfg: dict[str, Any], codes: list[str], *, generate: bool = True
+                      ) -> dict[str, dict[str, list[str]]]:
+    """Per prompt source, the class prompt ensembles: "M template", then one per description style (with
+    `generate=False`, only the styles whose descriptions are all cached: see `class_descriptions`)."""
+    return {"M template": class_prompts(codes), **class_descriptions(cfg, codes, generate=generate)}
+
+
+def trained_classes(cfg: dict[str, Any]) -> list[str]:
+    """The classes of the taxonomy that the train split holds (zero-shot chooses among these), from the manifest."""
+    manifest = read_manifest(WorkDir.of(cfg).manifest)
+    seen = set(manifest.loc[(manifest["split"] == "train").fillna(False).astype(bool), "label"].dropna().astype(str))
+    return [c for c in config_classes(cfg) if c in seen]
 
 
 def zero_shot_metric(measure: str, source: str) -> str:
@@ -334,7 +333,7 @@ def probe_rows(model: Any, emb: dict[str, np.ndarray], pool: pd.DataFrame, run_c
     predicted = {"probe_{}": linear_probe(train_emb, train_y, emb["image_emb"], seed=int(run_cfg["train"]["seed"]))}
     rows = []
     if model.text_encoder is not None:
-        present = [c for c in names if c in set(train["label"].astype(str))]
+        present = trained_classes(cfg)
         embed = lambda texts: encode_texts(model, texts, run_cfg)  # noqa: E731
         for source, prompts in zero_shot_prompts(cfg, present).items():
             dirs = directions(prompts, embed)
@@ -360,15 +359,6 @@ def probe_rows(model: Any, emb: dict[str, np.ndarray], pool: pd.DataFrame, run_c
     return pd.DataFrame(rows)
 
 
-def portable_path(path: Path) -> str:
-    """A path as a committed file may record it: relative to the repository, else its file name alone (never a
-    machine's absolute path)."""
-    from dermlib.config import REPO_ROOT
-
-    path = Path(path).resolve()
-    return path.relative_to(REPO_ROOT.resolve()).as_posix() if path.is_relative_to(REPO_ROOT.resolve()) else path.name
-
-
 def write_prompts(cfg: dict[str, Any]) -> Path:
     """`results/prompts.json` and the same file in `<figures_dir>/` (committed beside the tables): every zero-shot
     prompt (M template and LLM descriptions per style, generated here when missing), the concept phrases, and
@@ -377,7 +367,7 @@ def write_prompts(cfg: dict[str, Any]) -> Path:
     names = config_classes(cfg)
     descriptions = class_descriptions(cfg, names)
     made_by = {"template": DESCRIPTIONS_FILE, "per_class": int(cfg["eval"]["class_descriptions"]),
-               "styles": list(descriptions), "cache": portable_path(descriptions_cache_path(cfg)),
+               "styles": list(descriptions), "cache": shown(descriptions_cache_path(cfg)),
                "template_sha256": {f: hashlib.sha256((PROMPT_DIR / f).read_bytes()).hexdigest()[:16]
                                    for f in DESCRIPTION_FILES},
                "model": model_fingerprint(cfg["notes"]["backend"], cfg["notes"]["model"]),

@@ -138,3 +138,15 @@ def load_audit_summary(cfg: dict[str, Any]) -> pd.DataFrame | None:
     summary = summarise(audit(read_manifest(work.manifest), notes), notes)
     summary.to_csv(path, index=False)
     return summary
+
+
+def permutation_chance(results: pd.DataFrame, metric: str, partition: str, strategy: str | None = None,
+                       source: str = "pooled") -> float:
+    """The chance baseline `chance_<metric>` of one partition's source (default: pooled), the mean over runs (or
+    over one strategy's runs); NaN when the results hold none."""
+    rows = results[(results["metric"] == f"chance_{metric}") & (results["source"] == source)
+                   & (results["partition"] == partition)]
+    if strategy is not None:
+        rows = rows[rows["strategy"] == strategy]
+    values = rows["value"].dropna()
+    return float(values.mean()) if len(values) else float("nan")

@@ -18,6 +18,7 @@ import pandas as pd
 
 from dermlib.data.labels import config_classes
 from dermlib.metrics import summarise_seeds
+from dermlib.results import permutation_chance
 
 STRATEGIES = ["Img", "M", "M+P1", "M+P2", "P3"]
 POOLED = "pooled"
@@ -249,10 +250,9 @@ def build_all(results: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, pd.DataFr
 def chance_level(results: pd.DataFrame, metric: str, partition: str, n_classes: int, source: str = POOLED) -> float:
     """Chance of a metric on a partition's source (default: the pooled partition): the mean `chance_<metric>` of the
     results where they hold one (a permutation baseline), else kappa 0, balanced accuracy 1/n_classes, AUROC 0.5."""
-    held = results[(results["metric"] == f"chance_{metric}") & (results["partition"] == partition)
-                   & (results["source"] == source)]["value"].dropna()
-    if len(held):
-        return float(held.mean())
+    held = permutation_chance(results, metric, partition, source=source)
+    if np.isfinite(held):
+        return held
     if metric.startswith("concept_auroc") or "auroc" in metric:
         return 0.5
     return 1.0 / n_classes if "balanced_accuracy" in metric else 0.0

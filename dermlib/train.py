@@ -208,7 +208,7 @@ def grid_configs(cfg: dict[str, Any], strategies: list[str] | None = None,
                  seeds: list[int] | None = None) -> list[dict[str, Any]]:
     """One full config per strategy x seed (defaults: `cfg["eval"]`), strategy-major, with train.strategy / .seed set."""
     configs = []
-    for strategy in strategies or cfg["eval"]["strategies"]:
+    for strategy in cfg["eval"]["strategies"] if strategies is None else strategies:
         for seed in cfg["eval"]["seeds"] if seeds is None else seeds:
             run = copy.deepcopy(cfg)  # nothing a run changes reaches the caller's config
             run["train"]["strategy"], run["train"]["seed"] = strategy, int(seed)

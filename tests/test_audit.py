@@ -112,3 +112,12 @@ def test_mixed_diagnoses_are_counted_and_only_the_diagnosis_can_be_mixed() -> No
     assert "n_diagnosis_mixed" not in rates.index and not any(f"{f}_mixed" in rates.index for f in ("age", "sex", "site"))
     assert list(counts.columns) == ["n_notes", "age_invented", "sex_invented", "site_invented", "diagnosis_invented",
                                     "n_diagnosis_mixed", "mean_words"]
+
+
+def test_a_site_phrase_with_a_possessive_is_marked_as_the_site() -> None:
+    row = {"age": 50, "sex": "male", "site": "posterior torso", "label": "NV", "attributes": "{}"}
+    note = "A lesion on his back; he reports itching."
+    spans = {note[a:b]: (kind, verdict) for a, b, kind, verdict in marked_phrases(note, row)}
+    assert spans["his back"] == ("site", "supported") and spans["he"] == ("sex", "supported")
+    assert audit_note(note, row)["site"] == "correct"
+    assert stated_ages("a 54-year-old, aged 60, in her 70s") == [(54.0, 54.0), (60.0, 60.0), (70.0, 79.0)]

@@ -96,3 +96,27 @@ def test_association_sets_choices_beside_the_truth() -> None:
     record = close_out(notes, manifest)
     assert record["m_p1_top_tuple_share"] == 0.75 and record["spread"][0]["images"] == 4
     json.dumps(record)  # a record is plain JSON
+
+
+def test_association_of_no_answers_is_an_empty_table_and_close_out_skips_it() -> None:
+    manifest = pd.DataFrame({"sample_id": ["a"], "label": ["MEL"], "attributes": ["{}"]})
+    failed = _notes([("a", "M+P1", None, None)]).assign(status="failed")
+    table = association(chosen_attributes(failed), manifest)
+    assert table.empty and "V chance" in table.columns
+    assert "association" not in close_out(failed, manifest)
+    assert list(true_attributes(manifest.iloc[:0]).columns)[:2] == ["sample_id", "border"]
+
+
+def test_structures_a_source_does_not_record_are_unknown_not_absent() -> None:
+    # a PH2-like row records its five criteria (vascular structures is not one of them), a SynthDerm-like row all
+    manifest = pd.DataFrame({"sample_id": ["p", "s"], "label": ["MEL", "NV"], "attributes": [
+        json.dumps({"pigment_network": "typical", "streaks": "absent", "dots_globules": "absent",
+                    "blue_whitish_veil": "absent", "regression_areas": "absent"}),
+        json.dumps({"structures": ["streaks"], "colors": []})]})
+    truth = true_attributes(manifest).set_index("sample_id")
+    assert "vascular structures" not in truth.loc["p", "structures_recorded"]
+    notes = _notes([(s, "M+P1", "n", _answer("plaque", "regular", structures=("vascular structures",)))
+                    for s in "ps"])
+    table = association(chosen_attributes(notes), manifest).set_index("attribute")
+    assert table.loc["structure: vascular structures", "choice = truth"] == 0.0  # only the SynthDerm row counts
+    assert table.loc["structure: pigment network", "choice = truth"] == 0.5  # PH2 has it, the model says no

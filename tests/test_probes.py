@@ -178,7 +178,7 @@ def test_write_prompts_saves_every_zero_shot_prompt_and_what_made_them(tmp_path:
     assert (tmp_path / "figures" / "prompts.json").read_text() == text  # the committed copy beside the tables
     assert str(tmp_path) not in text and "/work/" not in text  # no machine's absolute path
     saved = json.loads(text)
-    assert saved["class_descriptions_made_by"]["cache"] == "descriptions.sqlite"  # outside the repository: its name
+    assert saved["class_descriptions_made_by"]["cache"] == "<outside the repository>/descriptions.sqlite"
     assert saved["class_prompts"]["MEL"][0].endswith("Diagnosis: melanoma.")
     assert set(saved["class_descriptions"]) == {"M+P1", "P3"} and len(saved["class_descriptions"]["P3"]) == 8
     made = saved["class_descriptions_made_by"]
@@ -189,10 +189,10 @@ def test_write_prompts_saves_every_zero_shot_prompt_and_what_made_them(tmp_path:
 
 def test_prompt_files_record_the_cache_by_its_repository_path() -> None:
     from dermlib.config import REPO_ROOT
-    from dermlib.probes import portable_path
+    from dermlib.config import shown
 
-    assert portable_path(descriptions_cache_path(get_config("demo"))) == "data/class-descriptions-demo.sqlite"
-    assert portable_path(Path("/elsewhere/cache.sqlite")) == "cache.sqlite"
+    assert shown(descriptions_cache_path(get_config("demo"))) == "data/class-descriptions-demo.sqlite"
+    assert shown(Path("/elsewhere/cache.sqlite")) == "<outside the repository>/cache.sqlite"
     committed = REPO_ROOT / "figures" / "demo" / "prompts.json"  # written by the demo run (notebook 04)
     saved = json.loads(committed.read_text())
     assert saved["class_descriptions_made_by"]["cache"] == "data/class-descriptions-demo.sqlite"

@@ -95,10 +95,8 @@ def _count(pattern: str, text: str) -> int:
 
 def stated_ages(text: str) -> list[tuple[float, float]]:
     """Ages a note states, as (low, high) ranges: "54-year-old" -> (54, 54); "in his 50s" -> (50, 59)."""
-    pattern = r"\b(\d{1,3})[- ](?:years?|yrs?)[- ]old\b|\baged?\s*:?\s*(\d{1,3})\b"
-    found = [(float(a), float(a)) for groups in re.findall(pattern, text, re.I) for a in groups if a]
-    found += [(float(d) * 10, float(d) * 10 + 9) for d in re.findall(r"\bin (?:his|her|their) (\d)0s\b", text, re.I)]
-    return found
+    return [to_range(match.group(0)) for pattern, to_range in _AGE_PHRASES.items()
+            for match in re.finditer(rf"\b(?:{pattern})\b", text, re.IGNORECASE)]
 
 
 def _field_flag(truth_known: bool, stated: bool, agrees: bool) -> str:
@@ -134,6 +132,16 @@ def truth_attributes(attrs: dict[str, Any]) -> tuple[set[str] | None, set[str] |
         structures = {name for k, name in _TRUTH_KEYS.items()
                       if k in attrs and str(attrs[k]).strip().lower() not in _ABSENT_VALUES}
     return colours, structures
+
+
+def recorded_structures(attrs: dict[str, Any]) -> set[str] | None:
+    """The structures a source records at all (present or absent): all of them with a `structures` list
+    (SynthDerm), else those its criteria keys name (Derm7pt's, PH2's); None when it records none. A structure
+    outside this set is unknown for the image, not absent."""
+    if isinstance(attrs.get("structures"), list):
+        return set(_STRUCTURE_TERMS.values())
+    found = {name for key, name in _TRUTH_KEYS.items() if key in attrs}
+    return found or None
 
 
 def audit_note(note: str, row: pd.Series | dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +217,9 @@ def marked_phrases(note: str, row: pd.Series | dict[str, Any]) -> list[tuple[int
     for pattern, stated in _AGE_PHRASES.items():
         claim(pattern, "age", lambda m, r=stated: "unchecked" if not known(age) else
               "supported" if r(m)[0] - 2 <= float(age) <= r(m)[1] + 2 else "contradicted", False)
+    for pattern, canonical in _SITE_TERMS.items():  # before sex words: "his back" is a site
+        claim(pattern, "site", lambda m, c=canonical: "unchecked" if not known(site) else
+              "supported" if _sites_agree({c}, str(site)) else "contradicted", False)
     for which, pattern in _SEX_TERMS.items():
         claim(pattern, "sex", lambda m, w=which: "unchecked" if sex not in _SEX_TERMS else
               "supported" if w == sex else "contradicted", False)
@@ -219,9 +230,6 @@ def marked_phrases(note: str, row: pd.Series | dict[str, Any]) -> list[tuple[int
         for pattern, canonical in terms.items():
             claim(pattern, kind, lambda m, c=canonical, t=truth: "unchecked" if t is None else
                   "supported" if c in t else "unsupported", True)
-    for pattern, canonical in _SITE_TERMS.items():
-        claim(pattern, "site", lambda m, c=canonical: "unchecked" if not known(site) else
-              "supported" if _sites_agree({c}, str(site)) else "contradicted", False)
     return sorted(spans)
 
 

@@ -9,7 +9,8 @@ image's true attributes do?
   choice: 1.0 means the model always picked the same options.
 - `association(choices, manifest)`: Cramér's V of each chosen attribute with the class and its chance level
   (labels permuted), beside the V of the same attribute in SynthDerm's drawn ground truth (hidden from notes) and
-  the share of images where the choice agrees with that truth. V is `scipy.stats.contingency.association(method="cramer")` on the class x value table.
+  the share of images where the choice agrees with that truth. V is
+  `scipy.stats.contingency.association(method="cramer")` on the class x value table.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import pandas as pd
 from scipy.stats.contingency import association as _association
 
 from dermlib.data.schema import load_attributes
-from dermlib.notes.audit import truth_attributes
+from dermlib.notes.audit import recorded_structures, truth_attributes
 from dermlib.notes.strategies import vocabulary
 
 SCALAR = ("morphology", "border", "symmetry", "surface")
 LISTS = ("colors", "structures")
-SYMMETRY = {0: "symmetric", 1: "asymmetric in one axis", 2: "asymmetric in two axes"}  # SynthDerm's asymmetry axes
+TRUTH_COLUMNS = ["sample_id", "border", "symmetry", "colors", "structures", "structures_recorded"]
 
 
 def spread(notes: pd.DataFrame) -> pd.DataFrame:
@@ -44,6 +45,7 @@ def spread(notes: pd.DataFrame) -> pd.DataFrame:
 
 
 def _parse(raw: Any) -> dict[str, Any] | None:
+    """A raw answer as a JSON object, else None."""
     if not isinstance(raw, str):
         return None
     try:
@@ -96,22 +98,29 @@ def cramers_v(x: pd.Series, y: pd.Series) -> float:
 
 
 def true_attributes(manifest: pd.DataFrame) -> pd.DataFrame:
-    """sample_id and the drawn ground truth the choices can be compared with: border, symmetry (from asymmetry),
-    colours and structures as sorted tuples; NA where a source does not say (no truth for morphology or surface)."""
+    """sample_id and the drawn ground truth the choices can be compared with: border, symmetry (asymmetry axes 0-2
+    as the vocabulary's words), colours and structures as sorted tuples, and which structures the source records at
+    all; NA where a source does not say (nothing has a truth for morphology or surface)."""
+    symmetry = dict(enumerate(vocabulary()["symmetry"]))  # symmetric, asymmetric in one axis, in two axes
     rows = []
     for sample_id, text in zip(manifest["sample_id"].astype(str), manifest["attributes"]):
         attrs = load_attributes(text)
         colours, structures = truth_attributes(attrs)
-        asym = attrs.get("asymmetry")
+        asym, recorded = attrs.get("asymmetry"), recorded_structures(attrs)
         rows.append({"sample_id": sample_id, "border": attrs.get("border", pd.NA),
-                     "symmetry": SYMMETRY.get(int(asym), pd.NA) if asym is not None and not pd.isna(asym) else pd.NA,
+                     "symmetry": symmetry.get(int(asym), pd.NA) if asym is not None and not pd.isna(asym) else pd.NA,
                      "colors": tuple(sorted(colours)) if colours is not None else pd.NA,
-                     "structures": tuple(sorted(structures)) if structures is not None else pd.NA})
-    return pd.DataFrame(rows)
+                     "structures": tuple(sorted(structures)) if structures is not None else pd.NA,
+                     "structures_recorded": tuple(sorted(recorded)) if recorded else pd.NA})
+    return pd.DataFrame(rows, columns=TRUTH_COLUMNS)
 
 
-def _has(values: pd.Series, item: str) -> pd.Series:
-    return values.map(lambda v: pd.NA if not isinstance(v, tuple) else item in v)
+def _has(values: pd.Series, item: str, recorded: pd.Series | None = None) -> pd.Series:
+    """Whether each tuple holds `item`; NA for no tuple, or where `recorded` says the source does not record it."""
+    known = values.map(lambda v: isinstance(v, tuple))
+    if recorded is not None:
+        known &= recorded.map(lambda r: isinstance(r, tuple) and item in r)
+    return pd.Series([item in v if k else pd.NA for v, k in zip(values, known)], index=values.index, dtype=object)
 
 
 def association(choices: pd.DataFrame, manifest: pd.DataFrame, permutations: int = 20, seed: int = 0
@@ -119,20 +128,24 @@ def association(choices: pd.DataFrame, manifest: pd.DataFrame, permutations: int
     """One row per attribute (each scalar field; each colour and structure as present / absent): Cramér's V of the
     choice with the class, its chance level (mean V with the class labels permuted: V is never 0 on a finite
     sample), V of the true attribute with the class, and the share of images where choice and truth agree."""
+    columns = ["attribute", "V(choice, class)", "V chance", "V(truth, class)", "choice = truth"]
     frame = choices.merge(manifest[["sample_id", "label"]].astype({"sample_id": str}), on="sample_id")
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
     truth = true_attributes(manifest[manifest["sample_id"].astype(str).isin(frame["sample_id"])])
     frame = frame.merge(truth, on="sample_id", how="left", suffixes=("", "_true"))
     items = [(f, frame[f], frame.get(f"{f}_true")) for f in SCALAR]
     vocab = vocabulary()
-    for field, name in (("colors", "colour"), ("structures", "structure")):
-        items += [(f"{name}: {v}", _has(frame[field], v), _has(frame[f"{field}_true"], v)) for v in vocab[field]]
+    items += [(f"colour: {v}", _has(frame["colors"], v), _has(frame["colors_true"], v)) for v in vocab["colors"]]
+    items += [(f"structure: {v}", _has(frame["structures"], v),
+               _has(frame["structures_true"], v, frame["structures_recorded"])) for v in vocab["structures"]]
     rng = np.random.default_rng(seed)
     shuffled = [pd.Series(rng.permutation(frame["label"].to_numpy())) for _ in range(permutations)]
     rows = []
     for name, chosen, true in items:
+        chance = [v for v in (cramers_v(chosen, labels) for labels in shuffled) if np.isfinite(v)]
         row = {"attribute": name, "V(choice, class)": cramers_v(chosen, frame["label"]),
-               "V chance": float(np.nanmean([cramers_v(chosen, labels) for labels in shuffled]))
-               if permutations and chosen.nunique() > 1 else float("nan"),
+               "V chance": float(np.mean(chance)) if chance else float("nan"),
                "V(truth, class)": float("nan"), "choice = truth": float("nan")}
         if true is not None and true.notna().any():
             row["V(truth, class)"] = cramers_v(true, frame["label"])
@@ -140,17 +153,22 @@ def association(choices: pd.DataFrame, manifest: pd.DataFrame, permutations: int
             row["choice = truth"] = float((chosen[both].astype(str) == true[both].astype(str)).mean()) \
                 if both.any() else float("nan")
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def close_out(notes: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, Any]:
     """The numbers that say whether the strategies differ as the paper's do, for a record or a report."""
     out: dict[str, Any] = {"spread": spread(notes).round(4).to_dict("records")}
-    if ((notes["strategy"] == "M+P1") & (notes["status"] == "ok")).any() and "raw" in notes.columns:
+    if has_choices(notes):
         choices = chosen_attributes(notes)
         combo, share = top_tuple_share(choices)
         table = association(choices, manifest)
-        out.update(m_p1_top_tuple=list(combo), m_p1_top_tuple_share=round(share, 4),
+        out.update(m_p1_top_tuple=list(combo), m_p1_top_tuple_share=None if np.isnan(share) else round(share, 4),
                    m_p1_unparsed=choices.attrs["unparsed"],
-                   association=table.round(4).replace({np.nan: None}).to_dict("records"))
+                   association=table.round(4).astype(object).where(table.notna(), None).to_dict("records"))
     return out
+
+
+def has_choices(notes: pd.DataFrame, strategy: str = "M+P1") -> bool:
+    """Whether the notes table holds ok `strategy` notes with their raw answers (what `chosen_attributes` reads)."""
+    return "raw" in notes.columns and bool(((notes["strategy"] == strategy) & (notes["status"] == "ok")).any())
