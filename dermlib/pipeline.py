@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from dermlib.config import REPO_ROOT, add_cli_arguments, config_from_cli, get_config
+from dermlib.progress import progress_enabled
 from dermlib.workdir import WorkDir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -76,7 +77,8 @@ def run(profile: str = "demo", only: str | None = None, parameters: dict | None 
         pm.execute_notebook(
             str(nb), str(out_dir / nb.name),
             parameters={"profile": profile, **({"overrides": overrides} if overrides else {}), **(parameters or {})},
-            cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False, log_output=False,
+            cwd=str(NOTEBOOK_DIR), kernel_name="python3", log_output=False,
+            progress_bar=progress_enabled(),  # papermill's tqdm over the cells, on a terminal only
         )
         rows.append({"notebook": nb.name, "profile": profile, "seconds": round(time.perf_counter() - start, 1)})
         relative_paths(out_dir / nb.name)
