@@ -123,20 +123,11 @@ def query_example(emb: dict[str, np.ndarray], query: int, k: int = 5, partition:
             "scores": [float(v) for v in top["cosine"]]}
 
 
-def _ranked(ranking: pd.DataFrame) -> pd.DataFrame:
-    """A ranking with `rank` and `precision` (computed without ties when a bare `relevant` column is given)."""
-    out = ranking.reset_index(drop=True)
-    if "rank" not in out:
-        out = out.assign(rank=np.arange(1, len(out) + 1))
-    if "precision" not in out:
-        out = out.assign(precision=np.cumsum(out["relevant"].to_numpy()) / out["rank"].to_numpy())
-    return out
-
-
 def ranking_summary(ranking: pd.DataFrame, top: int | None = None) -> dict[str, Any]:
-    """Where a query's relevant items lie: how many of how many, the rank by which half are found, the last one,
-    how many lie beyond `top` (and their ranks), and AP = the mean precision at the relevant items."""
-    ranked = _ranked(ranking)
+    """Where a query's relevant items lie in its `ranking` (columns relevant, rank, precision): how many of how
+    many, the rank by which half are found, the last one, how many lie beyond `top` (and their ranks), and AP =
+    the mean precision at the relevant items."""
+    ranked = ranking.reset_index(drop=True)
     hits = ranked.loc[ranked["relevant"].astype(bool), ["rank", "precision"]]
     ranks = hits["rank"].to_numpy()
     beyond = ranks[ranks > top] if top is not None else ranks[:0]
@@ -156,7 +147,7 @@ def ranking_strips(rankings: dict[str, pd.DataFrame], cfg: dict[str, Any], top: 
                              gridspec_kw={"height_ratios": [0.3, 1.2] * len(rankings)}, layout="constrained")
     for k, (name, ranking) in enumerate(rankings.items()):
         strip, curve = axes[2 * k, 0], axes[2 * k + 1, 0]
-        ranked, about = _ranked(ranking), ranking_summary(ranking, top)
+        ranked, about = ranking.reset_index(drop=True), ranking_summary(ranking, top)
         shown = ranked if top is None else ranked.head(top)
         hits = shown["relevant"].to_numpy().astype(float)
         strip.imshow(hits[None, :], cmap=strip_colours, vmin=0, vmax=1, aspect="auto", interpolation="nearest",

@@ -186,7 +186,7 @@ def test_every_figure_function_returns_a_figure(cfg: dict) -> None:
             plots.confusion(pd.DataFrame([[3, 1], [0, 4]], index=["MEL", "NV"], columns=["MEL", "NV"]), cfg, "t"),
             plots.audit_heatmap(pd.DataFrame({"strategy": ["M", "P3"], "contradiction_rate": [0.0, 0.4],
                                               "diagnosis_correct": [1.0, 0.5]}), cfg),
-            lessons.ranking_strips({"q": pd.DataFrame({"relevant": [True, False, True]})}, cfg)]
+            lessons.ranking_strips({"q": _ranking([True, False, True])}, cfg)]
     assert all(isinstance(f, plt.Figure) for f in made)
     heat = plots.audit_heatmap(pd.DataFrame({"strategy": ["M", "P3"], "diagnosis_contradicted": [0.0, 0.1],
                                              "diagnosis_mixed": [0.0, 0.3]}), cfg)
@@ -214,9 +214,15 @@ def test_ntxent_figure_always_shows_the_training_temperature_and_marks_it(cfg: d
     plt.close("all")
 
 
+def _ranking(relevant: list[bool]) -> pd.DataFrame:
+    """A ranking as `lessons.ranking` gives one, without ties: precision at rank r = relevant in the first r / r."""
+    rank = np.arange(1, len(relevant) + 1)
+    return pd.DataFrame({"relevant": relevant, "rank": rank, "precision": np.cumsum(relevant) / rank})
+
+
 def test_ranking_strips_show_the_whole_ranking_and_where_ap_comes_from(cfg: dict) -> None:
     relevant = [True, False, True, False, False, True]
-    fig = lessons.ranking_strips({"q": pd.DataFrame({"relevant": relevant})}, cfg)
+    fig = lessons.ranking_strips({"q": _ranking(relevant)}, cfg)
     strip, curve = fig.axes[0], fig.axes[1]
     assert np.array_equal(strip.get_images()[0].get_array()[0], np.array(relevant, dtype=float))  # all 6 ranks
     dots = curve.collections[0].get_offsets()
@@ -225,10 +231,10 @@ def test_ranking_strips_show_the_whole_ranking_and_where_ap_comes_from(cfg: dict
     ap_line = [line for line in curve.get_lines() if line.get_label().startswith("AP")][0]
     assert ap_line.get_ydata()[0] == pytest.approx(ap) and f"= {ap:.2f}" in ap_line.get_label()
     assert "3 relevant of 6 notes; half found by rank 3, the last at rank 6" in strip.get_title(loc="left")
-    fig = lessons.ranking_strips({"q": pd.DataFrame({"relevant": relevant})}, cfg, top=4)
+    fig = lessons.ranking_strips({"q": _ranking(relevant)}, cfg, top=4)
     assert len(fig.axes[0].get_images()[0].get_array()[0]) == 4
     assert "1 relevant beyond rank 4 (ranks 6-6), not drawn" in fig.axes[0].get_title(loc="left")
-    assert lessons.ranking_summary(pd.DataFrame({"relevant": relevant}), top=2)["beyond_ranks"] == (3, 6)
+    assert lessons.ranking_summary(_ranking(relevant), top=2)["beyond_ranks"] == (3, 6)
     plt.close("all")
 
 
