@@ -4,8 +4,9 @@ zero-shot cosines beside the classifier's probabilities, and ROC curves of conce
 `lesson_inputs` gathers what both figures read for one trained text run with the pieces `dermlib.probes.probe_rows`
 uses (class_prompts, directions, zero_shot, concept_phrases, concept_truth, concept_auroc) on the evaluation pool,
 so the figures show the numbers of the zero-shot and concept tables; LLM class descriptions are read from their
-cache only (`probes.class_descriptions(generate=False)`), never generated here. The figure functions take that dict, so they run on
-any embeddings (the tests build it from small synthetic ones). torch is imported only by `lesson_inputs`.
+cache only (`probes.class_descriptions(generate=False)`), never generated here. The figure functions take that
+dict, so they run on any embeddings (the tests build it from small synthetic ones). torch is imported only by
+`lesson_inputs`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from dermlib.evaluate import evaluation_pool, pool_id
 from dermlib.plotstyle import setup_style, source_title
 from dermlib.workdir import WorkDir
 
-M_TEMPLATE = "M template"
 MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
@@ -60,13 +60,13 @@ def lesson_inputs(cfg: dict[str, Any], run: str | Path, emb: dict[str, np.ndarra
             "truth": probes.concept_truth(pool)}
 
 
-def zero_shot_labels(inputs: dict[str, Any], source: str = M_TEMPLATE) -> np.ndarray:
+def zero_shot_labels(inputs: dict[str, Any], source: str = probes.M_TEMPLATE) -> np.ndarray:
     """The zero-shot class of every pool image from one prompt source (`probes.zero_shot`), as class codes."""
     return np.asarray(inputs["classes"])[probes.zero_shot(inputs["image_emb"], inputs["class_dirs"][source])]
 
 
 def zero_shot_picks(inputs: dict[str, Any], partition: str = "internal", seed: int = 0,
-                    source: str = M_TEMPLATE) -> dict[str, int]:
+                    source: str = probes.M_TEMPLATE) -> dict[str, int]:
     """Two pool images of one partition drawn on purpose (seeded): one that `source`'s zero-shot classifies
     correctly and one it gets wrong (a kind is left out when no image has it)."""
     rng = np.random.default_rng(seed)

@@ -48,6 +48,7 @@ CONCEPT_TEMPLATES = ("{}.", "The lesion shows {}.", "Dermoscopy shows {}.")
 MODALITIES = (None, "dermoscopic", "clinical")
 DESCRIPTIONS_FILE = "class_descriptions.v1.json"
 DESCRIPTION_FILES = (DESCRIPTIONS_FILE, "vocabulary.v1.json", "m.v2.txt")  # what a description is rendered from
+M_TEMPLATE = "M template"  # the prompt source built from the M note template (no LLM)
 PROMPTS_FILE = "prompts.json"  # in <work_dir>/results/ and, committed, in <figures_dir>/
 
 
@@ -301,7 +302,7 @@ def zero_shot_prompts(cfg: dict[str, Any], codes: list[str], *, generate: bool =
                       ) -> dict[str, dict[str, list[str]]]:
     """Per prompt source, the class prompt ensembles: "M template", then one per description style (with
     `generate=False`, only the styles whose descriptions are all cached: see `class_descriptions`)."""
-    return {"M template": class_prompts(codes), **class_descriptions(cfg, codes, generate=generate)}
+    return {M_TEMPLATE: class_prompts(codes), **class_descriptions(cfg, codes, generate=generate)}
 
 
 def trained_classes(cfg: dict[str, Any]) -> list[str]:
@@ -314,7 +315,7 @@ def trained_classes(cfg: dict[str, Any]) -> list[str]:
 def zero_shot_metric(measure: str, source: str) -> str:
     """The results metric of a zero-shot measure: `zeroshot_kappa` (M template) or `zeroshot_kappa:P3` (LLM
     descriptions in P3's style)."""
-    return f"zeroshot_{measure}" + ("" if source == "M template" else f":{source}")
+    return f"zeroshot_{measure}" + ("" if source == M_TEMPLATE else f":{source}")
 
 
 def probe_rows(model: Any, emb: dict[str, np.ndarray], pool: pd.DataFrame, run_cfg: dict[str, Any],
@@ -374,7 +375,7 @@ def write_prompts(cfg: dict[str, Any]) -> Path:
                "temperature": cfg["notes"]["temperature"]}
     text = json.dumps({"class_prompts": class_prompts(names), "class_descriptions": descriptions,
                        "class_descriptions_made_by": made_by, "concept_phrases": concept_phrases(),
-                       "metrics": {"M template": zero_shot_metric("kappa", "M template"),
+                       "metrics": {M_TEMPLATE: zero_shot_metric("kappa", M_TEMPLATE),
                                    **{s: zero_shot_metric("kappa", s) for s in descriptions}},
                        "ensemble": "mean of L2-normalised prompt embeddings, then L2-normalised"}, indent=1) + "\n"
     for target in (path, Path(cfg["figures_dir"]) / PROMPTS_FILE):
