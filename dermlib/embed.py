@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dermlib import features
 from dermlib.progress import progress
@@ -142,7 +141,7 @@ def _text_branch(model: MultimodalModel, texts: list[str], config: dict[str, Any
                                         device=device, batch_size=batch_size)
     embs = [np.zeros((0, model.classifier.in_features), np.float32)]  # so that no text still gives (0, E)
     logits = [np.zeros((0, model.classifier.out_features), np.float32)]
-    with progress(len(ids), desc, unit="note", leave=False) if desc else tqdm(disable=True) as bar:
+    with progress(len(ids), desc or "", unit="note", leave=False, show=desc is not None) as bar:
         for start in range(0, len(ids), batch_size):
             with autocast(device):
                 if pooled is not None:

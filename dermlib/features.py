@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dermlib.progress import progress
 from dermlib.training_data import augment, images_to_float, pad_batch
@@ -46,12 +45,6 @@ def _stored(path: Path, compute: Any) -> np.ndarray:
     return values
 
 
-def _bar(total: int, batch_size: int, desc: str, unit: str) -> Any:
-    """A progress bar (`dermlib.progress`) for a pass of more than `batch_size` items; a silent one for fewer (the
-    few prompts of a zero-shot ensemble), so that a terminal is not filled with bars that finish at once."""
-    return progress(total, desc, unit=unit) if total > batch_size else tqdm(total=total, disable=True)
-
-
 def cache_fingerprint(cache_dir: str | Path) -> str:
     """The preprocessed image cache's fingerprint (from its cache_meta.json; "" when it has none)."""
     meta = Path(cache_dir) / "cache_meta.json"
@@ -72,7 +65,9 @@ def image_features(encoder: torch.nn.Module, images: np.ndarray, rows: np.ndarra
         was_training = encoder.training
         encoder.eval()
         out = np.zeros((views, len(rows), encoder.out_dim), dtype=np.float32)
-        with _bar(views * len(rows), batch_size, f"image features ({views} view{'s' * (views != 1)})", "img") as bar:
+        # no bar for a pass of one batch (the few prompts of a zero-shot ensemble): it would finish at once
+        with progress(views * len(rows), f"image features ({views} view{'s' * (views != 1)})", unit="img",
+                      show=views * len(rows) > batch_size) as bar:
             for view in range(views):
                 gen = torch.Generator().manual_seed(10_007 * view)
                 for start in range(0, len(rows), batch_size):
@@ -105,7 +100,7 @@ def text_features(encoder: torch.nn.Module, token_lists: list[list[int]], *, pad
         encoder.eval()
         out = np.zeros((len(token_lists), encoder.out_dim), dtype=np.float32)
         order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
-        with _bar(len(order), batch_size, "text features", "text") as bar:
+        with progress(len(order), "text features", unit="text", show=len(order) > batch_size) as bar:
             for start in range(0, len(order), batch_size):
                 chosen = order[start: start + batch_size]
                 ids, mask = pad_batch([token_lists[i] for i in chosen], pad_id)

@@ -24,11 +24,13 @@ def progress_enabled(stream: Any = None) -> bool:
     return "ipykernel" in sys.modules and importlib.util.find_spec("ipywidgets") is not None
 
 
-def progress(total: int | None, desc: str, *, initial: int = 0, unit: str = "it", **kwargs: Any) -> Any:
-    """A tqdm.auto bar, disabled where `progress_enabled` says no; use it as a context manager or close() it.
+def progress(total: int | None, desc: str, *, initial: int = 0, unit: str = "it", show: bool = True,
+             **kwargs: Any) -> Any:
+    """A tqdm.auto bar, disabled where `progress_enabled` says no or the caller says `show=False` (a pass too short
+    to be worth a bar); use it as a context manager or close() it.
 
     A disabled bar is a plain tqdm: importing tqdm.auto in a kernel without ipywidgets prints a warning."""
-    enabled = progress_enabled()
+    enabled = show and progress_enabled()
     if enabled:
         from tqdm.auto import tqdm
     else:
