@@ -24,7 +24,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import numpy as np
 import pandas as pd
 
@@ -377,6 +376,8 @@ def parse_response(strategy: Strategy, fields: dict[str, str], content: str | No
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, f"malformed JSON: {exc.msg} at char {exc.pos}"
+    import jsonschema  # imported here: its format checkers take seconds to load, and reading notes needs none
+
     try:
         jsonschema.validate(data, strategy.schema)
     except jsonschema.ValidationError as exc:
