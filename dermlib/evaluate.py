@@ -33,7 +33,7 @@ from dermlib.workdir import WorkDir
 CLASSIFICATION = ["kappa", "balanced_accuracy", "macro_auroc"]
 EMBEDDING_METRICS = ["map_i2t", "map_t2i", "paired_cosine"]  # + recall@k_i2t / recall@k_t2i
 POOLED = "pooled"
-EVAL_VERSION = 5  # bump when the evaluation changes, to invalidate cached per-run results
+EVAL_VERSION = 6  # bump when the evaluation changes, to invalidate cached per-run results
 CHANCE_PERMUTATIONS = 20  # label / pair permutations behind each chance baseline
 
 
@@ -155,27 +155,40 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
 
 def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     """Per test image of each pooled partition: true and predicted class codes, its AP as a query both ways
-    and its paired cosine (NaN without a note), and its cluster: what `dermlib.stats` resamples."""
+    against the partition's gallery and against its own source's gallery only (`*_source`, as the per-source
+    rows), its paired cosine and that cosine above its chance (`cosine_lift`; NaN without a note), and its
+    cluster: what `dermlib.stats` resamples."""
     names = config_classes(cfg)
     exclude = bool(cfg["eval"]["exclude_own_pair"])
     labels = pool["label"].astype(str).to_numpy()
+    sources = pool["source"].astype(str).to_numpy()
     y_code = pd.Categorical(labels, categories=names).codes.astype(np.int64)
     p_code = emb["image_logits"].argmax(axis=1).astype(np.int64)
     text = emb.get("text_emb")
     has_text = metrics.finite_rows(text) if text is not None else np.zeros(len(pool), dtype=bool)
+    per_pair = ["ap_i2t", "ap_t2i", "ap_i2t_source", "ap_t2i_source", "cosine", "cosine_lift"]
     frames = []
     for partition, source, mask in metric_groups(pool):
         if source != POOLED:
             continue
         part = pd.DataFrame({"sample_id": pool["sample_id"].astype(str).to_numpy()[mask], "partition": partition,
                              "cluster": stats.cluster_ids(pool)[mask], "y": y_code[mask], "pred": p_code[mask],
-                             "ap_i2t": np.nan, "ap_t2i": np.nan, "cosine": np.nan})
+                             **{column: np.nan for column in per_pair}})
         paired = has_text[mask]
         if text is not None and paired.sum() >= 2:
-            img, txt = emb["image_emb"][mask][paired], text[mask][paired]
-            ap_i2t, ap_t2i = _retrieval(img, txt, labels[mask][paired], exclude)
-            part.loc[paired, "ap_i2t"], part.loc[paired, "ap_t2i"] = ap_i2t, ap_t2i
-            part.loc[paired, "cosine"] = metrics.paired_cosine(img, txt)
+            img, txt, y = emb["image_emb"][mask][paired], text[mask][paired], labels[mask][paired]
+            values = dict(zip(("ap_i2t", "ap_t2i"), _retrieval(img, txt, y, exclude)))
+            values["cosine"] = metrics.paired_cosine(img, txt)
+            values["cosine_lift"] = metrics.paired_cosine_lift(img, txt)
+            values["ap_i2t_source"], values["ap_t2i_source"] = np.full(len(y), np.nan), np.full(len(y), np.nan)
+            src = sources[mask][paired]
+            for name in np.unique(src):
+                own = src == name
+                if own.sum() >= 2:  # the gallery of this source alone, as its per-source result row
+                    values["ap_i2t_source"][own], values["ap_t2i_source"][own] = _retrieval(
+                        img[own], txt[own], y[own], exclude)
+            for column, value in values.items():
+                part.loc[paired, column] = value
         frames.append(part)
     return pd.concat(frames, ignore_index=True)
 

@@ -19,12 +19,21 @@ from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.results import load_results
 
 METRIC_WORDS = {"kappa": "Cohen's kappa", "map_i2t": "image -> text mAP", "map_t2i": "text -> image mAP",
-                "paired_cosine": "paired cosine"}
+                "paired_cosine": "paired cosine",
+                "map_i2t_within_source": "image -> text mAP, each source's own gallery",
+                "map_t2i_within_source": "text -> image mAP, each source's own gallery",
+                "paired_cosine_above_chance": "paired cosine above its shuffled-pair chance"}
 QUESTIONS = {
     "kappa": "(a) do notes raise kappa over the image-only model, most under domain shift?",
     "map_i2t": "(b) do metadata-guided prompts retrieve better than free-form P3 notes?",
     "map_t2i": "(b) do metadata-guided prompts retrieve better than free-form P3 notes?",
     "paired_cosine": "(c) is P3's paired cosine far lower?",
+    # post hoc (eval.post_hoc_comparisons): asked after the pooled answers were seen, so not confirmatory
+    **dict.fromkeys(["map_i2t_within_source", "map_t2i_within_source"],
+                    "(b, post hoc) do metadata-guided prompts retrieve better than P3 when each query searches only "
+                    "its own source's gallery, as in the paper's per-dataset tables?"),
+    "paired_cosine_above_chance": "(c, post hoc) is P3's paired cosine lower once each strategy's shuffled-pair "
+                                  "chance is subtracted?",
 }
 
 
@@ -38,12 +47,13 @@ def verdict(ci_low: float, ci_high: float) -> str:
 
 
 def sentence(row: pd.Series) -> str:
-    """One comparison row in words: 'A - B, metric (partition): +0.031 (95 % CI -0.004 to +0.066, p = 0.08): ...'."""
-    a, b = (part.strip() for part in str(row["comparison"]).split(" - ", 1))
+    """One comparison row in words: 'A - B, metric (partition): +0.031 (95 % CI -0.004 to +0.066, p = 0.08): ...'
+    (a post-hoc row keeps its 'post hoc: ' prefix)."""
+    a, b = (part.strip() for part in str(row["comparison"]).removeprefix(stats.POST_HOC).split(" - ", 1))
     said = {"above": f"{a} is above {b}", "below": f"{a} is below {b}",
             "not resolved": f"no difference between {a} and {b} is resolved (the interval contains 0)"}
     found = verdict(float(row["ci_low"]), float(row["ci_high"]))
-    return (f"{a} - {b}, {METRIC_WORDS.get(row['metric'], row['metric'])} ({row['partition']}): "
+    return (f"{row['comparison']}, {METRIC_WORDS.get(row['metric'], row['metric'])} ({row['partition']}): "
             f"{row['estimate']:+.3f} (95 % CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}, "
             f"p = {row['p_value']:.3f}, {int(row['n_seeds'])} seeds): {said[found]}.")
 

@@ -266,6 +266,20 @@ def paired_cosine(a: Any, b: Any) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b)
 
 
+def paired_cosine_lift(a: Any, b: Any) -> np.ndarray:
+    """Per pair i: cos(a_i, b_i) minus the mean cosine of a_i with every other row of `b` (its own chance level).
+
+    The mean over pairs is the paired cosine minus the mean over all shuffles that move every pair, so a strategy
+    whose notes all look alike (high cosine to any image) is not credited for it.
+    """
+    a, b = l2_normalise(a), l2_normalise(b)
+    if a.shape != b.shape or len(a) < 2:
+        raise ValueError(f"paired_cosine_lift needs equal shapes with 2+ rows, got {a.shape} and {b.shape}")
+    own = np.einsum("ij,ij->i", a, b)
+    others = (a @ b.sum(axis=0) - own) / (len(a) - 1)  # sum over j != i of a_i . b_j, averaged
+    return own - others
+
+
 # -------------------------------------------------------------------------------------------------- uncertainty
 def bootstrap_ci(metric_fn: Callable[..., float], *arrays: Any, n: int = 1000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float, float]:

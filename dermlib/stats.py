@@ -27,7 +27,12 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 COMPARISON_COLUMNS = ["comparison", "metric", "partition", "estimate", "ci_low", "ci_high", "p_value", "n_seeds", "n"]
-SAMPLE_METRICS = {"kappa": "pred", "map_i2t": "ap_i2t", "map_t2i": "ap_t2i", "paired_cosine": "cosine"}
+SAMPLE_METRICS = {"kappa": "pred", "map_i2t": "ap_i2t", "map_t2i": "ap_t2i", "paired_cosine": "cosine",
+                  # the post-hoc metrics (eval.post_hoc_comparisons): each query against its own source's gallery,
+                  # and each pair's cosine minus that image's mean cosine to the other notes of the pool
+                  "map_i2t_within_source": "ap_i2t_source", "map_t2i_within_source": "ap_t2i_source",
+                  "paired_cosine_above_chance": "cosine_lift"}
+POST_HOC = "post hoc: "  # the comparison column's prefix for a comparison declared after results were seen
 
 
 def cluster_ids(pool: pd.DataFrame) -> np.ndarray:
@@ -108,19 +113,21 @@ def paired_difference(samples: pd.DataFrame, metric: str, a: str, b: str, partit
 
 
 def comparisons(samples: pd.DataFrame, results: pd.DataFrame, cfg: dict[str, Any], n_classes: int) -> pd.DataFrame:
-    """The config's primary comparisons on each partition, then the chance-baseline rows (`chance: …`).
+    """The config's primary comparisons on each partition, then its post-hoc ones (`post hoc: A - B`), then the
+    chance-baseline rows (`chance: …`).
 
     A comparison naming a strategy that is not in eval.strategies is left out (and logged), not reported as NaN.
     """
     e = cfg["eval"]
     rows = []
-    for metric, a, b in e["comparisons"]:
+    declared = [(item, "") for item in e["comparisons"]] + [(item, POST_HOC) for item in e["post_hoc_comparisons"]]
+    for (metric, a, b), prefix in declared:
         if a not in e["strategies"] or b not in e["strategies"]:
             log.info("comparison %s - %s (%s) left out: not both in eval.strategies %s", a, b, metric, e["strategies"])
             continue
         for partition in e["comparison_partitions"]:
             found = paired_difference(samples, metric, a, b, partition, n_boot=int(e["bootstrap"]), n_classes=n_classes)
-            rows.append({"comparison": f"{a} - {b}", **found})
+            rows.append({"comparison": f"{prefix}{a} - {b}", **found})
     chance = results[results["metric"].str.startswith("chance_") & (results["source"] == "pooled")]
     for (strategy, metric, partition), group in chance.groupby(["strategy", "metric", "partition"], sort=True):
         values = group["value"].to_numpy(dtype=np.float64)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from dermlib import metrics
 from dermlib.config import get_config
 from dermlib.data.labels import ISIC8
 from dermlib.data.preprocess import build_cache
@@ -23,6 +24,7 @@ from dermlib.results import (
     load_results,
 )
 from dermlib.synthderm import SYNTH_SOURCES, generate
+from dermlib.workdir import WorkDir
 
 INTERNAL = [n for n, s in SYNTH_SOURCES.items() if s["partition"] == "internal"][:2]
 EXTERNAL = [n for n, s in SYNTH_SOURCES.items() if s["partition"] == "external"][:1]
@@ -141,6 +143,23 @@ def test_saved_embeddings_reproduce_the_paired_cosine_row(results: pd.DataFrame,
     row = results[(results["run_id"] == run_id) & (results["metric"] == "paired_cosine")
                   & (results["partition"] == "internal") & (results["source"] == "pooled")]
     assert row["value"].iloc[0] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_sample_values_hold_within_source_ap_and_cosine_lift(results: pd.DataFrame, grid_cfg: dict) -> None:
+    run_id = results.loc[results["strategy"] == "M", "run_id"].iloc[0]
+    samples = pd.read_parquet(WorkDir.of(grid_cfg).samples(run_id))
+    emb = load_embeddings(embeddings_path(grid_cfg, run_id))
+    samples = samples.merge(pd.DataFrame({"sample_id": emb["sample_id"], "source": emb["source"]}), on="sample_id")
+    rows = results[(results["run_id"] == run_id) & (results["source"] != "pooled")].set_index(["source", "metric"])
+    for source, part in samples.groupby("source"):  # each query's AP in its own source's gallery: that source's row
+        for direction in ("i2t", "t2i"):
+            assert part[f"ap_{direction}_source"].mean() == pytest.approx(rows.at[(source, f"map_{direction}"),
+                                                                                   "value"], rel=1e-6)
+    internal = samples[(samples["partition"] == "internal")].dropna(subset=["cosine"])
+    has_note = np.isfinite(emb["text_emb"]).all(axis=1) & (emb["partition"] == "internal")
+    img, txt = emb["image_emb"][has_note], emb["text_emb"][has_note]
+    shuffled = np.mean([metrics.paired_cosine(img, np.roll(txt, k, axis=0)).mean() for k in range(1, len(txt))])
+    assert internal["cosine_lift"].mean() == pytest.approx(internal["cosine"].mean() - shuffled, abs=1e-5)
 
 
 def test_second_run_reuses_runs_and_evaluations(results: pd.DataFrame, grid_cfg: dict) -> None:

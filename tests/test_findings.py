@@ -17,6 +17,8 @@ def _table() -> pd.DataFrame:
          "ci_high": -0.15, "p_value": 0.001, "n_seeds": 10, "n": 438},
         {"comparison": "P3 - M+P2", "metric": "paired_cosine", "partition": "internal", "estimate": -0.01,
          "ci_low": -0.03, "ci_high": 0.02, "p_value": 0.41, "n_seeds": 10, "n": 438},
+        {"comparison": "post hoc: P3 - M+P1", "metric": "map_i2t_within_source", "partition": "internal",
+         "estimate": -0.06, "ci_low": -0.08, "ci_high": -0.04, "p_value": 0.001, "n_seeds": 10, "n": 438},
         {"comparison": "chance: M", "metric": "map_i2t", "partition": "internal", "estimate": 0.2, "ci_low": 0.19,
          "ci_high": 0.21, "p_value": np.nan, "n_seeds": 10, "n": 438},
     ])
@@ -30,15 +32,17 @@ def test_verdict_follows_the_interval(low: float, high: float, want: str) -> Non
 
 def test_answers_render_each_row_and_leave_chance_out() -> None:
     found = findings.answers(_table())
-    assert list(found["comparison"]) == ["M - Img", "P3 - M+P1", "P3 - M+P2"]
-    assert list(found["verdict"]) == ["above", "below", "not resolved"]
-    assert found["half_width"].tolist() == pytest.approx([0.04, 0.05, 0.025])
+    assert list(found["comparison"]) == ["M - Img", "P3 - M+P1", "P3 - M+P2", "post hoc: P3 - M+P1"]
+    assert list(found["verdict"]) == ["above", "below", "not resolved", "below"]
+    assert found["half_width"].tolist() == pytest.approx([0.04, 0.05, 0.025, 0.02])
     assert found["sentence"][0] == ("M - Img, Cohen's kappa (external): +0.050 (95 % CI +0.010 to +0.090, "
                                     "p = 0.012, 10 seeds): M is above Img.")
     assert "no difference between P3 and M+P2 is resolved" in found["sentence"][2]
+    assert found["sentence"][3].startswith("post hoc: P3 - M+P1, image -> text mAP, each source's own gallery "
+                                           "(internal): -0.060") and found["sentence"][3].endswith("P3 is below M+P1.")
     text = findings.answers_markdown(_table())
-    assert text.index("**(a)") < text.index("**(b)") < text.index("**(c)")
-    assert text.count("\n- ") == 3
+    assert text.index("**(a)") < text.index("**(b)") < text.index("**(c)") < text.index("**(b, post hoc)")
+    assert text.count("\n- ") == 4
     only_b = findings.answers_markdown(_table(), metrics=["map_i2t", "map_t2i"])
     assert only_b.startswith("**(b)") and only_b.count("\n- ") == 1 and found["sentence"][1] in only_b
     assert "No declared comparison of recall@1_i2t" in findings.answers_markdown(_table(), metrics=["recall@1_i2t"])

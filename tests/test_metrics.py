@@ -146,6 +146,23 @@ def test_finite_rows_marks_rows_without_nan() -> None:
     assert metrics.finite_rows(torch.tensor(x)).tolist() == [True, False, True, False]
 
 
+def test_paired_cosine_lift_is_the_paired_cosine_above_every_shuffle() -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(9, 5)), rng.normal(size=(9, 5))
+    unit_a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    unit_b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    sim = unit_a @ unit_b.T
+    by_hand = [sim[i, i] - np.mean([sim[i, j] for j in range(9) if j != i]) for i in range(9)]
+    np.testing.assert_allclose(metrics.paired_cosine_lift(a, b), by_hand, rtol=1e-5, atol=1e-6)
+    shuffles = [np.mean(metrics.paired_cosine(a, np.roll(b, k, axis=0))) for k in range(1, 9)]  # every pair moved
+    assert metrics.paired_cosine_lift(a, b).mean() == pytest.approx(metrics.paired_cosine(a, b).mean()
+                                                                     - np.mean(shuffles), abs=1e-6)
+    same = np.tile(b[:1], (9, 1))  # notes that are all alike: high cosine to anything, no lift at all
+    np.testing.assert_allclose(metrics.paired_cosine_lift(a, same), 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="2\\+ rows"):
+        metrics.paired_cosine_lift(a[:1], b[:1])
+
+
 def test_paired_cosine() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(9, 4)), rng.normal(size=(9, 4))

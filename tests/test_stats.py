@@ -94,6 +94,24 @@ def test_comparisons_follow_the_config_and_add_chance_rows() -> None:
     assert table.iloc[1]["estimate"] == pytest.approx(0.15) and table.iloc[1]["metric"] == "paired_cosine"
 
 
+def test_post_hoc_comparisons_come_after_the_primary_ones_and_say_so() -> None:
+    cfg = get_config("demo", {"eval.bootstrap": 50, "eval.strategies": ["A", "B"],
+                              "eval.comparisons": [["paired_cosine", "A", "B"]],
+                              "eval.post_hoc_comparisons": [["paired_cosine_above_chance", "A", "B"]],
+                              "eval.comparison_partitions": ["external"]})
+    samples = _samples(0.1)
+    samples["cosine_lift"] = samples["cosine"] - 0.5  # B's lift is the same 0.5 lower
+    samples.loc[samples["strategy"] == "B", "cosine_lift"] -= 0.5
+    table = stats.comparisons(samples, pd.DataFrame(columns=["strategy", "seed", "partition", "source", "metric",
+                                                             "value", "n"]), cfg, 8)
+    assert table["comparison"].tolist() == ["A - B", "post hoc: A - B"]
+    post_hoc = table.iloc[1]
+    assert post_hoc["metric"] == "paired_cosine_above_chance"
+    assert post_hoc["estimate"] == pytest.approx(table.iloc[0]["estimate"] + 0.5)
+    with pytest.raises(ValueError, match="eval.post_hoc_comparisons.*metric must be"):
+        get_config("demo", {"eval.post_hoc_comparisons": [["accuracy", "M", "Img"]]})
+
+
 def test_malformed_comparisons_are_refused_by_the_config() -> None:
     with pytest.raises(ValueError, match="is not \\[metric, A, B\\]"):
         get_config("demo", {"eval.comparisons": [["kappa", "M"]]})
