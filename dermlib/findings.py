@@ -102,6 +102,19 @@ def headline_markdown(results: pd.DataFrame, strategies: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def chance_markdown(comparisons: pd.DataFrame) -> str:
+    """The `chance:` rows as a Markdown table: one row per strategy, one column per metric and partition."""
+    chance = comparisons[comparisons["comparison"].str.startswith("chance:")].copy()
+    if chance.empty:
+        return ""
+    chance["strategy"] = chance["comparison"].str.removeprefix("chance:").str.strip()
+    chance["column"] = [f"{METRIC_WORDS.get(m, m)} ({p})" for m, p in zip(chance["metric"], chance["partition"])]
+    wide = chance.pivot_table(index="strategy", columns="column", values="estimate", sort=False)
+    lines = ["| strategy | " + " | ".join(wide.columns) + " |", "|---" * (len(wide.columns) + 1) + "|"]
+    lines += [f"| {s} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for s, row in wide.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
 def readme_block(results: pd.DataFrame, comparisons: pd.DataFrame, strategies: list[str], where: str = "figures/demo"
                  ) -> str:
     """What the README says about a run: the headline table, then every answer in words (`where`: its figures)."""
@@ -109,7 +122,9 @@ def readme_block(results: pd.DataFrame, comparisons: pd.DataFrame, strategies: l
     return (f"Pooled over sources, mean ± sd over {n_seeds} paired seeds (`{where}/results.csv`):\n\n"
             + headline_markdown(results, strategies)
             + f"\nThe declared comparisons (`{where}/comparisons.csv`; estimate, 95 % CI over seeds × clusters of "
-              "test images, paired p-value):\n\n" + answers_markdown(comparisons))
+              "test images, paired p-value):\n\n" + answers_markdown(comparisons)
+            + "\nChance levels on the same pools, mean over seeds (`chance:` rows: mAP with the gallery's labels "
+              "permuted, cosine of shuffled image–note pairs):\n\n" + chance_markdown(comparisons))
 
 
 def update_readme(path: Path, block: str) -> bool:

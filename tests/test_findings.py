@@ -63,3 +63,13 @@ def test_readme_block_is_written_between_the_markers_only(tmp_path) -> None:
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="no findings markers"):
         findings.update_readme(readme, block)
+
+
+def test_chance_levels_are_a_table_of_the_chance_rows() -> None:
+    table = pd.concat([_table(), pd.DataFrame([
+        {"comparison": "chance: P3", "metric": "map_i2t", "partition": "internal", "estimate": 0.3, "ci_low": 0.29,
+         "ci_high": 0.31, "p_value": np.nan, "n_seeds": 10, "n": 438}])], ignore_index=True)
+    lines = findings.chance_markdown(table).splitlines()
+    assert lines[0] == "| strategy | image -> text mAP (internal) |"
+    assert lines[2:] == ["| M | 0.200 |", "| P3 | 0.300 |"]
+    assert findings.chance_markdown(_table().iloc[:1]) == ""

@@ -85,6 +85,8 @@ def test_association_sets_choices_beside_the_truth() -> None:
     notes = _notes([(s, "M+P1", "n", _answer("plaque", b, colors=("black",))) for s, b in zip("abcd", chosen_border)])
     table = association(chosen_attributes(notes), manifest).set_index("attribute")
     assert table.loc["border", "choice = truth"] == 0.75
+    # chance agreement of a choice blind to the image: P(irregular) P(irregular) + P(regular) P(regular)
+    assert table.loc["border", "agreement chance"] == pytest.approx(0.75 * 0.5 + 0.25 * 0.5)
     assert table.loc["border", "V(truth, class)"] == pytest.approx(1.0)
     assert table.loc["border", "V(choice, class)"] == pytest.approx(cramers_v(pd.Series(chosen_border),
                                                                               pd.Series(labels)))

@@ -127,8 +127,9 @@ def association(choices: pd.DataFrame, manifest: pd.DataFrame, permutations: int
                 ) -> pd.DataFrame:
     """One row per attribute (each scalar field; each colour and structure as present / absent): Cramér's V of the
     choice with the class, its chance level (mean V with the class labels permuted: V is never 0 on a finite
-    sample), V of the true attribute with the class, and the share of images where choice and truth agree."""
-    columns = ["attribute", "V(choice, class)", "V chance", "V(truth, class)", "choice = truth"]
+    sample), V of the true attribute with the class, the share of images where choice and truth agree, and that
+    share's chance level: sum over values of P(choice = v) P(truth = v), the agreement of a choice blind to the image."""
+    columns = ["attribute", "V(choice, class)", "V chance", "V(truth, class)", "choice = truth", "agreement chance"]
     frame = choices.merge(manifest[["sample_id", "label"]].astype({"sample_id": str}), on="sample_id")
     if frame.empty:
         return pd.DataFrame(columns=columns)
@@ -146,12 +147,15 @@ def association(choices: pd.DataFrame, manifest: pd.DataFrame, permutations: int
         chance = [v for v in (cramers_v(chosen, labels) for labels in shuffled) if np.isfinite(v)]
         row = {"attribute": name, "V(choice, class)": cramers_v(chosen, frame["label"]),
                "V chance": float(np.mean(chance)) if chance else float("nan"),
-               "V(truth, class)": float("nan"), "choice = truth": float("nan")}
+               "V(truth, class)": float("nan"), "choice = truth": float("nan"), "agreement chance": float("nan")}
         if true is not None and true.notna().any():
             row["V(truth, class)"] = cramers_v(true, frame["label"])
             both = chosen.notna() & true.notna()
-            row["choice = truth"] = float((chosen[both].astype(str) == true[both].astype(str)).mean()) \
-                if both.any() else float("nan")
+            if both.any():
+                said, real = chosen[both].astype(str), true[both].astype(str)
+                row["choice = truth"] = float((said == real).mean())
+                row["agreement chance"] = float((said.value_counts(normalize=True)
+                                                 * real.value_counts(normalize=True)).sum())
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 
