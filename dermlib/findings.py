@@ -1,7 +1,7 @@
 """The paper's three questions answered in words, rendered from the comparison table (never typed by hand).
 
 `answers(comparisons)` reads `figures/<profile>/comparisons.csv` (written by `dermlib.results.write_comparisons`)
-and turns each declared comparison into one sentence with its estimate, 95 % interval and paired p-value, and a
+and turns each comparison (the declared ones, then the post-hoc ones) into one sentence with its estimate, 95 % interval and paired p-value, and a
 verdict that follows only from the interval: above, below, or not resolved (the interval contains 0).
 `python -m dermlib.findings --readme README.md` writes them, with the headline table, into the README.
 """
@@ -59,7 +59,7 @@ def sentence(row: pd.Series) -> str:
 
 
 def answers(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """The declared comparisons (chance rows left out) with question, verdict, interval half-width and sentence."""
+    """The declared and post-hoc comparisons (chance rows left out) with question, verdict, interval half-width and sentence."""
     rows = comparisons[~comparisons["comparison"].str.startswith("chance:")].copy()
     rows["question"] = rows["metric"].map(QUESTIONS).fillna("other")
     rows["verdict"] = [verdict(lo, hi) for lo, hi in zip(rows["ci_low"], rows["ci_high"])]
@@ -74,7 +74,8 @@ def answers_markdown(comparisons: pd.DataFrame, metrics: list[str] | None = None
     if metrics is not None:
         found = found[found["metric"].isin(metrics)]
         if found.empty:
-            return f"No declared comparison of {', '.join(metrics)} has both its strategies in this grid.\n"
+            return (f"No comparison of {', '.join(metrics)} in this table: its strategies are not both in the grid, "
+                    "or comparisons.csv predates it (re-run notebook 04).\n")
     lines: list[str] = []
     for question, group in found.groupby("question", sort=False):
         lines += [f"**{question}**", ""] + [f"- {s}" for s in group["sentence"]] + [""]
@@ -119,12 +120,15 @@ def readme_block(results: pd.DataFrame, comparisons: pd.DataFrame, strategies: l
                  ) -> str:
     """What the README says about a run: the headline table, then every answer in words (`where`: its figures)."""
     n_seeds = results["seed"].nunique()
+    chance = chance_markdown(comparisons)
+    if chance:
+        chance = ("\nChance levels on the same pools, mean over seeds (`chance:` rows: mAP with the gallery's labels "
+                  "permuted, cosine of shuffled image–note pairs):\n\n" + chance)
     return (f"Pooled over sources, mean ± sd over {n_seeds} paired seeds (`{where}/results.csv`):\n\n"
             + headline_markdown(results, strategies)
-            + f"\nThe declared comparisons (`{where}/comparisons.csv`; estimate, 95 % CI over seeds × clusters of "
-              "test images, paired p-value):\n\n" + answers_markdown(comparisons)
-            + "\nChance levels on the same pools, mean over seeds (`chance:` rows: mAP with the gallery's labels "
-              "permuted, cosine of shuffled image–note pairs):\n\n" + chance_markdown(comparisons))
+            + f"\nThe comparisons, declared before any result and then post hoc (`{where}/comparisons.csv`; "
+              "estimate, 95 % CI over seeds × clusters of test images, paired p-value):\n\n"
+            + answers_markdown(comparisons) + chance)
 
 
 def update_readme(path: Path, block: str) -> bool:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dermlib import metrics
+from dermlib import evaluate, metrics
 from dermlib.config import get_config
 from dermlib.data.labels import ISIC8
 from dermlib.data.preprocess import build_cache
@@ -160,6 +160,31 @@ def test_sample_values_hold_within_source_ap_and_cosine_lift(results: pd.DataFra
     img, txt = emb["image_emb"][has_note], emb["text_emb"][has_note]
     shuffled = np.mean([metrics.paired_cosine(img, np.roll(txt, k, axis=0)).mean() for k in range(1, len(txt))])
     assert internal["cosine_lift"].mean() == pytest.approx(internal["cosine"].mean() - shuffled, abs=1e-5)
+
+
+def test_sample_values_regroup_by_source_around_missing_notes() -> None:
+    cfg = get_config("demo")
+    rng = np.random.default_rng(0)
+    sources = ["s1"] * 5 + ["s2"] * 4 + ["s3"] * 2 + ["x1"] * 3
+    pool = pd.DataFrame({"sample_id": [f"i{k:02d}" for k in range(14)], "source": sources,
+                         "partition": ["internal"] * 11 + ["external"] * 3,
+                         "label": rng.choice(["MEL", "NV", "BCC"], 14)})
+    text = rng.normal(size=(14, 6))
+    text[[1, 6, 10]] = np.nan  # no note: one in s1, one in s2, and s3 keeps a single paired image
+    emb = {"image_emb": rng.normal(size=(14, 6)), "image_logits": rng.normal(size=(14, 8)), "text_emb": text}
+    values = evaluate.sample_values(emb, pool, cfg).set_index("sample_id")
+    assert values.loc[["i01", "i06", "i10"], ["ap_i2t_source", "cosine_lift"]].isna().all().all()
+    assert np.isnan(values.at["i09", "ap_i2t_source"])  # s3's one paired image has no gallery of its own
+    assert np.isfinite(values.at["i09", "ap_i2t"]) and np.isfinite(values.at["i09", "cosine_lift"])
+    for source in ("s1", "s2", "x1"):
+        keep = (pool["source"] == source).to_numpy() & np.isfinite(text).all(axis=1)
+        ids = pool.loc[keep, "sample_id"]
+        by_hand = metrics.retrieval_ap(emb["image_emb"][keep], pool.loc[keep, "label"], text[keep],
+                                       pool.loc[keep, "label"])
+        np.testing.assert_allclose(values.loc[ids, "ap_i2t_source"], by_hand, rtol=1e-6)
+    internal = np.isfinite(text).all(axis=1) & (pool["partition"] == "internal").to_numpy()
+    np.testing.assert_allclose(values.loc[pool.loc[internal, "sample_id"], "cosine_lift"],
+                               metrics.paired_cosine_lift(emb["image_emb"][internal], text[internal]), rtol=1e-5)
 
 
 def test_second_run_reuses_runs_and_evaluations(results: pd.DataFrame, grid_cfg: dict) -> None:

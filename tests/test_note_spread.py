@@ -100,6 +100,16 @@ def test_association_sets_choices_beside_the_truth() -> None:
     json.dumps(record)  # a record is plain JSON
 
 
+def test_agreement_chance_uses_both_answer_frequencies() -> None:
+    # truth 3 irregular / 1 regular, choices 2 / 2: chance = 0.5 * 0.75 + 0.5 * 0.25 (the truth's own
+    # sum of squares, 0.625, would be wrong)
+    manifest = pd.DataFrame({"sample_id": list("abcd"), "label": ["MEL", "MEL", "NV", "NV"], "attributes": [
+        json.dumps({"border": b}) for b in ("irregular", "irregular", "irregular", "regular")]})
+    notes = _notes([(s, "M+P1", "n", _answer("plaque", b)) for s, b in zip("abcd", ("irregular", "regular") * 2)])
+    row = association(chosen_attributes(notes), manifest).set_index("attribute").loc["border"]
+    assert row["agreement chance"] == pytest.approx(0.5) and row["choice = truth"] == pytest.approx(0.75)
+
+
 def test_association_of_no_answers_is_an_empty_table_and_close_out_skips_it() -> None:
     manifest = pd.DataFrame({"sample_id": ["a"], "label": ["MEL"], "attributes": ["{}"]})
     failed = _notes([("a", "M+P1", None, None)]).assign(status="failed")
