@@ -140,10 +140,6 @@ CHANGES: dict[str, dict[str, Any]] = {
             # regenerate every LLM note locally (hours on 2 cores). "{work_dir}" is filled in.
             "cache_path": "data/notes-cache-demo.sqlite",
             "servers": 2, "n_threads": 1,
-            # M+P2 joins the demo when its 2,040 notes are in the committed cache (about 4.5 h of local generation:
-            # python -m dermlib.notes --profile demo --strategies M+P2). Until then a fresh ./run_all.sh would spend
-            # those hours generating them, so the demo runs without it and its comparisons are left out.
-            "strategies": ["M", "M+P1", "P3"],
         },
         "train": {
             "image_encoder": "efficientnet_lite0",
@@ -160,9 +156,9 @@ CHANGES: dict[str, dict[str, Any]] = {
             # runs train at once, one per core
             "threads": 1, "parallel_runs": 2,
         },
-        "eval": {"strategies": ["Img", "M", "M+P1", "P3"], "seeds": list(range(10)), "batch_size": 128,
-                 # 4 per class x 8 classes x 2 styles (the LLM strategies of eval.strategies: M+P1, P3) = 64 local
-                 # generations, in data/ beside the note cache (M+P2 adds a third style, 32 more, when it joins)
+        "eval": {"seeds": list(range(10)), "batch_size": 128,
+                 # 4 per class x 8 classes x 3 styles (the LLM strategies of eval.strategies: M+P1, M+P2, P3) = 96
+                 # local generations, in data/ beside the note cache
                  "class_descriptions": 4, "class_descriptions_cache": "{notes_dir}/class-descriptions-demo.sqlite"},
     },
 }

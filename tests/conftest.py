@@ -35,7 +35,7 @@ TINY_OVERRIDES: dict[str, object] = {
     "notes.limit": 3,
     # zero-shot from LLM descriptions: one per (style, class), 24 local generations beside that private cache
     "eval.class_descriptions": 1,
-    # every strategy, M+P2 included (the demo profile leaves M+P2 out until its committed cache is full)
+    # every strategy (as the demo profile)
     "notes.strategies": ["M", "M+P1", "M+P2", "P3"],
     "eval.strategies": ["Img", "M", "M+P1", "M+P2", "P3"],
 }
