@@ -197,7 +197,9 @@ def test_prompt_files_record_the_cache_by_its_repository_path() -> None:
     saved = json.loads(committed.read_text())
     assert saved["class_descriptions_made_by"]["cache"] == "data/class-descriptions-demo.sqlite"
     assert str(REPO_ROOT) not in committed.read_text()
-    assert set(saved["class_descriptions"]) == {"M+P1", "P3"} and len(saved["class_descriptions"]["P3"]["MEL"]) == 4
+    # one style per LLM strategy of the demo grid (M+P1, M+P2, P3), the demo's 4 descriptions per class
+    assert set(saved["class_descriptions"]) == set(description_styles(get_config("demo"))) == {"M+P1", "M+P2", "P3"}
+    assert all(len(saved["class_descriptions"][s]["MEL"]) == 4 for s in saved["class_descriptions"])
 
 
 def test_probe_rows_score_zero_shot_for_every_prompt_source_on_a_trained_run(tmp_path: Path) -> None:
