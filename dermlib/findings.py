@@ -1,8 +1,9 @@
 """The paper's three questions answered in words, rendered from the comparison table (never typed by hand).
 
 `answers(comparisons)` reads `figures/<profile>/comparisons.csv` (written by `dermlib.results.write_comparisons`)
-and turns each comparison (the declared ones, then the post-hoc ones) into one sentence with its estimate, 95 % interval and paired p-value, and a
-verdict that follows only from the interval: above, below, or not resolved (the interval contains 0).
+and turns each comparison (the declared ones, then the post-hoc ones) into one sentence with its estimate, 95 %
+interval and paired p-value, and a verdict that follows only from the interval: above, below, or not resolved (the
+interval contains 0).
 `python -m dermlib.findings --readme README.md` writes them, with the headline table, into the README.
 """
 
@@ -59,8 +60,9 @@ def sentence(row: pd.Series) -> str:
 
 
 def answers(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """The declared and post-hoc comparisons (chance rows left out) with question, verdict, interval half-width and sentence."""
-    rows = comparisons[~comparisons["comparison"].str.startswith("chance:")].copy()
+    """The declared and post-hoc comparisons (chance rows left out) with question, verdict, interval half-width and
+    sentence."""
+    rows = comparisons[~comparisons["comparison"].str.startswith(stats.CHANCE)].copy()
     rows["question"] = rows["metric"].map(QUESTIONS).fillna("other")
     rows["verdict"] = [verdict(lo, hi) for lo, hi in zip(rows["ci_low"], rows["ci_high"])]
     rows["half_width"] = stats.half_width(rows)
@@ -105,10 +107,10 @@ def headline_markdown(results: pd.DataFrame, strategies: list[str]) -> str:
 
 def chance_markdown(comparisons: pd.DataFrame) -> str:
     """The `chance:` rows as a Markdown table: one row per strategy, one column per metric and partition."""
-    chance = comparisons[comparisons["comparison"].str.startswith("chance:")].copy()
+    chance = comparisons[comparisons["comparison"].str.startswith(stats.CHANCE)].copy()
     if chance.empty:
         return ""
-    chance["strategy"] = chance["comparison"].str.removeprefix("chance:").str.strip()
+    chance["strategy"] = chance["comparison"].str.removeprefix(stats.CHANCE)
     chance["column"] = [f"{METRIC_WORDS.get(m, m)} ({p})" for m, p in zip(chance["metric"], chance["partition"])]
     wide = chance.pivot_table(index="strategy", columns="column", values="estimate", sort=False)
     lines = ["| strategy | " + " | ".join(wide.columns) + " |", "|---" * (len(wide.columns) + 1) + "|"]

@@ -33,6 +33,7 @@ SAMPLE_METRICS = {"kappa": "pred", "map_i2t": "ap_i2t", "map_t2i": "ap_t2i", "pa
                   "map_i2t_within_source": "ap_i2t_source", "map_t2i_within_source": "ap_t2i_source",
                   "paired_cosine_above_chance": "cosine_lift"}
 POST_HOC = "post hoc: "  # the comparison column's prefix for a comparison declared after results were seen
+CHANCE = "chance: "  # the comparison column's prefix for a chance-baseline row
 
 
 def cluster_ids(pool: pd.DataFrame) -> np.ndarray:
@@ -131,7 +132,7 @@ def comparisons(samples: pd.DataFrame, results: pd.DataFrame, cfg: dict[str, Any
     chance = results[results["metric"].str.startswith("chance_") & (results["source"] == "pooled")]
     for (strategy, metric, partition), group in chance.groupby(["strategy", "metric", "partition"], sort=True):
         values = group["value"].to_numpy(dtype=np.float64)
-        rows.append({"comparison": f"chance: {strategy}", "metric": metric.removeprefix("chance_"),
+        rows.append({"comparison": f"{CHANCE}{strategy}", "metric": metric.removeprefix("chance_"),
                      "partition": partition, "estimate": float(np.mean(values)),
                      "ci_low": float(np.percentile(values, 2.5)), "ci_high": float(np.percentile(values, 97.5)),
                      "p_value": np.nan, "n_seeds": group["seed"].nunique(), "n": int(group["n"].max())})
