@@ -7,13 +7,13 @@ similarity matrix built in chunks of queries, so a 30,000 x 30,000 pool never ne
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, confusion_matrix, roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import confusion_matrix
 
 from dermlib.data.labels import ISIC8
 
@@ -57,21 +57,28 @@ def _chunks(n_rows: int, n_cols: int) -> list[slice]:
 
 
 # ----------------------------------------------------------------------------------------------- classification
+# sklearn's metric functions validate their inputs on every call (milliseconds each); a grid evaluates thousands of
+# small groups, so these build one confusion matrix by bincount instead. Tests check them against sklearn.
+def _confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Counts (k, k) over the labels occurring in either array, in one shared order."""
+    codes, uniques = pd.factorize(np.concatenate([y_true, y_pred]), sort=False)
+    k, n = len(uniques), len(y_true)
+    return np.bincount(codes[:n] * k + codes[n:], minlength=k * k).reshape(k, k).astype(np.float64)
+
+
 def cohen_kappa(y_true: Sequence, y_pred: Sequence) -> float:
     """Cohen's kappa (unweighted), the paper's headline; NaN when it is undefined (a single class everywhere)."""
-    y_true, y_pred = _labels(y_true), _labels(y_pred)
-    if len(y_true) == 0 or len(set(y_true) | set(y_pred)) < 2:
-        return float("nan")
-    return float(cohen_kappa_score(y_true, y_pred))
+    return kappa_parts(y_true, y_pred)["kappa"]
 
 
 def kappa_parts(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
     """Observed agreement p_o, chance agreement p_e (from the marginals) and kappa = (p_o - p_e) / (1 - p_e)."""
     y_true, y_pred = _labels(y_true), _labels(y_pred)
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true has {len(y_true)} labels but y_pred {len(y_pred)}")
     if len(y_true) == 0:
         return {"p_observed": float("nan"), "p_chance": float("nan"), "kappa": float("nan")}
-    labels = sorted(set(y_true) | set(y_pred), key=str)
-    matrix = confusion_matrix(y_true, y_pred, labels=labels).astype(float)
+    matrix = _confusion_matrix(y_true, y_pred)
     total = matrix.sum()
     p_o = np.trace(matrix) / total
     p_e = float((matrix.sum(axis=0) * matrix.sum(axis=1)).sum() / total**2)
@@ -79,13 +86,34 @@ def kappa_parts(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
 
 
 def balanced_accuracy(y_true: Sequence, y_pred: Sequence) -> float:
-    """Mean recall over the classes present in `y_true`."""
+    """Mean recall over the classes present in `y_true` (predicted classes absent from it count as errors)."""
     y_true, y_pred = _labels(y_true), _labels(y_pred)
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true has {len(y_true)} labels but y_pred {len(y_pred)}")
     if len(y_true) == 0:
         return float("nan")
-    with warnings.catch_warnings():  # "y_pred contains classes not in y_true" is expected on small splits
-        warnings.simplefilter("ignore", UserWarning)
-        return float(balanced_accuracy_score(y_true, y_pred))
+    matrix = _confusion_matrix(y_true, y_pred)
+    support = matrix.sum(axis=1)
+    present = support > 0
+    return float((np.diag(matrix)[present] / support[present]).mean())
+
+
+def _auroc_columns(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUROC of each column of `scores` (n, m) against the boolean column of `positive` (n, m): the Mann-Whitney
+    statistic from mid-ranks (ties count one half), which is what `roc_auc_score` computes; NaN for a column
+    whose truth is all one value."""
+    n_pos = positive.sum(axis=0)
+    n_neg = len(positive) - n_pos
+    ranks = rankdata(scores, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0),
+                        ((ranks * positive).sum(axis=0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg), np.nan)
+
+
+def auroc(y_true: Sequence[bool], scores: Any) -> float:
+    """Binary AUROC of `scores` for the True items of `y_true` (NaN when only one value occurs)."""
+    positive = np.asarray(y_true, dtype=bool)
+    return float(_auroc_columns(positive[:, None], to_numpy(scores, np.float64).reshape(-1, 1))[0])
 
 
 def macro_auroc(y_true: Sequence, proba: Any, classes: Sequence[str] = ISIC8) -> float:
@@ -98,12 +126,9 @@ def macro_auroc(y_true: Sequence, proba: Any, classes: Sequence[str] = ISIC8) ->
     scores = to_numpy(proba, np.float64)
     if scores.shape != (len(y_true), len(classes)):
         raise ValueError(f"proba has shape {scores.shape}, expected ({len(y_true)}, {len(classes)})")
-    aucs = []
-    for j, cls in enumerate(classes):
-        positive = y_true == cls
-        if 0 < positive.sum() < len(y_true):
-            aucs.append(roc_auc_score(positive, scores[:, j]))
-    return float(np.mean(aucs)) if aucs else float("nan")
+    positive = y_true[:, None] == np.asarray(classes, dtype=object)[None, :]
+    usable = positive.any(axis=0) & ~positive.all(axis=0)
+    return float(_auroc_columns(positive[:, usable], scores[:, usable]).mean()) if usable.any() else float("nan")
 
 
 def confusion(y_true: Sequence, y_pred: Sequence, classes: Sequence[str] = ISIC8) -> pd.DataFrame:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import average_precision_score, cohen_kappa_score
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, cohen_kappa_score, roc_auc_score
 
 from dermlib import metrics
 from dermlib.data.labels import ISIC8
@@ -193,6 +194,35 @@ def test_classification_metrics_against_sklearn() -> None:
     assert math.isnan(metrics.kappa_parts([], [])["kappa"])
     assert math.isnan(metrics.cohen_kappa(["NV"] * 5, ["NV"] * 5))
     assert math.isnan(metrics.macro_auroc(["NV"] * 3, np.full((3, 8), 1 / 8)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bincount_kappa_balanced_accuracy_and_rank_auroc_equal_sklearn(seed: int) -> None:
+    """The fast metrics (one confusion matrix by bincount, AUROC from mid-ranks) against scikit-learn itself, on
+    small groups with absent classes, predicted classes missing from the truth and tied scores."""
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n, k = int(rng.integers(2, 120)), int(rng.integers(2, 8))
+        y = np.array(ISIC8)[rng.integers(0, k, n)]
+        pred = np.array(ISIC8)[rng.integers(0, k + 1, n)]  # sometimes a class y never has
+        proba = np.round(rng.random((n, 8)), int(rng.integers(1, 3)))  # one or two decimals: many ties
+        if len(set(y) | set(pred)) > 1:
+            assert metrics.cohen_kappa(y, pred) == pytest.approx(cohen_kappa_score(y, pred), abs=1e-12)
+        with warnings.catch_warnings():  # sklearn warns of predicted classes absent from y_true
+            warnings.simplefilter("ignore", UserWarning)
+            expected = balanced_accuracy_score(y, pred)
+        assert metrics.balanced_accuracy(y, pred) == pytest.approx(expected, abs=1e-12)
+        aucs = [roc_auc_score(y == c, proba[:, j]) for j, c in enumerate(ISIC8) if 0 < (y == c).sum() < n]
+        if aucs:
+            assert metrics.macro_auroc(y, proba) == pytest.approx(np.mean(aucs), abs=1e-12)
+            first = y == y[0]
+            if not first.all():
+                assert metrics.auroc(first, proba[:, 0]) == pytest.approx(roc_auc_score(first, proba[:, 0]), abs=1e-12)
+        else:
+            assert math.isnan(metrics.macro_auroc(y, proba))
+    with pytest.raises(ValueError, match="labels but y_pred"):
+        metrics.cohen_kappa(["NV", "MEL"], ["NV"])
+    assert math.isnan(metrics.auroc([True, True], [0.1, 0.9])) and math.isnan(metrics.auroc([], []))
 
 
 def test_bootstrap_ci_contains_point_and_narrows_with_n() -> None:
