@@ -211,8 +211,12 @@ def _eval_key(run_dir: Path, pool: pd.DataFrame, cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels: np.ndarray) -> pd.DataFrame:
-    """Evaluate one finished run on the pool (cached in results/runs/<run>.parquet); rows in RESULT_COLUMNS."""
+def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels: np.ndarray, *,
+                 pool_notes: dict[str, list[str | None]] | None = None, probe_inputs: Any = None) -> pd.DataFrame:
+    """Evaluate one finished run on the pool (cached in results/runs/<run>.parquet); rows in RESULT_COLUMNS.
+
+    A grid passes what all its runs share, read once: `pool_notes` (strategy -> the pool's notes, as
+    `first_notes` gives them) and `probe_inputs` (`dermlib.probes.ProbeInputs`); without them they are read here."""
     from dermlib import probes
     from dermlib.embed import encode, load_run
     from dermlib.notes.store import first_notes
@@ -230,11 +234,16 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     model, run_cfg = load_run(run_dir)
     model.to(pick_device(run_cfg["train"].get("device", "auto")))
     strategy = run_cfg["train"]["strategy"]
-    notes = None if strategy == "Img" else first_notes(cfg["work_dir"], strategy, pool["sample_id"])
+    if strategy == "Img":
+        notes = None
+    elif pool_notes is not None and strategy in pool_notes:
+        notes = pool_notes[strategy]
+    else:
+        notes = first_notes(cfg["work_dir"], strategy, pool["sample_id"])
     emb = encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]), pool_id=pool_id(pool))
     save_embeddings(work.embeddings(run_dir.name), emb, pool, notes)
-    rows = pd.concat([evaluate_embeddings(emb, pool, cfg), probes.probe_rows(model, emb, pool, run_cfg, cfg)],
-                     ignore_index=True)
+    rows = pd.concat([evaluate_embeddings(emb, pool, cfg),
+                      probes.probe_rows(model, emb, pool, run_cfg, cfg, probe_inputs)], ignore_index=True)
     samples = sample_values(emb, pool, cfg)
     samples.insert(0, "strategy", strategy)
     samples.insert(1, "seed", int(run_cfg["train"]["seed"]))
@@ -254,20 +263,26 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
 def run_grid(cfg: dict[str, Any]) -> pd.DataFrame:
     """Train (or reuse) and evaluate every strategy x seed of `cfg["eval"]`; write and return the results table.
 
-    Runs train `train.parallel_runs` at a time (`dermlib.train.fit_many`); they are evaluated here one after another,
-    since an evaluation already keeps both cores busy (two at a time, one thread each, measured no faster)."""
-    from dermlib.probes import write_prompts
+    Runs train `train.parallel_runs` at a time (`dermlib.train.fit_many`) and are evaluated here one after another,
+    with what they share (the pool, its notes, the probes' inputs) read once. Two worker processes were measured
+    no faster on two cores (139 s against 132 s for the demo's 50 evaluations); with numpy's BLAS pinned to one
+    thread they took 85 s, but a run's numbers then depended on the threads it was given, so they stay here."""
+    from dermlib.notes.store import first_notes
+    from dermlib.probes import ProbeInputs, write_prompts
     from dermlib.train import fit_many, grid_configs
 
     pool, pixels = evaluation_pool(cfg)
     write_prompts(cfg)
     runs = grid_configs(cfg)
     folders = fit_many(runs)
+    strategies = sorted({r["train"]["strategy"] for r in runs} - {"Img"})
+    notes = {s: first_notes(cfg["work_dir"], s, pool["sample_id"]) for s in strategies}
+    shared = ProbeInputs.read(cfg, pool)
     frames = []
     with progress(len(runs), "evaluate", unit="run") as bar:
         for run_cfg, folder in zip(runs, folders):
             bar.set_postfix_str(f"{run_cfg['train']['strategy']} seed {run_cfg['train']['seed']}")
-            frames.append(evaluate_run(Path(folder), cfg, pool, pixels))
+            frames.append(evaluate_run(Path(folder), cfg, pool, pixels, pool_notes=notes, probe_inputs=shared))
             bar.update(1)
     results = pd.concat(frames, ignore_index=True)
     path = write_results(results, cfg)

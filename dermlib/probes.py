@@ -22,13 +22,13 @@ import hashlib
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 
 from dermlib import metrics
 from dermlib.config import shown
@@ -247,8 +247,11 @@ def ensemble(embeddings: np.ndarray) -> np.ndarray:
 
 
 def directions(texts: dict[str, list[str]], embed_texts: Any) -> np.ndarray:
-    """One ensemble direction per key of `texts`, in key order; `embed_texts(list[str]) -> (n, E)`."""
-    return np.stack([ensemble(embed_texts(prompts)) for prompts in texts.values()])
+    """One ensemble direction per key of `texts`, in key order; `embed_texts(list[str]) -> (n, E)` is called once,
+    on every prompt together (one batch of a frozen encoder, not one per class or concept)."""
+    embedded = embed_texts([prompt for prompts in texts.values() for prompt in prompts])
+    bounds = np.cumsum([0, *(len(prompts) for prompts in texts.values())])
+    return np.stack([ensemble(embedded[start:end]) for start, end in zip(bounds[:-1], bounds[1:])])
 
 
 def zero_shot(image_emb: np.ndarray, class_dirs: np.ndarray) -> np.ndarray:
@@ -264,7 +267,7 @@ def concept_auroc(image_emb: np.ndarray, concept_dirs: np.ndarray, names: list[s
     for j, name in enumerate(names):
         known = truth[name].notna().to_numpy()
         y = truth[name].to_numpy(dtype=object)[known].astype(bool)
-        value = roc_auc_score(y, scores[known, j]) if known.any() and 0 < y.sum() < len(y) else np.nan
+        value = metrics.auroc(y, scores[known, j])
         rows.append({"concept": name, "auroc": float(value), "n": int(known.sum()), "n_positive": int(y.sum())})
     return pd.DataFrame(rows)
 
@@ -318,35 +321,53 @@ def zero_shot_metric(measure: str, source: str) -> str:
     return f"zeroshot_{measure}" + ("" if source == M_TEMPLATE else f":{source}")
 
 
+@dataclass(frozen=True)
+class ProbeInputs:
+    """What `probe_rows` reads besides the run, the same for every run of a grid (read once by `read`): the train
+    split and its images (linear probe), the classes it holds, the zero-shot prompts and the concepts' truth."""
+
+    train: pd.DataFrame
+    train_pixels: np.ndarray
+    present: list[str]
+    prompts: dict[str, dict[str, list[str]]]
+    truth: pd.DataFrame
+
+    @classmethod
+    def read(cls, cfg: dict[str, Any], pool: pd.DataFrame) -> ProbeInputs:
+        train, pixels = split_pool(cfg, "train")
+        present = trained_classes(cfg)
+        return cls(train, pixels, present, zero_shot_prompts(cfg, present), concept_truth(pool))
+
+
 def probe_rows(model: Any, emb: dict[str, np.ndarray], pool: pd.DataFrame, run_cfg: dict[str, Any],
-               cfg: dict[str, Any]) -> pd.DataFrame:
+               cfg: dict[str, Any], inputs: ProbeInputs | None = None) -> pd.DataFrame:
     """Beyond the classifier (`dermlib.probes`): a linear probe on the image embeddings for every run; for text
     runs, zero-shot classification from each prompt source (`zero_shot_prompts`) and concept AUROC. Rows as
-    evaluate_embeddings; metrics `probe_*`, `zeroshot_*[:<style>]`, `concept_auroc:<concept>`."""
+    evaluate_embeddings; metrics `probe_*`, `zeroshot_*[:<style>]`, `concept_auroc:<concept>`. A grid passes
+    `inputs` (`ProbeInputs.read`), read once for all its runs."""
     from dermlib.embed import encode, encode_texts
 
+    inputs = inputs if inputs is not None else ProbeInputs.read(cfg, pool)
     names = config_classes(cfg)
     y = pd.Categorical(pool["label"].astype(str), categories=names).codes.astype(np.int64)
-    train, pixels = split_pool(cfg, "train")
-    train_emb = encode(model, pixels, None, run_cfg, batch_size=int(cfg["eval"]["batch_size"]),
-                       pool_id=pool_id(train))["image_emb"]
-    train_y = pd.Categorical(train["label"].astype(str), categories=names).codes.astype(np.int64)
+    train_emb = encode(model, inputs.train_pixels, None, run_cfg, batch_size=int(cfg["eval"]["batch_size"]),
+                       pool_id=pool_id(inputs.train))["image_emb"]
+    train_y = pd.Categorical(inputs.train["label"].astype(str), categories=names).codes.astype(np.int64)
     predicted = {"probe_{}": linear_probe(train_emb, train_y, emb["image_emb"], seed=int(run_cfg["train"]["seed"]))}
     rows = []
     if model.text_encoder is not None:
-        present = trained_classes(cfg)
+        present = inputs.present
         embed = lambda texts: encode_texts(model, texts, run_cfg)  # noqa: E731
-        for source, prompts in zero_shot_prompts(cfg, present).items():
+        for source, prompts in inputs.prompts.items():
             dirs = directions(prompts, embed)
             chosen = np.array([names.index(present[i]) for i in zero_shot(emb["image_emb"], dirs)])
             predicted[zero_shot_metric("{}", source)] = chosen
         phrases = concept_phrases()
         concept_dirs = directions(phrases, embed)
-        truth = concept_truth(pool)
         for partition, source, mask in metric_groups(pool):
             if source != POOLED:
                 continue
-            found = concept_auroc(emb["image_emb"][mask], concept_dirs, list(phrases), truth[mask])
+            found = concept_auroc(emb["image_emb"][mask], concept_dirs, list(phrases), inputs.truth[mask])
             for r in found.itertuples():
                 rows.append({"partition": partition, "source": source,
                              **metric_row(f"concept_auroc:{r.concept}", r.auroc, r.n)})

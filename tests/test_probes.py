@@ -88,6 +88,8 @@ def test_zero_shot_and_concepts_on_embeddings_with_a_known_answer() -> None:
     table = {f"c{k}": [f"p{k}a", f"p{k}b"] for k in range(3)}
     embed = {f"p{k}{v}": basis[k] + 0.05 * rng.normal(size=16) for k in range(3) for v in "ab"}
     dirs = directions(table, lambda texts: np.stack([embed[t] for t in texts]))
+    by_hand = [np.mean([embed[p] / np.linalg.norm(embed[p]) for p in table[f"c{k}"]], axis=0) for k in range(3)]
+    np.testing.assert_allclose(dirs, [d / np.linalg.norm(d) for d in by_hand], atol=1e-6)  # float32
     assert (zero_shot(images, dirs) == labels).all()
     brute = [int(np.argmax([img @ d / np.linalg.norm(img) for d in dirs])) for img in images]
     assert zero_shot(images, dirs).tolist() == brute
