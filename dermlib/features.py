@@ -2,8 +2,9 @@
 
 With `train.freeze_image_encoder` (the demo), the pretrained image trunk runs once per image and *view*: view 0 is
 the cached image as it is, views 1..V-1 are fixed augmentations (the flips and brightness/contrast jitter of
-`dermlib.training_data.augment`, drawn from a generator seeded by the view number, never by a run's seed). A
-training epoch then picks one view per image. A frozen text encoder's pooled output is likewise computed once per note.
+`dermlib.training_data.augment`, drawn for all rows at once from a generator seeded by the view number, never by
+a run's seed or the batch size). A training epoch then picks one view per image. A frozen text encoder's pooled
+output is likewise computed once per note.
 Files live in `<work_dir>/features/`, named by a hash of everything that decides them (encoder, weights, image
 cache, rows and views; or the notes' token ids), so every strategy and seed of a grid reads the same features.
 A pass of several batches shows a progress bar where `dermlib.progress` allows one (a terminal, not a log).
@@ -21,9 +22,20 @@ import numpy as np
 import torch
 
 from dermlib.progress import progress
-from dermlib.training_data import augment, images_to_float, pad_batch
+from dermlib.training_data import augment, augment_draws, images_to_float, pad_batch
 
-FEATURE_VERSION = 1  # bump when the way features are computed changes
+FEATURE_VERSION = 2  # bump when the way features are computed changes
+# Frozen encoders on a CPU run fastest in small batches that stay in cache (and the image trunk in channels_last).
+# On the 2-core demo machine (benchmarks/bench_frozen_features.py, benchmarks/results/frozen_features.json):
+# EfficientNet-Lite0 at 128 px did 35 images/s in contiguous batches of 128 and 125/s in channels_last batches of
+# 16; MiniLM on the demo's M+P2 notes did 17 notes/s in batches of 128 and 27/s in batches of 16. A GPU keeps the
+# caller's batch size.
+CPU_BATCH = 16
+
+
+def _step(batch_size: int, device: torch.device) -> int:
+    """The batch a frozen pass uses: the caller's on a GPU, at most CPU_BATCH on a CPU."""
+    return batch_size if device.type == "cuda" else min(batch_size, CPU_BATCH)
 
 
 def _digest(parts: dict[str, Any], arrays: list[np.ndarray]) -> str:
@@ -64,20 +76,24 @@ def image_features(encoder: torch.nn.Module, images: np.ndarray, rows: np.ndarra
     def compute() -> np.ndarray:
         was_training = encoder.training
         encoder.eval()
+        encoder.to(memory_format=torch.channels_last)  # a frozen trunk: its weights' layout is all that changes
+        step = _step(batch_size, device)
         out = np.zeros((views, len(rows), encoder.out_dim), dtype=np.float32)
         # no bar for a pass of one batch (the few prompts of a zero-shot ensemble): it would finish at once
         with progress(views * len(rows), f"image features ({views} view{'s' * (views != 1)})", unit="img",
                       show=views * len(rows) > batch_size) as bar:
             for view in range(views):
-                gen = torch.Generator().manual_seed(10_007 * view)
-                for start in range(0, len(rows), batch_size):
-                    chunk = rows[start: start + batch_size]
+                # every image's draws of this view at once, so they do not depend on the batch size
+                draws = augment_draws(len(rows), torch.Generator().manual_seed(10_007 * view))
+                for start in range(0, len(rows), step):
+                    chunk = rows[start: start + step]
                     order = np.argsort(chunk, kind="stable")
                     pixels = np.empty((len(chunk), *images.shape[1:]), dtype=np.uint8)
                     pixels[order] = images[chunk[order]]
                     x = images_to_float(torch.from_numpy(pixels).to(device))
                     if view:
-                        x = augment(x, gen)
+                        x = augment(x, None, draws=(draws[0][start: start + step], draws[1][start: start + step]))
+                    x = x.contiguous(memory_format=torch.channels_last)
                     out[view, start: start + len(chunk)] = encoder(x).float().cpu().numpy()
                     bar.update(len(chunk))
         encoder.train(was_training)
@@ -100,9 +116,10 @@ def text_features(encoder: torch.nn.Module, token_lists: list[list[int]], *, pad
         encoder.eval()
         out = np.zeros((len(token_lists), encoder.out_dim), dtype=np.float32)
         order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
+        step = _step(batch_size, device)
         with progress(len(order), "text features", unit="text", show=len(order) > batch_size) as bar:
-            for start in range(0, len(order), batch_size):
-                chosen = order[start: start + batch_size]
+            for start in range(0, len(order), step):
+                chosen = order[start: start + step]
                 ids, mask = pad_batch([token_lists[i] for i in chosen], pad_id)
                 out[chosen] = encoder(ids.to(device), mask.to(device)).float().cpu().numpy()
                 bar.update(len(chosen))

@@ -167,14 +167,20 @@ def images_to_float(images: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, strength: float = 0.1) -> torch.Tensor:
+def augment_draws(n: int, gen: torch.Generator, strength: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random part of `augment` for `n` images: flips (n, 3) bool and brightness/contrast scales (n, 2)."""
+    flips = torch.rand(n, 3, generator=gen) < 0.5
+    return flips, 1.0 + strength * (2.0 * torch.rand(n, 2, generator=gen) - 1.0)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator | None, strength: float = 0.1,
+            draws: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Random dihedral transform (flips, transpose) and brightness/contrast jitter of +-`strength`, per image.
 
-    The random draws come from the CPU generator `gen`; the arithmetic runs wherever `x` lives.
+    The random draws come from the CPU generator `gen` (or are given: `augment_draws`, rows for these images);
+    the arithmetic runs wherever `x` lives.
     """
-    n = x.shape[0]
-    flips = torch.rand(n, 3, generator=gen) < 0.5
-    scales = 1.0 + strength * (2.0 * torch.rand(n, 2, generator=gen) - 1.0)
+    flips, scales = draws if draws is not None else augment_draws(x.shape[0], gen, strength)
     flips, scales = flips.to(x.device, non_blocking=True), scales.to(x.device, x.dtype, non_blocking=True)
     x = torch.where(flips[:, 0, None, None, None], x.flip(3), x)
     x = torch.where(flips[:, 1, None, None, None], x.flip(2), x)

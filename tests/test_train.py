@@ -226,6 +226,34 @@ def test_encode_texts_reads_the_frozen_features_once_and_matches_the_encoder(wor
     assert encode_texts(model, [], cfg).shape == (0, direct.shape[1])
 
 
+def test_image_feature_views_do_not_depend_on_the_batch_size(work: Path, tmp_path: Path) -> None:
+    """View 0 is the trunk on the cached image; view 1 is the trunk on `augment` with that view's draws for every
+    image at once: the same numbers in batches of 3 as of 16 (one cache layout, channels_last or not)."""
+    from dermlib import features
+    from dermlib.data.preprocess import load_cache
+    from dermlib.models import build_model
+    from dermlib.train_settings import TrainSettings
+    from dermlib.training_data import augment, augment_draws, images_to_float
+
+    model = build_model(TrainSettings.from_config(tiny_cfg(work)), 8).eval()
+    images, _ = load_cache(work / "cache")
+    rows = np.array([7, 2, 9, 0, 4, 1, 8, 3, 6, 5])
+    cpu = torch.device("cpu")
+    small = features.image_features(model.image_encoder, images, rows, views=2, identity="t", folder=tmp_path / "a",
+                                    device=cpu, batch_size=3)
+    large = features.image_features(model.image_encoder, images, rows, views=2, identity="t", folder=tmp_path / "b",
+                                    device=cpu, batch_size=16)
+    np.testing.assert_allclose(small, large, rtol=1e-4, atol=1e-5)
+    x = images_to_float(torch.from_numpy(np.array(images[rows])))
+    with torch.no_grad():
+        plain = model.image_encoder(x.contiguous()).numpy()
+        jittered = model.image_encoder(augment(x, None, draws=augment_draws(len(rows), torch.Generator().manual_seed(
+            10_007)))).numpy()
+    np.testing.assert_allclose(small[0], plain, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(small[1], jittered, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(small[0], small[1], atol=1e-3)  # the second view really is another image
+
+
 class FakeTerminal(io.StringIO):
     """A stderr that says it is a terminal, as a console does: `dermlib.progress` then draws its bars into it."""
 
