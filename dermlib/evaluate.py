@@ -277,7 +277,7 @@ def run_grid(cfg: dict[str, Any]) -> pd.DataFrame:
     folders = fit_many(runs)
     strategies = sorted({r["train"]["strategy"] for r in runs} - {"Img"})
     notes = {s: first_notes(cfg["work_dir"], s, pool["sample_id"]) for s in strategies}
-    shared = ProbeInputs.read(cfg, pool)
+    shared = ProbeInputs.read(cfg, pool, text=bool(strategies))
     frames = []
     with progress(len(runs), "evaluate", unit="run") as bar:
         for run_cfg, folder in zip(runs, folders):

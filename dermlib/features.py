@@ -90,10 +90,9 @@ def image_features(encoder: torch.nn.Module, images: np.ndarray, rows: np.ndarra
                     order = np.argsort(chunk, kind="stable")
                     pixels = np.empty((len(chunk), *images.shape[1:]), dtype=np.uint8)
                     pixels[order] = images[chunk[order]]
-                    x = images_to_float(torch.from_numpy(pixels).to(device))
+                    x = images_to_float(torch.from_numpy(pixels).to(device))  # channels_last, as augment's
                     if view:
                         x = augment(x, None, draws=(draws[0][start: start + step], draws[1][start: start + step]))
-                    x = x.contiguous(memory_format=torch.channels_last)
                     out[view, start: start + len(chunk)] = encoder(x).float().cpu().numpy()
                     bar.update(len(chunk))
         encoder.train(was_training)

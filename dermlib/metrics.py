@@ -59,8 +59,11 @@ def _chunks(n_rows: int, n_cols: int) -> list[slice]:
 # ----------------------------------------------------------------------------------------------- classification
 # sklearn's metric functions validate their inputs on every call (milliseconds each); a grid evaluates thousands of
 # small groups, so these build one confusion matrix by bincount instead. Tests check them against sklearn.
-def _confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Counts (k, k) over the labels occurring in either array, in one shared order."""
+def _confusion_matrix(y_true: Sequence, y_pred: Sequence) -> np.ndarray:
+    """Counts (k, k) over the labels occurring in either sequence, in one shared order ((0, 0) for no labels)."""
+    y_true, y_pred = _labels(y_true), _labels(y_pred)
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true has {len(y_true)} labels but y_pred {len(y_pred)}")
     codes, uniques = pd.factorize(np.concatenate([y_true, y_pred]), sort=False)
     k, n = len(uniques), len(y_true)
     return np.bincount(codes[:n] * k + codes[n:], minlength=k * k).reshape(k, k).astype(np.float64)
@@ -73,12 +76,9 @@ def cohen_kappa(y_true: Sequence, y_pred: Sequence) -> float:
 
 def kappa_parts(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
     """Observed agreement p_o, chance agreement p_e (from the marginals) and kappa = (p_o - p_e) / (1 - p_e)."""
-    y_true, y_pred = _labels(y_true), _labels(y_pred)
-    if len(y_true) != len(y_pred):
-        raise ValueError(f"y_true has {len(y_true)} labels but y_pred {len(y_pred)}")
-    if len(y_true) == 0:
-        return {"p_observed": float("nan"), "p_chance": float("nan"), "kappa": float("nan")}
     matrix = _confusion_matrix(y_true, y_pred)
+    if not matrix.size:
+        return {"p_observed": float("nan"), "p_chance": float("nan"), "kappa": float("nan")}
     total = matrix.sum()
     p_o = np.trace(matrix) / total
     p_e = float((matrix.sum(axis=0) * matrix.sum(axis=1)).sum() / total**2)
@@ -87,12 +87,9 @@ def kappa_parts(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
 
 def balanced_accuracy(y_true: Sequence, y_pred: Sequence) -> float:
     """Mean recall over the classes present in `y_true` (predicted classes absent from it count as errors)."""
-    y_true, y_pred = _labels(y_true), _labels(y_pred)
-    if len(y_true) != len(y_pred):
-        raise ValueError(f"y_true has {len(y_true)} labels but y_pred {len(y_pred)}")
-    if len(y_true) == 0:
-        return float("nan")
     matrix = _confusion_matrix(y_true, y_pred)
+    if not matrix.size:
+        return float("nan")
     support = matrix.sum(axis=1)
     present = support > 0
     return float((np.diag(matrix)[present] / support[present]).mean())

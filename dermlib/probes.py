@@ -324,7 +324,8 @@ def zero_shot_metric(measure: str, source: str) -> str:
 @dataclass(frozen=True)
 class ProbeInputs:
     """What `probe_rows` reads besides the run, the same for every run of a grid (read once by `read`): the train
-    split and its images (linear probe), the classes it holds, the zero-shot prompts and the concepts' truth."""
+    split and its images (linear probe) and, for text runs (`text`), the classes it holds, the zero-shot prompts
+    and the concepts' truth (empty without text: an image-only grid never asks the LLM for descriptions)."""
 
     train: pd.DataFrame
     train_pixels: np.ndarray
@@ -333,8 +334,10 @@ class ProbeInputs:
     truth: pd.DataFrame
 
     @classmethod
-    def read(cls, cfg: dict[str, Any], pool: pd.DataFrame) -> ProbeInputs:
+    def read(cls, cfg: dict[str, Any], pool: pd.DataFrame, text: bool = True) -> ProbeInputs:
         train, pixels = split_pool(cfg, "train")
+        if not text:
+            return cls(train, pixels, [], {}, pd.DataFrame(index=pool.index))
         present = trained_classes(cfg)
         return cls(train, pixels, present, zero_shot_prompts(cfg, present), concept_truth(pool))
 
@@ -347,7 +350,7 @@ def probe_rows(model: Any, emb: dict[str, np.ndarray], pool: pd.DataFrame, run_c
     `inputs` (`ProbeInputs.read`), read once for all its runs."""
     from dermlib.embed import encode, encode_texts
 
-    inputs = inputs if inputs is not None else ProbeInputs.read(cfg, pool)
+    inputs = inputs if inputs is not None else ProbeInputs.read(cfg, pool, text=model.text_encoder is not None)
     names = config_classes(cfg)
     y = pd.Categorical(pool["label"].astype(str), categories=names).codes.astype(np.int64)
     train_emb = encode(model, inputs.train_pixels, None, run_cfg, batch_size=int(cfg["eval"]["batch_size"]),
