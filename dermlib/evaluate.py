@@ -88,6 +88,24 @@ def _retrieval(img: np.ndarray, txt: np.ndarray, y: np.ndarray, exclude: bool) -
             metrics.retrieval_ap(txt, y, img, y, exclude_pair=exclude))
 
 
+def group_retrieval(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any]
+                    ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """Per-query AP both ways (`_retrieval`) in every (partition, source) group of `metric_groups` with at least two
+    image-note pairs, over those pairs in pool order: what the result rows and the per-sample values both read."""
+    text = emb.get("text_emb")
+    if text is None:
+        return {}
+    exclude = bool(cfg["eval"]["exclude_own_pair"])
+    labels = pool["label"].astype(str).to_numpy()
+    paired_rows = metrics.finite_rows(text)
+    out = {}
+    for partition, source, mask in metric_groups(pool):
+        paired = mask & paired_rows
+        if paired.sum() >= 2:
+            out[(partition, source)] = _retrieval(emb["image_emb"][paired], text[paired], labels[paired], exclude)
+    return out
+
+
 def chance_values(img: np.ndarray, txt: np.ndarray, y: np.ndarray, exclude: bool, seed: int = 0) -> dict[str, float]:
     """What chance gives on this pool: mAP with the gallery's labels permuted, cosine of shuffled pairs."""
     rng = np.random.default_rng(seed)
@@ -103,12 +121,15 @@ def chance_values(img: np.ndarray, txt: np.ndarray, y: np.ndarray, exclude: bool
             "chance_paired_cosine": float(np.mean(cos))}
 
 
-def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
+def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any],
+                        retrieval: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None) -> pd.DataFrame:
     """Metric rows (partition, source, metric, value, ci_low, ci_high, n) of one run's pool embeddings.
 
     Intervals are percentile bootstraps that resample clusters (patients, else lesions, else images) of the
-    group; pooled groups also get chance baselines (`chance_map_*`, `chance_paired_cosine`).
+    group; pooled groups also get chance baselines (`chance_map_*`, `chance_paired_cosine`). `retrieval` is
+    `group_retrieval`'s result when the caller already has it.
     """
+    retrieval = group_retrieval(emb, pool, cfg) if retrieval is None else retrieval
     names = config_classes(cfg)
     n_boot, k_list = int(cfg["eval"]["bootstrap"]), list(cfg["eval"]["recall_k"])
     exclude = bool(cfg["eval"]["exclude_own_pair"])
@@ -139,7 +160,7 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
         img, txt, y = emb["image_emb"][paired], text[paired], labels[paired]
         weights = stats.cluster_weights(clusters[paired], n_boot, seed=0)
         cosine = metrics.paired_cosine(img, txt)
-        for metric, values in (*zip(("map_i2t", "map_t2i"), _retrieval(img, txt, y, exclude)),
+        for metric, values in (*zip(("map_i2t", "map_t2i"), retrieval[(partition, source)]),
                                ("paired_cosine", cosine)):
             point = metrics.nanmean(values)
             rows.append({**where, **metric_row(metric, point, np.isfinite(values).sum(),
@@ -153,13 +174,14 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
     return pd.DataFrame(rows)
 
 
-def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
+def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any],
+                  retrieval: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None) -> pd.DataFrame:
     """Per test image of each pooled partition: true and predicted class codes, its AP as a query both ways
     against the partition's gallery and against its own source's gallery only (`*_source`, as the per-source
     rows), its paired cosine and that cosine above its chance (`cosine_lift`; NaN without a note), and its
-    cluster: what `dermlib.stats` resamples."""
+    cluster: what `dermlib.stats` resamples. `retrieval` is `group_retrieval`'s result when the caller has it."""
+    retrieval = group_retrieval(emb, pool, cfg) if retrieval is None else retrieval
     names = config_classes(cfg)
-    exclude = bool(cfg["eval"]["exclude_own_pair"])
     labels = pool["label"].astype(str).to_numpy()
     sources = pool["source"].astype(str).to_numpy()
     y_code = pd.Categorical(labels, categories=names).codes.astype(np.int64)
@@ -176,17 +198,16 @@ def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str,
                              **{column: np.nan for column in per_pair}})
         paired = has_text[mask]
         if text is not None and paired.sum() >= 2:
-            img, txt, y = emb["image_emb"][mask][paired], text[mask][paired], labels[mask][paired]
-            values = dict(zip(("ap_i2t", "ap_t2i"), _retrieval(img, txt, y, exclude)))
+            img, txt = emb["image_emb"][mask][paired], text[mask][paired]
+            values = dict(zip(("ap_i2t", "ap_t2i"), retrieval[(partition, POOLED)]))
             values["cosine"] = metrics.paired_cosine(img, txt)
             values["cosine_lift"] = metrics.paired_cosine_lift(img, txt)
-            values["ap_i2t_source"], values["ap_t2i_source"] = np.full(len(y), np.nan), np.full(len(y), np.nan)
+            values["ap_i2t_source"], values["ap_t2i_source"] = np.full(len(img), np.nan), np.full(len(img), np.nan)
             src = sources[mask][paired]
             for name in np.unique(src):
-                own = src == name
-                if own.sum() >= 2:  # the gallery of this source alone, as its per-source result row
-                    values["ap_i2t_source"][own], values["ap_t2i_source"][own] = _retrieval(
-                        img[own], txt[own], y[own], exclude)
+                if (partition, name) in retrieval:  # the gallery of this source alone, as its per-source result row
+                    own = src == name
+                    values["ap_i2t_source"][own], values["ap_t2i_source"][own] = retrieval[(partition, name)]
             for column, value in values.items():
                 part.loc[paired, column] = value
         frames.append(part)
@@ -242,9 +263,10 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
         notes = first_notes(cfg["work_dir"], strategy, pool["sample_id"])
     emb = encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]), pool_id=pool_id(pool))
     save_embeddings(work.embeddings(run_dir.name), emb, pool, notes)
-    rows = pd.concat([evaluate_embeddings(emb, pool, cfg),
+    retrieval = group_retrieval(emb, pool, cfg)  # read by the result rows and the per-sample values alike
+    rows = pd.concat([evaluate_embeddings(emb, pool, cfg, retrieval),
                       probes.probe_rows(model, emb, pool, run_cfg, cfg, probe_inputs)], ignore_index=True)
-    samples = sample_values(emb, pool, cfg)
+    samples = sample_values(emb, pool, cfg, retrieval)
     samples.insert(0, "strategy", strategy)
     samples.insert(1, "seed", int(run_cfg["train"]["seed"]))
     samples_path.parent.mkdir(parents=True, exist_ok=True)
