@@ -77,6 +77,9 @@ BASE: dict[str, Any] = {
         "pooling": "pooler",  # cls | pooler (BERT's pooler, as the authors' code) | mean
         "train_last_n_text_layers": 1,  # the authors train BERT's last layer (and pooler); embeddings stay frozen
         "max_text_len": 512,  # an upper bound: batches are padded to their longest note
+        # a note store (dermlib.features): a frozen text encoder's features of known notes, read instead of encoding
+        # them again; a path under the repository, or None
+        "note_features": None,
         "batch_size": 256,  # global batch (split over GPUs under torchrun)
         "epochs": 30,
         "optimizer": "adam_amsgrad_l2",  # the authors' Adam(amsgrad=True) with L2 weight decay; or "adamw"
@@ -151,6 +154,9 @@ CHANGES: dict[str, dict[str, Any]] = {
             # 0 = MiniLM (a sentence-embedding model) stays frozen: its note features are computed once and only
             # the projection heads align them.
             "train_last_n_text_layers": 0,
+            # MiniLM's features of every note of the committed note cache, written with it (python -m
+            # dermlib.embed --profile demo: 3.5 min on 2 cores); without the file the demo encodes the notes itself
+            "note_features": "data/note-features-demo.npz",
             "max_text_len": 256, "batch_size": 64, "epochs": 40, "lr": 1e-3, "patience": 8, "num_workers": 0,
             # heads-only steps are tiny: one thread is faster than two (and the same on every machine), so two
             # runs train at once, one per core
@@ -166,7 +172,7 @@ PROFILES = tuple(CHANGES)
 # Keys whose value may be None, and what they take otherwise; keys that must be positive.
 _NULLABLE: dict[str, tuple[type, ...]] = {
     "data.internal": (list,), "data.external": (list,), "notes.base_url": (str,), "notes.limit": (int,),
-    "data.limit_per_source": (int,),
+    "data.limit_per_source": (int,), "train.note_features": (str,),
 }
 _POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
              "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",

@@ -1,4 +1,5 @@
-"""Use a finished run: load it back (`load_run`, offline) and embed images and notes with it (`encode`).
+"""Use a finished run: load it back (`load_run`, offline) and embed images and notes with it (`encode`); write a
+profile's note store, its frozen text encoder's features of every note (`write_profile_note_store`, the CLI).
 
 Checkpoints hold only what trains (`trainable_state`): frozen encoders come back from their pretrained source
 (the offline packages for the demo), so a demo run is a few MB however large its encoders.
@@ -6,8 +7,10 @@ Checkpoints hold only what trains (`trainable_state`): frozen encoders come back
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import torch
 from dermlib import features
 from dermlib.progress import progress
 from dermlib.training_data import images_to_float, pad_batch, tokenize
-from dermlib.models import MultimodalModel, build_model
+from dermlib.models import MultimodalModel, build_model, text_weights_version
 from dermlib.train_settings import TrainSettings
 from dermlib.workdir import WorkDir
 
@@ -34,8 +37,9 @@ def image_identity(cfg: dict[str, Any]) -> str:
 
 
 def text_identity(cfg: dict[str, Any]) -> str:
-    """What decides a frozen text encoder's features (besides the token ids)."""
-    return f"{cfg['train']['text_encoder']}:{cfg['train']['pooling']}"
+    """What decides a frozen text encoder's features (besides the token ids): encoder, its weights, pooling."""
+    name = cfg["train"]["text_encoder"]
+    return f"{name}:{cfg['train']['pooling']}:{text_weights_version(name)}"
 
 
 def trainable_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
@@ -138,7 +142,8 @@ def _text_branch(model: MultimodalModel, texts: list[str], config: dict[str, Any
     if cached and ids:
         pooled = features.text_features(model.text_encoder, ids, pad_id=int(tok.pad_token_id),
                                         identity=text_identity(config), folder=WorkDir.of(config).features,
-                                        device=device, batch_size=batch_size)
+                                        device=device, batch_size=batch_size,
+                                        store=features.note_store_path(config))
     embs = [np.zeros((0, model.classifier.in_features), np.float32)]  # so that no text still gives (0, E)
     logits = [np.zeros((0, model.classifier.out_features), np.float32)]
     with progress(len(ids), desc or "", unit="note", leave=False, show=desc is not None) as bar:
@@ -165,3 +170,40 @@ def encode_texts(model: MultimodalModel, texts: list[str], config: dict[str, Any
         raise ValueError("encode_texts: an image-only (Img) model has no text branch")
     model.eval()
     return _text_branch(model, texts, config, batch_size, "text_encoder." in model.frozen_prefixes())[0]
+
+
+def write_profile_note_store(cfg: dict[str, Any]) -> Path:
+    """Encode every usable note of the profile's notes table (notebook 02) with its frozen text encoder, tokenised
+    as training does, and write them to `train.note_features`; returns that path."""
+    from dermlib.models import TextEncoder
+    from dermlib.notes.store import notes_by_sample
+
+    t = TrainSettings.from_config(cfg)
+    path = features.note_store_path(cfg)
+    if path is None or t.train_last_n_text_layers != 0:
+        raise ValueError("a note store needs train.note_features set and a frozen text encoder "
+                         "(train.train_last_n_text_layers = 0)")
+    encoder = TextEncoder(t.text_encoder, t.pooling, 0)
+    by_sample = notes_by_sample(WorkDir.of(cfg).root, list(cfg["notes"]["strategies"]))
+    texts = sorted({note for notes in by_sample.values() for note in notes})
+    ids = tokenize(encoder.tokenizer, texts, t.max_text_len)
+    identity = text_identity(cfg)
+    values = features.text_features(encoder, ids, pad_id=int(encoder.tokenizer.pad_token_id), identity=identity,
+                                    folder=WorkDir.of(cfg).features, device=torch.device("cpu"))
+    return features.write_note_store(path, [features.note_key(identity, i) for i in ids], values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: `python -m dermlib.embed --profile demo` writes the profile's note store (after notebook 02)."""
+    from dermlib.config import add_cli_arguments, config_from_cli, shown
+
+    parser = argparse.ArgumentParser(description="Write a profile's note store (see write_profile_note_store).")
+    add_cli_arguments(parser)
+    cfg, _ = config_from_cli(parser, parser.parse_args(argv))
+    path = write_profile_note_store(cfg)
+    print(f"[embed] note store -> {shown(path)} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

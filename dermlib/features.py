@@ -4,7 +4,10 @@ With `train.freeze_image_encoder` (the demo), the pretrained image trunk runs on
 the cached image as it is, views 1..V-1 are fixed augmentations (the flips and brightness/contrast jitter of
 `dermlib.training_data.augment`, drawn for all rows at once from a generator seeded by the view number, never by
 a run's seed or the batch size). A training epoch then picks one view per image. A frozen text encoder's pooled
-output is likewise computed once per note.
+output is likewise computed once per note, and kept at float16 precision.
+A *note store* (`train.note_features`, written by `write_note_store`) ships such features beside a committed note
+cache, one row per note keyed by `note_key` (encoder identity and token ids): a note found there is not encoded
+again, any other note is. The demo's is `data/note-features-demo.npz`.
 Files live in `<work_dir>/features/`, named by a hash of everything that decides them (encoder, weights, image
 cache, rows and views; or the notes' token ids), so every strategy and seed of a grid reads the same features.
 A pass of several batches shows a progress bar where `dermlib.progress` allows one (a terminal, not a log).
@@ -12,19 +15,21 @@ A pass of several batches shows a progress bar where `dermlib.progress` allows o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from dermlib.config import REPO_ROOT
 from dermlib.progress import progress
 from dermlib.training_data import augment, augment_draws, images_to_float, pad_batch
 
-FEATURE_VERSION = 2  # bump when the way features are computed changes
+FEATURE_VERSION = 3  # bump when the way features are computed changes
 # Frozen encoders on a CPU run fastest in small batches that stay in cache (and the image trunk in channels_last).
 # On the 2-core demo machine (benchmarks/bench_frozen_features.py, benchmarks/results/frozen_features.json):
 # EfficientNet-Lite0 at 128 px did 35 images/s in contiguous batches of 128 and 125/s in channels_last batches of
@@ -55,6 +60,57 @@ def _stored(path: Path, compute: Any) -> np.ndarray:
     np.save(tmp, values)
     os.replace(tmp, path)
     return values
+
+
+def note_key(identity: str, ids: Sequence[int]) -> bytes:
+    """16 bytes naming one note's frozen text features: the encoder identity, FEATURE_VERSION and its token ids."""
+    digest = hashlib.sha256(f"{identity}|{FEATURE_VERSION}|".encode())
+    digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+    return digest.digest()[:16]
+
+
+def note_store_path(cfg: dict[str, Any]) -> Path | None:
+    """`train.note_features` as a path (a relative one is under the repository), or None where it is not set."""
+    name = cfg["train"].get("note_features")
+    if not name:
+        return None
+    return Path(name) if Path(name).is_absolute() else REPO_ROOT / name
+
+
+@functools.lru_cache(maxsize=2)
+def _read_store(path: str, stamp: tuple[int, int]) -> tuple[dict[bytes, int], np.ndarray]:
+    try:
+        with np.load(path) as data:
+            keys, values = data["keys"], data["features"]
+    except Exception as err:
+        raise ValueError(f"note store {path} cannot be read ({err}): restore it (git checkout -- {path}), or "
+                         f"delete it to encode every note again") from err
+    if keys.ndim != 2 or keys.shape[1] != 16 or len(keys) != len(values):
+        raise ValueError(f"note store {path}: keys {keys.shape} do not match features {values.shape}; write it "
+                         f"again with write_note_store, or delete it")
+    return {bytes(k): i for i, k in enumerate(keys)}, values
+
+
+def read_note_store(path: str | Path) -> tuple[dict[bytes, int], np.ndarray] | None:
+    """A note store's {note_key: row} and float16 features (rows x H), or None where there is no such file."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    stat = path.stat()
+    return _read_store(str(path), (stat.st_mtime_ns, stat.st_size))
+
+
+def write_note_store(path: str | Path, keys: Sequence[bytes], values: np.ndarray) -> Path:
+    """Write a note store (atomically): one row per distinct key, sorted, features as float16."""
+    unique = {bytes(k): i for i, k in enumerate(keys)}  # a repeated note keeps one row
+    order = sorted(unique)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, keys=np.frombuffer(b"".join(order), dtype=np.uint8).reshape(len(order), 16),
+             features=np.asarray(values, dtype=np.float32)[[unique[k] for k in order]].astype(np.float16))
+    os.replace(tmp, path)
+    return path
 
 
 def cache_fingerprint(cache_dir: str | Path) -> str:
@@ -103,8 +159,10 @@ def image_features(encoder: torch.nn.Module, images: np.ndarray, rows: np.ndarra
 
 @torch.no_grad()
 def text_features(encoder: torch.nn.Module, token_lists: list[list[int]], *, pad_id: int, identity: str,
-                  folder: str | Path, device: torch.device, batch_size: int = 128) -> np.ndarray:
-    """float32 (len(token_lists), H): a frozen text encoder's pooled output per note (eval mode)."""
+                  folder: str | Path, device: torch.device, batch_size: int = 128,
+                  store: str | Path | None = None) -> np.ndarray:
+    """float32 (len(token_lists), H): a frozen text encoder's pooled output per note (eval mode), at float16
+    precision; notes found in the note store `store` are read from it, the others are encoded."""
     lengths = np.array([len(t) for t in token_lists], dtype=np.int64)
     flat = np.array([i for t in token_lists for i in t], dtype=np.int64)
     key = _digest({"kind": "text", "identity": identity}, [lengths, flat])
@@ -114,13 +172,22 @@ def text_features(encoder: torch.nn.Module, token_lists: list[list[int]], *, pad
         was_training = encoder.training
         encoder.eval()
         out = np.zeros((len(token_lists), encoder.out_dim), dtype=np.float32)
-        order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
+        todo = np.arange(len(token_lists))
+        stored = read_note_store(store) if store is not None else None
+        if stored is not None and len(token_lists):
+            index, values = stored
+            rows = np.array([index.get(note_key(identity, t), -1) for t in token_lists], dtype=np.int64)
+            if values.shape[1] == out.shape[1]:  # a store of another encoder width serves nothing
+                out[rows >= 0] = values[rows[rows >= 0]]
+                todo = np.flatnonzero(rows < 0)
+        order = todo[np.argsort(lengths[todo], kind="stable")]  # similar lengths together: little padding
         step = _step(batch_size, device)
         with progress(len(order), "text features", unit="text", show=len(order) > batch_size) as bar:
             for start in range(0, len(order), step):
                 chosen = order[start: start + step]
                 ids, mask = pad_batch([token_lists[i] for i in chosen], pad_id)
-                out[chosen] = encoder(ids.to(device), mask.to(device)).float().cpu().numpy()
+                pooled = encoder(ids.to(device), mask.to(device)).float().cpu().numpy()
+                out[chosen] = pooled.astype(np.float16)  # the store's precision: stored or not, the same values
                 bar.update(len(chosen))
         encoder.train(was_training)
         return out

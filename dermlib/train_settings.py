@@ -13,7 +13,8 @@ from typing import Any
 from dermlib.config import BASE
 
 # how a run executes, not what it computes: left out of a run's hash (`dermlib.train.config_hash`)
-UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard")
+# (a note store holds what encoding the notes gives, at the same float16 precision: it changes only the time taken)
+UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard", "note_features")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class TrainSettings:
     pooling: str
     train_last_n_text_layers: int
     max_text_len: int
+    note_features: str | None
     batch_size: int
     epochs: int
     optimizer: str

@@ -126,7 +126,8 @@ class Trainer:
         enc = self.model.text_encoder
         flat = [seq for notes in split.notes for seq in notes]
         flat_feats = features.text_features(enc, flat, pad_id=self.pad_id, identity=text_identity(self.cfg),
-                                            folder=self.feature_dir, device=self.device)
+                                            folder=self.feature_dir, device=self.device,
+                                            store=features.note_store_path(self.cfg))
         out, pos = [], 0
         for notes in split.notes:
             out.append(flat_feats[pos: pos + len(notes)])

@@ -194,8 +194,8 @@ def test_frozen_text_encoder_features_are_computed_once_and_match_the_encoder(wo
     with torch.no_grad():
         a = model(x, text_features=fast["text_features"])
         b = model(x, slow["input_ids"], slow["attention_mask"])
-    mask = fast["text_mask"]
-    torch.testing.assert_close(a.text_emb[mask], b.text_emb[mask], rtol=1e-4, atol=1e-4)
+    mask = fast["text_mask"]  # the stored features are kept at float16 precision
+    torch.testing.assert_close(a.text_emb[mask], b.text_emb[mask], rtol=2e-3, atol=1e-3)
     assert (fast["text_mask"] == slow["text_mask"]).all()
     assert not any(p.requires_grad for p in model.text_encoder.parameters())
 
@@ -221,7 +221,7 @@ def test_encode_texts_reads_the_frozen_features_once_and_matches_the_encoder(wor
     ids, mask = pad_batch(tokenize(tok, texts, cfg["train"]["max_text_len"]), int(tok.pad_token_id))
     with torch.no_grad():
         direct = model.encode_text(ids, mask).numpy()
-    np.testing.assert_allclose(cached, direct, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cached, direct, rtol=2e-3, atol=1e-3)  # stored features: float16 precision
     np.testing.assert_array_equal(again, cached)
     assert encode_texts(model, [], cfg).shape == (0, direct.shape[1])
 
