@@ -78,7 +78,7 @@ BASE: dict[str, Any] = {
         "train_last_n_text_layers": 1,  # the authors train BERT's last layer (and pooler); embeddings stay frozen
         "max_text_len": 512,  # an upper bound: batches are padded to their longest note
         # a note store (dermlib.features): a frozen text encoder's features of known notes, read instead of encoding
-        # them again; a path under the repository, or None
+        # them again; a path (a relative one is under the repository), or None
         "note_features": None,
         "batch_size": 256,  # global batch (split over GPUs under torchrun)
         "epochs": 30,

@@ -20,7 +20,7 @@ import torch
 from dermlib import features
 from dermlib.progress import progress
 from dermlib.training_data import images_to_float, pad_batch, tokenize
-from dermlib.models import MultimodalModel, build_model, text_weights_version
+from dermlib.models import MultimodalModel, TextEncoder, build_model, text_weights_version
 from dermlib.train_settings import TrainSettings
 from dermlib.workdir import WorkDir
 
@@ -122,7 +122,7 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
     if notes is not None:
         kept = [i for i, n in enumerate(notes) if n is not None]
         emb, logits = _text_branch(model, [notes[i] for i in kept], config, batch_size, "text_encoder." in frozen,
-                                   desc="encode notes")
+                                   desc="encode notes", notes=True)
         text_emb = np.full((len(notes), emb.shape[1]), np.nan, dtype=np.float32)
         text_logits = np.full((len(notes), logits.shape[1]), np.nan, dtype=np.float32)
         text_emb[kept], text_logits[kept] = emb, logits
@@ -131,10 +131,10 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
 
 
 def _text_branch(model: MultimodalModel, texts: list[str], config: dict[str, Any], batch_size: int,
-                 cached: bool, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 cached: bool, desc: str | None = None, notes: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Raw text projections (n, E) and classifier logits (n, C); with `cached`, the frozen encoder's pooled outputs
-    come from / go to `<work_dir>/features` and only the projection head runs here. A progress bar named `desc`
-    (none for a handful of prompts)."""
+    come from / go to `<work_dir>/features` (and, for `notes`, the note store) and only the projection head runs
+    here. A progress bar named `desc` (none for a handful of prompts)."""
     tok = model.text_encoder.tokenizer
     ids = tokenize(tok, texts, config["train"]["max_text_len"])
     device = next(model.parameters()).device
@@ -143,7 +143,7 @@ def _text_branch(model: MultimodalModel, texts: list[str], config: dict[str, Any
         pooled = features.text_features(model.text_encoder, ids, pad_id=int(tok.pad_token_id),
                                         identity=text_identity(config), folder=WorkDir.of(config).features,
                                         device=device, batch_size=batch_size,
-                                        store=features.note_store_path(config))
+                                        store=features.note_store_path(config) if notes else None)
     embs = [np.zeros((0, model.classifier.in_features), np.float32)]  # so that no text still gives (0, E)
     logits = [np.zeros((0, model.classifier.out_features), np.float32)]
     with progress(len(ids), desc or "", unit="note", leave=False, show=desc is not None) as bar:
@@ -175,7 +175,6 @@ def encode_texts(model: MultimodalModel, texts: list[str], config: dict[str, Any
 def write_profile_note_store(cfg: dict[str, Any]) -> Path:
     """Encode every usable note of the profile's notes table (notebook 02) with its frozen text encoder, tokenised
     as training does, and write them to `train.note_features`; returns that path."""
-    from dermlib.models import TextEncoder
     from dermlib.notes.store import notes_by_sample
 
     t = TrainSettings.from_config(cfg)

@@ -4,10 +4,11 @@ With `train.freeze_image_encoder` (the demo), the pretrained image trunk runs on
 the cached image as it is, views 1..V-1 are fixed augmentations (the flips and brightness/contrast jitter of
 `dermlib.training_data.augment`, drawn for all rows at once from a generator seeded by the view number, never by
 a run's seed or the batch size). A training epoch then picks one view per image. A frozen text encoder's pooled
-output is likewise computed once per note, and kept at float16 precision.
-A *note store* (`train.note_features`, written by `write_note_store`) ships such features beside a committed note
-cache, one row per note keyed by `note_key` (encoder identity and token ids): a note found there is not encoded
-again, any other note is. The demo's is `data/note-features-demo.npz`.
+output is likewise computed once per note, and rounded to float16.
+A *note store* (`train.note_features`, written by `dermlib.embed.write_profile_note_store`) ships such features
+beside a committed note cache, one row per note keyed by `note_key` (encoder name, weights version, pooling,
+FEATURE_VERSION and token ids): a note found there is not encoded again, any other note is, with a warning. The
+demo's is `data/note-features-demo.npz`.
 Files live in `<work_dir>/features/`, named by a hash of everything that decides them (encoder, weights, image
 cache, rows and views; or the notes' token ids), so every strategy and seed of a grid reads the same features.
 A pass of several batches shows a progress bar where `dermlib.progress` allows one (a terminal, not a log).
@@ -17,19 +18,22 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from dermlib.config import REPO_ROOT
+from dermlib.config import REPO_ROOT, shown
 from dermlib.progress import progress
 from dermlib.training_data import augment, augment_draws, images_to_float, pad_batch
 
-FEATURE_VERSION = 3  # bump when the way features are computed changes
+FEATURE_VERSION = 3  # bump when the way features are computed changes (it is part of every run's hash too)
 # Frozen encoders on a CPU run fastest in small batches that stay in cache (and the image trunk in channels_last).
 # On the 2-core demo machine (benchmarks/bench_frozen_features.py, benchmarks/results/frozen_features.json):
 # EfficientNet-Lite0 at 128 px did 35 images/s in contiguous batches of 128 and 125/s in channels_last batches of
@@ -71,44 +75,73 @@ def note_key(identity: str, ids: Sequence[int]) -> bytes:
 
 def note_store_path(cfg: dict[str, Any]) -> Path | None:
     """`train.note_features` as a path (a relative one is under the repository), or None where it is not set."""
-    name = cfg["train"].get("note_features")
+    from dermlib.models import text_weights_version
+
+    name, encoder = cfg["train"].get("note_features"), cfg["train"]["text_encoder"]
     if not name:
         return None
+    if not text_weights_version(encoder):
+        raise ValueError(f"train.note_features = {name!r}: a note store needs a text encoder whose weights dermlib "
+                         f"can name (minilm-l6), so that it never serves another encoder's features; for "
+                         f"{encoder!r} set train.note_features to null")
     return Path(name) if Path(name).is_absolute() else REPO_ROOT / name
 
 
+@dataclass(frozen=True)
+class NoteStore:
+    """A note store as read from disk: its file, a fingerprint of its bytes, {note_key: row} and the float16
+    features (rows x H, read-only)."""
+
+    path: Path
+    fingerprint: str
+    index: dict[bytes, int]
+    values: np.ndarray
+
+
+def _store_fix(path: Path) -> str:
+    inside = path.resolve().is_relative_to(REPO_ROOT.resolve())
+    restore = f"restore it (git checkout -- {path.resolve().relative_to(REPO_ROOT.resolve())}), " if inside else ""
+    return (f"write it again (python -m dermlib.embed --profile <profile>, after notebook 02), {restore}or run "
+            f"without it (--set train.note_features=null)")
+
+
 @functools.lru_cache(maxsize=2)
-def _read_store(path: str, stamp: tuple[int, int]) -> tuple[dict[bytes, int], np.ndarray]:
+def _load_store(path: Path, stamp: tuple[int, ...]) -> NoteStore:
+    data = path.read_bytes()
     try:
-        with np.load(path) as data:
-            keys, values = data["keys"], data["features"]
+        with np.load(io.BytesIO(data)) as archive:
+            keys, values = archive["keys"], archive["features"]
     except Exception as err:
-        raise ValueError(f"note store {path} cannot be read ({err}): restore it (git checkout -- {path}), or "
-                         f"delete it to encode every note again") from err
-    if keys.ndim != 2 or keys.shape[1] != 16 or len(keys) != len(values):
-        raise ValueError(f"note store {path}: keys {keys.shape} do not match features {values.shape}; write it "
-                         f"again with write_note_store, or delete it")
-    return {bytes(k): i for i, k in enumerate(keys)}, values
+        raise ValueError(f"note store {path} cannot be read ({err}): {_store_fix(path)}") from err
+    if keys.ndim != 2 or keys.shape[1] != 16 or values.ndim != 2 or len(keys) != len(values):
+        raise ValueError(f"note store {path}: keys {keys.shape} and features {values.shape} are not (N, 16) and "
+                         f"(N, H): {_store_fix(path)}")
+    values.setflags(write=False)
+    return NoteStore(path, hashlib.sha256(data).hexdigest()[:16], {bytes(k): i for i, k in enumerate(keys)}, values)
 
 
-def read_note_store(path: str | Path) -> tuple[dict[bytes, int], np.ndarray] | None:
-    """A note store's {note_key: row} and float16 features (rows x H), or None where there is no such file."""
+def read_note_store(path: str | Path) -> NoteStore | None:
+    """The note store at `path`, or None where there is no such file (read once per version of the file)."""
     path = Path(path)
     if not path.exists():
         return None
-    stat = path.stat()
-    return _read_store(str(path), (stat.st_mtime_ns, stat.st_size))
+    st = path.stat()
+    return _load_store(path, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
 
 
 def write_note_store(path: str | Path, keys: Sequence[bytes], values: np.ndarray) -> Path:
     """Write a note store (atomically): one row per distinct key, sorted, features as float16."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2 or len(values) != len(keys) or any(len(k) != 16 for k in keys):
+        raise ValueError(f"a note store needs one 16-byte key per feature row: {len(keys)} keys, features "
+                         f"{values.shape}")
     unique = {bytes(k): i for i, k in enumerate(keys)}  # a repeated note keeps one row
     order = sorted(unique)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
     np.savez(tmp, keys=np.frombuffer(b"".join(order), dtype=np.uint8).reshape(len(order), 16),
-             features=np.asarray(values, dtype=np.float32)[[unique[k] for k in order]].astype(np.float16))
+             features=values[[unique[k] for k in order]].astype(np.float16))
     os.replace(tmp, path)
     return path
 
@@ -161,11 +194,14 @@ def image_features(encoder: torch.nn.Module, images: np.ndarray, rows: np.ndarra
 def text_features(encoder: torch.nn.Module, token_lists: list[list[int]], *, pad_id: int, identity: str,
                   folder: str | Path, device: torch.device, batch_size: int = 128,
                   store: str | Path | None = None) -> np.ndarray:
-    """float32 (len(token_lists), H): a frozen text encoder's pooled output per note (eval mode), at float16
-    precision; notes found in the note store `store` are read from it, the others are encoded."""
+    """float32 (len(token_lists), H): a frozen text encoder's pooled output per note (eval mode), rounded to float16;
+    the notes the note store `store` holds are read from it, the others are encoded (with a warning that says so).
+    Stored and encoded features agree to float16 rounding (an encoded note's last bit may depend on its batch)."""
+    stored = read_note_store(store) if store is not None else None
     lengths = np.array([len(t) for t in token_lists], dtype=np.int64)
     flat = np.array([i for t in token_lists for i in t], dtype=np.int64)
-    key = _digest({"kind": "text", "identity": identity}, [lengths, flat])
+    key = _digest({"kind": "text", "identity": identity, "store": stored.fingerprint if stored else ""},
+                  [lengths, flat])
     path = Path(folder) / f"text-{key}.npy"
 
     def compute() -> np.ndarray:
@@ -173,13 +209,17 @@ def text_features(encoder: torch.nn.Module, token_lists: list[list[int]], *, pad
         encoder.eval()
         out = np.zeros((len(token_lists), encoder.out_dim), dtype=np.float32)
         todo = np.arange(len(token_lists))
-        stored = read_note_store(store) if store is not None else None
         if stored is not None and len(token_lists):
-            index, values = stored
-            rows = np.array([index.get(note_key(identity, t), -1) for t in token_lists], dtype=np.int64)
-            if values.shape[1] == out.shape[1]:  # a store of another encoder width serves nothing
-                out[rows >= 0] = values[rows[rows >= 0]]
-                todo = np.flatnonzero(rows < 0)
+            rows = np.array([stored.index.get(note_key(identity, t), -1) for t in token_lists], dtype=np.int64)
+            if (rows >= 0).any() and stored.values.shape[1] != out.shape[1]:
+                raise ValueError(f"note store {stored.path} holds {stored.values.shape[1]}-wide features, the encoder "
+                                 f"gives {out.shape[1]}: {_store_fix(stored.path)}")
+            out[rows >= 0] = stored.values[rows[rows >= 0]]
+            todo = np.flatnonzero(rows < 0)
+        if store is not None and len(todo):
+            held = "is absent" if stored is None else f"lacks {len(todo)} of these {len(token_lists)} notes"
+            warnings.warn(f"note store {shown(store)} {held}: encoding {len(todo)} notes here; "
+                          f"{_store_fix(Path(store))}", stacklevel=2)
         order = todo[np.argsort(lengths[todo], kind="stable")]  # similar lengths together: little padding
         step = _step(batch_size, device)
         with progress(len(order), "text features", unit="text", show=len(order) > batch_size) as bar:
@@ -187,7 +227,7 @@ def text_features(encoder: torch.nn.Module, token_lists: list[list[int]], *, pad
                 chosen = order[start: start + step]
                 ids, mask = pad_batch([token_lists[i] for i in chosen], pad_id)
                 pooled = encoder(ids.to(device), mask.to(device)).float().cpu().numpy()
-                out[chosen] = pooled.astype(np.float16)  # the store's precision: stored or not, the same values
+                out[chosen] = pooled.astype(np.float16)  # the store's precision, stored or not
                 bar.update(len(chosen))
         encoder.train(was_training)
         return out

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from dermlib.embed import load_trainable, trainable_state
+from dermlib.features import FEATURE_VERSION
 from dermlib.parallel import map_jobs
 from dermlib.progress import progress, tensorboard_scalars
 from dermlib.train_settings import UNHASHED_TRAIN_KEYS
@@ -42,9 +43,11 @@ HASHED_SECTIONS = ("data", "notes", "train")
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
-    """8 hex digits identifying what a run computes (data, notes and train settings; not paths or device)."""
+    """8 hex digits identifying what a run computes (data, notes and train settings and FEATURE_VERSION; not paths
+    or device)."""
     key = {s: cfg.get(s) for s in HASHED_SECTIONS}
     key["train"] = {k: v for k, v in cfg["train"].items() if k not in UNHASHED_TRAIN_KEYS}
+    key["feature_version"] = FEATURE_VERSION  # how frozen encoders' features are made decides what a run learns
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from dermlib.config import BASE
 
 # how a run executes, not what it computes: left out of a run's hash (`dermlib.train.config_hash`)
-# (a note store holds what encoding the notes gives, at the same float16 precision: it changes only the time taken)
+# (a note store holds what encoding the notes gives, to float16 rounding: it changes the time taken, not the run)
 UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard", "note_features")
 
 

@@ -32,6 +32,7 @@ TINY_OVERRIDES: dict[str, object] = {
     "eval.seeds": [0],
     # notes: a private cache (never the committed demo cache) and the local LLM on 3 samples per LLM strategy
     "notes.cache_path": "{work_dir}/notes/cache.sqlite",
+    "train.note_features": None,  # nor the committed note store (it holds none of these notes)
     "notes.limit": 3,
     # zero-shot from LLM descriptions: one per (style, class), 24 local generations beside that private cache
     "eval.class_descriptions": 1,

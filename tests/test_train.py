@@ -55,7 +55,8 @@ def make_work_dir(root: Path, n_per_source: int = 40, size: int = 32, seed: int 
 def tiny_cfg(work: Path, **train: object) -> dict:
     """The demo profile shrunk for a test: few epochs, small batches, the last MiniLM layer trained (token path)."""
     overrides = {"work_dir": str(work), "train.epochs": 2, "train.batch_size": 16, "train.max_text_len": 48,
-                 "train.lr": 1e-3, "train.patience": 5, "train.train_last_n_text_layers": 1}
+                 "train.lr": 1e-3, "train.patience": 5, "train.train_last_n_text_layers": 1,
+                 "train.note_features": None}  # the committed note store holds none of these notes
     overrides.update({f"train.{k}": v for k, v in train.items()})
     return get_config("demo", overrides)
 
@@ -317,11 +318,16 @@ def test_trainable_state_is_the_state_dict_without_frozen_encoders(work: Path) -
         assert any(k.startswith("text_encoder.") for k in got) == (layers == 1)
 
 
-def test_run_folder_depends_on_what_is_computed_only(work: Path) -> None:
+def test_run_folder_depends_on_what_is_computed_only(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dermlib import train
     from dermlib.train import run_dir
 
     base = run_dir(tiny_cfg(work))
     assert run_dir(tiny_cfg(work, device="cpu")) == base
+    assert run_dir(tiny_cfg(work, note_features="data/note-features-demo.npz")) == base  # time, not results
+    with monkeypatch.context() as patch:  # features made another way: new runs
+        patch.setattr(train, "FEATURE_VERSION", train.FEATURE_VERSION + 1)
+        assert run_dir(tiny_cfg(work)) != base
     assert run_dir(tiny_cfg(work, seed=1)).name.startswith("M-seed1-")
     assert run_dir(tiny_cfg(work, lr=0.1)).name != base.name
     assert run_dir(tiny_cfg(work, strategy="M,P3")).name.startswith("M_P3-seed0-")
