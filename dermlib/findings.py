@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dermlib import stats
+from dermlib import stats, synthderm
 from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.results import load_results
 
@@ -118,16 +118,34 @@ def chance_markdown(comparisons: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_block(results: pd.DataFrame, comparisons: pd.DataFrame, strategies: list[str], where: str = "figures/demo"
-                 ) -> str:
-    """What the README says about a run: the headline table, then every answer in words (`where`: its figures)."""
+def calibration_sentence(results: pd.DataFrame, band: tuple[float, float]) -> str:
+    """Where image-only kappa on the internal test set falls against the band a synthetic benchmark is calibrated
+    to, in words ("" without image-only runs)."""
+    pooled = results[(results["source"] == "pooled") & (results["strategy"] == "Img")
+                     & (results["metric"] == "kappa") & (results["partition"] == "internal")]["value"].dropna()
+    if pooled.empty:
+        return ""
+    low, high = band
+    mean = pooled.mean()
+    where = "below" if mean < low else "above" if mean > high else "inside"
+    spread = f" ± {pooled.std():.3f}" if len(pooled) > 1 else ""
+    return (f"SynthDerm calibration: image-only κ on the internal test set is {mean:.3f}{spread} over {len(pooled)} "
+            f"seeds: {where} the target band {low:.2f}–{high:.2f} (learnable, not solved; "
+            f"`dermlib.synthderm.CALIBRATION_KAPPA`).\n")
+
+
+def readme_block(results: pd.DataFrame, comparisons: pd.DataFrame, strategies: list[str], where: str = "figures/demo",
+                 calibration: tuple[float, float] | None = None) -> str:
+    """What the README says about a run: the headline table, the calibration of a synthetic benchmark (`calibration`:
+    its band), then every answer in words (`where`: its figures)."""
     n_seeds = results["seed"].nunique()
+    calibrated = calibration_sentence(results, calibration) if calibration else ""
     chance = chance_markdown(comparisons)
     if chance:
         chance = ("\nChance levels on the same pools, mean over seeds (`chance:` rows: mAP with the gallery's labels "
                   "permuted, cosine of shuffled image–note pairs):\n\n" + chance)
     return (f"Pooled over sources, mean ± sd over {n_seeds} paired seeds (`{where}/results.csv`):\n\n"
-            + headline_markdown(results, strategies)
+            + headline_markdown(results, strategies) + (f"\n{calibrated}" if calibrated else "")
             + f"\nThe comparisons, declared before any result and then post hoc (`{where}/comparisons.csv`; "
               "estimate, 95 % CI over seeds × clusters of test images, paired p-value):\n\n"
             + answers_markdown(comparisons) + chance)
@@ -156,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     results = load_results(cfg)
     comparisons = pd.read_csv(Path(cfg["figures_dir"]) / "comparisons.csv")
     order = [s for s in cfg["eval"]["strategies"] if s in set(results["strategy"])]
-    block = readme_block(results, comparisons, order, where=f"figures/{cfg['profile']}")
+    band = synthderm.CALIBRATION_KAPPA if cfg["synthetic"] else None
+    block = readme_block(results, comparisons, order, where=f"figures/{cfg['profile']}", calibration=band)
     if args.readme is None:
         print(block)
     else:

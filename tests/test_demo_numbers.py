@@ -83,7 +83,7 @@ def test_committed_note_store_holds_what_minilm_gives_for_every_demo_note(demo_w
     path = note_store_path(cfg)
     stored = read_note_store(path)
     assert stored is not None, f"{path} is missing: write it with python -m dermlib.embed --profile demo"
-    index, values = stored
+    index, values = stored.index, stored.values
     table = load_notes_table(demo_work)
     ok = table[(table["status"] == "ok") & table["note"].notna()]
     assert set(ok["strategy"]) == set(cfg["notes"]["strategies"]) and len(ok) > 7000

@@ -52,7 +52,13 @@ def test_readme_block_is_written_between_the_markers_only(tmp_path) -> None:
     results = pd.DataFrame({"strategy": ["Img", "Img", "M", "M"], "seed": [0, 1, 0, 1], "source": "pooled",
                             "partition": "internal", "metric": "kappa", "value": [0.4, 0.5, 0.45, 0.55]})
     block = findings.readme_block(results, _table(), ["Img", "M"])
-    assert "| Img | 0.450 ± 0.071 | – |" in block and "2 paired seeds" in block
+    assert "| Img | 0.450 ± 0.071 | – |" in block and "2 paired seeds" in block and "calibration" not in block
+    calibrated = findings.readme_block(results, _table(), ["Img", "M"], calibration=(0.46, 0.6))
+    assert ("SynthDerm calibration: image-only κ on the internal test set is 0.450 ± 0.071 over 2 seeds: below the "
+            "target band 0.46–0.60") in calibrated
+    assert "inside the target band 0.45–0.60" in findings.calibration_sentence(results, (0.45, 0.6))
+    assert "above the target band 0.30–0.40" in findings.calibration_sentence(results, (0.3, 0.4))
+    assert findings.calibration_sentence(results[results["strategy"] == "M"], (0.45, 0.6)) == ""
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{findings.README_START}\nold numbers\n{findings.README_END}\noutro\n")
     assert findings.update_readme(readme, block) is True
