@@ -83,8 +83,12 @@ def test_retrieval_ap_ties_are_blocks_independent_of_gallery_order() -> None:
     q_lab = list(rng.choice(["MEL", "NV"], size=12))
     ap = metrics.retrieval_ap(q, q_lab, g, g_lab)
     np.testing.assert_allclose(ap, brute_ap(q, q_lab, g, g_lab), rtol=1e-5)
+    # sklearn's reference needs exactly tied scores: one score per distinct gallery vector (a float32 matmul over
+    # the repeated rows may round them apart by an ulp, depending on the CPU's kernel for each row)
+    distinct, which = np.unique(g, axis=0, return_inverse=True)
+    unit = distinct / np.linalg.norm(distinct, axis=1, keepdims=True)
     for i in range(len(q)):
-        scores = (g / np.linalg.norm(g, axis=1, keepdims=True)) @ (q[i] / np.linalg.norm(q[i]))
+        scores = (unit @ (q[i] / np.linalg.norm(q[i])))[which.reshape(-1)]
         assert ap[i] == pytest.approx(average_precision_score(np.array(g_lab) == q_lab[i], scores), rel=1e-5)
     perm = rng.permutation(30)
     np.testing.assert_allclose(metrics.retrieval_ap(q, q_lab, g[perm], [g_lab[j] for j in perm]), ap, rtol=1e-6)
