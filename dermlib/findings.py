@@ -91,15 +91,19 @@ HEADLINE = [("kappa", "internal", "κ internal"), ("kappa", "external", "κ exte
             ("paired_cosine", "internal", "paired cosine")]
 
 
+def pooled_values(results: pd.DataFrame, strategy: str, metric: str, partition: str) -> pd.Series:
+    """One strategy's pooled values of a metric on a partition, one per seed (missing values dropped)."""
+    return results[(results["source"] == "pooled") & (results["strategy"] == strategy)
+                   & (results["metric"] == metric) & (results["partition"] == partition)]["value"].dropna()
+
+
 def headline_markdown(results: pd.DataFrame, strategies: list[str]) -> str:
     """Pooled values per strategy as a Markdown table: mean ± sd over seeds (internal partition unless said)."""
-    pooled = results[results["source"] == "pooled"]
     lines = ["| strategy | " + " | ".join(name for _, _, name in HEADLINE) + " |", "|---" * (len(HEADLINE) + 1) + "|"]
     for strategy in strategies:
         cells = []
         for metric, partition, _ in HEADLINE:
-            v = pooled[(pooled["strategy"] == strategy) & (pooled["metric"] == metric)
-                       & (pooled["partition"] == partition)]["value"].dropna()
+            v = pooled_values(results, strategy, metric, partition)
             cells.append(f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}" if len(v) else "–")
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -121,8 +125,7 @@ def chance_markdown(comparisons: pd.DataFrame) -> str:
 def calibration_sentence(results: pd.DataFrame, band: tuple[float, float]) -> str:
     """Where image-only kappa on the internal test set falls against the band a synthetic benchmark is calibrated
     to, in words ("" without image-only runs)."""
-    pooled = results[(results["source"] == "pooled") & (results["strategy"] == "Img")
-                     & (results["metric"] == "kappa") & (results["partition"] == "internal")]["value"].dropna()
+    pooled = pooled_values(results, "Img", "kappa", "internal")
     if pooled.empty:
         return ""
     low, high = band
