@@ -95,6 +95,6 @@ case "$MODE" in
     python -m dermlib.pipeline --profile "$PROFILE" ${ONLY:+--only "$ONLY"} "${SETS[@]}"
     # the demo's numbers in the README come from the run just made, never typed by hand
     if [[ "$PROFILE" == demo && -z "$ONLY" && ${#SETS[@]} -eq 0 ]]; then
-      python -m dermlib.findings --profile demo --readme README.md
+      python -m dermlib.report.findings --profile demo --readme README.md
     fi ;;
 esac

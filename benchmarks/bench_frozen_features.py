@@ -1,4 +1,4 @@
-"""Frozen-encoder throughput on the CPU: what batch size and memory layout `dermlib.features` should use.
+"""Frozen-encoder throughput on the CPU: what batch size and memory layout `dermlib.train.features` should use.
 
     python benchmarks/bench_frozen_features.py --json benchmarks/results/frozen_features.json
 
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from dermlib.config import REPO_ROOT, get_config
-from dermlib.models import ImageEncoder, TextEncoder
-from dermlib.training_data import pad_batch, tokenize
+from dermlib.train.model import ImageEncoder, TextEncoder
+from dermlib.train.batches import pad_batch, tokenize
 
 
 def best_rate(n: int, run, repeats: int) -> float:
@@ -69,7 +69,7 @@ def text_rows(max_len: int, n: int, repeats: int) -> list[dict]:
     encoder = TextEncoder("minilm-l6", "mean", 0).eval()
     texts, source = note_texts(n)
     ids = tokenize(encoder.tokenizer, texts, max_len)
-    order = np.argsort([len(t) for t in ids], kind="stable")  # as dermlib.features: similar lengths together
+    order = np.argsort([len(t) for t in ids], kind="stable")  # as dermlib.train.features: similar lengths together
     pad = int(encoder.tokenizer.pad_token_id)
     rows = []
     for batch in (128, 32, 16, 8):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dermlib.config import get_config
 from dermlib.data.schema import read_manifest
-from dermlib.notes.run import synthesize_profile
+from dermlib.notes.profile import synthesize_profile
 from dermlib.workdir import WorkDir
 
 

@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 from dermlib.data.partitions import assign_partitions
 from dermlib.data.preprocess import build_cache, load_cache
-from dermlib.synthderm import generate
+from dermlib.data.synthderm import generate
 
 
 def features(images: np.ndarray) -> np.ndarray:

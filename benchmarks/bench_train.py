@@ -31,11 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dermlib.training_data import Split, images_to_float, tokenize  # noqa: E402
+from dermlib.train.batches import Split, images_to_float, tokenize  # noqa: E402
 from dermlib.config import get_config  # noqa: E402
-from dermlib.models import PUBMEDBERT, ImageEncoder, MultimodalModel, TextEncoder, build_model  # noqa: E402
-from dermlib.train_settings import TrainSettings  # noqa: E402
-from dermlib.trainer import Trainer  # noqa: E402
+from dermlib.train.model import PUBMEDBERT, ImageEncoder, MultimodalModel, TextEncoder, build_model  # noqa: E402
+from dermlib.train.settings import TrainSettings  # noqa: E402
+from dermlib.train.loop import Trainer  # noqa: E402
 
 WORDS = ("lesion pigmented asymmetric border irregular regular colour light dark brown black blue gray red white "
          "network globules dots streaks veil regression vascular structures patient male female year old back "
@@ -122,7 +122,7 @@ class PaperStyleData(torch.utils.data.Dataset):
 
 def bench_paper_style(model, data, device, steps: int, workers: int) -> dict:
     """(a) fp32, batch 4, per-step decode + pad-to-512; samples/s over `steps` steps after 3 warm-up steps."""
-    from dermlib.losses import MultimodalLoss
+    from dermlib.train.losses import MultimodalLoss
 
     loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True, num_workers=workers, drop_last=True,
                                          pin_memory=device.type == "cuda", persistent_workers=False)

@@ -29,7 +29,61 @@ def shown(path: str | Path) -> str:
 # Internal sources are split train/val/test; external sources are test-only (domain shift), as in the paper.
 PAPER_INTERNAL = ["ham10000", "bcn20000", "isic2019", "isic2020", "pad_ufes_20", "derm7pt_derm", "derm7pt_clinic"]
 PAPER_EXTERNAL = ["skinl2", "fitzpatrick17k", "ddi", "ph2", "med_node"]
-MM_STRATEGIES = ["M", "M+P1", "M+P2", "P3"]
+DATASETS = (*PAPER_INTERNAL, *PAPER_EXTERNAL)  # every real dataset dermlib.data.registry can load (a test checks)
+
+# ------------------------------------------------------------------------ strategies: one grammar, parsed here only
+# A note strategy is a base strategy or a combination of distinct ones: "A&B" concatenates each sample's notes, "A|B"
+# gives each sample one part's note (chosen by a stable hash of its id). A training strategy is IMG, or note strategies
+# joined by "," (each sample then has every listed strategy's note and a training step draws one of them).
+IMG = "Img"  # the image-only baseline: no note, no text branch
+NOTE_STRATEGIES = ("M", "M+P1", "M+P2", "P3")  # the paper's note strategies: the base ones dermlib.notes renders
+PAPER_STRATEGIES = (IMG, *NOTE_STRATEGIES)  # the paper's grid, baseline first
+CONCAT, MIX, EACH = "&", "|", ","
+MM_STRATEGIES = list(NOTE_STRATEGIES)
+
+
+def note_parts(note: str) -> tuple[str, tuple[str, ...]]:
+    """(mode, base strategies) of a note strategy: ("single", ("M",)), ("concat", ("M", "P3")) for "M&P3" or
+    ("mix", ("M+P1", "P3")) for "M+P1|P3"; a clear error for anything else."""
+    name = note.strip()
+    for sep, mode in ((CONCAT, "concat"), (MIX, "mix")):
+        if sep in name:
+            parts = tuple(p.strip() for p in name.split(sep))
+            if any(p not in NOTE_STRATEGIES for p in parts) or len(parts) < 2 or len(set(parts)) != len(parts):
+                raise ValueError(f"strategy {note!r}: combine distinct base strategies {list(NOTE_STRATEGIES)} with "
+                                 f"'{CONCAT}' (concatenate) or '{MIX}' (mix per sample), e.g. 'M&P3' or 'M+P1|P3'")
+            return mode, parts
+    if name not in NOTE_STRATEGIES:
+        raise ValueError(f"unknown strategy {note!r}; choose one of {list(NOTE_STRATEGIES)} or a combination like "
+                         f"'M&P3' (and '{IMG}' for the image-only baseline where a training strategy is asked for)")
+    return "single", (name,)
+
+
+def parse_strategy(strategy: str) -> list[str]:
+    """The note strategies a training strategy uses: "Img" -> [], "M+P1" -> ["M+P1"], "M,P3" -> ["M", "P3"],
+    "M&P3" -> ["M&P3"]; every part is checked (`note_parts`)."""
+    if strategy.strip() == IMG:
+        return []
+    parts = [s.strip() for s in strategy.split(EACH)]
+    if not all(parts) or IMG in parts:
+        raise ValueError(f"strategy {strategy!r}: use '{IMG}' alone, one note strategy, or note strategies joined "
+                         f"by '{EACH}' (e.g. 'M,P3')")
+    for part in parts:
+        note_parts(part)
+    return parts
+
+
+def base_strategies(strategy: str) -> list[str]:
+    """Every base note strategy a training strategy reads, in order of appearance ("M&P3,M+P1" -> M, P3, M+P1)."""
+    out: list[str] = []
+    for note in parse_strategy(strategy):
+        out += [p for p in note_parts(note)[1] if p not in out]
+    return out
+
+
+def strategy_label(strategy: str) -> str:
+    """A training strategy as a file-name part: "M,P3" -> "M_P3" (run folders)."""
+    return strategy.replace(EACH, "_")
 
 BASE: dict[str, Any] = {
     "synthetic": False,
@@ -70,14 +124,14 @@ BASE: dict[str, Any] = {
         "image_encoder": "densenet121",
         "text_encoder": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
         "pretrained": True,
-        "freeze_image_encoder": False,  # True: a frozen trunk's features are cached once (dermlib.features)
+        "freeze_image_encoder": False,  # True: a frozen trunk's features are cached once (dermlib.train.features)
         "feature_views": 1,  # cached views per training image with a frozen trunk (1 + fixed augmentations)
         "embed_dim": 128,
-        "projection": "separate",  # separate heads per modality, or "shared" (see dermlib.models.MultimodalModel)
+        "projection": "separate",  # separate heads per modality, or "shared" (see dermlib.train.model.MultimodalModel)
         "pooling": "pooler",  # cls | pooler (BERT's pooler, as the authors' code) | mean
         "train_last_n_text_layers": 1,  # the authors train BERT's last layer (and pooler); embeddings stay frozen
         "max_text_len": 512,  # an upper bound: batches are padded to their longest note
-        # a note store (dermlib.features): a frozen text encoder's features of known notes, read instead of encoding
+        # a note store (dermlib.train.features): a frozen text encoder's features of known notes, read instead of encoding
         # them again; a path (a relative one is under the repository), or None
         "note_features": None,
         "batch_size": 256,  # global batch (split over GPUs under torchrun)
@@ -93,20 +147,20 @@ BASE: dict[str, Any] = {
         "temperature": 0.07,
         "num_workers": 8,
         "threads": 0,  # CPU threads of the training loop (0: torch's default); frozen encoders' features use the default
-        "parallel_runs": 1,  # runs of a grid trained at once, each in its own process (dermlib.parallel)
+        "parallel_runs": 1,  # runs of a grid trained at once, each in its own process (dermlib.train.grid)
         "device": "auto",
         "tensorboard": False,  # True: per-epoch loss terms, val metrics and lr in <run_dir>/tensorboard (not hashed)
     },
     "eval": {
-        "strategies": ["Img", *MM_STRATEGIES],
+        "strategies": list(PAPER_STRATEGIES),
         "seeds": [0, 1, 2],  # paired seeds: every strategy of one seed starts from the same shared weights
-        "bootstrap": 1000,  # replicates of the seeds x clusters bootstrap (dermlib.stats)
+        "bootstrap": 1000,  # replicates of the seeds x clusters bootstrap (dermlib.evaluate.stats)
         "recall_k": [1, 5, 10],
         "batch_size": 512,  # encoding batch size
         "exclude_own_pair": False,  # True: a retrieval query's own pair is left out of its gallery
         # The primary comparisons, declared before any result is computed: (metric, A, B) means metric(A) - metric(B)
         # on each pooled partition below, paired by seed, with a seeds x clusters bootstrap CI and a p-value.
-        "comparisons": [*[["kappa", s, "Img"] for s in MM_STRATEGIES],
+        "comparisons": [*[["kappa", s, IMG] for s in MM_STRATEGIES],
                         ["map_i2t", "P3", "M+P1"], ["map_t2i", "P3", "M+P1"],
                         ["map_i2t", "P3", "M+P2"], ["map_t2i", "P3", "M+P2"],
                         ["paired_cosine", "P3", "M+P2"], ["paired_cosine", "P3", "M+P1"]],
@@ -117,7 +171,7 @@ BASE: dict[str, Any] = {
             *[[f"map_{d}_within_source", "P3", s] for s in ("M+P1", "M+P2") for d in ("i2t", "t2i")],
             *[["paired_cosine_above_chance", "P3", s] for s in ("M+P2", "M+P1")]],
         "comparison_partitions": ["internal", "external"],
-        # Zero-shot from LLM-written class descriptions (dermlib.probes): this many per class, in the style of each
+        # Zero-shot from LLM-written class descriptions (dermlib.evaluate.probes): this many per class, in the style of each
         # LLM strategy of eval.strategies, averaged per class (0: M-template prompts only). Cached like notes, in
         # this file ({notes_dir}: the folder of notes.cache_path); the LLM is the notes.* one.
         "class_descriptions": 10,
@@ -155,7 +209,7 @@ CHANGES: dict[str, dict[str, Any]] = {
             # the projection heads align them.
             "train_last_n_text_layers": 0,
             # MiniLM's features of every note of the committed note cache, written with it (python -m
-            # dermlib.embed --profile demo: 3.5 min on 2 cores); without the file the demo encodes the notes itself
+            # dermlib.train.inference --profile demo: 3.5 min on 2 cores); without the file the demo encodes the notes itself
             "note_features": "data/note-features-demo.npz",
             "max_text_len": 256, "batch_size": 64, "epochs": 40, "lr": 1e-3, "patience": 8, "num_workers": 0,
             # heads-only steps are tiny: one thread is faster than two (and the same on every machine), so two
@@ -241,24 +295,43 @@ def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -
         _check_type(key, node[leaf], value)
         node[leaf] = value
     _check_comparisons(cfg)
+    _check_strategies(cfg)
     if cfg["train"]["parallel_runs"] > 1 and not cfg["train"]["threads"]:
         raise ValueError(f"train.parallel_runs={cfg['train']['parallel_runs']} needs train.threads > 0: every run must "
                          f"train on the same number of threads wherever it runs (e.g. --set train.threads=1)")
     return cfg
 
 
+# What a declared comparison may compare (each has a per-image column in `dermlib.evaluate.stats.SAMPLE_METRICS`).
+PRIMARY_METRICS = ("kappa", "map_i2t", "map_t2i", "paired_cosine")
+POST_HOC_METRICS = (*PRIMARY_METRICS, "map_i2t_within_source", "map_t2i_within_source", "paired_cosine_above_chance")
+
+
 def _check_comparisons(cfg: dict[str, Any]) -> None:
     """Every declared comparison is [metric, A, B] with a metric that is compared (a comparison whose strategies
-    are not in eval.strategies is left out when the comparisons are computed: `dermlib.stats.comparisons`)."""
-    from dermlib.stats import SAMPLE_METRICS
-
-    primary = ("kappa", "map_i2t", "map_t2i", "paired_cosine")
-    for key, allowed in (("comparisons", primary), ("post_hoc_comparisons", tuple(SAMPLE_METRICS))):
+    are not in eval.strategies is left out when the comparisons are computed: `dermlib.evaluate.stats.comparisons`)."""
+    for key, allowed in (("comparisons", PRIMARY_METRICS), ("post_hoc_comparisons", POST_HOC_METRICS)):
         for item in cfg["eval"][key]:
             if not (isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item)):
                 raise ValueError(f"eval.{key}: {item!r} is not [metric, A, B]")
             if item[0] not in allowed:
                 raise ValueError(f"eval.{key}: {item!r}: metric must be one of {', '.join(allowed)}")
+
+
+def _check_strategies(cfg: dict[str, Any]) -> None:
+    """train.strategy and eval.strategies are training strategies, notes.strategies note strategies (`parse_strategy`,
+    `note_parts`): a typo stops here, before any work."""
+    for key, values in (("train.strategy", [cfg["train"]["strategy"]]), ("eval.strategies", cfg["eval"]["strategies"])):
+        for value in values:
+            try:
+                parse_strategy(value)
+            except ValueError as err:
+                raise ValueError(f"{key}: {err}") from None
+    for value in cfg["notes"]["strategies"]:
+        try:
+            note_parts(value)
+        except ValueError as err:
+            raise ValueError(f"notes.strategies: {err}") from None
 
 
 def with_knobs(overrides: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:
@@ -268,10 +341,8 @@ def with_knobs(overrides: dict[str, Any], knobs: dict[str, Any]) -> dict[str, An
 
 
 def _check_source(key: str, name: str) -> None:
-    from dermlib.data.registry import SOURCES
-
-    if name not in SOURCES:
-        raise KeyError(f"override {key!r}: {name!r} is not a dataset; data.roots takes one of {sorted(SOURCES)}")
+    if name not in DATASETS:
+        raise KeyError(f"override {key!r}: {name!r} is not a dataset; data.roots takes one of {sorted(DATASETS)}")
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Metrics of the paper: Cohen's kappa and friends for classification, class-level retrieval mAP, Recall@k and
-paired cosine similarity for the shared embedding space, and the uncertainty around each (bootstrap, seeds).
+paired cosine similarity for the shared embedding space, and a summary over seeds (intervals and paired comparisons
+are `dermlib.evaluate.stats`).
 
 Embeddings may be numpy arrays or torch tensors (any device); everything is computed in numpy float32 with the
 similarity matrix built in chunks of queries, so a 30,000 x 30,000 pool never needs more than a few hundred MB.
@@ -7,7 +8,7 @@ similarity matrix built in chunks of queries, so a 30,000 x 30,000 pool never ne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,6 @@ import pandas as pd
 from scipy.stats import rankdata
 from sklearn.metrics import confusion_matrix
 
-from dermlib.data.labels import ISIC8
 
 # Similarity-matrix entries held at once (per chunk of queries): 2**23 floats = 32 MB; with sort
 # indices and cumulative counts a chunk peaks near 350 MB.
@@ -113,7 +113,7 @@ def auroc(y_true: Sequence[bool], scores: Any) -> float:
     return float(_auroc_columns(positive[:, None], to_numpy(scores, np.float64).reshape(-1, 1))[0])
 
 
-def macro_auroc(y_true: Sequence, proba: Any, classes: Sequence[str] = ISIC8) -> float:
+def macro_auroc(y_true: Sequence, proba: Any, classes: Sequence[str]) -> float:
     """One-vs-rest AUROC averaged over the classes that occur in `y_true` (and are not all of it).
 
     `proba` is [n, len(classes)] in `classes` order. Classes absent from a split (common on small or external
@@ -128,21 +128,10 @@ def macro_auroc(y_true: Sequence, proba: Any, classes: Sequence[str] = ISIC8) ->
     return float(_auroc_columns(positive[:, usable], scores[:, usable]).mean()) if usable.any() else float("nan")
 
 
-def confusion(y_true: Sequence, y_pred: Sequence, classes: Sequence[str] = ISIC8) -> pd.DataFrame:
+def confusion(y_true: Sequence, y_pred: Sequence, classes: Sequence[str]) -> pd.DataFrame:
     """Confusion matrix as a DataFrame: rows = true class, columns = predicted class, in `classes` order."""
     matrix = confusion_matrix(_labels(y_true), _labels(y_pred), labels=list(classes))
     return pd.DataFrame(matrix, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted"))
-
-
-def classification_metrics(y_true: Sequence, proba: Any, classes: Sequence[str] = ISIC8) -> dict[str, float]:
-    """kappa, balanced accuracy and macro AUROC from class probabilities (prediction = argmax)."""
-    scores = to_numpy(proba)
-    y_pred = np.asarray(classes, dtype=object)[scores.argmax(axis=1)]
-    return {
-        "kappa": cohen_kappa(y_true, y_pred),
-        "balanced_accuracy": balanced_accuracy(y_true, y_pred),
-        "macro_auroc": macro_auroc(y_true, scores, classes),
-    }
 
 
 # ---------------------------------------------------------------------------------------------------- retrieval
@@ -268,18 +257,6 @@ def recall_at_k(query_emb: Any, gallery_emb: Any, k: int | Sequence[int]) -> flo
     return hits.mean(axis=1).tolist() if np.ndim(k) else float(hits.mean())
 
 
-def top_k(query_emb: Any, gallery_emb: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and cosine scores [n_queries, k] of each query's k most similar gallery items (ties: lower index)."""
-    q, g = l2_normalise(query_emb), l2_normalise(gallery_emb)
-    k = min(k, len(g))
-    idx, scores = np.empty((len(q), k), dtype=np.int64), np.empty((len(q), k), dtype=np.float32)
-    for rows in _chunks(len(q), len(g)):
-        sim = q[rows] @ g.T
-        idx[rows] = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-        scores[rows] = np.take_along_axis(sim, idx[rows], axis=1)
-    return idx, scores
-
-
 def paired_cosine(a: Any, b: Any) -> np.ndarray:
     """Cosine similarity of row i of `a` with row i of `b` (each image with its own note)."""
     a, b = l2_normalise(a), l2_normalise(b)
@@ -302,32 +279,7 @@ def paired_cosine_lift(a: Any, b: Any) -> np.ndarray:
     return own - others
 
 
-# -------------------------------------------------------------------------------------------------- uncertainty
-def bootstrap_ci(metric_fn: Callable[..., float], *arrays: Any, n: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float, float]:
-    """(point, low, high): the metric on the data and a percentile bootstrap interval.
-
-    Rows are resampled with replacement jointly across `arrays` (all of equal length); resamples where the
-    metric is undefined (NaN) are dropped. Deterministic for a given seed.
-    """
-    data = [to_numpy(a, None) for a in arrays]
-    if not data or any(len(a) != len(data[0]) for a in data):
-        raise ValueError(f"bootstrap_ci needs arrays of one length, got {[len(a) for a in data]}")
-    point = float(metric_fn(*data))
-    size = len(data[0])
-    if size == 0 or n < 1:
-        return point, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    stats = np.array([metric_fn(*(a[idx] for a in data)) for idx in rng.integers(0, size, size=(n, size))],
-                     dtype=np.float64)
-    stats = stats[np.isfinite(stats)]
-    if len(stats) == 0:
-        return point, float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(stats, [tail, 100 - tail])
-    return point, float(low), float(high)
-
-
+# -------------------------------------------------------------------------------------------------- seeds
 def nanmean(values: np.ndarray) -> float:
     """Mean ignoring NaN (NaN when nothing is left): the bootstrap statistic for per-query AP."""
     values = np.asarray(values, dtype=np.float64)

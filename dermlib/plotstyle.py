@@ -1,6 +1,6 @@
 """The one plotting style, titles that say what the data is, and `save` (PNG + PDF, stable names, synthetic mark).
 
-Re-exported by `dermlib.plots`; figure modules import these from here so that none imports another's figures.
+Re-exported by `dermlib.report.plots`; figure modules import these from here so that none imports another's figures.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""Progress for the long loops of the CLIs and notebooks, and training curves for TensorBoard (no torch import).
+"""Progress for the long loops of the CLIs and notebooks (no torch import).
 
 `progress(total, desc)` is a tqdm.auto bar (a widget in a notebook kernel that can draw one) that stays off where
-it would only add text lines: a log file, a pipe, a stored notebook without widgets. `tensorboard_scalars` names
-the per-epoch scalars `dermlib.train` writes with `train.tensorboard = true`.
+it would only add text lines: a log file, a pipe, a stored notebook without widgets.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any
 
 def progress_enabled(stream: Any = None) -> bool:
     """Whether a bar should show: on a terminal, or in a notebook kernel that can draw widgets; never in a worker
-    process of `dermlib.parallel` (DERMLIB_NO_PROGRESS=1), whose bars would overwrite the parent's."""
+    process of `dermlib.train.grid` (DERMLIB_NO_PROGRESS=1), whose bars would overwrite the parent's."""
     if os.environ.get("DERMLIB_NO_PROGRESS") == "1":
         return False
     stream = sys.stderr if stream is None else stream
@@ -39,14 +38,3 @@ def progress(total: int | None, desc: str, *, initial: int = 0, unit: str = "it"
                 mininterval=1.0, dynamic_ncols=True, **kwargs)
 
 
-def tensorboard_scalars(row: dict[str, Any], lr: float) -> dict[str, float]:
-    """One epoch's scalars (tag -> value): `train_<term>` as `train/<term>`, `val_<metric>` as `val/<metric>`,
-    anything else (samples_per_s, seconds) as `run/<name>`, and the learning rate as `run/lr`."""
-    out = {}
-    for key, value in row.items():
-        if key == "epoch":
-            continue
-        head, _, rest = key.partition("_")
-        out[f"{head}/{rest}" if head in ("train", "val") and rest else f"run/{key}"] = float(value)
-    out["run/lr"] = float(lr)
-    return out

@@ -56,17 +56,17 @@ class WorkDir:
 
     @property
     def runs(self) -> Path:
-        """`runs/`: one folder per trained run (`dermlib.train.run_dir`)."""
+        """`runs/`: one folder per trained run (`dermlib.train.runs.run_dir`)."""
         return self.root / "runs"
 
     @property
     def features(self) -> Path:
-        """`features/`: cached outputs of frozen encoders (`dermlib.features`)."""
+        """`features/`: cached outputs of frozen encoders (`dermlib.train.features`)."""
         return self.root / "features"
 
     @property
     def records(self) -> Path:
-        """`records/`: the numbers each notebook records (`dermlib.records`)."""
+        """`records/`: the numbers each notebook records (`dermlib.notebook`)."""
         return self.root / "records"
 
     @property
@@ -86,7 +86,7 @@ class WorkDir:
 
     @property
     def results(self) -> Path:
-        """`results/`: everything the evaluation grid writes (`dermlib.results`)."""
+        """`results/`: everything the evaluation grid writes (`dermlib.evaluate.results`)."""
         return self.root / "results"
 
     @property
@@ -104,7 +104,7 @@ class WorkDir:
         return self.results / "runs" / f"{run_id}.parquet"
 
     def samples(self, run_id: str) -> Path:
-        """`results/samples/<run>.parquet`: one run's per-image values (what `dermlib.stats` resamples)."""
+        """`results/samples/<run>.parquet`: one run's per-image values (what `dermlib.evaluate.stats` resamples)."""
         return self.results / "samples" / f"{run_id}.parquet"
 
     def embeddings(self, run_id: str) -> Path:

@@ -19,6 +19,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
 from dermlib.data.schema import to_manifest
+from dermlib.data.synthderm import SYNTH_SOURCES
 
 
 def split_groups(frame: pd.DataFrame) -> np.ndarray:
@@ -78,8 +79,6 @@ def resolve_partitions(sources: list[str], internal: list[str] | None, external:
                        ) -> dict[str, str]:
     """source -> "internal"/"external": listed sources as listed; unlisted SynthDerm sources use their own default;
     any other unlisted source is an error (add it to data.internal or data.external)."""
-    from dermlib.synthderm import SYNTH_SOURCES
-
     internal, external = list(internal or []), list(external or [])
     both = sorted(set(internal) & set(external))
     if both:

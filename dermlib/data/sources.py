@@ -84,7 +84,7 @@ def build_manifest(cfg: dict[str, Any], *, dedupe: bool = True) -> tuple[pd.Data
     unknown = [s for s in sources if s not in SOURCES]
     if unknown:
         raise ValueError(f"build_manifest reads real datasets; {unknown} are not in the registry {sorted(SOURCES)} "
-                         f"(the demo profile's SynthDerm is made by dermlib.synthderm.generate)")
+                         f"(the demo profile's SynthDerm is made by dermlib.data.synthderm.generate)")
     roots = data.get("roots") or {}
     strict = bool(data.get("strict_images", True))
     manifests, skipped = [], []

@@ -3,7 +3,8 @@
     python -m dermlib.notes --profile demo                 # all strategies for <work_dir>/manifest.parquet
     python -m dermlib.notes --profile demo --manifest m.parquet --strategies M+P1 P3 --retry-failed
 
-The cache is compacted afterwards (WAL folded in, VACUUM) so it can be committed; it never holds a key. Exit status
+Then the class descriptions of zero-shot evaluation (`eval.class_descriptions_cache`, dermlib.notes.descriptions) are
+filled the same way. The cache is compacted afterwards (WAL folded in, VACUUM) so it can be committed; it never holds a key. Exit status
 1 when the run stopped early (an outage, a refused key) or every LLM note failed; transient failures are asked
 again by the next run, permanent ones with --retry-failed.
 """
@@ -17,10 +18,11 @@ import time
 from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.data.schema import read_manifest
 from dermlib.notes.cache import NoteCache
+from dermlib.notes.descriptions import descriptions_cache_path, generate_descriptions
 from dermlib.notes.engine import LLMAuthError, LLMOutageError
 from dermlib.notes.strategies import get_strategy
 from dermlib.notes.plan import cache_path
-from dermlib.notes.run import synthesize_profile
+from dermlib.notes.profile import synthesize_profile
 from dermlib.workdir import WorkDir
 
 
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         notes = synthesize_profile(manifest, cfg, args.strategies, retry_failed=args.retry_failed)
+        described = generate_descriptions(cfg, retry_failed=args.retry_failed)
     except (LLMOutageError, LLMAuthError) as err:
         print(f"stopped: {err}", file=sys.stderr)
         return 1
@@ -45,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cache.count('ok')} ok, {cache.count('failed')} failed and {cache.count('transient')} transient "
                   f"notes in {cache.path} ({cache.path.stat().st_size / 1e6:.2f} MB); took "
                   f"{time.perf_counter() - start:.0f} s")
+    print(f"class descriptions: {described['ok']} usable, {described['failed']} failed ({described['asked']} asked now) "
+          f"in {descriptions_cache_path(cfg)}")
     print(notes.groupby("strategy")["status"].value_counts().unstack(fill_value=0).to_string())
     for strategy, stats in notes.attrs["stats"].items():
         print(strategy, {k: v for k, v in stats.items() if k in ("llm_calls", "n_cached", "seconds", "cost_usd", "errors")})

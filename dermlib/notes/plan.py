@@ -16,8 +16,14 @@ from dermlib.notes.cache import NoteCache, cache_key
 from dermlib.notes.engine import Job
 from dermlib.notes.local_llm import model_fingerprint
 from dermlib.notes.strategies import (
-    Strategy, build_messages, metadata_fields, option_order, parse_response, response_format, stable_hash,
+    Strategy,
+    build_messages,
+    option_order,
+    parse_response,
+    response_format,
+    stable_hash,
 )
+from dermlib.notes.fields import metadata_fields
 
 BACKENDS = ("openai", "vllm", "ollama", "llamacpp")
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from dermlib.notes.strategies import get_strategy
 from dermlib.workdir import WorkDir
+from dermlib.config import parse_strategy
 
 REQUIRED = {"sample_id", "strategy", "note", "status"}
 
@@ -47,16 +48,6 @@ def load_notes(work_dir_or_path: str | Path, strategy: str) -> dict[str, str]:
         raise KeyError(f"{notes.attrs['path']} has no notes for strategy {strategy!r}; it has "
                        f"{sorted(set(notes['strategy']))}")
     return dict(zip(chosen["sample_id"].astype(str), chosen["note"].astype(str)))
-
-
-def parse_strategy(strategy: str) -> list[str]:
-    """Note strategies a training strategy uses: "Img" -> [], "M+P1" -> ["M+P1"], a combination "M,P3" -> both."""
-    if strategy == "Img":
-        return []
-    parts = [s.strip() for s in strategy.split(",") if s.strip()]
-    if not parts or "Img" in parts:
-        raise ValueError(f"strategy {strategy!r}: use 'Img' alone, one note strategy, or a comma-separated list")
-    return parts
 
 
 def notes_by_sample(work_dir: str | Path, strategies: list[str]) -> dict[str, list[str]]:

@@ -7,15 +7,14 @@
          border, colours and structures are enum fields; prose that is not whole sentences is asked again.
 - `P3`   free-form prompt with the diagnosis only, one generation per image (its own seed).
 
-What a note may say about a row is the whitelist in `note_fields.csv` (see `metadata_fields`).
+What a note may say about a row is `dermlib.notes.fields` (the whitelist `note_fields.csv`).
 
-Combinations (the paper's "next step"): `"A&B"` concatenates the parts' notes for every sample; `"A|B"` mixes
-them, each sample taking one part chosen by a stable hash of its sample_id.
+Combinations (the paper's "next step"; the grammar is `dermlib.config.note_parts`): `"A&B"` concatenates the parts'
+notes for every sample; `"A|B"` mixes them, each sample taking one part chosen by a stable hash of its sample_id.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import re
@@ -25,15 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from dermlib.data.labels import CLASS_NAMES
-from dermlib.data.schema import load_attributes
+from dermlib.config import note_parts
+from dermlib.notes.fields import as_text, is_missing
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 VOCABULARY_FILE = "vocabulary.v1.json"
 _FIELD = re.compile(r"\{(\w+)\}")
-_ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
 
 # name -> (template stem, template version, output kind, sees metadata, other files its notes are rendered from)
 _BASE: dict[str, tuple[str, str, str, bool, tuple[str, ...]]] = {
@@ -44,7 +41,6 @@ _BASE: dict[str, tuple[str, str, str, bool, tuple[str, ...]]] = {
 }
 PROSE_FIELDS = ("history", "examination", "dermoscopy", "impression")  # M+P2's free-text sections
 PROSE_MAX_WORDS = 60
-NOTE_FIELDS_FILE = Path(__file__).resolve().parent / "note_fields.csv"
 
 
 @dataclass(frozen=True)
@@ -142,18 +138,10 @@ def _base(name: str) -> Strategy:
 
 
 def get_strategy(name: str) -> Strategy | Combo:
-    """A strategy by name: a base one ("M", "M+P1", "M+P2", "P3") or a combination ("M&P3", "M+P1|P3")."""
-    name = name.strip()
-    for sep, mode in (("&", "concat"), ("|", "mix")):
-        if sep in name:
-            parts = tuple(p.strip() for p in name.split(sep))
-            if any(p not in _BASE for p in parts) or len(parts) < 2 or len(set(parts)) != len(parts):
-                raise ValueError(f"strategy {name!r}: combine distinct base strategies {sorted(_BASE)} with "
-                                 f"'&' (concatenate) or '|' (mix per sample), e.g. 'M&P3' or 'M+P1|P3'")
-            return Combo(name, parts, mode)
-    if name not in _BASE:
-        raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(_BASE)} or a combination like 'M&P3'")
-    return _base(name)
+    """A note strategy by name (the grammar is `dermlib.config.note_parts`): a base one ("M", "M+P1", "M+P2", "P3")
+    or a combination ("M&P3", "M+P1|P3")."""
+    mode, parts = note_parts(name)
+    return _base(parts[0]) if mode == "single" else Combo(name.strip(), parts, mode)
 
 
 STRATEGIES: dict[str, Strategy | Combo] = {n: get_strategy(n) for n in ["M", "M+P1", "M+P2", "P3", "M&P3", "M+P1|P3"]}
@@ -162,112 +150,6 @@ STRATEGIES: dict[str, Strategy | Combo] = {n: get_strategy(n) for n in ["M", "M+
 def stable_hash(text: str) -> int:
     """A process-independent 32-bit hash (Python's hash() is salted per process)."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
-
-
-def _missing(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    if isinstance(value, float) and pd.isna(value):
-        return True
-    return isinstance(value, (str, list)) and len(value) == 0
-
-
-def _text(value: Any) -> str:
-    return ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
-
-
-@lru_cache(maxsize=1)
-def note_fields_table() -> pd.DataFrame:
-    """The whitelist of what notes may say (`note_fields.csv`): one row per source pattern and field, with
-    `use` = note (written into notes and prompts), label (restates the diagnosis: covered by the diagnosis
-    sentence) or never (identifiers, file names, URLs, licences, label leaks, SynthDerm's drawn ground truth)."""
-    table = pd.read_csv(NOTE_FIELDS_FILE, dtype=str, keep_default_na=False)
-    bad = table[~table["use"].isin(["note", "label", "never"])]
-    if len(bad):
-        raise ValueError(f"{NOTE_FIELDS_FILE} row {bad.index[0] + 2}: use must be note, label or never")
-    return table
-
-
-def field_rule(source: str, name: str) -> pd.Series | None:
-    """The whitelist row for one `attributes` field of a source (None when the table does not list it)."""
-    table = note_fields_table()
-    matches = np.array([fnmatch.fnmatchcase(source, pattern) for pattern in table["source"]], dtype=bool)
-    hits = table[(table["field"] == name).to_numpy() & matches]
-    return hits.iloc[0] if len(hits) else None
-
-
-def flat_attributes(attrs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`attributes` with nested dicts flattened to dotted keys (`recorded.streaks`)."""
-    out: dict[str, Any] = {}
-    for key, value in attrs.items():
-        if isinstance(value, dict):
-            out.update(flat_attributes(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
-def _finding_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return _text(value)
-
-
-@lru_cache(maxsize=None)
-def _note_rules(source: str) -> tuple[tuple[str, str], ...]:
-    """(field, phrase) of every `note` row that applies to a source, in the table's order."""
-    table = note_fields_table()
-    return tuple((r.field, r.phrase) for r in table.itertuples()
-                 if r.use == "note" and fnmatch.fnmatchcase(source, r.source))
-
-
-def findings(row: pd.Series | dict[str, Any]) -> list[str]:
-    """The whitelisted findings of one row, rendered with their phrases, in the table's order."""
-    rules = _note_rules(str(row.get("source") or ""))
-    if not rules:
-        return []
-    attrs = flat_attributes(load_attributes(row.get("attributes")))
-    out = [phrase.format(value=_finding_text(attrs[name])) for name, phrase in rules
-           if name in attrs and not _missing(attrs[name])]
-    return list(dict.fromkeys(out))
-
-
-def metadata_fields(row: pd.Series | dict[str, Any]) -> dict[str, str]:
-    """The known metadata of one manifest row as template fields (missing or odd values are simply absent).
-
-    Beyond age, sex, site, skin type, modality and diagnosis, only the findings that `note_fields.csv` marks
-    `note` for the row's source are used: never identifiers, file names, URLs or licences, and never
-    SynthDerm's drawn ground truth (which the audit keeps).
-    """
-    get = row.get
-    out: dict[str, str] = {}
-    age = get("age")
-    if not _missing(age) and 0 < float(age) < 120:
-        out["age"] = str(int(float(age)))
-        out["age_article"] = "An" if out["age"] in ("8", "11", "18") or out["age"].startswith("8") else "A"
-    sex = get("sex")
-    if not _missing(sex) and str(sex) in ("male", "female"):
-        out["sex"] = str(sex)
-        out["sex_noun"] = "man" if sex == "male" else "woman"
-    for key in ("site", "modality"):
-        value = get(key)
-        if not _missing(value):
-            out[key] = str(value)
-    fitz = get("fitzpatrick")
-    if not _missing(fitz) and int(fitz) in _ROMAN:
-        out["fitzpatrick"] = str(int(fitz))
-        out["fitzpatrick_roman"] = _ROMAN[int(fitz)]
-    label, raw = get("label"), get("label_raw")
-    if not _missing(label) and str(label) in CLASS_NAMES:
-        out["diagnosis"] = CLASS_NAMES[str(label)]
-    elif not _missing(raw):
-        out["diagnosis"] = str(raw)
-    shown = findings(row)
-    if shown:
-        out["source_findings"] = "; ".join(shown)
-    return out
 
 
 def option_order(sample_id: str) -> dict[str, list[str]]:
@@ -303,8 +185,8 @@ def render_lines(template: str, fields: dict[str, Any], joiner: str = " ") -> st
     for line in template.splitlines():
         for alternative in line.split(" || "):
             names = _FIELD.findall(alternative)
-            if all(not _missing(fields.get(n)) for n in names):
-                rendered.append(_FIELD.sub(lambda m: _text(fields[m.group(1)]), alternative).strip())
+            if all(not is_missing(fields.get(n)) for n in names):
+                rendered.append(_FIELD.sub(lambda m: as_text(fields[m.group(1)]), alternative).strip())
                 break
     return joiner.join(rendered)
 

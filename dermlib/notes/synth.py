@@ -7,9 +7,10 @@ from typing import Any
 import pandas as pd
 
 from dermlib.notes.cache import NoteCache
-from dermlib.notes.engine import LLMAuthError, Outcome, estimate_cost, run_jobs, run_sync, scrub
+from dermlib.notes.engine import EngineStats, Job, LLMAuthError, Outcome, estimate_cost, run_jobs, run_sync, scrub
 from dermlib.notes.plan import NoteSettings, Planned, api_key, llm_backend, plan_jobs
-from dermlib.notes.strategies import Combo, Strategy, get_strategy, metadata_fields, render_m, stable_hash
+from dermlib.notes.strategies import Combo, Strategy, get_strategy, render_m, stable_hash
+from dermlib.notes.fields import metadata_fields
 
 RESULT_COLUMNS = ["sample_id", "strategy", "note", "status", "n_attempts", "prompt_tokens", "completion_tokens",
                   "cached", "template_version", "error", "raw"]  # raw: the LLM's answer as stored (None for M)
@@ -54,31 +55,42 @@ def synthesize(manifest: pd.DataFrame, strategy: str, settings: NoteSettings | N
         plan = plan_jobs(manifest, strat, s, cache)
         stats = None
         if plan.jobs:
-            key = api_key(plan.backend, s)
-
-            def store(outcome: Outcome) -> None:  # every text scrubbed of the key, whatever the server echoed
-                cache.put({"key": outcome.key, "backend": plan.backend, "model": plan.model, "strategy": strat.name,
-                           "template_version": strat.template_version, "seed": plan.jobs[outcome.key].seed,
-                           "status": outcome.status, "note": scrub(outcome.note, key) if outcome.note else None,
-                           "raw": scrub(outcome.raw, key) if outcome.raw else outcome.raw,
-                           "error": scrub(outcome.error, key) if outcome.error else None,
-                           "n_attempts": outcome.n_attempts, "prompt_tokens": outcome.prompt_tokens,
-                           "completion_tokens": outcome.completion_tokens})
-                cache.release(outcome.key)
-
             n_cached = int(plan.frame["key"].isin(set(plan.found) - set(plan.jobs)).sum())
-            try:
-                stats = run_sync(lambda: run_jobs(
-                    list(plan.jobs.values()), base_url=s.base_url, api_key=key, model=plan.model,
-                    params=plan.params, concurrency=s.concurrency, timeout=s.timeout, max_retries=s.max_retries,
-                    on_outcome=store, n_cached=n_cached, desc=f"{strat.name} notes", backoff_base=s.backoff_base,
-                    outage_after=s.outage_after,
-                    claim=lambda k: cache.claim(k, stale_after=s.timeout * (s.max_retries + 1) + 60.0)))
-            except LLMAuthError as exc:
-                raise LLMAuthError(f"{exc} at {s.base_url or 'https://api.openai.com/v1'} (check OPENAI_API_KEY); "
-                                   f"notes stored so far are kept in {s.cache_path}") from None
+            stats = ask(list(plan.jobs.values()), cache, s, backend=plan.backend, model=plan.model,
+                        params=plan.params, strategy=strat.name, template_version=strat.template_version,
+                        desc=f"{strat.name} notes", n_cached=n_cached)
         stored = cache.get_many([k for k in plan.frame["key"] if k])
     return _result(plan, stored, strat, plan.model, stats)
+
+
+def ask(jobs: list[Job], cache: NoteCache, settings: NoteSettings, *, backend: str, model: str,
+        params: dict[str, Any], strategy: str, template_version: str, desc: str, n_cached: int = 0) -> EngineStats:
+    """Ask the LLM of `settings` for `jobs` (`dermlib.notes.engine.run_jobs`), claiming each in `cache` first (two
+    processes never ask twice) and storing each outcome as it arrives, every text scrubbed of the key: the one way
+    dermlib asks an LLM, for notes and for class descriptions alike."""
+    key = api_key(backend, settings)
+    seeds = {job.key: job.seed for job in jobs}
+
+    def store(outcome: Outcome) -> None:  # every text scrubbed of the key, whatever the server echoed
+        cache.put({"key": outcome.key, "backend": backend, "model": model, "strategy": strategy,
+                   "template_version": template_version, "seed": seeds[outcome.key],
+                   "status": outcome.status, "note": scrub(outcome.note, key) if outcome.note else None,
+                   "raw": scrub(outcome.raw, key) if outcome.raw else outcome.raw,
+                   "error": scrub(outcome.error, key) if outcome.error else None,
+                   "n_attempts": outcome.n_attempts, "prompt_tokens": outcome.prompt_tokens,
+                   "completion_tokens": outcome.completion_tokens})
+        cache.release(outcome.key)
+
+    s = settings
+    try:
+        return run_sync(lambda: run_jobs(
+            jobs, base_url=s.base_url, api_key=key, model=model, params=params, concurrency=s.concurrency,
+            timeout=s.timeout, max_retries=s.max_retries, on_outcome=store, n_cached=n_cached, desc=desc,
+            backoff_base=s.backoff_base, outage_after=s.outage_after,
+            claim=lambda k: cache.claim(k, stale_after=s.timeout * (s.max_retries + 1) + 60.0)))
+    except LLMAuthError as exc:
+        raise LLMAuthError(f"{exc} at {s.base_url or 'https://api.openai.com/v1'} (check OPENAI_API_KEY); "
+                           f"everything stored so far is kept in {cache.path}") from None
 
 
 def _result(plan: Planned, stored: dict[str, dict[str, Any]], strat: Strategy, model: str, stats: Any) -> pd.DataFrame:

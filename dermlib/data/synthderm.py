@@ -30,7 +30,7 @@ from PIL import Image
 from dermlib.data.labels import CLASS_NAMES, ISIC8
 from dermlib.data.schema import SITES, dump_attributes, save_manifest, to_manifest
 from dermlib.progress import progress
-from dermlib.synthderm_render import MAX_RADIUS, Lesion, render
+from dermlib.data.synthderm_render import MAX_RADIUS, Lesion, render
 
 # The band SynthDerm is calibrated to: image-only Cohen's kappa on the internal test set (learnable, not solved)
 CALIBRATION_KAPPA = (0.45, 0.60)

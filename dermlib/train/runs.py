@@ -1,6 +1,6 @@
-"""Train one model (`fit`), a list of them (`fit_many`, in parallel processes with `train.parallel_runs`), or one per
-strategy and seed (`fit_strategies`); `dermlib.embed` loads a run back and embeds with it.
-The loop's pieces (`Trainer`, `pick_device`, `make_optimizer`) are in `dermlib.trainer`.
+"""One training run (`fit`): its folder, its checkpoints, resuming, early stopping and its summary; a grid of runs is
+`dermlib.train.grid`, the loop's pieces (`Trainer`, `make_optimizer`) are `dermlib.train.loop`, and loading a
+finished run back is `dermlib.train.inference`.
 
 A run lives in `<work_dir>/runs/<strategy>-seed<k>-<hash8>/` where the hash covers the data, notes and train
 settings: `config.json` (resolved), `checkpoint.pt` (last and best weights, optimiser, history), `history.csv`,
@@ -15,11 +15,9 @@ rate per epoch; a terminal or a notebook with widgets shows one progress bar per
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -28,12 +26,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dermlib.embed import load_trainable, trainable_state
-from dermlib.features import FEATURE_VERSION
-from dermlib.parallel import map_jobs
-from dermlib.progress import progress, tensorboard_scalars
-from dermlib.train_settings import UNHASHED_TRAIN_KEYS
-from dermlib.trainer import Trainer, selection_score
+from dermlib.config import add_cli_arguments, config_from_cli, strategy_label
+from dermlib.progress import progress
+from dermlib.train.features import FEATURE_VERSION
+from dermlib.train.loop import Trainer, load_trainable, selection_score, trainable_state
+from dermlib.train.settings import UNHASHED_TRAIN_KEYS
 from dermlib.workdir import WorkDir
 
 if TYPE_CHECKING:  # pandas is imported where it is used
@@ -54,7 +51,7 @@ def config_hash(cfg: dict[str, Any]) -> str:
 def run_dir(cfg: dict[str, Any]) -> Path:
     """`<work_dir>/runs/<strategy>-seed<k>-<hash8>` for this config (strategy "M,P3" is written "M_P3")."""
     t = cfg["train"]
-    return WorkDir.of(cfg).runs / f"{t['strategy'].replace(',', '_')}-seed{t['seed']}-{config_hash(cfg)}"
+    return WorkDir.of(cfg).runs / f"{strategy_label(t['strategy'])}-seed{t['seed']}-{config_hash(cfg)}"
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -195,40 +192,6 @@ def _one_epoch(trainer: Trainer, state: dict[str, Any], epoch: int, ckpt: Path, 
     return {**row, "_stop": bool(stop[0])}
 
 
-def fit_many(configs: list[dict[str, Any]]) -> list[Path]:
-    """Train (or reuse) every config and return their run folders, in order. With `train.parallel_runs` > 1, the
-    first unfinished run of each strategy trains here (it computes that strategy's frozen-encoder features once)
-    and the others in that many worker processes (`dermlib.parallel`)."""
-    todo = list({run_dir(c): c for c in configs if not (run_dir(c) / "done").exists()}.values())  # one per folder
-    if todo:
-        # under torchrun every process already is one rank of a single run: runs then go one after another
-        processes = int(todo[0]["train"]["parallel_runs"]) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else 1
-        map_jobs(fit, todo, processes, desc="train", warm_key=lambda c: c["train"]["strategy"])
-    return [fit(c) for c in configs]  # all finished: each call only names its folder
-
-
-def grid_configs(cfg: dict[str, Any], strategies: list[str] | None = None,
-                 seeds: list[int] | None = None) -> list[dict[str, Any]]:
-    """One full config per strategy x seed (defaults: `cfg["eval"]`), strategy-major, with train.strategy / .seed set."""
-    configs = []
-    for strategy in cfg["eval"]["strategies"] if strategies is None else strategies:
-        for seed in cfg["eval"]["seeds"] if seeds is None else seeds:
-            run = copy.deepcopy(cfg)  # nothing a run changes reaches the caller's config
-            run["train"]["strategy"], run["train"]["seed"] = strategy, int(seed)
-            configs.append(run)
-    return configs
-
-
-def fit_strategies(cfg: dict[str, Any], strategies: list[str] | None = None,
-                   seeds: list[int] | None = None) -> dict[int, dict[str, Path]]:
-    """Train (or reuse) one run per strategy x seed (defaults: `cfg["eval"]`) -> {seed: {strategy: run folder}}."""
-    configs = grid_configs(cfg, strategies, seeds)
-    runs: dict[int, dict[str, Path]] = {}
-    for run_cfg, folder in zip(configs, fit_many(configs)):
-        runs.setdefault(run_cfg["train"]["seed"], {})[run_cfg["train"]["strategy"]] = folder
-    return runs
-
-
 def run_summary(runs: dict[str, Path]) -> pd.DataFrame:
     """One row per run: training size, best epoch and its val kappa/accuracy, epochs run, median samples/s, seconds."""
     import pandas as pd
@@ -248,18 +211,25 @@ def run_summary(runs: dict[str, Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def tensorboard_scalars(row: dict[str, Any], lr: float) -> dict[str, float]:
+    """One epoch's scalars (tag -> value): `train_<term>` as `train/<term>`, `val_<metric>` as `val/<metric>`,
+    anything else (samples_per_s, seconds) as `run/<name>`, and the learning rate as `run/lr`."""
+    out = {}
+    for key, value in row.items():
+        if key == "epoch":
+            continue
+        head, _, rest = key.partition("_")
+        out[f"{head}/{rest}" if head in ("train", "val") and rest else f"run/{key}"] = float(value)
+    out["run/lr"] = float(lr)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: `python -m dermlib.train --profile demo --set train.strategy=M+P1 --set train.epochs=3` (torchrun-able)."""
-    from dermlib.config import add_cli_arguments, config_from_cli
-
-    parser = argparse.ArgumentParser(description="Train one dermlib model (see dermlib.train.fit).")
+    parser = argparse.ArgumentParser(description="Train one dermlib model (see dermlib.train.runs.fit).")
     add_cli_arguments(parser)
     cfg, _ = config_from_cli(parser, parser.parse_args(argv))
     folder = fit(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(folder)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

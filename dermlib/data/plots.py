@@ -1,7 +1,7 @@
 """Figures of the data-preparation step (notebook 01): counts, metadata completeness, a gallery, crop examples.
 
-Each function returns a matplotlib Figure; the notebook saves it with dermlib.plots.save and shows it inline. Titles
-go through dermlib.plots.source_title, so SynthDerm figures say they are synthetic.
+Each function returns a matplotlib Figure; the notebook saves it with dermlib.plotstyle.save and shows it inline. Titles
+go through dermlib.report.plots.source_title, so SynthDerm figures say they are synthetic.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 from dermlib.data.labels import ISIC8
 from dermlib.data.preprocess import ImageError, load_rgb, preprocess_image
 from dermlib.data.schema import load_attributes
-from dermlib.plots import setup_style, source_title
+from dermlib.plotstyle import setup_style, source_title
 
 METADATA_FIELDS = ["age", "sex", "site", "fitzpatrick", "lesion_id", "patient_id"]
 

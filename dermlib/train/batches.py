@@ -29,7 +29,7 @@ class Split:
     labels: np.ndarray  # int64 [N], index into the taxonomy's class list
     notes: list[list[list[int]]] = field(default_factory=list)  # per sample: token-id lists, [] = no usable note
     note_features: list[np.ndarray] | None = None  # per sample (n_notes, H): a frozen text encoder's output
-    image_features: np.ndarray | None = None  # (views, N, D): a frozen image trunk's output (dermlib.features)
+    image_features: np.ndarray | None = None  # (views, N, D): a frozen image trunk's output (dermlib.train.features)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -58,7 +58,8 @@ def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
     from dermlib.data.labels import classes, to_binary
     from dermlib.data.preprocess import cache_rows, load_cache
     from dermlib.data.schema import read_manifest
-    from dermlib.notes.store import notes_by_sample, parse_strategy
+    from dermlib.notes.store import notes_by_sample
+    from dermlib.config import parse_strategy
     from dermlib.workdir import WorkDir
 
     work = WorkDir.of(cfg)

@@ -1,7 +1,7 @@
 """How one run trains: `TrainSettings`, the typed view of a config's `train` section (see `dermlib.config`).
 
 Every value comes from the config (no defaults here), so a profile's `BASE`/`CHANGES` stay the one place where a
-setting is chosen; the `train` dict itself is what a run hashes and saves (`dermlib.train.config_hash`).
+setting is chosen; the `train` dict itself is what a run hashes and saves (`dermlib.train.runs.config_hash`).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from dermlib.config import BASE
+from dermlib.config import BASE, IMG
 
-# how a run executes, not what it computes: left out of a run's hash (`dermlib.train.config_hash`)
+# how a run executes, not what it computes: left out of a run's hash (`dermlib.train.runs.config_hash`)
 # (a note store holds what encoding the notes gives, to float16 rounding: it changes the time taken, not the run)
 UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard", "note_features")
 
@@ -47,7 +47,7 @@ class TrainSettings:
     temperature: float
     num_workers: int
     threads: int
-    parallel_runs: int  # how many runs of a grid train at once (dermlib.parallel); not part of a run's hash
+    parallel_runs: int  # how many runs of a grid train at once (dermlib.train.grid); not part of a run's hash
     device: str
     tensorboard: bool
 
@@ -75,4 +75,4 @@ class TrainSettings:
     @property
     def text(self) -> bool:
         """Whether this run has a text branch (every strategy but the image-only baseline)."""
-        return self.strategy != "Img"
+        return self.strategy != IMG

@@ -1,8 +1,6 @@
-"""Figures: one style, one `save` (PNG + PDF, stable names), a "SynthDerm (synthetic)" mark on every demo figure.
-
-Every function here (and in dermlib.data.figures / dermlib.notes.figures) returns a matplotlib Figure; the notebook
-calls `save(fig, cfg, name)`, and the figure is shown inline where it is made. The style and `save` live in
-dermlib.plotstyle, the learning curves in dermlib.training_plots; both are re-exported here.
+"""Figures of the results (notebook 05): kappa, retrieval and paired-cosine bars, the embedding map, retrieval galleries
+and the notes audit. Each function returns a matplotlib Figure; the notebook calls `dermlib.plotstyle.save(fig, cfg,
+name)` and the figure shows inline where it is made. Every step's own figures are its `plots` module.
 """
 
 from __future__ import annotations
@@ -18,10 +16,9 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from dermlib.data.labels import ISIC8
+from dermlib.evaluate.results import permutation_chance
 from dermlib.metrics import finite_rows, l2_normalise
-from dermlib.plotstyle import SYNTHETIC_MARK, figure_paths, save, setup_style, source_title  # noqa: F401
-from dermlib.results import permutation_chance
-from dermlib.training_plots import LOSS_TERMS, learning_curves, stack_histories  # noqa: F401
+from dermlib.plotstyle import setup_style, source_title
 
 
 def pooled_bars(results: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -220,19 +217,6 @@ def retrieval_gallery(image: np.ndarray | None, example: dict[str, Any], cfg: di
                     f"{times}\n{body}", va="top", fontsize=8, family="monospace",
                     color="darkgreen" if relevant else "firebrick")
     fig.suptitle(source_title(cfg, f"image -> text retrieval {title}".strip()), fontsize=11)
-    return fig
-
-
-def confusion(matrix: pd.DataFrame, cfg: dict[str, Any], title: str) -> plt.Figure:
-    """A confusion matrix (rows true, columns predicted), counts annotated, rows shaded by recall."""
-    setup_style()
-    counts = matrix.to_numpy()
-    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    sns.heatmap(share, annot=counts, fmt="d", cmap="Blues", vmin=0, vmax=1, cbar_kws={"label": "row share"},
-                xticklabels=matrix.columns, yticklabels=matrix.index, ax=ax)
-    ax.grid(False)
-    ax.set(xlabel="predicted", ylabel="true", title=source_title(cfg, title))
     return fig
 
 

@@ -17,10 +17,15 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from scipy.special import softmax
 
+import torch
+
 from dermlib import metrics
+from dermlib.notes.store import first_notes
+from dermlib.train import losses
+from dermlib.train.inference import encode, load_run
 from dermlib.data.preprocess import cached_pixels
 from dermlib.data.schema import read_manifest
-from dermlib.plots import setup_style, source_title
+from dermlib.plotstyle import setup_style, source_title
 from dermlib.workdir import WorkDir
 
 
@@ -41,8 +46,6 @@ def lesson_batch(emb: dict[str, np.ndarray], n: int = 12, seed: int = 0, partiti
 def training_batch(cfg: dict[str, Any], run_dir: str | Path, n: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
     """`n` training images and their notes (seeded draw), embedded by a trained run: a real batch for the NT-Xent
     lesson. Returns what `lesson_batch` returns (image/text L2-normalised, similarity, label)."""
-    from dermlib.embed import encode, load_run
-    from dermlib.notes.store import first_notes
 
     work = WorkDir.of(cfg)
     model, run_cfg = load_run(run_dir)
@@ -67,12 +70,9 @@ def lesson_temperatures(cfg: dict[str, Any], contrast: tuple[float, ...] = (0.5,
 
 def alignment_terms(batch: dict[str, np.ndarray], temperatures: list[float],
                     train_temperature: float | None = None) -> pd.DataFrame:
-    """The L1, cosine and NT-Xent terms of `dermlib.losses` on one batch, on the raw projections as in training
+    """The L1, cosine and NT-Xent terms of `dermlib.train.losses` on one batch, on the raw projections as in training
     (NT-Xent and cosine normalise them themselves); NT-Xent at each temperature. With `train_temperature`, a
     column `training temperature` marks the NT-Xent row at the temperature training uses."""
-    import torch
-
-    from dermlib import losses
 
     img, txt = torch.from_numpy(batch["image_raw"]).float(), torch.from_numpy(batch["text_raw"]).float()
     rows = [{"term": "L1 (mean |image - note| per dimension)", "temperature": np.nan,
@@ -87,92 +87,6 @@ def alignment_terms(batch: dict[str, np.ndarray], temperatures: list[float],
         table["training temperature"] = (table["term"] == "NT-Xent") & np.isclose(table["temperature"],
                                                                                    train_temperature)
     return table
-
-
-def query_aps(emb: dict[str, np.ndarray], partition: str = "internal") -> pd.DataFrame:
-    """Image -> text AP of every query of one partition (gallery: that partition's notes), sorted by AP."""
-    ok = np.flatnonzero(metrics.finite_rows(emb["text_emb"]) & (emb["partition"] == partition))
-    labels = emb["label"][ok].astype(str)
-    ap = metrics.retrieval_ap(emb["image_emb"][ok], labels, emb["text_emb"][ok], labels)
-    frame = pd.DataFrame({"index": ok, "sample_id": emb["sample_id"][ok].astype(str), "label": labels, "ap": ap})
-    return frame.sort_values(["ap", "sample_id"], kind="stable").reset_index(drop=True)
-
-
-def chosen_queries(emb: dict[str, np.ndarray], partition: str = "internal") -> dict[str, int]:
-    """Two queries picked on purpose: the one with the median AP (a typical query) and the lowest (a failure)."""
-    aps = query_aps(emb, partition)
-    return {"median AP": int(aps["index"].iloc[len(aps) // 2]), "lowest AP": int(aps["index"].iloc[0])}
-
-
-def ranking(emb: dict[str, np.ndarray], query: int, partition: str = "internal") -> pd.DataFrame:
-    """The ranked notes of one image query within its partition (`dermlib.metrics.ranked_list`), with the notes."""
-    ok = np.flatnonzero(metrics.finite_rows(emb["text_emb"]) & (emb["partition"] == partition))
-    ranked = metrics.ranked_list(emb["image_emb"][query], str(emb["label"][query]), emb["text_emb"][ok],
-                                 emb["label"][ok].astype(str))
-    ranked["note"] = emb["note"][ok][ranked["gallery_index"].to_numpy()].astype(str)
-    return ranked
-
-
-def query_example(emb: dict[str, np.ndarray], query: int, k: int = 5, partition: str = "internal") -> dict[str, Any]:
-    """One image query, its AP and its k closest notes, for `dermlib.plots.retrieval_gallery`."""
-    ranked = ranking(emb, query, partition)
-    ap = float(ranked.loc[ranked["relevant"], "precision"].mean()) if ranked["relevant"].any() else 0.0
-    top = ranked.head(k)
-    return {"sample_id": str(emb["sample_id"][query]), "label": str(emb["label"][query]), "ap": ap,
-            "notes": [str(n) for n in top["note"]], "note_labels": [str(c) for c in top["label"]],
-            "scores": [float(v) for v in top["cosine"]]}
-
-
-def ranking_summary(ranking: pd.DataFrame, top: int | None = None) -> dict[str, Any]:
-    """Where a query's relevant items lie in its `ranking` (columns relevant, rank, precision): how many of how
-    many, the rank by which half are found, the last one, how many lie beyond `top` (and their ranks), and AP =
-    the mean precision at the relevant items."""
-    ranked = ranking.reset_index(drop=True)
-    hits = ranked.loc[ranked["relevant"].astype(bool), ["rank", "precision"]]
-    ranks = hits["rank"].to_numpy()
-    beyond = ranks[ranks > top] if top is not None else ranks[:0]
-    return {"n": len(ranked), "relevant": len(ranks), "ap": float(hits["precision"].mean()) if len(ranks) else 0.0,
-            "half_by": int(ranks[(len(ranks) - 1) // 2]) if len(ranks) else None,
-            "last": int(ranks[-1]) if len(ranks) else None, "beyond": len(beyond),
-            "beyond_ranks": (int(beyond[0]), int(beyond[-1])) if len(beyond) else None}
-
-
-def ranking_strips(rankings: dict[str, pd.DataFrame], cfg: dict[str, Any], top: int | None = None) -> plt.Figure:
-    """For each named query, its whole ranking (or the first `top` items, counting those left beyond) as a strip,
-    relevant items green, and under it the precision at each rank with a dot per relevant item: AP is the mean
-    of the dots, drawn as a line."""
-    setup_style()
-    strip_colours = plt.matplotlib.colors.ListedColormap(["0.85", "#4c9a6a"])
-    fig, axes = plt.subplots(2 * len(rankings), 1, figsize=(11, 3.0 * len(rankings) + 0.6), squeeze=False,
-                             gridspec_kw={"height_ratios": [0.3, 1.2] * len(rankings)}, layout="constrained")
-    for k, (name, ranking) in enumerate(rankings.items()):
-        strip, curve = axes[2 * k, 0], axes[2 * k + 1, 0]
-        ranked, about = ranking.reset_index(drop=True), ranking_summary(ranking, top)
-        shown = ranked if top is None else ranked.head(top)
-        hits = shown["relevant"].to_numpy().astype(float)
-        strip.imshow(hits[None, :], cmap=strip_colours, vmin=0, vmax=1, aspect="auto", interpolation="nearest",
-                     extent=(0.5, len(hits) + 0.5, 0, 1))
-        strip.set_yticks([])
-        strip.set_xlim(0.5, len(hits) + 0.5)
-        strip.tick_params(labelbottom=False)
-        strip.grid(False)
-        where = (f"{about['relevant']} relevant of {about['n']} notes; half found by rank {about['half_by']}, "
-                 f"the last at rank {about['last']}" if about["relevant"] else f"no relevant note among {about['n']}")
-        if about["beyond"]:
-            lo, hi = about["beyond_ranks"]
-            where += f"; {about['beyond']} relevant beyond rank {top} (ranks {lo}-{hi}), not drawn"
-        strip.set_title(f"{name}\n{where}", fontsize=9, loc="left")
-        curve.plot(shown["rank"], shown["precision"], color="0.6", lw=0.8, label="precision at rank (all items)")
-        dots = shown[shown["relevant"].astype(bool)]
-        curve.scatter(dots["rank"], dots["precision"], s=12, color="#4c9a6a", zorder=3,
-                      label="precision at each relevant item")
-        curve.axhline(about["ap"], color="black", ls="--", lw=1,
-                      label=f"AP = mean over all {about['relevant']} relevant items = {about['ap']:.2f}")
-        curve.set(xlim=(0.5, len(hits) + 0.5), ylim=(0, 1.05), ylabel="precision", yticks=[0, 0.5, 1])
-        curve.legend(fontsize=7, loc="upper right", frameon=True)
-    axes[-1, 0].set_xlabel("rank (strip: green = a note of the query's class)")
-    fig.suptitle(source_title(cfg, "what average precision rewards: relevant notes near the top"), fontsize=11)
-    return fig
 
 
 def ntxent_lesson(sim: np.ndarray, labels: np.ndarray, temperatures: list[float] | None, cfg: dict[str, Any]

@@ -1,6 +1,6 @@
 """The evaluation results on disk, and every lookup the figures make in them; no torch, no text model.
 
-`dermlib.evaluate.run_grid` writes `<work_dir>/results/` (paths in `dermlib.workdir.WorkDir`): `results.parquet`
+`dermlib.evaluate.grid.run_grid` writes `<work_dir>/results/` (paths in `dermlib.workdir.WorkDir`): `results.parquet`
 (+ .csv; one row per run x (partition, source) x metric, columns RESULT_COLUMNS), per run its metric rows
 (`runs/`), per-image values (`samples/`) and pool embeddings (`embeddings/<run>.npz`). Notebook 05 rebuilds
 every figure and table from these files alone.
@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermlib import stats
+from dermlib.evaluate import stats
 from dermlib.data.labels import config_classes
 from dermlib.data.preprocess import load_cache
-from dermlib.data.schema import read_manifest
 from dermlib.workdir import WorkDir
 
 RESULT_COLUMNS = ["profile", "strategy", "seed", "run_id", "config_hash", "source", "partition", "metric",
@@ -49,28 +48,28 @@ def load_results(cfg: dict[str, Any]) -> pd.DataFrame:
     path = WorkDir.of(cfg).results_table
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the grid in notebook 04_evaluate "
-                                "(dermlib.evaluate.run_grid(cfg)) first, or copy results/ from a GPU run")
+                                "(dermlib.evaluate.grid.run_grid(cfg)) first, or copy results/ from a GPU run")
     results = pd.read_parquet(path)
     missing = [c for c in RESULT_COLUMNS if c not in results.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing}; regenerate it with dermlib.evaluate.run_grid")
+        raise ValueError(f"{path}: missing columns {missing}; regenerate it with dermlib.evaluate.grid.run_grid")
     return results
 
 
 def load_samples(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
-    """The per-image values (`dermlib.evaluate.sample_values`) of every run in `results`, for
-    `dermlib.stats.comparisons`."""
+    """The per-image values (`dermlib.evaluate.scoring.sample_values`) of every run in `results`, for
+    `dermlib.evaluate.stats.comparisons`."""
     frames = []
     for run_id in results["run_id"].drop_duplicates():
         path = WorkDir.of(cfg).samples(run_id)
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: re-run the grid (dermlib.evaluate.run_grid)")
+            raise FileNotFoundError(f"{path} does not exist: re-run the grid (dermlib.evaluate.grid.run_grid)")
         frames.append(pd.read_parquet(path))
     return pd.concat(frames, ignore_index=True)
 
 
 def write_comparisons(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
-    """The primary comparisons and chance baselines (`dermlib.stats`) -> `<figures_dir>/comparisons.csv`."""
+    """The primary comparisons and chance baselines (`dermlib.evaluate.stats`) -> `<figures_dir>/comparisons.csv`."""
     names = config_classes(cfg)
     table = stats.comparisons(load_samples(cfg, results), results, cfg, len(names))
     path = Path(cfg["figures_dir"]) / "comparisons.csv"
@@ -122,22 +121,16 @@ def query_image(cfg: dict[str, Any], sample_id: str) -> np.ndarray | None:
 
 
 def load_audit_summary(cfg: dict[str, Any]) -> pd.DataFrame | None:
-    """The notes' hallucination audit per strategy: `<work_dir>/notes/audit_summary.csv` (written by notebook 02)
-    while it is newer than the notes table; else computed with dermlib.notes.audit_summary and written; None
-    without notes."""
+    """The notes' hallucination audit per strategy, as notebook 02 wrote it (`<work_dir>/notes/audit_summary.csv`);
+    None without notes. An audit older than the notes table is an error that says how to write it again."""
     work = WorkDir.of(cfg)
-    path = work.audit_summary
-    if path.exists() and (not work.notes.exists() or path.stat().st_mtime >= work.notes.stat().st_mtime):
-        return pd.read_csv(path)
-    if not work.notes.exists() or not work.manifest.exists():
+    if not work.notes.exists():
         return None
-    from dermlib.notes import audit, audit_summary as summarise
-    from dermlib.notes.store import load_notes_table
-
-    notes = load_notes_table(work.root)
-    summary = summarise(audit(read_manifest(work.manifest), notes), notes)
-    summary.to_csv(path, index=False)
-    return summary
+    if not work.audit_summary.exists() or work.audit_summary.stat().st_mtime < work.notes.stat().st_mtime:
+        state = "is older than" if work.audit_summary.exists() else "is missing beside"
+        raise FileNotFoundError(f"{work.audit_summary} {state} {work.notes}: run notebook 02_notes again "
+                                f"(./run_all.sh --only 02), which writes both")
+    return pd.read_csv(work.audit_summary)
 
 
 def permutation_chance(results: pd.DataFrame, metric: str, partition: str, strategy: str | None = None,

@@ -1,4 +1,4 @@
-"""Figures and display tables for the note audit (notebook 02); figures are Figures, saved with dermlib.plots.save."""
+"""Figures and display tables for the note audit (notebook 02); figures are Figures, saved with dermlib.plotstyle.save."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image
 
 from dermlib.data.schema import load_attributes
 from dermlib.notes.audit import marked_phrases
-from dermlib.plots import setup_style, source_title
+from dermlib.plotstyle import setup_style, source_title
 
 FIELDS = ("age", "sex", "site", "diagnosis")
 FLAG_COLOURS = {"correct": "#4c9a6a", "mixed": "#e0a458", "contradicted": "#c8553d", "absent": "#bdbdbd"}

@@ -9,6 +9,8 @@ label, so using them at test time would leak it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dermlib.train_settings import TrainSettings
+from dermlib.train.settings import TrainSettings
 
 # transformers imports tqdm.auto; in a notebook kernel without ipywidgets that only warns about widgets.
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -318,3 +320,16 @@ def build_model(settings: TrainSettings, n_classes: int, *, pretrained: bool | N
     if settings.freeze_image_encoder:
         model.freeze_image_encoder()
     return model
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, nothing on CPU (fp32)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def pick_device(setting: str = "auto") -> torch.device:
+    """"auto" -> the local CUDA device when there is one (LOCAL_RANK under torchrun), else CPU."""
+    device = torch.device(setting if setting != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device

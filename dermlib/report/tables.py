@@ -1,5 +1,5 @@
 """The paper's Tables 2-5 rebuilt from the tidy results table, written as CSV, Markdown and LaTeX; and the probe
-tables (zero-shot, concept retrieval, linear probe: `dermlib.probes`) beside the image-branch classifier, with
+tables (zero-shot, concept retrieval, linear probe: `dermlib.evaluate.probes`) beside the image-branch classifier, with
 their chance levels.
 
 Our numbers sit in columns named `ours: <strategy>`; the few numbers the paper reports (and only those, from
@@ -16,17 +16,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dermlib.config import IMG, PAPER_STRATEGIES
 from dermlib.data.labels import config_classes
 from dermlib.metrics import summarise_seeds
-from dermlib.results import permutation_chance
+from dermlib.evaluate.results import permutation_chance
 
-STRATEGIES = ["Img", "M", "M+P1", "M+P2", "P3"]
 POOLED = "pooled"
 PAPER = "Marini et al. 2025 (arXiv 2511.21827)"
 
 # Every number the paper summary reports (/work/shared/paper/README.md); nothing else is known.
-PAPER_KAPPA = {("external", "skinl2"): {"Img": 0.686, "M+P2": 0.743},
-               ("external", "fitzpatrick17k"): {"Img": 0.418, "P3": 0.456}}
+PAPER_KAPPA = {("external", "skinl2"): {IMG: 0.686, "M+P2": 0.743},
+               ("external", "fitzpatrick17k"): {IMG: 0.418, "P3": 0.456}}
 PAPER_MAP_BCN = {("internal", "bcn20000"): {"M+P1": 0.787, "M+P2": 0.782, "P3": 0.510}}
 PAPER_COSINE_RANGE = {"M+P2": (0.689, 0.797), "P3": (0.204, 0.312)}
 RANGE_ROW = ("all", "range across sources")
@@ -58,7 +58,7 @@ CLASSIFIER = "image-branch classifier"
 
 def strategies(cfg: dict[str, Any], results: pd.DataFrame) -> list[str]:
     """Strategies in the configured order, keeping only those present in the results."""
-    order = list(cfg.get("eval", {}).get("strategies") or STRATEGIES)
+    order = list(cfg.get("eval", {}).get("strategies") or PAPER_STRATEGIES)
     present = set(results["strategy"])
     return [s for s in order if s in present] + sorted(present - set(order))
 
@@ -101,7 +101,7 @@ def _with_paper(ours: pd.DataFrame, paper: dict[tuple[str, str], dict[str, float
     rows = list(ours.index) + [r for r in paper if r not in ours.index]
     table = ours.reindex(pd.MultiIndex.from_tuples(_row_order(pd.MultiIndex.from_tuples(rows)),
                                                    names=["partition", "source"]))
-    for strategy in [s for s in STRATEGIES if any(s in v for v in paper.values())]:
+    for strategy in [s for s in PAPER_STRATEGIES if any(s in v for v in paper.values())]:
         table[f"paper: {strategy}"] = [paper.get(r, {}).get(strategy, np.nan) for r in table.index]
     return table
 
@@ -234,7 +234,7 @@ def per_strategy(summary: pd.DataFrame, column: str) -> dict[str, float]:
 def build_all(results: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """Build and write Tables 2-5; returns the numeric tables by name."""
     if results.empty:
-        raise ValueError("the results table is empty: run dermlib.evaluate.run_grid(cfg) (notebook 04) first")
+        raise ValueError("the results table is empty: run dermlib.evaluate.grid.run_grid(cfg) (notebook 04) first")
     tables = {}
     for name in TABLES:
         tables[name] = build_table(results, cfg, name)
@@ -272,7 +272,7 @@ def _probe_specs(results: pd.DataFrame, name: str) -> tuple[list[str], list[tupl
             specs.append(((label, "linear probe"), f"probe_{measure}"))
             continue
         styles = [m.split(":", 1)[1] for m in metrics if m.startswith(f"zeroshot_{measure}:")]
-        styles = [s for s in STRATEGIES if s in styles] + [s for s in styles if s not in STRATEGIES]
+        styles = [s for s in PAPER_STRATEGIES if s in styles] + [s for s in styles if s not in PAPER_STRATEGIES]
         specs.append(((label, "zero-shot, M-template prompts"), f"zeroshot_{measure}"))
         specs += [((label, f"zero-shot, LLM descriptions ({s} style)"), f"zeroshot_{measure}:{s}") for s in styles]
     return ["partition", *(["source"] if name in PER_SOURCE else []), "measure",

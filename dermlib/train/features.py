@@ -2,10 +2,10 @@
 
 With `train.freeze_image_encoder` (the demo), the pretrained image trunk runs once per image and *view*: view 0 is
 the cached image as it is, views 1..V-1 are fixed augmentations (the flips and brightness/contrast jitter of
-`dermlib.training_data.augment`, drawn for all rows at once from a generator seeded by the view number, never by
+`dermlib.train.batches.augment`, drawn for all rows at once from a generator seeded by the view number, never by
 a run's seed or the batch size). A training epoch then picks one view per image. A frozen text encoder's pooled
 output is likewise computed once per note, and rounded to float16.
-A *note store* (`train.note_features`, written by `dermlib.embed.write_profile_note_store`) ships such features
+A *note store* (`train.note_features`, written by `dermlib.train.features.write_profile_note_store`) ships such features
 beside a committed note cache, one row per note keyed by `note_key` (encoder name, weights version, pooling,
 FEATURE_VERSION and token ids): a note found there is not encoded again, any other note is, with a warning. The
 demo's is `data/note-features-demo.npz`.
@@ -16,11 +16,13 @@ A pass of several batches shows a progress bar where `dermlib.progress` allows o
 
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 import io
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +31,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from dermlib.config import REPO_ROOT, shown
+from dermlib.config import REPO_ROOT, add_cli_arguments, config_from_cli, shown
 from dermlib.progress import progress
-from dermlib.training_data import augment, augment_draws, images_to_float, pad_batch
+from dermlib.train.batches import augment, augment_draws, images_to_float, pad_batch, tokenize
+from dermlib.notes.store import notes_by_sample
+from dermlib.train.model import TextEncoder, text_weights_version
+from dermlib.train.settings import TrainSettings
+from dermlib.workdir import WorkDir
 
 FEATURE_VERSION = 3  # bump when the way features are computed changes (it is part of every run's hash too)
 # Frozen encoders on a CPU run fastest in small batches that stay in cache (and the image trunk in channels_last).
@@ -75,8 +81,6 @@ def note_key(identity: str, ids: Sequence[int]) -> bytes:
 
 def note_store_path(cfg: dict[str, Any]) -> Path | None:
     """`train.note_features` as a path (a relative one is under the repository), or None where it is not set."""
-    from dermlib.models import text_weights_version
-
     name, encoder = cfg["train"].get("note_features"), cfg["train"]["text_encoder"]
     if not name:
         return None
@@ -101,7 +105,7 @@ class NoteStore:
 def _store_fix(path: Path) -> str:
     inside = path.resolve().is_relative_to(REPO_ROOT.resolve())
     restore = f"restore it (git checkout -- {path.resolve().relative_to(REPO_ROOT.resolve())}), " if inside else ""
-    return (f"write it again (python -m dermlib.embed --profile <profile>, after notebook 02), {restore}or run "
+    return (f"write it again (python -m dermlib.train.inference --profile <profile>, after notebook 02), {restore}or run "
             f"without it (--set train.note_features=null)")
 
 
@@ -233,3 +237,47 @@ def text_features(encoder: torch.nn.Module, token_lists: list[list[int]], *, pad
         return out
 
     return _stored(path, compute)
+
+
+def image_identity(cfg: dict[str, Any]) -> str:
+    """What decides a frozen trunk's features: encoder, weights and the preprocessed image cache."""
+    cache = cache_fingerprint(WorkDir.of(cfg).cache)
+    return f"{cfg['train']['image_encoder']}:pretrained={cfg['train']['pretrained']}:cache={cache}"
+
+
+def text_identity(cfg: dict[str, Any]) -> str:
+    """What decides a frozen text encoder's features (besides the token ids): encoder, its weights, pooling."""
+    name = cfg["train"]["text_encoder"]
+    return f"{name}:{cfg['train']['pooling']}:{text_weights_version(name)}"
+
+
+def write_profile_note_store(cfg: dict[str, Any]) -> Path:
+    """Encode every usable note of the profile's notes table (notebook 02) with its frozen text encoder, tokenised
+    as training does, and write them to `train.note_features`; returns that path."""
+    t = TrainSettings.from_config(cfg)
+    path = note_store_path(cfg)
+    if path is None or t.train_last_n_text_layers != 0:
+        raise ValueError("a note store needs train.note_features set and a frozen text encoder "
+                         "(train.train_last_n_text_layers = 0)")
+    encoder = TextEncoder(t.text_encoder, t.pooling, 0)
+    by_sample = notes_by_sample(WorkDir.of(cfg).root, list(cfg["notes"]["strategies"]))
+    texts = sorted({note for notes in by_sample.values() for note in notes})
+    ids = tokenize(encoder.tokenizer, texts, t.max_text_len)
+    identity = text_identity(cfg)
+    values = text_features(encoder, ids, pad_id=int(encoder.tokenizer.pad_token_id), identity=identity,
+                                    folder=WorkDir.of(cfg).features, device=torch.device("cpu"))
+    return write_note_store(path, [note_key(identity, i) for i in ids], values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: `python -m dermlib.train.features --profile demo` writes the profile's note store (after notebook 02)."""
+    parser = argparse.ArgumentParser(description="Write a profile's note store (see write_profile_note_store).")
+    add_cli_arguments(parser)
+    cfg, _ = config_from_cli(parser, parser.parse_args(argv))
+    path = write_profile_note_store(cfg)
+    print(f"[features] note store -> {shown(path)} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Learning curves of the grid's runs (notebook 03), re-exported by `dermlib.plots`.
+"""Learning curves of the grid's runs (notebook 03), re-exported by `dermlib.report.plots`.
 
 Runs stop early at different epochs, so a late epoch's mean is over the few seeds still training: each curve and
 its band are drawn where at least half of the strategy's seeds still train, and fainter (no band) after that;
@@ -14,6 +14,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
+from dermlib.config import IMG
 from dermlib.plotstyle import setup_style, source_title
 
 LOSS_TERMS = {"ce_text": "note cross-entropy", "l1": "L1 (image vs note embedding)",
@@ -98,12 +99,12 @@ def learning_curves(histories: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
         _band(top[0], runs, image_ce, c, strategy)
         image_val = "val_image_loss" if "val_image_loss" in runs and runs["val_image_loss"].notna().any() else "val_loss"
         _band(top[0], runs, image_val, c, None, ls="--")
-        if strategy != "Img":
+        if strategy != IMG:
             _band(top[1], runs, "train_loss", c, None)
             _band(top[1], runs, "val_loss", c, None, ls="--")
         _band(top[2], runs, "val_kappa", c, None)
         for ax, term in zip(bottom, terms):
-            if strategy != "Img":
+            if strategy != IMG:
                 _band(ax, runs, f"train_{term}", c, None)
     _seeds_panel(top[3], histories, order, colors)
     top[0].set(title="image cross-entropy\n(solid: train, dashed: val)", ylabel="loss")

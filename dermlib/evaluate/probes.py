@@ -3,8 +3,7 @@ concept retrieval against known attributes, and a linear probe on its frozen ima
 
 - Zero-shot: each class is described by an ensemble of prompts written with the M template (the diagnosis, and
   the diagnosis with each imaging modality), and by ensembles of class descriptions the LLM writes in the style
-  of each LLM strategy of the grid (`class_descriptions`: template `notes/prompts/class_descriptions.v1.json`,
-  cached like notes in `eval.class_descriptions_cache`); an image takes the class whose mean prompt embedding is
+  of each LLM strategy of the grid (written by the notes step, read here: `dermlib.notes.descriptions`); an image takes the class whose mean prompt embedding is
   closest. Every prompt used is saved in `<work_dir>/results/prompts.json` and, committed beside the tables, in
   `figures/<profile>/prompts.json`, so anyone can reproduce the scores.
 - Concepts: each visual attribute of the vocabulary (colours, dermoscopic structures, irregular border,
@@ -20,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,21 +30,19 @@ from sklearn.linear_model import LogisticRegression
 from dermlib import metrics
 from dermlib.config import shown
 from dermlib.data.labels import CLASS_NAMES, config_classes
-from dermlib.data.preprocess import cached_pixels
 from dermlib.data.schema import read_manifest
-from dermlib.evaluate import POOLED, metric_groups, metric_row, pool_id
+from dermlib.evaluate.pools import pool_id, split_pool
+from dermlib.evaluate.scoring import POOLED, metric_groups, metric_row
 from dermlib.data.schema import load_attributes
 from dermlib.notes.audit import recorded_structures, truth_attributes
-from dermlib.notes.cache import NoteCache, cache_key
-from dermlib.notes.engine import Job, LLMOutageError, Outcome, run_jobs, run_sync, scrub
-from dermlib.notes.local_llm import INSTALL_HINT, LocalLLM, llama_cpp_available, model_fingerprint
-from dermlib.notes.strategies import PROMPT_DIR, get_strategy, render_m, stable_hash, vocabulary
+from dermlib.notes.local_llm import model_fingerprint
+from dermlib.notes.strategies import PROMPT_DIR, render_m, vocabulary
 from dermlib.workdir import WorkDir
+from dermlib.notes.descriptions import (DESCRIPTION_FILES, DESCRIPTIONS_FILE, class_descriptions,
+                                        descriptions_cache_path)
 
 CONCEPT_TEMPLATES = ("{}.", "The lesion shows {}.", "Dermoscopy shows {}.")
 MODALITIES = (None, "dermoscopic", "clinical")
-DESCRIPTIONS_FILE = "class_descriptions.v1.json"
-DESCRIPTION_FILES = (DESCRIPTIONS_FILE, "vocabulary.v1.json", "m.v2.txt")  # what a description is rendered from
 M_TEMPLATE = "M template"  # the prompt source built from the M note template (no LLM)
 PROMPTS_FILE = "prompts.json"  # in <work_dir>/results/ and, committed, in <figures_dir>/
 
@@ -58,157 +53,6 @@ def class_prompts(classes: list[str]) -> dict[str, list[str]]:
     for code in classes:
         fields = {"diagnosis": CLASS_NAMES.get(code, code)}
         out[code] = [render_m({**fields, **({"modality": m} if m else {})}) for m in MODALITIES]
-    return out
-
-
-def description_template() -> dict[str, Any]:
-    """The class-description prompt template: a system line and, per strategy style, its user prompt."""
-    return json.loads((PROMPT_DIR / DESCRIPTIONS_FILE).read_text())
-
-
-def description_styles(cfg: dict[str, Any]) -> list[str]:
-    """The styles described: the LLM strategies (or parts of combinations) of `eval.strategies`, in template
-    order; none when `eval.class_descriptions` is 0."""
-    if int(cfg["eval"]["class_descriptions"]) <= 0:
-        return []
-    used = set()
-    for name in cfg["eval"]["strategies"]:
-        strategy = get_strategy(name) if name != "Img" else None
-        used |= set(getattr(strategy, "parts", (name,))) if strategy is not None else set()
-    return [style for style in description_template()["styles"] if style in used]
-
-
-def descriptions_cache_path(cfg: dict[str, Any]) -> Path:
-    """`eval.class_descriptions_cache` with {work_dir} and {notes_dir} (the note cache's folder) filled in."""
-    from dermlib.config import REPO_ROOT
-    from dermlib.notes.plan import cache_path
-
-    path = Path(str(cfg["eval"]["class_descriptions_cache"]).format(work_dir=cfg["work_dir"],
-                                                                     notes_dir=cache_path(cfg).parent))
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
-def _description_parser(prefix: str) -> Any:
-    """An answer -> (description, None) or (None, error): whole sentences only, after the M prefix if any."""
-    def parse(content: str | None, finish: str | None) -> tuple[str | None, str | None]:
-        text = " ".join((content or "").split())
-        if finish == "length":  # cut at max_tokens: keep whole sentences
-            text = text[: text.rfind(".") + 1] if "." in text else ""
-        if len(text.split()) < 3:
-            return None, f"answer too short for a description (finish_reason={finish})"
-        return (f"{prefix} {text}" if prefix else text), None
-    return parse
-
-
-def description_jobs(cfg: dict[str, Any], codes: list[str], styles: list[str]) -> dict[tuple[str, str, int], Job]:
-    """One generation job per (style, class, k < eval.class_descriptions), keyed like notes (template digest,
-    model fingerprint, messages, parameters, seed)."""
-    from dermlib.notes.plan import max_tokens_for
-
-    n, template = cfg["notes"], description_template()
-    options = {f"options_{k}": ", ".join(v) for k, v in vocabulary().items()}
-    digest = {f: hashlib.sha256((PROMPT_DIR / f).read_bytes()).hexdigest()[:16] for f in DESCRIPTION_FILES}
-    identity = {"model_fingerprint": model_fingerprint(n["backend"], n["model"]), "templates": digest}
-    jobs = {}
-    for style in styles:
-        spec = template["styles"][style]
-        params = {"temperature": n["temperature"], "max_tokens": max_tokens_for(n["max_tokens"], style)}
-        for code in codes:
-            name = CLASS_NAMES.get(code, code)
-            messages = [{"role": "system", "content": template["system"]},
-                        {"role": "user", "content": spec["user"].format(diagnosis=name, **options)}]
-            prefix = render_m({"diagnosis": name}) if spec["prefix_m"] else ""
-            for k in range(int(cfg["eval"]["class_descriptions"])):
-                seed = stable_hash(f"{style}|{code}|{k}") % (2 ** 31)
-                key = cache_key(backend=n["backend"], model=n["model"], strategy=f"class-description:{style}",
-                                template_version=template["version"], messages=messages, response_format=None,
-                                params=params, seed=seed, identity=identity)
-                jobs[(style, code, k)] = Job(key, messages, None, seed, _description_parser(prefix))
-    return jobs
-
-
-def _generate(cfg: dict[str, Any], todo: dict[tuple[str, str, int], Job], cache: NoteCache, where: Path) -> None:
-    """Ask the notes.* LLM for the missing descriptions (the local llama.cpp server is started only for them)."""
-    from dermlib.notes.plan import max_tokens_for
-
-    n = cfg["notes"]
-    base_url, servers = n["base_url"], []
-    if n["backend"] == "openai" and not base_url and not os.environ.get("OPENAI_API_KEY"):
-        raise RuntimeError(f"{len(todo)} class descriptions are not in {where} and no LLM is reachable: set "
-                           "OPENAI_API_KEY (or notes.base_url), or set eval.class_descriptions=0")
-    key = os.environ.get("OPENAI_API_KEY") or "not-needed"
-    try:
-        if n["backend"] == "llamacpp" and not base_url:
-            if not llama_cpp_available():
-                raise RuntimeError(f"{len(todo)} class descriptions are not in {where} and the local LLM is not "
-                                   f"installed: {INSTALL_HINT} (or set eval.class_descriptions=0)")
-            servers = [LocalLLM(alias=n["model"], n_threads=n["n_threads"]).start()
-                       for _ in range(max(1, int(n["servers"])))]
-            base_url = [server.base_url for server in servers]
-
-        def store(outcome: Outcome, style: str, seeds: dict[str, int]) -> None:
-            cache.put({"key": outcome.key, "backend": n["backend"], "model": n["model"],
-                       "strategy": f"class-description:{style}", "template_version": description_template()["version"],
-                       "seed": seeds[outcome.key], "status": outcome.status,
-                       "note": scrub(outcome.note, key) if outcome.note else None,
-                       "raw": scrub(outcome.raw, key) if outcome.raw else None,
-                       "error": scrub(outcome.error, key) if outcome.error else None, "n_attempts": outcome.n_attempts,
-                       "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens})
-            cache.release(outcome.key)
-
-        for style in dict.fromkeys(s for s, _, _ in todo):
-            jobs = [job for (s, _, _), job in todo.items() if s == style]
-            seeds = {job.key: job.seed for job in jobs}
-            params = {"temperature": n["temperature"], "max_tokens": max_tokens_for(n["max_tokens"], style)}
-            run_sync(lambda: run_jobs(
-                jobs, base_url=base_url, api_key=key, model=n["model"], params=params,
-                concurrency=max(int(n["concurrency"]), len(servers)), timeout=n["timeout"],
-                max_retries=n["max_retries"], on_outcome=lambda o: store(o, style, seeds),
-                desc=f"{style}-style class descriptions", outage_after=n["outage_after"],
-                claim=lambda k: cache.claim(k, stale_after=n["timeout"] * (n["max_retries"] + 1) + 60.0)))
-    except LLMOutageError as exc:
-        raise RuntimeError(f"class descriptions: no LLM reachable at {base_url or 'the OpenAI API'}: {exc}") from None
-    finally:
-        for server in servers:
-            server.stop()
-
-
-def class_descriptions(cfg: dict[str, Any], codes: list[str], styles: list[str] | None = None, *,
-                       generate: bool = True) -> dict[str, dict[str, list[str]]]:
-    """Per style (default `description_styles`) and class, its LLM-written descriptions: read from the cache, the
-    missing ones generated and stored first. Every (style, class) needs one usable description, else an error.
-    With `generate=False` nothing is asked of an LLM: a style that lacks a class is left out, with a warning."""
-    styles = description_styles(cfg) if styles is None else styles
-    jobs = description_jobs(cfg, codes, styles)
-    if not jobs:
-        return {}
-    where = descriptions_cache_path(cfg)
-    if not generate and not where.exists():
-        warnings.warn(f"no class-description cache at {where}: no LLM description is used", stacklevel=2)
-        return {}
-    with NoteCache(where) as cache:
-        found = cache.get_many([job.key for job in jobs.values()])
-        todo = {k: job for k, job in jobs.items() if found.get(job.key, {}).get("status") in (None, "transient")}
-        if todo and generate:
-            _generate(cfg, todo, cache, where)
-            found = cache.get_many([job.key for job in jobs.values()])
-    out: dict[str, dict[str, list[str]]] = {style: {code: [] for code in codes} for style in styles}
-    errors = []
-    for (style, code, _), job in jobs.items():
-        row = found.get(job.key) or {"status": "missing", "error": "not generated"}
-        if row["status"] == "ok":
-            out[style][code].append(str(row["note"]))
-        else:
-            errors.append(f"{style} {code}: {row['error']}")
-    empty = [f"{style} {code}" for style in styles for code in codes if not out[style][code]]
-    if empty and not generate:
-        lacking = sorted({item.split(" ", 1)[0] for item in empty}, key=styles.index)
-        warnings.warn(f"class descriptions of {lacking} are not all in {where} (notebook 04's run_grid makes "
-                      "them): those styles are left out", stacklevel=2)
-        return {style: by_class for style, by_class in out.items() if style not in lacking}
-    if empty:
-        raise RuntimeError(f"no usable class description for {', '.join(empty)} in {where} (is the LLM "
-                           f"{cfg['notes']['model']!r} reachable? last errors: {'; '.join(errors[-3:])})")
     return out
 
 
@@ -279,15 +123,6 @@ def linear_probe(train_emb: np.ndarray, train_y: np.ndarray, test_emb: np.ndarra
     return probe.predict(metrics.l2_normalise(test_emb))
 
 
-def split_pool(cfg: dict[str, Any], split: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """The labelled rows of one split of the internal sources (sample_id order) and their cached images."""
-    work = WorkDir.of(cfg)
-    manifest = read_manifest(work.manifest)
-    rows = manifest[(manifest["split"] == split).fillna(False).astype(bool) & manifest["label"].notna()]
-    rows = rows.sort_values("sample_id", kind="stable").reset_index(drop=True)
-    return cached_pixels(rows, work.cache, missing="drop", what=f"{split} split")
-
-
 def probe_key(cfg: dict[str, Any]) -> dict[str, Any]:
     """What `probe_rows` reads beyond the run and the pool (part of the evaluation cache key): the description
     settings, every zero-shot prompt (LLM descriptions read or made as `write_prompts` does), the concept
@@ -301,11 +136,12 @@ def probe_key(cfg: dict[str, Any]) -> dict[str, Any]:
         "train": digest("\n".join(sorted(train["sample_id"].astype(str))))}
 
 
-def zero_shot_prompts(cfg: dict[str, Any], codes: list[str], *, generate: bool = True
+def zero_shot_prompts(cfg: dict[str, Any], codes: list[str], *, missing: str = "raise"
                       ) -> dict[str, dict[str, list[str]]]:
     """Per prompt source, the class prompt ensembles: "M template", then one per description style (with
-    `generate=False`, only the styles whose descriptions are all cached: see `class_descriptions`)."""
-    return {M_TEMPLATE: class_prompts(codes), **class_descriptions(cfg, codes, generate=generate)}
+    `missing="skip"`, only the styles whose descriptions are all cached: see
+    `dermlib.notes.descriptions.class_descriptions`)."""
+    return {M_TEMPLATE: class_prompts(codes), **class_descriptions(cfg, codes, missing=missing)}
 
 
 def trained_classes(cfg: dict[str, Any]) -> list[str]:
@@ -344,11 +180,11 @@ class ProbeInputs:
 
 def probe_rows(model: Any, emb: dict[str, np.ndarray], pool: pd.DataFrame, run_cfg: dict[str, Any],
                cfg: dict[str, Any], inputs: ProbeInputs | None = None) -> pd.DataFrame:
-    """Beyond the classifier (`dermlib.probes`): a linear probe on the image embeddings for every run; for text
+    """Beyond the classifier (`dermlib.evaluate.probes`): a linear probe on the image embeddings for every run; for text
     runs, zero-shot classification from each prompt source (`zero_shot_prompts`) and concept AUROC. Rows as
     evaluate_embeddings; metrics `probe_*`, `zeroshot_*[:<style>]`, `concept_auroc:<concept>`. A grid passes
     `inputs` (`ProbeInputs.read`), read once for all its runs."""
-    from dermlib.embed import encode, encode_texts
+    from dermlib.train.inference import encode, encode_texts
 
     inputs = inputs if inputs is not None else ProbeInputs.read(cfg, pool, text=model.text_encoder is not None)
     names = config_classes(cfg)
@@ -386,7 +222,7 @@ def probe_rows(model: Any, emb: dict[str, np.ndarray], pool: pd.DataFrame, run_c
 
 def write_prompts(cfg: dict[str, Any]) -> Path:
     """`results/prompts.json` and the same file in `<figures_dir>/` (committed beside the tables): every zero-shot
-    prompt (M template and LLM descriptions per style, generated here when missing), the concept phrases, and
+    prompt (M template and LLM descriptions per style, read from their cache), the concept phrases, and
     what made the descriptions (template, its digest, the model, the cache by its repository path)."""
     path = WorkDir.of(cfg).prompts
     names = config_classes(cfg)

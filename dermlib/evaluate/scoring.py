@@ -1,39 +1,29 @@
-"""The experiment grid: every strategy x seed is trained (or reused) and evaluated on the held-out data.
-
-`run_grid(cfg)` trains each run of `cfg["eval"]` with `dermlib.train.fit` (finished runs are reused), embeds the
-evaluation pool (internal test splits + every external source) with `dermlib.embed.encode`, and writes one tidy
-table, `<work_dir>/results/results.parquet` (+ .csv): one row per run x (partition, source) x metric, with a
-bootstrap CI for the headline metrics. Classification uses the image branch only (notes derive from the label).
-Per run, `<work_dir>/results/runs/<run>.parquet` caches its rows and `<work_dir>/results/embeddings/<run>.npz`
-keeps its embeddings for the figures; both are reused while the run, the evaluation settings and the probes'
-prompts are unchanged (`_eval_key`).
-Reading the results back (tables, figures, lookups) is `dermlib.results`, which needs no torch.
-"""
+"""Metric rows of one run's pool embeddings (`evaluate_embeddings`): classification from the image branch, retrieval
+both ways, paired cosine and chance baselines per (partition, source); and the per-image values the paired
+comparisons resample (`sample_values`). Pure numpy: no torch, no files."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
-from dermlib import metrics, stats
+from dermlib import metrics
 from dermlib.data.labels import config_classes
-from dermlib.data.preprocess import cached_pixels
-from dermlib.data.schema import read_manifest
-from dermlib.progress import progress
-from dermlib.results import RESULT_COLUMNS, save_embeddings, write_results
-from dermlib.workdir import WorkDir
+from dermlib.evaluate import stats
 
-# dermlib.train, dermlib.embed, dermlib.probes and dermlib.notes are imported where they are used.
+
 CLASSIFICATION = ["kappa", "balanced_accuracy", "macro_auroc"]
+
+
 EMBEDDING_METRICS = ["map_i2t", "map_t2i", "paired_cosine"]  # + recall@k_i2t / recall@k_t2i
+
+
 POOLED = "pooled"
-EVAL_VERSION = 6  # bump when the evaluation changes, to invalidate cached per-run results
+
+
 CHANCE_PERMUTATIONS = 20  # label / pair permutations behind each chance baseline
 
 
@@ -41,20 +31,6 @@ def metric_names(cfg: dict[str, Any]) -> list[str]:
     """Every metric a text run reports, in table order."""
     recalls = [f"recall@{k}_{d}" for d in ("i2t", "t2i") for k in cfg["eval"]["recall_k"]]
     return CLASSIFICATION + EMBEDDING_METRICS + recalls
-
-
-def evaluation_pool(cfg: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
-    """Labelled internal test rows and all external rows (manifest order by sample_id) and their cached images."""
-    work = WorkDir.of(cfg)
-    manifest = read_manifest(work.manifest)
-    held_out = (manifest["label"].notna() & ((manifest["partition"] == "external") | (manifest["split"] == "test"))
-                ).fillna(False).astype(bool)
-    pool = manifest[held_out].sort_values("sample_id", kind="stable").reset_index(drop=True)
-    if pool.empty:
-        raise ValueError(f"{work.manifest}: no labelled test or external rows to evaluate; assign "
-                         "splits and partitions in notebook 01_data")
-    # images the cache skipped (unreadable) are left out of the evaluation, with a logged warning
-    return cached_pixels(pool, work.cache, missing="drop", what="evaluation pool")
 
 
 def metric_groups(pool: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
@@ -179,7 +155,7 @@ def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str,
     """Per test image of each pooled partition: true and predicted class codes, its AP as a query both ways
     against the partition's gallery and against its own source's gallery only (`*_source`, as the per-source
     rows), its paired cosine and that cosine above its chance (`cosine_lift`; NaN without a note), and its
-    cluster: what `dermlib.stats` resamples. `retrieval` is `group_retrieval`'s result when the caller has it."""
+    cluster: what `dermlib.evaluate.stats` resamples. `retrieval` is `group_retrieval`'s result when the caller has it."""
     retrieval = group_retrieval(emb, pool, cfg) if retrieval is None else retrieval
     names = config_classes(cfg)
     labels = pool["label"].astype(str).to_numpy()
@@ -214,100 +190,3 @@ def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str,
     return pd.concat(frames, ignore_index=True)
 
 
-def pool_id(frame: pd.DataFrame) -> str:
-    """A short name for exactly these samples in this order (keys the cached features of a pool)."""
-    return hashlib.sha256("\n".join(frame["sample_id"].astype(str)).encode()).hexdigest()[:16]
-
-
-def _eval_key(run_dir: Path, pool: pd.DataFrame, cfg: dict[str, Any]) -> str:
-    """What decides a run's evaluation: the finished run (its `done` marker), the pool, the eval settings and
-    what the probe rows read (`dermlib.probes.probe_key`: class descriptions, prompts, train split)."""
-    from dermlib.probes import probe_key
-
-    done = run_dir / "done"
-    key = {"run": run_dir.name, "done": done.stat().st_mtime_ns, "version": EVAL_VERSION,
-           "eval": {k: cfg["eval"][k] for k in ("bootstrap", "recall_k", "exclude_own_pair")},
-           "pool": hashlib.sha256("\n".join(pool["sample_id"].astype(str)).encode()).hexdigest(),
-           "probes": probe_key(cfg)}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels: np.ndarray, *,
-                 pool_notes: dict[str, list[str | None]] | None = None, probe_inputs: Any = None) -> pd.DataFrame:
-    """Evaluate one finished run on the pool (cached in results/runs/<run>.parquet); rows in RESULT_COLUMNS.
-
-    A grid passes what all its runs share, read once: `pool_notes` (strategy -> the pool's notes, as
-    `first_notes` gives them) and `probe_inputs` (`dermlib.probes.ProbeInputs`); without them they are read here."""
-    from dermlib import probes
-    from dermlib.embed import encode, load_run
-    from dermlib.notes.store import first_notes
-    from dermlib.train import config_hash
-    from dermlib.trainer import pick_device
-
-    work = WorkDir.of(cfg)
-    cached = work.run_results(run_dir.name)
-    samples_path = work.samples(run_dir.name)
-    key = _eval_key(run_dir, pool, cfg)
-    if cached.exists() and samples_path.exists():
-        previous = pd.read_parquet(cached)
-        if len(previous) and (previous["eval_key"] == key).all():
-            return previous.drop(columns="eval_key")
-    model, run_cfg = load_run(run_dir)
-    model.to(pick_device(run_cfg["train"].get("device", "auto")))
-    strategy = run_cfg["train"]["strategy"]
-    if strategy == "Img":
-        notes = None
-    elif pool_notes is not None and strategy in pool_notes:
-        notes = pool_notes[strategy]
-    else:
-        notes = first_notes(cfg["work_dir"], strategy, pool["sample_id"])
-    emb = encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]), pool_id=pool_id(pool))
-    save_embeddings(work.embeddings(run_dir.name), emb, pool, notes)
-    retrieval = group_retrieval(emb, pool, cfg)  # read by the result rows and the per-sample values alike
-    rows = pd.concat([evaluate_embeddings(emb, pool, cfg, retrieval),
-                      probes.probe_rows(model, emb, pool, run_cfg, cfg, probe_inputs)], ignore_index=True)
-    samples = sample_values(emb, pool, cfg, retrieval)
-    samples.insert(0, "strategy", strategy)
-    samples.insert(1, "seed", int(run_cfg["train"]["seed"]))
-    samples_path.parent.mkdir(parents=True, exist_ok=True)
-    samples.to_parquet(samples_path, index=False)
-    rows.insert(0, "profile", cfg["profile"])
-    rows.insert(1, "strategy", strategy)
-    rows.insert(2, "seed", int(run_cfg["train"]["seed"]))
-    rows.insert(3, "run_id", run_dir.name)
-    rows.insert(4, "config_hash", config_hash(run_cfg))
-    rows = rows[RESULT_COLUMNS]
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    rows.assign(eval_key=key).to_parquet(cached, index=False)
-    return rows
-
-
-def run_grid(cfg: dict[str, Any]) -> pd.DataFrame:
-    """Train (or reuse) and evaluate every strategy x seed of `cfg["eval"]`; write and return the results table.
-
-    Runs train `train.parallel_runs` at a time (`dermlib.train.fit_many`) and are evaluated here one after another,
-    with what they share (the pool, its notes, the probes' inputs) read once. Two worker processes were measured
-    no faster on two cores (139 s against 132 s for the demo's 50 evaluations); with numpy's BLAS pinned to one
-    thread they took 85 s, but a run's numbers then depended on the threads it was given, so they stay here."""
-    from dermlib.notes.store import first_notes
-    from dermlib.probes import ProbeInputs, write_prompts
-    from dermlib.train import fit_many, grid_configs
-
-    pool, pixels = evaluation_pool(cfg)
-    write_prompts(cfg)
-    runs = grid_configs(cfg)
-    folders = fit_many(runs)
-    strategies = sorted({r["train"]["strategy"] for r in runs} - {"Img"})
-    notes = {s: first_notes(cfg["work_dir"], s, pool["sample_id"]) for s in strategies}
-    shared = ProbeInputs.read(cfg, pool, text=bool(strategies))
-    frames = []
-    with progress(len(runs), "evaluate", unit="run") as bar:
-        for run_cfg, folder in zip(runs, folders):
-            bar.set_postfix_str(f"{run_cfg['train']['strategy']} seed {run_cfg['train']['seed']}")
-            frames.append(evaluate_run(Path(folder), cfg, pool, pixels, pool_notes=notes, probe_inputs=shared))
-            bar.update(1)
-    results = pd.concat(frames, ignore_index=True)
-    path = write_results(results, cfg)
-    print(f"[grid] {len(runs)} runs evaluated on {len(pool)} images -> <work_dir>/"
-          f"{path.relative_to(WorkDir.of(cfg).root)}", flush=True)
-    return results

@@ -1,10 +1,10 @@
 """Worked examples for notebook 04's lesson on what the shared space knows beyond the classifier: one image's
 zero-shot cosines beside the classifier's probabilities, and ROC curves of concept retrieval.
 
-`lesson_inputs` gathers what both figures read for one trained text run with the pieces `dermlib.probes.probe_rows`
+`lesson_inputs` gathers what both figures read for one trained text run with the pieces `dermlib.evaluate.probes.probe_rows`
 uses (class_prompts, directions, zero_shot, concept_phrases, concept_truth, concept_auroc) on the evaluation pool,
 so the figures show the numbers of the zero-shot and concept tables; LLM class descriptions are read from their
-cache only (`probes.class_descriptions(generate=False)`), never generated here. The figure functions take that
+cache only (`missing="skip"`), never generated here. The figure functions take that
 dict, so they run on any embeddings (the tests build it from small synthetic ones). torch is imported only by
 `lesson_inputs`.
 """
@@ -21,9 +21,10 @@ import seaborn as sns
 from scipy.special import softmax
 from sklearn.metrics import roc_curve
 
-from dermlib import metrics, probes
+from dermlib import metrics
+from dermlib.evaluate import probes
 from dermlib.data.labels import config_classes
-from dermlib.evaluate import evaluation_pool, pool_id
+from dermlib.evaluate.pools import evaluation_pool, pool_id
 from dermlib.plotstyle import setup_style, source_title
 from dermlib.workdir import WorkDir
 
@@ -35,7 +36,7 @@ def lesson_inputs(cfg: dict[str, Any], run: str | Path, emb: dict[str, np.ndarra
     `<work_dir>/runs`): the evaluation pool's labels, partitions, images and image embeddings (`emb`, the run's
     saved embeddings, else encoded now), the class directions per prompt source and the concept directions
     embedded by the run's text branch, and the concepts' ground truth."""
-    from dermlib.embed import encode, encode_texts, load_run
+    from dermlib.train.inference import encode, encode_texts, load_run
 
     folder = Path(run) if Path(run).is_dir() else WorkDir.of(cfg).runs / str(run)
     model, run_cfg = load_run(folder)
@@ -49,7 +50,7 @@ def lesson_inputs(cfg: dict[str, Any], run: str | Path, emb: dict[str, np.ndarra
     names = config_classes(cfg)
     present = probes.trained_classes(cfg)  # as probe_rows: zero-shot chooses among the classes seen in training
     embed = lambda texts: encode_texts(model, texts, run_cfg)  # noqa: E731
-    prompts = probes.zero_shot_prompts(cfg, present, generate=False)
+    prompts = probes.zero_shot_prompts(cfg, present, missing="skip")
     phrases = probes.concept_phrases()
     return {"strategy": run_cfg["train"]["strategy"], "sample_id": pool["sample_id"].astype(str).to_numpy(),
             "label": pool["label"].astype(str).to_numpy(), "partition": pool["partition"].astype(str).to_numpy(),
@@ -187,4 +188,90 @@ def concept_roc(inputs: dict[str, Any], cfg: dict[str, Any], *, partition: str =
     right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.suptitle(source_title(cfg, f"concept retrieval against the drawn ground truth, {inputs['strategy']} run"))
     fig.tight_layout()
+    return fig
+
+
+def query_aps(emb: dict[str, np.ndarray], partition: str = "internal") -> pd.DataFrame:
+    """Image -> text AP of every query of one partition (gallery: that partition's notes), sorted by AP."""
+    ok = np.flatnonzero(metrics.finite_rows(emb["text_emb"]) & (emb["partition"] == partition))
+    labels = emb["label"][ok].astype(str)
+    ap = metrics.retrieval_ap(emb["image_emb"][ok], labels, emb["text_emb"][ok], labels)
+    frame = pd.DataFrame({"index": ok, "sample_id": emb["sample_id"][ok].astype(str), "label": labels, "ap": ap})
+    return frame.sort_values(["ap", "sample_id"], kind="stable").reset_index(drop=True)
+
+
+def chosen_queries(emb: dict[str, np.ndarray], partition: str = "internal") -> dict[str, int]:
+    """Two queries picked on purpose: the one with the median AP (a typical query) and the lowest (a failure)."""
+    aps = query_aps(emb, partition)
+    return {"median AP": int(aps["index"].iloc[len(aps) // 2]), "lowest AP": int(aps["index"].iloc[0])}
+
+
+def ranking(emb: dict[str, np.ndarray], query: int, partition: str = "internal") -> pd.DataFrame:
+    """The ranked notes of one image query within its partition (`dermlib.metrics.ranked_list`), with the notes."""
+    ok = np.flatnonzero(metrics.finite_rows(emb["text_emb"]) & (emb["partition"] == partition))
+    ranked = metrics.ranked_list(emb["image_emb"][query], str(emb["label"][query]), emb["text_emb"][ok],
+                                 emb["label"][ok].astype(str))
+    ranked["note"] = emb["note"][ok][ranked["gallery_index"].to_numpy()].astype(str)
+    return ranked
+
+
+def query_example(emb: dict[str, np.ndarray], query: int, k: int = 5, partition: str = "internal") -> dict[str, Any]:
+    """One image query, its AP and its k closest notes, for `dermlib.report.plots.retrieval_gallery`."""
+    ranked = ranking(emb, query, partition)
+    ap = float(ranked.loc[ranked["relevant"], "precision"].mean()) if ranked["relevant"].any() else 0.0
+    top = ranked.head(k)
+    return {"sample_id": str(emb["sample_id"][query]), "label": str(emb["label"][query]), "ap": ap,
+            "notes": [str(n) for n in top["note"]], "note_labels": [str(c) for c in top["label"]],
+            "scores": [float(v) for v in top["cosine"]]}
+
+
+def ranking_summary(ranking: pd.DataFrame, top: int | None = None) -> dict[str, Any]:
+    """Where a query's relevant items lie in its `ranking` (columns relevant, rank, precision): how many of how
+    many, the rank by which half are found, the last one, how many lie beyond `top` (and their ranks), and AP =
+    the mean precision at the relevant items."""
+    ranked = ranking.reset_index(drop=True)
+    hits = ranked.loc[ranked["relevant"].astype(bool), ["rank", "precision"]]
+    ranks = hits["rank"].to_numpy()
+    beyond = ranks[ranks > top] if top is not None else ranks[:0]
+    return {"n": len(ranked), "relevant": len(ranks), "ap": float(hits["precision"].mean()) if len(ranks) else 0.0,
+            "half_by": int(ranks[(len(ranks) - 1) // 2]) if len(ranks) else None,
+            "last": int(ranks[-1]) if len(ranks) else None, "beyond": len(beyond),
+            "beyond_ranks": (int(beyond[0]), int(beyond[-1])) if len(beyond) else None}
+
+
+def ranking_strips(rankings: dict[str, pd.DataFrame], cfg: dict[str, Any], top: int | None = None) -> plt.Figure:
+    """For each named query, its whole ranking (or the first `top` items, counting those left beyond) as a strip,
+    relevant items green, and under it the precision at each rank with a dot per relevant item: AP is the mean
+    of the dots, drawn as a line."""
+    setup_style()
+    strip_colours = plt.matplotlib.colors.ListedColormap(["0.85", "#4c9a6a"])
+    fig, axes = plt.subplots(2 * len(rankings), 1, figsize=(11, 3.0 * len(rankings) + 0.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [0.3, 1.2] * len(rankings)}, layout="constrained")
+    for k, (name, ranking) in enumerate(rankings.items()):
+        strip, curve = axes[2 * k, 0], axes[2 * k + 1, 0]
+        ranked, about = ranking.reset_index(drop=True), ranking_summary(ranking, top)
+        shown = ranked if top is None else ranked.head(top)
+        hits = shown["relevant"].to_numpy().astype(float)
+        strip.imshow(hits[None, :], cmap=strip_colours, vmin=0, vmax=1, aspect="auto", interpolation="nearest",
+                     extent=(0.5, len(hits) + 0.5, 0, 1))
+        strip.set_yticks([])
+        strip.set_xlim(0.5, len(hits) + 0.5)
+        strip.tick_params(labelbottom=False)
+        strip.grid(False)
+        where = (f"{about['relevant']} relevant of {about['n']} notes; half found by rank {about['half_by']}, "
+                 f"the last at rank {about['last']}" if about["relevant"] else f"no relevant note among {about['n']}")
+        if about["beyond"]:
+            lo, hi = about["beyond_ranks"]
+            where += f"; {about['beyond']} relevant beyond rank {top} (ranks {lo}-{hi}), not drawn"
+        strip.set_title(f"{name}\n{where}", fontsize=9, loc="left")
+        curve.plot(shown["rank"], shown["precision"], color="0.6", lw=0.8, label="precision at rank (all items)")
+        dots = shown[shown["relevant"].astype(bool)]
+        curve.scatter(dots["rank"], dots["precision"], s=12, color="#4c9a6a", zorder=3,
+                      label="precision at each relevant item")
+        curve.axhline(about["ap"], color="black", ls="--", lw=1,
+                      label=f"AP = mean over all {about['relevant']} relevant items = {about['ap']:.2f}")
+        curve.set(xlim=(0.5, len(hits) + 0.5), ylim=(0, 1.05), ylabel="precision", yticks=[0, 0.5, 1])
+        curve.legend(fontsize=7, loc="upper right", frameon=True)
+    axes[-1, 0].set_xlabel("rank (strip: green = a note of the query's class)")
+    fig.suptitle(source_title(cfg, "what average precision rewards: relevant notes near the top"), fontsize=11)
     return fig

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dermlib.models import ModelOutput
+from dermlib.train.model import ModelOutput
 
 TERMS = ("ce_image", "ce_text", "l1", "cosine", "nt_xent")
 

@@ -1,5 +1,6 @@
 """One run's trainer: the model, optimiser, data and loss, and the public pieces of the loop (`Trainer.step`,
-`train_epoch`, `evaluate`) that `dermlib.train.fit` drives and `benchmarks/bench_train.py` measures.
+`train_epoch`, `evaluate`) that `dermlib.train.runs.fit` drives and `benchmarks/bench_train.py` measures; and what a
+checkpoint holds of a model (`trainable_state`, `load_trainable`).
 
 Every random draw is seeded by (seed, epoch, step), so an interrupted run resumes to the same result. On CUDA:
 bf16 autocast, channels_last, fused AdamW, background batch building with pinned memory; under torchrun, DDP with
@@ -8,7 +9,6 @@ NT-Xent over the global batch.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -16,25 +16,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dermlib import features
-from dermlib.embed import autocast, image_identity, text_identity
-from dermlib.training_data import (Prefetcher, Split, augment, epoch_order, images_to_float, load_splits,
-                                   make_batch, to_device)
-from dermlib.losses import TERMS, MultimodalLoss
-from dermlib.models import MultimodalModel, build_model
-from dermlib.train_settings import TrainSettings
+from dermlib import metrics
+from dermlib.data.labels import config_classes
+from dermlib.train import features
+from dermlib.train.batches import Prefetcher, Split, augment, epoch_order, images_to_float, load_splits, make_batch, to_device
+from dermlib.train.features import image_identity, text_identity
+from dermlib.train.losses import TERMS, MultimodalLoss
+from dermlib.train.model import MultimodalModel, autocast, build_model, pick_device
+from dermlib.train.settings import TrainSettings
 from dermlib.workdir import WorkDir
 
 
-def pick_device(setting: str = "auto") -> torch.device:
-    """"auto" -> the local CUDA device when there is one (LOCAL_RANK under torchrun), else CPU."""
-    device = torch.device(setting if setting != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return device
-
-
-def _gather_global(img: torch.Tensor, txt: torch.Tensor, mask: torch.Tensor):
+def gather_global(img: torch.Tensor, txt: torch.Tensor, mask: torch.Tensor):
     """All ranks' pairs in rank order; embeddings keep their gradient (NT-Xent over the global batch)."""
     import warnings
 
@@ -85,8 +78,6 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if model is None:
-            from dermlib.data.labels import config_classes
-
             self.classes = config_classes(cfg)
             torch.manual_seed(self.t.seed)
             model = build_model(self.t, len(self.classes))
@@ -119,7 +110,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.loss = MultimodalLoss(self.t.loss_weights, self.t.temperature,
-                                   gather=_gather_global if self.world > 1 else None)
+                                   gather=gather_global if self.world > 1 else None)
 
     def _frozen_text_features(self, split: Split) -> list[np.ndarray]:
         """A frozen text encoder's pooled output for every note, once per note text (kept in <work_dir>/features)."""
@@ -211,8 +202,6 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Validation kappa (image branch, argmax), the image branch's cross-entropy and the full loss, on the
         unwrapped model (no collectives)."""
-        from sklearn.metrics import cohen_kappa_score
-
         self.model.eval()
         loss = MultimodalLoss(self.t.loss_weights, self.t.temperature)
         preds, total, image_ce, count = [], 0.0, 0.0, 0
@@ -229,6 +218,25 @@ class Trainer:
             total += float(value) * len(batch["labels"])
             count += len(batch["labels"])
         predicted = torch.cat(preds).numpy()
-        kappa = cohen_kappa_score(split.labels, predicted, labels=list(range(len(self.classes))))
+        kappa = metrics.cohen_kappa(split.labels, predicted)
         return {"val_kappa": float(0.0 if np.isnan(kappa) else kappa), "val_loss": total / count,
                 "val_image_loss": image_ce / count, "val_accuracy": float((predicted == split.labels).mean())}
+
+
+def trainable_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
+    """The state dict without frozen encoders (they are rebuilt from their pretrained source): a few MB at most."""
+    frozen = model.frozen_prefixes()
+    state = {k: v.detach() for k, v in [*model.named_parameters(recurse=False), *model.named_buffers(recurse=False)]}
+    for name, child in model.named_children():  # a frozen encoder's state dict is never built (it is most of it)
+        if f"{name}." not in frozen:
+            state.update({f"{name}.{k}": v for k, v in child.state_dict().items()})
+    return state
+
+
+def load_trainable(model: MultimodalModel, state: dict[str, torch.Tensor]) -> None:
+    """Load a `trainable_state` (or a full state dict); anything missing must belong to a frozen encoder."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    frozen = model.frozen_prefixes()
+    lost = [k for k in missing if not k.startswith(frozen)]
+    if lost or unexpected:
+        raise RuntimeError(f"checkpoint does not fit the model: missing {lost[:5]}, unexpected {unexpected[:5]}")

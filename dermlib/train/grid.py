@@ -1,0 +1,92 @@
+"""A grid of runs: one config per strategy x seed (`grid_configs`), trained or reused (`fit_many`, `fit_strategies`),
+with `train.parallel_runs` runs at once in worker processes (`map_jobs`).
+
+Each worker is a fresh (spawned) Python process whose torch uses one CPU thread, so two workers on two cores do not
+fight; training pins `train.threads` either way, so a run's numbers do not depend on how many ran beside it. With 1,
+every job runs one after another in the calling process.
+"""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Callable, Hashable, Sequence
+
+from dermlib.progress import progress
+from dermlib.train.runs import fit, run_dir
+
+
+def _start_worker() -> None:
+    import torch
+
+    os.environ["DERMLIB_NO_PROGRESS"] = "1"  # the parent's bar counts the jobs; a worker's own bars would garble it
+    torch.set_num_threads(1)
+
+
+def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], processes: int, *, desc: str,
+             warm_key: Callable[[Any], Hashable] | None = None) -> list[Any]:
+    """`[fn(x) for x in items]`, in order, with a progress bar, over `processes` workers (`fn` must be an importable
+    module-level function). With `warm_key`, the first item of each key runs here first, e.g. the first run of each
+    strategy, which computes the features every later run of that strategy reads. An exception in a job is raised here.
+    """
+    keys = [warm_key(item) if warm_key is not None else None for item in items]
+    here = [i for i, key in enumerate(keys) if warm_key is not None and keys.index(key) == i]
+    warmed = set(here)
+    there = [i for i in range(len(items)) if i not in warmed]
+    if processes <= 1 or len(there) <= 1:
+        here, there = list(range(len(items))), []
+    results: list[Any] = [None] * len(items)
+    with progress(len(items), desc, unit="job") as bar:
+        for i in here:
+            results[i] = fn(items[i])
+            bar.update(1)
+        if there:
+            with ProcessPoolExecutor(max_workers=min(processes, len(there)), initializer=_start_worker,
+                                     mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(fn, items[i]): i for i in there}
+                try:
+                    for future in as_completed(futures):  # the bar moves as jobs finish, in any order
+                        results[futures[future]] = future.result()
+                        bar.update(1)
+                except BaseException:
+                    for future in futures:  # a failed job stops the rest: jobs not started are dropped
+                        future.cancel()
+                    raise
+    return results
+
+
+def fit_many(configs: list[dict[str, Any]]) -> list[Path]:
+    """Train (or reuse) every config and return their run folders, in order. With `train.parallel_runs` > 1, the
+    first unfinished run of each strategy trains here (it computes that strategy's frozen-encoder features once)
+    and the others in that many worker processes (`dermlib.train.grid`)."""
+    todo = list({run_dir(c): c for c in configs if not (run_dir(c) / "done").exists()}.values())  # one per folder
+    if todo:
+        # under torchrun every process already is one rank of a single run: runs then go one after another
+        processes = int(todo[0]["train"]["parallel_runs"]) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else 1
+        map_jobs(fit, todo, processes, desc="train", warm_key=lambda c: c["train"]["strategy"])
+    return [fit(c) for c in configs]  # all finished: each call only names its folder
+
+
+def grid_configs(cfg: dict[str, Any], strategies: list[str] | None = None,
+                 seeds: list[int] | None = None) -> list[dict[str, Any]]:
+    """One full config per strategy x seed (defaults: `cfg["eval"]`), strategy-major, with train.strategy / .seed set."""
+    configs = []
+    for strategy in cfg["eval"]["strategies"] if strategies is None else strategies:
+        for seed in cfg["eval"]["seeds"] if seeds is None else seeds:
+            run = copy.deepcopy(cfg)  # nothing a run changes reaches the caller's config
+            run["train"]["strategy"], run["train"]["seed"] = strategy, int(seed)
+            configs.append(run)
+    return configs
+
+
+def fit_strategies(cfg: dict[str, Any], strategies: list[str] | None = None,
+                   seeds: list[int] | None = None) -> dict[int, dict[str, Path]]:
+    """Train (or reuse) one run per strategy x seed (defaults: `cfg["eval"]`) -> {seed: {strategy: run folder}}."""
+    configs = grid_configs(cfg, strategies, seeds)
+    runs: dict[int, dict[str, Path]] = {}
+    for run_cfg, folder in zip(configs, fit_many(configs)):
+        runs.setdefault(run_cfg["train"]["seed"], {})[run_cfg["train"]["strategy"]] = folder
+    return runs
