@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fake_openai import FakeOpenAI  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: tests.fakes
+from tests.fakes.fake_openai import FakeOpenAI  # noqa: E402
 
 from dermlib.data.schema import to_manifest  # noqa: E402
 from dermlib.notes import NoteSettings, synthesize  # noqa: E402

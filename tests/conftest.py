@@ -1,14 +1,17 @@
-"""Shared fixtures: where the real dataset files are, and a papermill runner for the notebooks with tiny parameters."""
+"""Shared fixtures: the invented stand-ins of the real dataset files (tests/fakes/layouts.py; the real ones, in
+../shared, are found by tests/data/conftest.py), and a papermill runner for the notebooks with tiny parameters."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dermlib.config import REPO_ROOT
+from tests.fakes.layouts import build, write_fake_metadata, write_fake_samples
 
 # nbval executes the committed notebooks in kernels that inherit this environment: keep their output
 # (generated data, runs, figures) out of the repository.
@@ -42,24 +45,22 @@ TINY_OVERRIDES: dict[str, object] = {
 }
 
 
-def _shared_dir(name: str, what: str) -> Path:
-    """A folder of ../shared/datasets, or skip the test with a message saying where it was looked for."""
-    path = SHARED / "datasets" / name
-    if not path.is_dir():
-        pytest.skip(f"{what} not found at {path} (set DERMLIB_SHARED to the shared/ folder)")
-    return path
+@pytest.fixture(scope="session")
+def fake_metadata(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The invented stand-in for ../shared/datasets/metadata (tests/fakes/layouts.py)."""
+    return write_fake_metadata(tmp_path_factory.mktemp("fake-metadata"))
 
 
 @pytest.fixture(scope="session")
-def shared_metadata() -> Path:
-    """../shared/datasets/metadata (the real metadata files); tests skip with a message when absent."""
-    return _shared_dir("metadata", "real dataset metadata")
+def fake_samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The invented stand-in for ../shared/datasets/real-samples (tests/fakes/layouts.py)."""
+    return write_fake_samples(tmp_path_factory.mktemp("fake-samples"))
 
 
-@pytest.fixture(scope="session")
-def shared_samples() -> Path:
-    """../shared/datasets/real-samples (a few real images); tests skip with a message when absent."""
-    return _shared_dir("real-samples", "real sample images")
+@pytest.fixture
+def fake_root(fake_metadata: Path, tmp_path: Path) -> Callable[[str], Path]:
+    """fake_root(name): a fresh dataset folder laid out as `name` is downloaded, from the fake metadata."""
+    return lambda name: build(name, fake_metadata, tmp_path / "datasets" / name)
 
 
 class TinyPipeline:

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import torch
 
-from dermlib import evaluate, synthderm
 from dermlib.config import REPO_ROOT, get_config
-from dermlib.data import assign_partitions, build_cache, save_manifest
+from dermlib.data import assign_partitions, build_cache, save_manifest, synthderm
+from dermlib.evaluate import grid as evaluate
 from dermlib.notes import save_notes, synthesize_profile
 from dermlib.notes.plan import NoteSettings
 from dermlib.notes.synth import count_pending
@@ -73,16 +73,15 @@ def test_regenerated_demo_runs_match_the_committed_results(demo_work: Path, tmp_
 def test_committed_note_store_holds_what_minilm_gives_for_every_demo_note(demo_work: Path) -> None:
     """data/note-features-demo.npz (what the demo trains and evaluates on instead of encoding the notes) has every
     usable note of the regenerated notes table, and a sample of it, encoded again here, agrees to float16 precision."""
-    from dermlib.embed import text_identity
-    from dermlib.features import note_key, note_store_path, read_note_store, text_features
-    from dermlib.models import TextEncoder
     from dermlib.notes.store import load_notes_table
-    from dermlib.training_data import tokenize
+    from dermlib.train.batches import tokenize
+    from dermlib.train.features import note_key, note_store_path, read_note_store, text_features, text_identity
+    from dermlib.train.model import TextEncoder
 
     cfg = get_config("demo", {"work_dir": str(demo_work)})
     path = note_store_path(cfg)
     stored = read_note_store(path)
-    assert stored is not None, f"{path} is missing: write it with python -m dermlib.embed --profile demo"
+    assert stored is not None, f"{path} is missing: write it with python -m dermlib.train.features --profile demo"
     index, values = stored.index, stored.values
     table = load_notes_table(demo_work)
     ok = table[(table["status"] == "ok") & table["note"].notna()]
@@ -93,7 +92,7 @@ def test_committed_note_store_holds_what_minilm_gives_for_every_demo_note(demo_w
     rows = np.array([index.get(note_key(identity, i), -1) for i in ids])
     missing = ok.loc[rows < 0, ["sample_id", "strategy"]]
     assert missing.empty, (f"{path} lacks {len(missing)} notes (e.g. {missing.head(3).values.tolist()}): write it "
-                           f"again with python -m dermlib.embed --profile demo")
+                           f"again with python -m dermlib.train.features --profile demo")
     sample = np.random.default_rng(0).choice(len(ids), size=48, replace=False)
     fresh = text_features(encoder, [ids[i] for i in sample], pad_id=int(encoder.tokenizer.pad_token_id),
                           identity=identity, folder=demo_work / "store-check", device=torch.device("cpu"))

@@ -178,17 +178,16 @@ def test_paired_cosine() -> None:
         metrics.paired_cosine(a, b[:4])
 
 
-def test_classification_metrics_against_sklearn() -> None:
+def test_confusion_and_kappa_parts_against_sklearn() -> None:
     rng = np.random.default_rng(1)
     classes = ISIC8
     y = rng.choice(["MEL", "NV", "BCC"], size=60)  # five classes absent from this split
     proba = rng.dirichlet(np.ones(8), size=60)
     proba[np.arange(60), [classes.index(c) for c in y]] += rng.uniform(0, 0.6, size=60)  # informative
-    out = metrics.classification_metrics(y, proba, classes)
     pred = np.array(classes)[proba.argmax(axis=1)]
-    assert out["kappa"] == pytest.approx(cohen_kappa_score(y, pred))
-    assert 0 < out["kappa"] < 1 and 0 < out["balanced_accuracy"] <= 1
-    assert 0.5 < out["macro_auroc"] <= 1.0  # computed over MEL/NV/BCC only, not NaN
+    assert metrics.cohen_kappa(y, pred) == pytest.approx(cohen_kappa_score(y, pred))
+    assert 0 < metrics.cohen_kappa(y, pred) < 1 and 0 < metrics.balanced_accuracy(y, pred) <= 1
+    assert 0.5 < metrics.macro_auroc(y, proba, classes) <= 1.0  # computed over MEL/NV/BCC only, not NaN
     cm = metrics.confusion(y, pred, classes)
     assert cm.shape == (8, 8) and cm.to_numpy().sum() == 60 and list(cm.index) == classes
     assert np.trace(cm.to_numpy()) == (y == pred).sum()
@@ -197,7 +196,9 @@ def test_classification_metrics_against_sklearn() -> None:
     assert parts["p_observed"] == pytest.approx(np.mean(y == pred))
     assert math.isnan(metrics.kappa_parts([], [])["kappa"])
     assert math.isnan(metrics.cohen_kappa(["NV"] * 5, ["NV"] * 5))
-    assert math.isnan(metrics.macro_auroc(["NV"] * 3, np.full((3, 8), 1 / 8)))
+    assert math.isnan(metrics.macro_auroc(["NV"] * 3, np.full((3, 8), 1 / 8), classes))
+    with pytest.raises(TypeError):
+        metrics.macro_auroc(y, proba)  # no default taxonomy: the classes are always named
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -218,31 +219,15 @@ def test_bincount_kappa_balanced_accuracy_and_rank_auroc_equal_sklearn(seed: int
         assert metrics.balanced_accuracy(y, pred) == pytest.approx(expected, abs=1e-12)
         aucs = [roc_auc_score(y == c, proba[:, j]) for j, c in enumerate(ISIC8) if 0 < (y == c).sum() < n]
         if aucs:
-            assert metrics.macro_auroc(y, proba) == pytest.approx(np.mean(aucs), abs=1e-12)
+            assert metrics.macro_auroc(y, proba, ISIC8) == pytest.approx(np.mean(aucs), abs=1e-12)
             first = y == y[0]
             if not first.all():
                 assert metrics.auroc(first, proba[:, 0]) == pytest.approx(roc_auc_score(first, proba[:, 0]), abs=1e-12)
         else:
-            assert math.isnan(metrics.macro_auroc(y, proba))
+            assert math.isnan(metrics.macro_auroc(y, proba, ISIC8))
     with pytest.raises(ValueError, match="labels but y_pred"):
         metrics.cohen_kappa(["NV", "MEL"], ["NV"])
     assert math.isnan(metrics.auroc([True, True], [0.1, 0.9])) and math.isnan(metrics.auroc([], []))
-
-
-def test_bootstrap_ci_contains_point_and_narrows_with_n() -> None:
-    rng = np.random.default_rng(2)
-    small, large = rng.normal(1.0, 1.0, size=50), rng.normal(1.0, 1.0, size=2000)
-    point, low, high = metrics.bootstrap_ci(np.mean, small, n=300, seed=0)
-    assert low < point < high and point == pytest.approx(small.mean())
-    _, low_l, high_l = metrics.bootstrap_ci(np.mean, large, n=300, seed=0)
-    assert (high_l - low_l) < (high - low) / 3  # width shrinks like 1/sqrt(n): sqrt(40) ~ 6
-    assert metrics.bootstrap_ci(np.mean, small, n=300, seed=0) == (point, low, high)  # deterministic
-    y = rng.choice(["MEL", "NV"], size=80)
-    pred = np.where(rng.uniform(size=80) < 0.8, y, "MEL")
-    k, k_low, k_high = metrics.bootstrap_ci(metrics.cohen_kappa, y, pred, n=200, seed=1)
-    assert k_low <= k <= k_high
-    with pytest.raises(ValueError, match="one length"):
-        metrics.bootstrap_ci(metrics.cohen_kappa, y, pred[:10])
 
 
 def test_summarise_seeds() -> None:
@@ -252,16 +237,6 @@ def test_summarise_seeds() -> None:
     assert out.loc["M", "mean"] == pytest.approx(0.6) and out.loc["M", "sd"] == pytest.approx(np.std([.5, .7],
                                                                                                       ddof=1))
     assert out.loc["Img", "n_seeds"] == 1 and out.loc["Img", "sd"] == 0.0
-
-
-def test_top_k() -> None:
-    rng = np.random.default_rng(4)
-    q, g = rng.normal(size=(6, 3)), rng.normal(size=(20, 3))
-    idx, scores = metrics.top_k(q, g, 4)
-    for i in range(6):
-        sims = [_cos(q[i], gj) for gj in g]
-        assert list(idx[i]) == sorted(range(20), key=lambda j: -sims[j])[:4]
-        np.testing.assert_allclose(scores[i], sorted(sims, reverse=True)[:4], rtol=1e-5)
 
 
 def test_ranked_list_gives_the_same_ap_by_hand_with_ties() -> None:
@@ -275,3 +250,17 @@ def test_ranked_list_gives_the_same_ap_by_hand_with_ties() -> None:
     assert by_hand == pytest.approx(metrics.retrieval_ap(q[None], ["MEL"], g, g_lab)[0])
     assert by_hand == pytest.approx(brute_ap(q[None], ["MEL"], g, g_lab)[0])
     assert (table.groupby("cosine")["at_or_above"].nunique() == 1).all()  # one precision per tied block
+
+
+def test_retrieval_ap_can_leave_out_the_own_pair() -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.choice(["a", "b", "c"], 30)
+    img, txt = rng.normal(size=(30, 6)), rng.normal(size=(30, 6))
+    got = metrics.retrieval_ap(img, labels, txt, labels, exclude_pair=True)
+    sim = metrics.l2_normalise(img) @ metrics.l2_normalise(txt).T
+    for i in range(30):
+        keep = np.arange(30) != i
+        expected = average_precision_score(labels[keep] == labels[i], sim[i, keep])
+        assert got[i] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="paired rows"):
+        metrics.retrieval_ap(img, labels, txt[:5], labels[:5], exclude_pair=True)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dermlib import findings
 from dermlib.config import REPO_ROOT
 from dermlib.pipeline import notebooks
+from dermlib.report import findings
 
 NOTEBOOKS = notebooks()
 COMMITTED = REPO_ROOT / "figures" / "demo"  # what the last ./run_all.sh committed (not the tests' figures dir)

@@ -1,22 +1,20 @@
 """A rehearsal of `--profile paper`, end to end on CPU: the five notebooks under papermill with the paper profile
-and config overrides only (no special code path). The invented metadata of tests/layouts.py (`write_fake_metadata`)
-for seven datasets, with placeholder images in each dataset's own layout, so it runs on a fresh clone;
-`data.limit_per_source` rows each; notes through the OpenAI route against the fake server on 127.0.0.1 (json_schema
-structured outputs, usage and cost); DenseNet121 with random init and a tiny BERT built from a config in a temporary
-folder (nothing downloaded); one epoch."""
+and config overrides only (no special code path). The invented metadata of tests/fakes/layouts.py
+(`write_fake_metadata`) for seven datasets, with placeholder images in each dataset's own layout, so it runs on a
+fresh clone; `data.limit_per_source` rows each; notes through the OpenAI route against the fake server on 127.0.0.1
+(json_schema structured outputs, usage and cost); DenseNet121 with random init and a tiny BERT built from a config in
+a temporary folder (nothing downloaded); one epoch."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_openai import FakeOpenAI  # noqa: E402
-from layouts import build, write_fake_metadata  # noqa: E402
+from tests.fakes.fake_openai import FakeOpenAI
+from tests.fakes.layouts import build, write_fake_metadata
 
 INTERNAL = ["ham10000", "bcn20000", "isic2019", "pad_ufes_20", "derm7pt_derm", "derm7pt_clinic"]
 EXTERNAL = ["fitzpatrick17k", "ddi"]
@@ -49,7 +47,7 @@ def _outputs(notebook: Path) -> str:
 @pytest.mark.slow
 def test_paper_profile_rehearsal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dermlib.pipeline import run
-    from dermlib.records import read_records
+    from dermlib.notebook import read_records
 
     metadata = write_fake_metadata(tmp_path / "fake-metadata")
     roots = {name: build(name, metadata, tmp_path / "datasets" / name) for name in INTERNAL + EXTERNAL}
@@ -71,7 +69,7 @@ def test_paper_profile_rehearsal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         timings = run("paper", overrides=overrides)
         bodies = list(fake.chat_bodies)
     assert list(timings["notebook"]) == [f"{n}.ipynb" for n in ("01_data", "02_notes", "03_train", "04_evaluate",
-                                                                  "05_figures")]
+                                                                  "05_report")]
     # notes went through the OpenAI route, with strict json_schema structured outputs for the structured prompts
     formats = [b.get("response_format") for b in bodies]
     assert bodies and all(b["model"] == "gpt-4o-mini" for b in bodies)
@@ -86,7 +84,7 @@ def test_paper_profile_rehearsal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     comparisons = (tmp_path / "figures" / "comparisons.csv").read_text()
     assert "M+P1 - Img" in comparisons and "chance: P3" in comparisons
     notes = read_records(tmp_path / "work", "02_notes")
-    # every request the server saw is a note of notebook 02 or one of the 24 zero-shot class descriptions of 04
+    # every request the server saw is a note or one of the 24 zero-shot class descriptions, all of notebook 02
     assert notes["first_run_llm_calls"] == len(bodies) - 3 * 8 > 0 and notes["cost_usd"] > 0  # usage and cost accounted
     assert "sk-rehearsal-not-a-real-key-000" not in text
     shutil.rmtree(tmp_path / "datasets", ignore_errors=True)

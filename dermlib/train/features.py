@@ -105,7 +105,7 @@ class NoteStore:
 def _store_fix(path: Path) -> str:
     inside = path.resolve().is_relative_to(REPO_ROOT.resolve())
     restore = f"restore it (git checkout -- {path.resolve().relative_to(REPO_ROOT.resolve())}), " if inside else ""
-    return (f"write it again (python -m dermlib.train.inference --profile <profile>, after notebook 02), {restore}or run "
+    return (f"write it again (python -m dermlib.train.features --profile <profile>, after notebook 02), {restore}or run "
             f"without it (--set train.note_features=null)")
 
 

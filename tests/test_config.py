@@ -1,0 +1,95 @@
+"""The configuration (dermlib.config): two profiles with one key set, typed overrides with errors that name the
+key, declared comparisons checked, and the one grammar of strategies that every step parses through."""
+
+from __future__ import annotations
+
+import pytest
+
+from dermlib.config import (
+    IMG,
+    NOTE_STRATEGIES,
+    PAPER_STRATEGIES,
+    base_strategies,
+    get_config,
+    note_parts,
+    parse_sets,
+    parse_strategy,
+    strategy_label,
+)
+
+
+def test_config_overrides_and_errors() -> None:
+    cfg = get_config("demo", {"train.epochs": 2})
+    assert cfg["train"]["epochs"] == 2 and cfg["profile"] == "demo" and cfg["synthetic"] is True
+    assert get_config("paper")["synthetic"] is False
+    with pytest.raises(KeyError, match="epochz"):
+        get_config("demo", {"train.epochz": 2})
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_config("laptop")
+
+
+def _keys(node: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in node.items():
+        out.add(prefix + key)
+        if isinstance(value, dict) and key not in ("roots", "loss_weights", "max_tokens"):
+            out |= _keys(value, f"{prefix}{key}.")
+    return out
+
+
+def test_both_profiles_have_one_key_set_and_overrides_are_typed() -> None:
+    assert _keys(get_config("demo")) == _keys(get_config("paper"))
+    for bad, message in [({"train.epochs": "three"}, "expected int, got str"),
+                         ({"train.batch_size": 0}, "must be greater than 0"),
+                         ({"notes.max_retries": "3"}, "expected int"),
+                         ({"train.augment": 1}, "expected bool"),
+                         ({"notes.limit": 2.5}, "expected null or int")]:
+        with pytest.raises(ValueError, match=message):
+            get_config("paper", bad)
+    with pytest.raises(KeyError, match="not a dataset.*ham10000"):
+        get_config("paper", {"data.roots.hamm10000": "/data"})
+    with pytest.raises(KeyError, match="known keys of train:.*epochs"):
+        get_config("paper", {"train.epoch": 3})
+    assert get_config("paper", {"train.lr": 1, "notes.limit": None})["train"]["lr"] == 1
+    assert parse_sets(["train.epochs=5", "data.roots.ham10000=/data/HAM", "eval.seeds=[0,1]"]) == {
+        "train.epochs": 5, "data.roots.ham10000": "/data/HAM", "eval.seeds": [0, 1]}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_sets(["notes.limit"])
+
+
+def test_malformed_comparisons_are_refused_by_the_config() -> None:
+    with pytest.raises(ValueError, match="is not \\[metric, A, B\\]"):
+        get_config("demo", {"eval.comparisons": [["kappa", "M"]]})
+    with pytest.raises(ValueError, match="metric must be"):
+        get_config("demo", {"eval.comparisons": [["accuracy", "M", "Img"]]})
+    with pytest.raises(ValueError, match="eval.post_hoc_comparisons.*metric must be"):
+        get_config("demo", {"eval.post_hoc_comparisons": [["accuracy", "M", "Img"]]})
+
+
+def test_the_strategy_grammar() -> None:
+    """Img, the paper's four note strategies, their combinations (& concatenates, | mixes per sample) and several
+    note strategies of one run (joined by ','); anything else is refused with the rule."""
+    assert IMG == "Img" and NOTE_STRATEGIES == ("M", "M+P1", "M+P2", "P3") and PAPER_STRATEGIES == (IMG, *NOTE_STRATEGIES)
+    assert note_parts(" M+P2 ") == ("single", ("M+P2",))
+    assert note_parts("M&P3") == ("concat", ("M", "P3")) and note_parts("M+P1|P3") == ("mix", ("M+P1", "P3"))
+    for bad in ("M&X", "M&M", "Q", "Img", "M&"):
+        with pytest.raises(ValueError, match="strategy"):
+            note_parts(bad)
+    assert parse_strategy("Img") == [] and parse_strategy("M+P1") == ["M+P1"]
+    assert parse_strategy("M, P3") == ["M", "P3"] and parse_strategy("M&P3") == ["M&P3"]
+    for bad in ("Img,M", "M,", "M,Q"):
+        with pytest.raises(ValueError, match="strategy"):
+            parse_strategy(bad)
+    assert base_strategies("Img") == [] and base_strategies("M&P3,M+P1") == ["M", "P3", "M+P1"]
+    assert base_strategies("M+P1|P3,P3") == ["M+P1", "P3"]
+    assert strategy_label("M,P3") == "M_P3" and strategy_label("M+P1") == "M+P1"
+
+
+def test_unknown_strategies_are_refused_by_the_config() -> None:
+    """A typo in train.strategy, eval.strategies or notes.strategies stops get_config, naming the key."""
+    assert get_config("demo", {"train.strategy": "M,P3", "eval.strategies": ["Img", "M&P3"],
+                               "notes.strategies": ["M", "M+P1|P3"]})["train"]["strategy"] == "M,P3"
+    for key, value in (("train.strategy", "M+P4"), ("eval.strategies", ["Img", "A"]), ("notes.strategies", ["Img"]),
+                       ("notes.strategies", ["M,P3"])):
+        with pytest.raises(ValueError, match=rf"^{key}: "):
+            get_config("demo", {key: value})

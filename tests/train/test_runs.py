@@ -1,0 +1,157 @@
+"""One training run (dermlib.train.runs) on tiny SynthDerm work dirs: learning, reuse, resume, the run folder and
+its hash, tensorboard scalars, DDP on two CPU processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dermlib.config import get_config
+from tests.fakes.processes import torchrun
+from tests.fakes.workdirs import make_work_dir, tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def work64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's size (80 images per internal source, 64 px): big enough for a learning signal above noise."""
+    torch.set_num_threads(1)
+    return make_work_dir(tmp_path_factory.mktemp("train64"), n_per_source=80, size=64)
+
+
+def _history(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "history.csv").drop(columns=["seconds", "samples_per_s"])
+
+
+@pytest.mark.slow
+def test_image_only_fit_beats_chance_and_a_finished_run_is_reused(work64: Path) -> None:
+    from dermlib.train.runs import fit
+
+    cfg = tiny_cfg(work64, strategy="Img", epochs=4, batch_size=32)
+    folder = fit(cfg)
+    hist = pd.read_csv(folder / "history.csv")
+    assert list(hist["epoch"]) == [1, 2, 3, 4]
+    assert {"train_ce_image", "val_kappa", "val_loss", "seconds"} <= set(hist.columns)
+    assert "train_nt_xent" not in hist.columns  # no text branch
+    assert hist["val_kappa"].max() > 0.1  # chance is 0
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    assert (folder / "done").exists() and not (folder / "text_encoder").exists()
+    stamp = (folder / "checkpoint.pt").stat().st_mtime_ns
+    assert fit(cfg) == folder  # same config hash: reused, not retrained
+    assert (folder / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_after_first(row: dict) -> None:
+    if row["epoch"] == 1:
+        raise Interrupt
+
+
+def test_multimodal_fit_trains_the_text_branch_and_aligns(m_run: Path) -> None:
+    hist = pd.read_csv(m_run / "history.csv")
+    for term in ("ce_image", "ce_text", "l1", "cosine", "nt_xent"):
+        assert hist[f"train_{term}"].iloc[-1] < hist[f"train_{term}"].iloc[0], term
+    cfg = json.loads((m_run / "config.json").read_text())
+    res = cfg["resolved"]
+    assert m_run.name == f"M-seed0-{res['config_hash']}" and res["classes"][0] == "MEL"
+    # the one failed note (first manifest row) is excluded from the text loss, not crashed on
+    manifest = pd.read_parquet(Path(cfg["work_dir"]) / "manifest.parquet")
+    failed_in_train = int(manifest["split"].iloc[0] == "train")
+    assert res["n_train_with_note"] == res["n_train"] - failed_in_train
+    assert (m_run / "text_encoder" / "config.json").exists()
+
+
+@pytest.mark.slow  # trains whole runs (twice): the full lane
+def test_interrupted_run_resumes_to_the_same_result(work: Path, m_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from dermlib.train.runs import fit
+
+    other = tmp_path / "work"
+    shutil.copytree(work, other, ignore=shutil.ignore_patterns("runs"))
+    cfg = tiny_cfg(other, strategy="M", epochs=3)
+    with pytest.raises(Interrupt):
+        fit(cfg, on_epoch_end=_stop_after_first)
+    folder = other / "runs" / m_run.name  # same config hash in another work dir
+    assert not (folder / "done").exists() and len(pd.read_csv(folder / "history.csv")) == 1
+    assert fit(cfg) == folder
+    pd.testing.assert_frame_equal(_history(folder), _history(m_run))
+    a = torch.load(folder / "checkpoint.pt", weights_only=False)
+    b = torch.load(m_run / "checkpoint.pt", weights_only=False)
+    assert a["best_epoch"] == b["best_epoch"]
+    for key in ("model", "best_model"):
+        for name, value in b[key].items():
+            torch.testing.assert_close(a[key][name], value, rtol=0, atol=0, msg=f"{key}.{name}")
+
+
+def test_run_folder_depends_on_what_is_computed_only(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dermlib.train import runs as train
+    from dermlib.train.runs import run_dir
+
+    base = run_dir(tiny_cfg(work))
+    assert run_dir(tiny_cfg(work, device="cpu")) == base
+    assert run_dir(tiny_cfg(work, note_features="data/note-features-demo.npz")) == base  # time, not results
+    with monkeypatch.context() as patch:  # features made another way: new runs
+        patch.setattr(train, "FEATURE_VERSION", train.FEATURE_VERSION + 1)
+        assert run_dir(tiny_cfg(work)) != base
+    assert run_dir(tiny_cfg(work, seed=1)).name.startswith("M-seed1-")
+    assert run_dir(tiny_cfg(work, lr=0.1)).name != base.name
+    assert run_dir(tiny_cfg(work, strategy="M,P3")).name.startswith("M_P3-seed0-")
+
+
+def test_missing_notes_strategy_fails_with_a_clear_message(work: Path) -> None:
+    from dermlib.train.runs import fit
+
+    with pytest.raises(ValueError, match="no notes for strategies \\['P3'\\]"):
+        fit(tiny_cfg(work, strategy="P3"))
+
+
+@pytest.mark.slow  # trains whole runs (twice): the full lane
+def test_tensorboard_scalars_match_history_and_stay_out_of_the_run_hash(work: Path) -> None:
+    """train.tensorboard writes every history column (and the lr) per epoch; it does not change what is computed."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dermlib.train.runs import tensorboard_scalars
+    from dermlib.train.runs import fit, run_dir
+
+    cfg = tiny_cfg(work, strategy="M", epochs=2, tensorboard=True, seed=7)
+    assert run_dir(cfg) == run_dir(tiny_cfg(work, strategy="M", epochs=2, seed=7))
+    folder = fit(cfg)
+    events = EventAccumulator(str(folder / "tensorboard"))
+    events.Reload()
+    hist = pd.read_csv(folder / "history.csv")
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/nt_xent", "val/kappa", "val/image_loss", "run/samples_per_s", "run/lr"} <= tags
+    assert len(tags) == len(hist.columns)  # every column but epoch, and the lr
+    for column in hist.columns.drop("epoch"):
+        (tag,) = set(tensorboard_scalars({column: 0.0}, 0.0)) - {"run/lr"}
+        logged = events.Scalars(tag)
+        assert [e.step for e in logged] == hist["epoch"].tolist(), column
+        np.testing.assert_allclose([e.value for e in logged], hist[column].to_numpy(), rtol=1e-6, err_msg=column)
+    assert [e.value for e in events.Scalars("run/lr")] == pytest.approx([cfg["train"]["lr"]] * len(hist))
+    assert get_config("demo")["train"]["tensorboard"] is False and get_config("paper")["train"]["tensorboard"] is False
+
+
+@pytest.mark.slow
+def test_ddp_training_with_two_cpu_processes(work: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "work"
+    shutil.copytree(work, other, ignore=shutil.ignore_patterns("runs"))
+    done = torchrun(["-m", "dermlib.train", "--profile", "demo", "--set", f"work_dir={other}",
+                      "--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "train.max_text_len=48",
+                      "--set", "train.train_last_n_text_layers=1"],
+                     tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    assert (folder / "done").exists()
+    hist = pd.read_csv(folder / "history.csv")
+    assert len(hist) == 1 and np.isfinite(hist["train_nt_xent"]).all()
+    assert json.loads((folder / "config.json").read_text())["resolved"]["world_size"] == 2
