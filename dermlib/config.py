@@ -156,6 +156,7 @@ BASE: dict[str, Any] = {
         "seeds": [0, 1, 2],  # paired seeds: every strategy of one seed starts from the same shared weights
         "bootstrap": 1000,  # replicates of the seeds x clusters bootstrap (dermlib.evaluate.stats)
         "recall_k": [1, 5, 10],
+        "map_at_k": 10,  # k of the authors' AP@k (a sensitivity beside the full-ranking mAP; dermlib.metrics)
         "batch_size": 512,  # encoding batch size
         "exclude_own_pair": False,  # True: a retrieval query's own pair is left out of its gallery
         # The primary comparisons, declared before any result is computed: (metric, A, B) means metric(A) - metric(B)
@@ -230,7 +231,8 @@ _NULLABLE: dict[str, tuple[type, ...]] = {
 }
 _POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
              "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",
-             "train.feature_views", "train.parallel_runs", "train.lr", "eval.bootstrap", "eval.batch_size"}
+             "train.feature_views", "train.parallel_runs", "train.lr", "eval.bootstrap", "eval.batch_size",
+             "eval.map_at_k"}
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

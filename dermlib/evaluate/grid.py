@@ -35,7 +35,7 @@ from dermlib.train.runs import config_hash
 from dermlib.workdir import WorkDir
 
 
-EVAL_VERSION = 6  # bump when the evaluation changes, to invalidate cached per-run results
+EVAL_VERSION = 7  # bump when the evaluation changes, to invalidate cached per-run results
 
 
 def eval_key(run_dir: Path, pool: pd.DataFrame, cfg: dict[str, Any]) -> str:
@@ -44,7 +44,7 @@ def eval_key(run_dir: Path, pool: pd.DataFrame, cfg: dict[str, Any]) -> str:
 
     done = run_dir / "done"
     key = {"run": run_dir.name, "done": done.stat().st_mtime_ns, "version": EVAL_VERSION,
-           "eval": {k: cfg["eval"][k] for k in ("bootstrap", "recall_k", "exclude_own_pair")},
+           "eval": {k: cfg["eval"][k] for k in ("bootstrap", "recall_k", "exclude_own_pair", "map_at_k")},
            "pool": hashlib.sha256("\n".join(pool["sample_id"].astype(str)).encode()).hexdigest(),
            "probes": probes.probe_key(cfg)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
