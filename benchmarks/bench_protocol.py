@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from dermlib.config import EQUIVALENCE_MARGINS, PAPER_PROTOCOL
 from dermlib.evaluate import protocol
 
 PER_PAIR = ["ap_i2t_source", "ap_t2i_source", "cosine", "cosine_lift_source", "ap_i2t_source_at_k",
@@ -52,8 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     table = samples(args.images, args.sources, args.seeds)
     start = time.perf_counter()
-    rows = protocol.protocol_rows(table, protocol.PAPER_PROTOCOL, n_boot=args.boot,
-                                  margins=protocol.EQUIVALENCE_MARGINS)
+    rows = protocol.protocol_rows(table, PAPER_PROTOCOL, n_boot=args.boot,
+                                  margins=EQUIVALENCE_MARGINS)
     print(f"{len(rows)} comparisons, {args.images} images x {args.sources} sources x {args.seeds} seeds x "
           f"{len(STRATEGIES)} strategies, B = {args.boot}: {time.perf_counter() - start:.1f} s")
 

@@ -85,6 +85,53 @@ def strategy_label(strategy: str) -> str:
     """A training strategy as a file-name part: "M,P3" -> "M_P3" (run folders)."""
     return strategy.replace(EACH, "_")
 
+# ------------------------------------------------------------------ the paper's protocol, declared before its first run
+# Each declared comparison (dermlib.evaluate.protocol computes them) is a difference of one metric between two sets of
+# strategies (a set means the mean of its strategies), computed within each source (dataset) of a partition and
+# averaged over the sources unweighted, as the paper's per-dataset tables are read; or a contrast of two partitions.
+# Declared on 2026-12-07 after the pooled demo results had been seen and before any per-source comparison was run.
+PROTOCOL_METRICS = ("kappa", "map_i2t_within_source", "map_t2i_within_source", "map_i2t_within_source_at_k",
+                    "map_t2i_within_source_at_k", "paired_cosine", "paired_cosine_above_source")
+PROTOCOL_KINDS = ("primary", "secondary", "sensitivity", "control")
+_INT, _EXT, _BOTH = ["internal"], ["external"], ["internal", "external"]
+
+
+def _declare(question: str, kind: str, metric: str, a: list[str], b: list[str], **where: Any) -> dict[str, Any]:
+    return {"question": question, "kind": kind, "metric": metric, "a": list(a), "b": list(b), "aggregate": "macro",
+            **where}
+
+
+PAPER_PROTOCOL: list[dict[str, Any]] = [
+    # (a) do notes raise κ over image-only, most under domain shift? each paper strategy and their mean, external;
+    # "most under domain shift" is the interaction: macro Δκ external minus macro Δκ internal
+    *[_declare("a", "primary", "kappa", [s], [IMG], partitions=_EXT) for s in NOTE_STRATEGIES],
+    _declare("a", "primary", "kappa", list(NOTE_STRATEGIES), [IMG], partitions=_EXT),
+    _declare("a", "primary", "kappa", list(NOTE_STRATEGIES), [IMG], contrast="external - internal"),
+    *[_declare("a", "secondary", "kappa", a, [IMG], partitions=_INT)
+      for a in [*([s] for s in NOTE_STRATEGIES), list(NOTE_STRATEGIES)]],
+    # controls, never paper strategies: D (the diagnosis alone: the extra losses without note content) and M+G (M plus
+    # findings grounded in the drawn image: a positive control for what image-specific text can do)
+    *[_declare("a", "control", "kappa", [x], [y], partitions=_BOTH) for x, y in (("D", IMG), ("M+G", IMG), ("M+G", "M"))],
+    # (b) do metadata-guided prompts retrieve better than free-form P3? mAP within each source's gallery, both ways
+    *[_declare("b", "primary", f"map_{d}_within_source", ["P3"], ["M+P1", "M+P2"], partitions=_BOTH)
+      for d in ("i2t", "t2i")],
+    # ... and with the authors' AP@k normaliser (a sensitivity: ilmaro8/multimodal_learning, utils_retrieval.py)
+    *[_declare("b", "sensitivity", f"map_{d}_within_source_at_k", ["P3"], ["M+P1", "M+P2"], partitions=_BOTH)
+      for d in ("i2t", "t2i")],
+    # (c) is P3's paired cosine far lower? the raw cosine (the paper's pair, P3 vs M+P2), then above each image's
+    # cosine to the other notes of its own source (its chance level: a strategy whose notes all look alike scores
+    # high with any image)
+    _declare("c", "primary", "paired_cosine", ["P3"], ["M+P2"], partitions=_BOTH),
+    _declare("c", "secondary", "paired_cosine_above_source", ["P3"], ["M+P2"], partitions=_BOTH),
+]
+# Equivalence margins per metric family (absolute, on the metric's 0-1 scale): a null is stated as "equivalent" only
+# when the 90 % interval lies inside ±margin (TOST).
+EQUIVALENCE_MARGINS = {
+    "kappa": 0.03,  # below the smallest κ gain the paper reports (+0.038, Fitzpatrick17k): ±0.03 rules out its effects
+    "map": 0.03,  # the paper's mAP differences are far larger (0.787 vs 0.510); ±0.03 is a small effect on this scale
+    "cosine": 0.03,  # likewise for paired cosine (the paper's ranges differ by ~0.4)
+}
+
 BASE: dict[str, Any] = {
     "synthetic": False,
     "data": {
@@ -159,7 +206,13 @@ BASE: dict[str, Any] = {
         "map_at_k": 10,  # k of the authors' AP@k (a sensitivity beside the full-ranking mAP; dermlib.metrics)
         "batch_size": 512,  # encoding batch size
         "exclude_own_pair": False,  # True: a retrieval query's own pair is left out of its gallery
-        # The primary comparisons, declared before any result is computed: (metric, A, B) means metric(A) - metric(B)
+        # The paper's protocol: per-source comparisons macro-averaged over sources (see PAPER_PROTOCOL above), B bootstrap
+        # replicates of seeds x clusters within each source, Holm within each question, TOST against the margins.
+        "protocol": PAPER_PROTOCOL,
+        "comparison_bootstrap": 10_000,
+        "equivalence_margins": EQUIVALENCE_MARGINS,
+        # The earlier protocol, reported as rows of kind "earlier-protocol": one gallery pooling every source of a
+        # partition. Declared before the first results: (metric, A, B) means metric(A) - metric(B)
         # on each pooled partition below, paired by seed, with a seeds x clusters bootstrap CI and a p-value.
         "comparisons": [*[["kappa", s, IMG] for s in MM_STRATEGIES],
                         ["map_i2t", "P3", "M+P1"], ["map_t2i", "P3", "M+P1"],
@@ -232,7 +285,7 @@ _NULLABLE: dict[str, tuple[type, ...]] = {
 _POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
              "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",
              "train.feature_views", "train.parallel_runs", "train.lr", "eval.bootstrap", "eval.batch_size",
-             "eval.map_at_k"}
+             "eval.map_at_k", "eval.comparison_bootstrap"}
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -297,7 +350,10 @@ def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -
         _check_type(key, node[leaf], value)
         node[leaf] = value
     _check_comparisons(cfg)
+    check_protocol(cfg["eval"]["protocol"])
     _check_strategies(cfg)
+    if set(cfg["eval"]["equivalence_margins"]) != set(EQUIVALENCE_MARGINS):
+        raise ValueError(f"eval.equivalence_margins needs exactly the keys {sorted(EQUIVALENCE_MARGINS)}")
     if cfg["train"]["parallel_runs"] > 1 and not cfg["train"]["threads"]:
         raise ValueError(f"train.parallel_runs={cfg['train']['parallel_runs']} needs train.threads > 0: every run must "
                          f"train on the same number of threads wherever it runs (e.g. --set train.threads=1)")
@@ -320,10 +376,38 @@ def _check_comparisons(cfg: dict[str, Any]) -> None:
                 raise ValueError(f"eval.{key}: {item!r}: metric must be one of {', '.join(allowed)}")
 
 
+def check_protocol(declarations: list[dict[str, Any]]) -> None:
+    """A clear error for any declaration that is not {question, kind, metric, a, b, partitions | contrast
+    [, aggregate]} (see PAPER_PROTOCOL); `get_config` also checks that every strategy named parses."""
+    keys = {"question", "kind", "metric", "a", "b", "aggregate", "partitions", "contrast"}
+    for d in declarations:
+        problem = ""
+        if not isinstance(d, dict) or set(d) - keys or not {"question", "kind", "metric", "a", "b"} <= set(d):
+            problem = f"keys must be question, kind, metric, a, b, partitions or contrast, aggregate; got {d!r}"
+        elif d["kind"] not in PROTOCOL_KINDS:
+            problem = f"kind must be one of {PROTOCOL_KINDS}"
+        elif d["metric"] not in PROTOCOL_METRICS:
+            problem = f"metric must be one of {sorted(PROTOCOL_METRICS)}"
+        elif not all(isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in (d["a"], d["b"])):
+            problem = "a and b must be non-empty lists of strategy names"
+        elif set(d["a"]) & set(d["b"]):
+            problem = "a and b share a strategy"
+        elif ("partitions" in d) == ("contrast" in d):
+            problem = "give either partitions (a list) or contrast ('external - internal'), not both or neither"
+        elif "contrast" in d and len(str(d["contrast"]).split(" - ")) != 2:
+            problem = "contrast must read 'X - Y' (e.g. 'external - internal')"
+        elif d.get("aggregate", "macro") not in ("macro", "pooled"):
+            problem = "aggregate must be 'macro' or 'pooled'"
+        if problem:
+            raise ValueError(f"eval.protocol: declaration {d!r}: {problem}")
+
+
 def _check_strategies(cfg: dict[str, Any]) -> None:
     """train.strategy and eval.strategies are training strategies, notes.strategies note strategies (`parse_strategy`,
     `note_parts`): a typo stops here, before any work."""
-    for key, values in (("train.strategy", [cfg["train"]["strategy"]]), ("eval.strategies", cfg["eval"]["strategies"])):
+    declared = [name for d in cfg["eval"]["protocol"] for name in (*d["a"], *d["b"])]
+    for key, values in (("train.strategy", [cfg["train"]["strategy"]]), ("eval.strategies", cfg["eval"]["strategies"]),
+                        ("eval.protocol", declared)):
         for value in values:
             try:
                 parse_strategy(value)

@@ -3,7 +3,8 @@ strategies computed within each source (dataset) of a partition, then averaged o
 as the paper's per-dataset tables are read; the pooled comparisons of `dermlib.evaluate.stats` stay as the
 "earlier protocol" rows.
 
-A declaration (`check_declarations`; the demo's set is `PAPER_PROTOCOL`) names a question, a kind, a metric, A and B
+A declaration (`dermlib.config.check_protocol`; the demo's set is `dermlib.config.PAPER_PROTOCOL`, in
+`eval.protocol`) names a question, a kind, a metric, A and B
 (lists: a set means the mean of its strategies), and either partitions (one row each) or a contrast
 "external - internal" (the macro difference on external minus the one on internal, the same seed draws for both).
 Each row gets: the mean over paired seeds, a 95 % percentile interval from B bootstrap replicates (seeds x clusters
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermlib.config import IMG
+from dermlib.config import PROTOCOL_KINDS, check_protocol
 from dermlib.evaluate.macro import MacroBootstrap
 from dermlib.evaluate.stats import CHANCE, POST_HOC  # the pooled table's prefixes: chance level, post hoc
 
@@ -40,70 +41,12 @@ METRICS: dict[str, tuple[str | None, str, str]] = {
 # metric -> the results' chance row (`chance_<x>`, labels or pairs permuted within the source) that is its chance level
 CHANCE_METRICS = {"map_i2t_within_source": "chance_map_i2t", "map_t2i_within_source": "chance_map_t2i",
                   "paired_cosine": "chance_paired_cosine"}
-# Equivalence margins per metric family (absolute, on the metric's own 0-1 scale), declared with PAPER_PROTOCOL before
-# any per-source result was computed (the pooled demo results had been seen).
-EQUIVALENCE_MARGINS = {
-    "kappa": 0.03,  # below the smallest κ gain the paper reports (+0.038): a null inside ±0.03 rules out its effects
-    "map": 0.03,  # the same absolute margin on mAP's 0-1 scale; not anchored to a paper number (check its Tables 3-4)
-    "cosine": 0.03,  # the same for paired cosine (0-1 in practice); not anchored to a paper number (check its Table 5)
-}
-KINDS = ("primary", "secondary", "sensitivity", "control")
+KINDS = PROTOCOL_KINDS
 TABLE_KINDS = (*KINDS, "chance", "earlier-protocol")
 MACRO, POOLED = "per-source macro", "pooled"
 COLUMNS = ["question", "kind", "protocol", "comparison", "metric", "partition", "estimate", "ci_low", "ci_high",
            "p_value", "p_floor", "p_holm", "p_holm_floor", "ci90_low", "ci90_high", "tost_p", "tost_floor",
            "equivalent", "margin", "n_seeds", "n_sources", "n_images", "sources", "chance_a", "chance_b", "n_boot"]
-
-
-def _decl(question: str, kind: str, metric: str, a: list[str], b: list[str], **where: Any) -> dict[str, Any]:
-    return {"question": question, "kind": kind, "metric": metric, "a": list(a), "b": list(b), "aggregate": "macro",
-            **where}
-
-
-PAPER_MM = ["M", "M+P1", "M+P2", "P3"]  # the paper's note strategies, named here: controls must never join their mean
-BOTH, EXT, INT = ["internal", "external"], ["external"], ["internal"]
-MAP_B = ["M+P1", "M+P2"]
-PAPER_PROTOCOL: list[dict[str, Any]] = [
-    # (a) do notes raise κ over image-only, most under domain shift? each MM strategy and their mean, external
-    *[_decl("a", "primary", "kappa", [s], [IMG], partitions=EXT) for s in PAPER_MM],
-    _decl("a", "primary", "kappa", PAPER_MM, [IMG], partitions=EXT),
-    _decl("a", "primary", "kappa", PAPER_MM, [IMG], contrast="external - internal"),
-    *[_decl("a", "secondary", "kappa", a, [IMG], partitions=INT) for a in [*([s] for s in PAPER_MM), PAPER_MM]],
-    # controls for (a): a note without image content (D) and a generic note (M+G); κ, both partitions
-    *[_decl("a", "control", "kappa", [x], [y], partitions=BOTH) for x, y in (("D", IMG), ("M+G", IMG), ("M+G", "M"))],
-    # (b) do metadata-guided prompts retrieve better than free-form P3? mAP within each source, both directions
-    *[_decl("b", "primary", f"map_{d}_within_source", ["P3"], MAP_B, partitions=BOTH) for d in ("i2t", "t2i")],
-    *[_decl("b", "sensitivity", f"map_{d}_within_source_at_k", ["P3"], MAP_B, partitions=BOTH) for d in ("i2t", "t2i")],
-    # (c) is P3's paired cosine far lower? raw (the paper's metric), then above each image's own-source chance
-    _decl("c", "primary", "paired_cosine", ["P3"], ["M+P2"], partitions=BOTH),
-    _decl("c", "secondary", "paired_cosine_above_source", ["P3"], ["M+P2"], partitions=BOTH),
-]
-_KEYS = {"question", "kind", "metric", "a", "b", "aggregate", "partitions", "contrast"}
-
-
-def check_declarations(declarations: list[dict[str, Any]]) -> None:
-    """A clear error for any declaration that is not {question, kind, metric, a, b, partitions | contrast
-    [, aggregate]}."""
-    for d in declarations:
-        problem = ""
-        if not isinstance(d, dict) or set(d) - _KEYS or not {"question", "kind", "metric", "a", "b"} <= set(d):
-            problem = f"keys must be question, kind, metric, a, b, partitions or contrast, aggregate; got {d!r}"
-        elif d["kind"] not in KINDS:
-            problem = f"kind must be one of {KINDS}"
-        elif d["metric"] not in METRICS:
-            problem = f"metric must be one of {sorted(METRICS)}"
-        elif not all(isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in (d["a"], d["b"])):
-            problem = "a and b must be non-empty lists of strategy names"
-        elif set(d["a"]) & set(d["b"]):
-            problem = "a and b share a strategy"
-        elif ("partitions" in d) == ("contrast" in d):
-            problem = "give either partitions (a list) or contrast ('external - internal'), not both or neither"
-        elif "contrast" in d and len(str(d["contrast"]).split(" - ")) != 2:
-            problem = "contrast must read 'X - Y' (e.g. 'external - internal')"
-        elif d.get("aggregate", "macro") not in ("macro", "pooled"):
-            problem = "aggregate must be 'macro' or 'pooled'"
-        if problem:
-            raise ValueError(f"comparison declaration {d!r}: {problem}")
 
 
 def set_name(strategies: list[str]) -> str:
@@ -164,7 +107,7 @@ def protocol_rows(samples: pd.DataFrame, declarations: list[dict[str, Any]], *, 
     """One row per declared comparison and partition (or contrast), with Holm within (question, kind).
 
     A declaration naming a strategy absent from `samples` is left out (logged), as `stats.comparisons` does."""
-    check_declarations(declarations)
+    check_protocol(declarations)
     columns = sorted({c for c, _, _ in METRICS.values() if c is not None and c in samples.columns})
     engine = MacroBootstrap(samples, columns, n_boot=n_boot, seed=seed, n_classes=n_classes)
     have = set(samples["strategy"].astype(str))
@@ -228,14 +171,13 @@ def earlier_protocol_rows(earlier: pd.DataFrame, n_boot: int) -> pd.DataFrame:
 
 def paper_comparisons(samples: pd.DataFrame, cfg: dict[str, Any], n_classes: int,
                       results: pd.DataFrame | None = None, earlier: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The config's declared protocol (`eval.protocol`, else PAPER_PROTOCOL; B = `eval.comparison_bootstrap`, else
-    10,000; margins `eval.equivalence_margins`, else EQUIVALENCE_MARGINS) on the strategies of eval.strategies, then
-    `earlier` (`stats.comparisons`' table) as earlier-protocol rows."""
+    """The config's declared protocol (`eval.protocol`; B = `eval.comparison_bootstrap`; margins
+    `eval.equivalence_margins`) on the strategies of eval.strategies, then `earlier` (`stats.comparisons`' table) as
+    earlier-protocol rows."""
     e = cfg["eval"]
-    declared = [d for d in e.get("protocol", PAPER_PROTOCOL) if {*d["a"], *d["b"]} <= set(e["strategies"])]
-    table = protocol_rows(samples, declared, n_boot=int(e.get("comparison_bootstrap", 10_000)),
-                          margins=dict(e.get("equivalence_margins", EQUIVALENCE_MARGINS)), results=results,
-                          n_classes=n_classes)
+    declared = [d for d in e["protocol"] if {*d["a"], *d["b"]} <= set(e["strategies"])]
+    table = protocol_rows(samples, declared, n_boot=int(e["comparison_bootstrap"]),
+                          margins=dict(e["equivalence_margins"]), results=results, n_classes=n_classes)
     if earlier is not None:
         table = pd.concat([table, earlier_protocol_rows(earlier, int(e["bootstrap"]))], ignore_index=True)
     return table

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
+from dermlib.config import PAPER_PROTOCOL, check_protocol
 from dermlib.evaluate import protocol
 from dermlib.evaluate.macro import MacroBootstrap
 
@@ -289,14 +290,14 @@ def test_sentences_say_what_the_numbers_say() -> None:
 
 
 def test_declarations_checked_and_paper_protocol_valid() -> None:
-    protocol.check_declarations(protocol.PAPER_PROTOCOL)
-    for d in protocol.PAPER_PROTOCOL:
+    check_protocol(PAPER_PROTOCOL)
+    for d in PAPER_PROTOCOL:
         if len(d["a"]) > 1:
             assert not {"D", "M+G"} & set(d["a"])  # controls never join the MM mean
     with pytest.raises(ValueError, match="either partitions"):
-        protocol.check_declarations([decl("kappa", ["A"], ["B"])])
+        check_protocol([decl("kappa", ["A"], ["B"])])
     with pytest.raises(ValueError, match="metric must be"):
-        protocol.check_declarations([decl("accuracy", ["A"], ["B"], partitions=["external"])])
+        check_protocol([decl("accuracy", ["A"], ["B"], partitions=["external"])])
 
 
 def test_runs_on_different_pools_are_an_error(tiny: pd.DataFrame) -> None:
