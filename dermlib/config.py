@@ -38,25 +38,39 @@ DATASETS = (*PAPER_INTERNAL, *PAPER_EXTERNAL)  # every real dataset dermlib.data
 IMG = "Img"  # the image-only baseline: no note, no text branch
 NOTE_STRATEGIES = ("M", "M+P1", "M+P2", "P3")  # the paper's note strategies: the base ones dermlib.notes renders
 PAPER_STRATEGIES = (IMG, *NOTE_STRATEGIES)  # the paper's grid, baseline first
+# Controls: dermlib's own base note strategies, never the paper's; templates, no LLM (dermlib.notes.controls): "D" the
+# diagnosis alone; "M+G" the M note + a findings sentence from SynthDerm's drawn attributes through its annotation
+# noise (a positive control); "M+Gs" those sentences shuffled within class, split and partition ("s": shuffled).
+CONTROL_STRATEGIES = ("D", "M+G", "M+Gs")
+GROUNDED_CONTROLS = ("M+G", "M+Gs")  # the controls that need SynthDerm's drawn attributes (real data has none)
+BASE_STRATEGIES = (*NOTE_STRATEGIES, *CONTROL_STRATEGIES)  # every base note strategy the grammar accepts
 CONCAT, MIX, EACH = "&", "|", ","
 MM_STRATEGIES = list(NOTE_STRATEGIES)
 
 
 def note_parts(note: str) -> tuple[str, tuple[str, ...]]:
     """(mode, base strategies) of a note strategy: ("single", ("M",)), ("concat", ("M", "P3")) for "M&P3" or
-    ("mix", ("M+P1", "P3")) for "M+P1|P3"; a clear error for anything else."""
+    ("mix", ("M+P1", "P3")) for "M+P1|P3"; the paper's strategies and the controls are base strategies alike;
+    a clear error for anything else."""
     name = note.strip()
+    known = f"the paper's {list(NOTE_STRATEGIES)} or the controls {list(CONTROL_STRATEGIES)}"
     for sep, mode in ((CONCAT, "concat"), (MIX, "mix")):
         if sep in name:
             parts = tuple(p.strip() for p in name.split(sep))
-            if any(p not in NOTE_STRATEGIES for p in parts) or len(parts) < 2 or len(set(parts)) != len(parts):
-                raise ValueError(f"strategy {note!r}: combine distinct base strategies {list(NOTE_STRATEGIES)} with "
+            if any(p not in BASE_STRATEGIES for p in parts) or len(parts) < 2 or len(set(parts)) != len(parts):
+                raise ValueError(f"strategy {note!r}: combine distinct base strategies ({known}) with "
                                  f"'{CONCAT}' (concatenate) or '{MIX}' (mix per sample), e.g. 'M&P3' or 'M+P1|P3'")
             return mode, parts
-    if name not in NOTE_STRATEGIES:
-        raise ValueError(f"unknown strategy {note!r}; choose one of {list(NOTE_STRATEGIES)} or a combination like "
+    if name not in BASE_STRATEGIES:
+        raise ValueError(f"unknown strategy {note!r}; choose one of {known}, or a combination like "
                          f"'M&P3' (and '{IMG}' for the image-only baseline where a training strategy is asked for)")
     return "single", (name,)
+
+
+def is_control(strategy: str) -> bool:
+    """Whether a training or note strategy reads a control's notes ("D", "M+G", "M&M+Gs", "M,D"): such a result is
+    labelled a control, never a paper strategy."""
+    return any(p in CONTROL_STRATEGIES for note in parse_strategy(strategy) for p in note_parts(note)[1])
 
 
 def parse_strategy(strategy: str) -> list[str]:
@@ -166,7 +180,7 @@ BASE: dict[str, Any] = {
         "n_threads": 8,  # threads per local llama.cpp server
     },
     "train": {
-        "strategy": "M",  # Img | M | M+P1 | M+P2 | P3 | a comma-separated combination
+        "strategy": "M",  # Img | M | M+P1 | M+P2 | P3 | a control (D, M+G, M+Gs) | a comma-separated combination
         "seed": 0,
         "image_encoder": "densenet121",
         "text_encoder": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
@@ -251,6 +265,8 @@ CHANGES: dict[str, dict[str, Any]] = {
             # regenerate every LLM note locally (hours on 2 cores). "{work_dir}" is filled in.
             "cache_path": "data/notes-cache-demo.sqlite",
             "servers": 2, "n_threads": 1,
+            # the paper's strategies, then the controls (templates: no LLM; their notes are in the note store too)
+            "strategies": [*MM_STRATEGIES, *CONTROL_STRATEGIES],
         },
         "train": {
             "image_encoder": "efficientnet_lite0",
@@ -263,14 +279,16 @@ CHANGES: dict[str, dict[str, Any]] = {
             # the projection heads align them.
             "train_last_n_text_layers": 0,
             # MiniLM's features of every note of the committed note cache, written with it (python -m
-            # dermlib.train.inference --profile demo: 3.5 min on 2 cores); without the file the demo encodes the notes itself
+            # dermlib.train.features --profile demo: 3.5 min on 2 cores from nothing, and only the notes it lacks when
+            # it exists); without the file the demo encodes the notes itself
             "note_features": "data/note-features-demo.npz",
             "max_text_len": 256, "batch_size": 64, "epochs": 40, "lr": 1e-3, "patience": 8, "num_workers": 0,
             # heads-only steps are tiny: one thread is faster than two (and the same on every machine), so two
             # runs train at once, one per core
             "threads": 1, "parallel_runs": 2,
         },
-        "eval": {"seeds": list(range(10)), "batch_size": 128,
+        "eval": {"strategies": [*PAPER_STRATEGIES, *CONTROL_STRATEGIES],  # each control: 10 more runs
+                 "seeds": list(range(10)), "batch_size": 128,
                  # 4 per class x 8 classes x 3 styles (the LLM strategies of eval.strategies: M+P1, M+P2, P3) = 96
                  # local generations, in data/ beside the note cache
                  "class_descriptions": 4, "class_descriptions_cache": "{notes_dir}/class-descriptions-demo.sqlite"},
@@ -418,6 +436,12 @@ def _check_strategies(cfg: dict[str, Any]) -> None:
             note_parts(value)
         except ValueError as err:
             raise ValueError(f"notes.strategies: {err}") from None
+    for key, values in (("notes.strategies", cfg["notes"]["strategies"]),
+                        ("eval.strategies", cfg["eval"]["strategies"]), ("train.strategy", [cfg["train"]["strategy"]])):
+        grounded = [v for v in values if set(base_strategies(v)) & set(GROUNDED_CONTROLS)]
+        if grounded and cfg["data"]["sources"] != "synthderm":  # real data: no drawn ground truth
+            raise ValueError(f"{key}: {grounded[0]!r} uses a grounded control ({', '.join(GROUNDED_CONTROLS)}), which "
+                             f"needs SynthDerm's drawn attributes (data.sources = \"synthderm\"); real data has none")
 
 
 def with_knobs(overrides: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:

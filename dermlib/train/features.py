@@ -105,7 +105,7 @@ class NoteStore:
 def _store_fix(path: Path) -> str:
     inside = path.resolve().is_relative_to(REPO_ROOT.resolve())
     restore = f"restore it (git checkout -- {path.resolve().relative_to(REPO_ROOT.resolve())}), " if inside else ""
-    return (f"write it again (python -m dermlib.train.inference --profile <profile>, after notebook 02), {restore}or run "
+    return (f"write it again (python -m dermlib.train.features --profile <profile>, after notebook 02), {restore}or run "
             f"without it (--set train.note_features=null)")
 
 
@@ -253,7 +253,8 @@ def text_identity(cfg: dict[str, Any]) -> str:
 
 def write_profile_note_store(cfg: dict[str, Any]) -> Path:
     """Encode every usable note of the profile's notes table (notebook 02) with its frozen text encoder, tokenised
-    as training does, and write them to `train.note_features`; returns that path."""
+    as training does, and write them to `train.note_features`; returns that path. Notes the store already holds
+    (same `note_key`) are copied from it, only the others are encoded; notes no longer in the table are dropped."""
     t = TrainSettings.from_config(cfg)
     path = note_store_path(cfg)
     if path is None or t.train_last_n_text_layers != 0:
@@ -264,9 +265,21 @@ def write_profile_note_store(cfg: dict[str, Any]) -> Path:
     texts = sorted({note for notes in by_sample.values() for note in notes})
     ids = tokenize(encoder.tokenizer, texts, t.max_text_len)
     identity = text_identity(cfg)
-    values = text_features(encoder, ids, pad_id=int(encoder.tokenizer.pad_token_id), identity=identity,
-                                    folder=WorkDir.of(cfg).features, device=torch.device("cpu"))
-    return write_note_store(path, [note_key(identity, i) for i in ids], values)
+    keys = [note_key(identity, i) for i in ids]
+    old = read_note_store(path)
+    rows = np.array([old.index.get(k, -1) if old is not None else -1 for k in keys], dtype=np.int64)
+    new = np.flatnonzero(rows < 0)
+    if old is not None and (rows >= 0).any() and old.values.shape[1] != encoder.out_dim:
+        raise ValueError(f"note store {shown(path)} holds {old.values.shape[1]}-wide features, {t.text_encoder} gives "
+                         f"{encoder.out_dim}: delete it and write it again")
+    values = np.zeros((len(keys), encoder.out_dim), dtype=np.float32)
+    if old is not None:
+        values[rows >= 0] = old.values[rows[rows >= 0]]
+    if len(new):
+        values[new] = text_features(encoder, [ids[i] for i in new], pad_id=int(encoder.tokenizer.pad_token_id),
+                                    identity=identity, folder=WorkDir.of(cfg).features, device=torch.device("cpu"))
+    print(f"[features] {len(keys)} notes: {len(keys) - len(new)} read from the store, {len(new)} encoded")
+    return write_note_store(path, keys, values)
 
 
 def main(argv: list[str] | None = None) -> int:
