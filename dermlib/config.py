@@ -125,6 +125,9 @@ BASE: dict[str, Any] = {
         "text_encoder": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
         "pretrained": True,
         "freeze_image_encoder": False,  # True: a frozen trunk's features are cached once (dermlib.train.features)
+        # r > 0 (frozen efficientnet_lite0 only): a rank-r adapter on conv_head + its BN affine train before the
+        # pooling (dermlib.train.trunk), the cache holds the maps before it; 0: a frozen trunk caches pooled features
+        "trunk_adapter_rank": 0,
         "feature_views": 1,  # cached views per training image with a frozen trunk (1 + fixed augmentations)
         "embed_dim": 128,
         "projection": "separate",  # separate heads per modality, or "shared" (see dermlib.train.model.MultimodalModel)
@@ -296,6 +299,7 @@ def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -
         node[leaf] = value
     _check_comparisons(cfg)
     _check_strategies(cfg)
+    _check_trunk(cfg["train"])
     if cfg["train"]["parallel_runs"] > 1 and not cfg["train"]["threads"]:
         raise ValueError(f"train.parallel_runs={cfg['train']['parallel_runs']} needs train.threads > 0: every run must "
                          f"train on the same number of threads wherever it runs (e.g. --set train.threads=1)")
@@ -332,6 +336,17 @@ def _check_strategies(cfg: dict[str, Any]) -> None:
             note_parts(value)
         except ValueError as err:
             raise ValueError(f"notes.strategies: {err}") from None
+
+
+def _check_trunk(train: dict[str, Any]) -> None:
+    """A trunk adapter needs a frozen EfficientNet-Lite0 trunk (it is what trains of it), and a rank >= 0."""
+    rank = train["trunk_adapter_rank"]
+    if rank < 0:
+        raise ValueError(f"train.trunk_adapter_rank={rank}: must be 0 (no adapter) or a positive rank")
+    if rank and not (train["freeze_image_encoder"] and train["image_encoder"] == "efficientnet_lite0"):
+        raise ValueError(f"train.trunk_adapter_rank={rank} needs train.freeze_image_encoder=true and "
+                         f"train.image_encoder='efficientnet_lite0' (got {train['freeze_image_encoder']}, "
+                         f"{train['image_encoder']!r}); use 0 otherwise")
 
 
 def with_knobs(overrides: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:

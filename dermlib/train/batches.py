@@ -29,7 +29,8 @@ class Split:
     labels: np.ndarray  # int64 [N], index into the taxonomy's class list
     notes: list[list[list[int]]] = field(default_factory=list)  # per sample: token-id lists, [] = no usable note
     note_features: list[np.ndarray] | None = None  # per sample (n_notes, H): a frozen text encoder's output
-    image_features: np.ndarray | None = None  # (views, N, D): a frozen image trunk's output (dermlib.train.features)
+    # (views, N, D) pooled, or (views, N, P, C) maps before a trunk adapter: a frozen trunk's output (train.features)
+    image_features: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.sample_ids)

@@ -91,11 +91,15 @@ class Trainer:
         self.cls_sep = (int(tok.cls_token_id), int(tok.sep_token_id)) if has_cls else None
         self.splits = load_splits(cfg, tok) if splits is None else splits
         self.feature_dir = WorkDir.of(cfg).features
+        # frozen encoders' outputs, once (a split that already carries them, a benchmark's, keeps its own)
         if self.text and self.model.text_frozen():
             for split in self.splits.values():
-                split.note_features = self._frozen_text_features(split)
-        if self.model.frozen_prefixes()[:1] == ("image_encoder.",):
+                if split.note_features is None:
+                    split.note_features = self._frozen_text_features(split)
+        if self.model.trunk_frozen():  # pooled features, or the maps before a trunk adapter
             for name, split in self.splits.items():
+                if split.image_features is not None:
+                    continue
                 views = int(self.t.feature_views) if name == "train" and self.t.augment else 1
                 split.image_features = features.image_features(
                     self.model.image_encoder, split.images, split.rows, views=views, identity=image_identity(cfg),
@@ -224,13 +228,23 @@ class Trainer:
 
 
 def trainable_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
-    """The state dict without frozen encoders (they are rebuilt from their pretrained source): a few MB at most."""
+    """The state dict without the frozen parts (`frozen_prefixes`: they are rebuilt from their pretrained source),
+    whose state dicts are never built (they are most of it): a few MB at most. A trunk adapter is in it."""
     frozen = model.frozen_prefixes()
-    state = {k: v.detach() for k, v in [*model.named_parameters(recurse=False), *model.named_buffers(recurse=False)]}
-    for name, child in model.named_children():  # a frozen encoder's state dict is never built (it is most of it)
-        if f"{name}." not in frozen:
-            state.update({f"{name}.{k}": v for k, v in child.state_dict().items()})
-    return state
+
+    def collect(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+        if prefix in frozen:
+            return {}
+        if not any(f.startswith(prefix) for f in frozen):  # nothing frozen below: the whole state dict
+            return {f"{prefix}{k}": v for k, v in module.state_dict().items()}
+        own = [*module.named_parameters(recurse=False),
+               *((k, v) for k, v in module.named_buffers(recurse=False) if k not in module._non_persistent_buffers_set)]
+        state = {f"{prefix}{k}": v.detach() for k, v in own}
+        for name, child in module.named_children():
+            state.update(collect(child, f"{prefix}{name}."))
+        return state
+
+    return collect(model, "")
 
 
 def load_trainable(model: MultimodalModel, state: dict[str, torch.Tensor]) -> None:
