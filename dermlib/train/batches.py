@@ -31,6 +31,7 @@ class Split:
     note_features: list[np.ndarray] | None = None  # per sample (n_notes, H): a frozen text encoder's output
     # (views, N, D) pooled, or (views, N, P, C) maps before a trunk adapter: a frozen trunk's output (train.features)
     image_features: np.ndarray | None = None
+    sources: np.ndarray | None = None  # [N] str: each sample's source (validation metrics within a source)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -91,7 +92,8 @@ def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
         for ns in per_sample:
             tokens.append(flat[pos: pos + len(ns)])
             pos += len(ns)
-        splits[split] = Split(ids, images, rows, np.array([names.index(y) for y in labels], dtype=np.int64), tokens)
+        splits[split] = Split(ids, images, rows, np.array([names.index(y) for y in labels], dtype=np.int64), tokens,
+                              sources=part["source"].astype(str).to_numpy())
     return splits
 
 

@@ -204,11 +204,13 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation kappa (image branch, argmax), the image branch's cross-entropy and the full loss, on the
-        unwrapped model (no collectives)."""
+        """Validation kappa (image branch, argmax), the image branch's cross-entropy and the full loss, and for a
+        text run the alignment of image and note embeddings (`alignment_metrics`; NaN for Img), on the unwrapped
+        model (no collectives, no random draws: each sample's first note)."""
         self.model.eval()
         loss = MultimodalLoss(self.t.loss_weights, self.t.temperature)
         preds, total, image_ce, count = [], 0.0, 0.0, 0
+        image_emb, text_emb, has_note = [], [], []
         split = self.splits["val"]
         for _, batch in self._batches(split, 0, train=False):
             with autocast(self.device):
@@ -221,10 +223,45 @@ class Trainer:
                                                                 reduction="sum"))
             total += float(value) * len(batch["labels"])
             count += len(batch["labels"])
+            if out.text_emb is not None:
+                image_emb.append(out.image_emb.float().cpu().numpy())
+                text_emb.append(out.text_emb.float().cpu().numpy())
+                mask = batch.get("text_mask")
+                has_note.append(mask.cpu().numpy() if mask is not None else np.ones(len(batch["labels"]), bool))
         predicted = torch.cat(preds).numpy()
         kappa = metrics.cohen_kappa(split.labels, predicted)
-        return {"val_kappa": float(0.0 if np.isnan(kappa) else kappa), "val_loss": total / count,
-                "val_image_loss": image_ce / count, "val_accuracy": float((predicted == split.labels).mean())}
+        row = {"val_kappa": float(0.0 if np.isnan(kappa) else kappa), "val_loss": total / count,
+               "val_image_loss": image_ce / count, "val_accuracy": float((predicted == split.labels).mean())}
+        align = dict.fromkeys(ALIGNMENT_METRICS, float("nan"))
+        if image_emb:
+            noted = np.concatenate(has_note)
+            sources = split.sources if split.sources is not None else np.zeros(len(split), dtype=np.int64)
+            align = alignment_metrics(np.concatenate(image_emb)[noted], np.concatenate(text_emb)[noted],
+                                      split.labels[noted], np.asarray(sources)[noted])
+        return {**row, **align}
+
+
+ALIGNMENT_METRICS = ("val_paired_cosine", "val_paired_cosine_above_chance_within_source", "val_map_i2t_within_source")
+
+
+def alignment_metrics(image_emb: np.ndarray, text_emb: np.ndarray, labels: np.ndarray,
+                      sources: np.ndarray) -> dict[str, float]:
+    """How well a run's image and note embeddings (raw projections, one pair per row) align, as history.csv shows
+    them per epoch: the mean paired cosine; that cosine minus the mean cosine of the image with the other notes of
+    its own source (`metrics.paired_cosine_lift` within each source); and image->text class-level mAP with each
+    query's own source's notes as gallery (`metrics.retrieval_ap`). A source with fewer than two pairs adds to the
+    cosine only (as `dermlib.evaluate.scoring`'s per-source groups); NaN where nothing is defined."""
+    nan = float("nan")
+    if not len(image_emb):
+        return dict.fromkeys(ALIGNMENT_METRICS, nan)
+    lift, ap = np.full(len(image_emb), nan), np.full(len(image_emb), nan)
+    for source in np.unique(sources):
+        rows = np.flatnonzero(sources == source)
+        if len(rows) >= 2:
+            lift[rows] = metrics.paired_cosine_lift(image_emb[rows], text_emb[rows])
+            ap[rows] = metrics.retrieval_ap(image_emb[rows], labels[rows], text_emb[rows], labels[rows])
+    return dict(zip(ALIGNMENT_METRICS, (float(metrics.paired_cosine(image_emb, text_emb).mean()),
+                                        metrics.nanmean(lift), metrics.nanmean(ap))))
 
 
 def trainable_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
