@@ -105,7 +105,8 @@ def strategy_label(strategy: str) -> str:
 # averaged over the sources unweighted, as the paper's per-dataset tables are read; or a contrast of two partitions.
 # Declared on 2026-12-07 after the pooled demo results had been seen and before any per-source comparison was run.
 PROTOCOL_METRICS = ("kappa", "map_i2t_within_source", "map_t2i_within_source", "map_i2t_within_source_at_k",
-                    "map_t2i_within_source_at_k", "paired_cosine", "paired_cosine_above_source")
+                    "map_t2i_within_source_at_k", "paired_cosine", "paired_cosine_above_source", "paired_cosine_last",
+                    "paired_cosine_above_source_last")
 PROTOCOL_KINDS = ("primary", "secondary", "sensitivity", "control")
 _INT, _EXT, _BOTH = ["internal"], ["external"], ["internal", "external"]
 
@@ -137,6 +138,9 @@ PAPER_PROTOCOL: list[dict[str, Any]] = [
     # high with any image)
     _declare("c", "primary", "paired_cosine", ["P3"], ["M+P2"], partitions=_BOTH),
     _declare("c", "secondary", "paired_cosine_above_source", ["P3"], ["M+P2"], partitions=_BOTH),
+    # ... and both at each run's last epoch instead of its best (runs stop at different epochs: a sensitivity)
+    _declare("c", "sensitivity", "paired_cosine_last", ["P3"], ["M+P2"], partitions=_BOTH),
+    _declare("c", "sensitivity", "paired_cosine_above_source_last", ["P3"], ["M+P2"], partitions=_BOTH),
 ]
 # Equivalence margins per metric family (absolute, on the metric's 0-1 scale): a null is stated as "equivalent" only
 # when the 90 % interval lies inside ±margin (TOST).

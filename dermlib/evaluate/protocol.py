@@ -37,6 +37,9 @@ METRICS: dict[str, tuple[str | None, str, str]] = {
     "paired_cosine": ("cosine", "cosine", "raw paired cosine"),
     "paired_cosine_above_source": ("cosine_lift_source", "cosine",
                                    "paired cosine above the image's cosine to its source's other notes"),
+    "paired_cosine_last": ("cosine_last", "cosine", "raw paired cosine at each run's last epoch"),
+    "paired_cosine_above_source_last": ("cosine_lift_source_last", "cosine",
+                                        "paired cosine above its source's other notes, at each run's last epoch"),
 }
 # metric -> the results' chance row (`chance_<x>`, labels or pairs permuted within the source) that is its chance level
 CHANCE_METRICS = {"map_i2t_within_source": "chance_map_i2t", "map_t2i_within_source": "chance_map_t2i",

@@ -153,6 +153,31 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
     return pd.DataFrame(rows)
 
 
+def cosine_values(emb: dict[str, np.ndarray], pool: pd.DataFrame) -> pd.DataFrame:
+    """Per test image of each pooled partition, in `sample_values`' row order: its raw paired cosine and that cosine
+    above its own source's chance (`cosine_lift_source`); NaN without a note. What the last-checkpoint sensitivity of
+    question (c) reads (no retrieval)."""
+    text = emb.get("text_emb")
+    sources = pool["source"].astype(str).to_numpy()
+    frames = []
+    for partition, source, mask in metric_groups(pool):
+        if source != POOLED:
+            continue
+        part = pd.DataFrame({"sample_id": pool["sample_id"].astype(str).to_numpy()[mask], "cosine": np.nan,
+                             "cosine_lift_source": np.nan})
+        if text is not None:
+            paired = metrics.finite_rows(text)[mask]
+            img, txt, src = emb["image_emb"][mask][paired], text[mask][paired], sources[mask][paired]
+            cosine, lift = metrics.paired_cosine(img, txt), np.full(len(img), np.nan)
+            for name in np.unique(src):
+                own = src == name
+                if own.sum() >= 2:
+                    lift[own] = metrics.paired_cosine_lift(img[own], txt[own])
+            part.loc[paired, "cosine"], part.loc[paired, "cosine_lift_source"] = cosine, lift
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)
+
+
 def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any],
                   retrieval: dict[tuple[str, str], dict[str, np.ndarray]] | None = None) -> pd.DataFrame:
     """Per test image of each pooled partition, what `dermlib.evaluate.stats` and `dermlib.evaluate.protocol` resample:

@@ -24,8 +24,11 @@ from dermlib.train.settings import TrainSettings
 from dermlib.workdir import WorkDir
 
 
-def load_run(run_dir: str | Path) -> tuple[MultimodalModel, dict[str, Any]]:
-    """The best-epoch model of a finished run (eval mode, CPU) and its resolved config; works offline."""
+def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[MultimodalModel, dict[str, Any]]:
+    """The best-epoch model of a finished run (or, `checkpoint="last"`, its last epoch's; eval mode, CPU) and its
+    resolved config; works offline."""
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', not {checkpoint!r}")
     folder = Path(run_dir)
     if not (folder / "done").exists():
         raise FileNotFoundError(f"{folder} is not a finished run (no `done` marker): train it with "
@@ -38,7 +41,8 @@ def load_run(run_dir: str | Path) -> tuple[MultimodalModel, dict[str, Any]]:
     model = build_model(t, len(cfg["resolved"]["classes"]), pretrained=t.freeze_image_encoder and t.pretrained,
                         text_dir=text_dir)
     saved = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
-    load_trainable(model, saved["best_model"] if saved["best_model"] is not None else saved["model"])
+    best = saved["best_model"] if checkpoint == "best" else None
+    load_trainable(model, best if best is not None else saved["model"])
     return model.eval(), cfg
 
 
