@@ -10,7 +10,8 @@
     on the device, batches built in a background thread with pinned memory.
 (c) bare step: `Trainer.step` (the same model, optimiser and loss) on one batch already on the device (the
     ceiling for (b)).
-Prints samples/s and peak device memory for each and the ratio (b)/(c). Images and notes are synthetic (the
+Prints samples/s and peak device memory for each and the ratio (b)/(c). What training part of the frozen demo
+trunk (`train.trunk_adapter_rank`) costs per demo epoch on one thread: benchmarks/bench_trunk_adapter.py. Images and notes are synthetic (the
 speed does not depend on their content). The paper shape needs only torch, torchvision and transformers: without
 the Hugging Face hub, PubMedBERT is built from its configuration (random weights, same compute) and a WordPiece
 tokenizer is trained on the synthetic notes.

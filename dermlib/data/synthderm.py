@@ -10,7 +10,8 @@ The drawn attributes are stored in `attributes` (with `synthetic: true`), so a n
 Sources whose real counterpart annotates findings also *record* some of them, with annotation noise, under
 `attributes["recorded"]` in that dataset's own terms (Derm7pt's seven-point criteria, PH2's colours and
 structures, PAD-UFES-20's lesion diameters): that is metadata a note may use. The drawn ground truth stays
-hidden from every note and serves only the audit.
+hidden from every note of the paper's strategies and serves the audit; only the labelled grounded controls (M+G,
+M+Gs: `dermlib.notes.controls`) state it, through the same annotation noise (`present_call`).
 
 Every image is a pure function of (seed, source, index): runs are reproducible and can be split across workers.
 """
@@ -207,7 +208,7 @@ def _metadata(cls: str, spec: dict[str, Any], lesion_rng: np.random.Generator,
     return {**shown, "_true_fitzpatrick": fitz}
 
 
-def _present(truth: bool, rng: np.random.Generator) -> bool:
+def present_call(truth: bool, rng: np.random.Generator) -> bool:
     """An annotator's present/absent call: the truth, flipped with probability RECORD_FLIP."""
     return bool(truth) != bool(rng.random() < RECORD_FLIP)
 
@@ -216,7 +217,7 @@ def record_findings(lesion: Lesion, kind: str | None, rng: np.random.Generator) 
     """What a source of this kind annotates about a lesion, in the real dataset's terms, with annotation noise."""
     if kind is None:
         return {}
-    has = {s: _present(s in lesion.structures, rng) for s in STRUCTURES}
+    has = {s: present_call(s in lesion.structures, rng) for s in STRUCTURES}
     typical = "atypical" if lesion.border == "irregular" else "typical"
     if kind == "derm7pt":  # the seven-point checklist's criteria (pigmentation left out)
         regular = "irregular" if lesion.border == "irregular" else "regular"
@@ -228,7 +229,7 @@ def record_findings(lesion: Lesion, kind: str | None, rng: np.random.Generator) 
                 "vascular_structures": "present" if has["vascular structures"] else "absent"}
     if kind == "ph2":  # PH2's clinical diagnosis sheet: asymmetry, colours, five structures
         slip = int(rng.choice([-1, 1])) if rng.random() < RECORD_ASYMMETRY_SLIP else 0
-        colours = [c for c in COLORS if _present(c in lesion.colors, rng)]
+        colours = [c for c in COLORS if present_call(c in lesion.colors, rng)]
         return {"asymmetry": int(np.clip(lesion.asymmetry + slip, 0, 2)), "colors": colours,
                 "pigment_network": typical if has["pigment network"] else "absent",
                 "dots_globules": typical if has["dots/globules"] else "absent",

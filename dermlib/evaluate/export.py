@@ -57,7 +57,9 @@ def model_card(run_dir: Path, cfg: dict[str, Any]) -> str:
                   "photograph of skin and must not be used on patients or to judge the paper's methods.", ""]
     lines += [
         "## Model",
-        f"- Image encoder `{t.image_encoder}`" + (" (frozen, pretrained)" if t.freeze_image_encoder else ""),
+        f"- Image encoder `{t.image_encoder}`" + (" (frozen, pretrained)" if t.freeze_image_encoder else "")
+        + (f", with a rank-{t.trunk_adapter_rank} adapter on its conv_head and its last batch norm's affine trained "
+           f"before the pooling" if t.trunk_adapter_rank else ""),
         f"- Text encoder `{t.text_encoder}` (pooling `{t.pooling}`, last {t.train_last_n_text_layers} "
         f"layers trained)" if t.text else "- No text branch (image-only baseline)",
         f"- {t.embed_dim}-d shared space, one classifier shared by both branches; classes "

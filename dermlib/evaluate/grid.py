@@ -25,7 +25,7 @@ from dermlib.config import IMG
 from dermlib.evaluate import probes
 from dermlib.evaluate.pools import evaluation_pool, pool_id
 from dermlib.evaluate.results import RESULT_COLUMNS, save_embeddings, write_results
-from dermlib.evaluate.scoring import evaluate_embeddings, group_retrieval, sample_values
+from dermlib.evaluate.scoring import cosine_values, evaluate_embeddings, group_retrieval, sample_values
 from dermlib.notes.store import first_notes
 from dermlib.progress import progress
 from dermlib.train.grid import fit_many, grid_configs
@@ -35,7 +35,7 @@ from dermlib.train.runs import config_hash
 from dermlib.workdir import WorkDir
 
 
-EVAL_VERSION = 6  # bump when the evaluation changes, to invalidate cached per-run results
+EVAL_VERSION = 8  # bump when the evaluation changes, to invalidate cached per-run results
 
 
 def eval_key(run_dir: Path, pool: pd.DataFrame, cfg: dict[str, Any]) -> str:
@@ -44,7 +44,7 @@ def eval_key(run_dir: Path, pool: pd.DataFrame, cfg: dict[str, Any]) -> str:
 
     done = run_dir / "done"
     key = {"run": run_dir.name, "done": done.stat().st_mtime_ns, "version": EVAL_VERSION,
-           "eval": {k: cfg["eval"][k] for k in ("bootstrap", "recall_k", "exclude_own_pair")},
+           "eval": {k: cfg["eval"][k] for k in ("bootstrap", "recall_k", "exclude_own_pair", "map_at_k")},
            "pool": hashlib.sha256("\n".join(pool["sample_id"].astype(str)).encode()).hexdigest(),
            "probes": probes.probe_key(cfg)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -80,6 +80,12 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     rows = pd.concat([evaluate_embeddings(emb, pool, cfg, retrieval),
                       probes.probe_rows(model, emb, pool, run_cfg, cfg, probe_inputs)], ignore_index=True)
     samples = sample_values(emb, pool, cfg, retrieval)
+    if notes is not None:  # question (c) at the last epoch too, a declared sensitivity: runs stop at different epochs
+        model, _ = load_run(run_dir, checkpoint="last")
+        model.to(pick_device(run_cfg["train"].get("device", "auto")))
+        last = cosine_values(encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]),
+                                    pool_id=pool_id(pool)), pool)
+        samples["cosine_last"], samples["cosine_lift_source_last"] = last["cosine"], last["cosine_lift_source"]
     samples.insert(0, "strategy", strategy)
     samples.insert(1, "seed", int(run_cfg["train"]["seed"]))
     samples_path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermlib.evaluate import stats
+from dermlib.evaluate import protocol, stats
 from dermlib.data.labels import config_classes
 from dermlib.data.preprocess import load_cache
 from dermlib.workdir import WorkDir
@@ -69,9 +69,16 @@ def load_samples(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_comparisons(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
-    """The primary comparisons and chance baselines (`dermlib.evaluate.stats`) -> `<figures_dir>/comparisons.csv`."""
+    """Every comparison -> `<figures_dir>/comparisons.csv`: the declared protocol (`dermlib.evaluate.protocol`: per
+    source, macro over sources; kinds primary, secondary, sensitivity, control), then the earlier protocol's pooled
+    rows and the chance rows (`dermlib.evaluate.stats`). Columns: today's `stats.COMPARISON_COLUMNS` first, then
+    `protocol.COLUMNS` (kind, protocol, p_holm, the equivalence test, chance levels ...)."""
     names = config_classes(cfg)
-    table = stats.comparisons(load_samples(cfg, results), results, cfg, len(names))
+    samples = load_samples(cfg, results)
+    earlier = stats.comparisons(samples, results, cfg, len(names))
+    table = protocol.paper_comparisons(samples, cfg, len(names), results=results, earlier=earlier)
+    table["n"] = table["n_images"]
+    table = table[[*stats.COMPARISON_COLUMNS, *[c for c in table.columns if c not in stats.COMPARISON_COLUMNS]]]
     path = Path(cfg["figures_dir"]) / "comparisons.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False, float_format="%.6g")

@@ -16,15 +16,11 @@ from dermlib.evaluate import stats
 
 
 CLASSIFICATION = ["kappa", "balanced_accuracy", "macro_auroc"]
-
-
-EMBEDDING_METRICS = ["map_i2t", "map_t2i", "paired_cosine"]  # + recall@k_i2t / recall@k_t2i
-
-
+# + recall@k_i2t / recall@k_t2i; map_*_at_k is the authors' AP@k normaliser (a sensitivity: `metrics.retrieval_ap_at_k`)
+EMBEDDING_METRICS = ["map_i2t", "map_t2i", "paired_cosine", "map_i2t_at_k", "map_t2i_at_k"]
 POOLED = "pooled"
-
-
 CHANCE_PERMUTATIONS = 20  # label / pair permutations behind each chance baseline
+RETRIEVAL = ("ap_i2t", "ap_t2i", "ap_i2t_at_k", "ap_t2i_at_k")  # per-query values of one group (`group_retrieval`)
 
 
 def metric_names(cfg: dict[str, Any]) -> list[str]:
@@ -58,16 +54,20 @@ def _ci(replicates: np.ndarray) -> tuple[float, float]:
     return tuple(np.percentile(finite, [2.5, 97.5])) if len(finite) else (np.nan, np.nan)
 
 
-def _retrieval(img: np.ndarray, txt: np.ndarray, y: np.ndarray, exclude: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per-query AP image->text and text->image on one pool (`exclude`: a query's own pair is not in its gallery)."""
-    return (metrics.retrieval_ap(img, y, txt, y, exclude_pair=exclude),
-            metrics.retrieval_ap(txt, y, img, y, exclude_pair=exclude))
+def _retrieval(img: np.ndarray, txt: np.ndarray, y: np.ndarray, exclude: bool, k: int) -> dict[str, np.ndarray]:
+    """Per-query AP image->text and text->image on one pool (`exclude`: a query's own pair is not in its gallery),
+    and the authors' AP@k both ways (`metrics.retrieval_ap_at_k`, its gallery always whole)."""
+    return {"ap_i2t": metrics.retrieval_ap(img, y, txt, y, exclude_pair=exclude),
+            "ap_t2i": metrics.retrieval_ap(txt, y, img, y, exclude_pair=exclude),
+            "ap_i2t_at_k": metrics.retrieval_ap_at_k(img, y, txt, y, k),
+            "ap_t2i_at_k": metrics.retrieval_ap_at_k(txt, y, img, y, k)}
 
 
 def group_retrieval(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any]
-                    ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
-    """Per-query AP both ways (`_retrieval`) in every (partition, source) group of `metric_groups` with at least two
-    image-note pairs, over those pairs in pool order: what the result rows and the per-sample values both read."""
+                    ) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """Per-query AP both ways and AP@k (`_retrieval`, keys RETRIEVAL) in every (partition, source) group of
+    `metric_groups` with at least two image-note pairs, over those pairs in pool order: what the result rows and
+    the per-sample values both read."""
     text = emb.get("text_emb")
     if text is None:
         return {}
@@ -78,12 +78,14 @@ def group_retrieval(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[st
     for partition, source, mask in metric_groups(pool):
         paired = mask & paired_rows
         if paired.sum() >= 2:
-            out[(partition, source)] = _retrieval(emb["image_emb"][paired], text[paired], labels[paired], exclude)
+            out[(partition, source)] = _retrieval(emb["image_emb"][paired], text[paired], labels[paired], exclude,
+                                                  int(cfg["eval"]["map_at_k"]))
     return out
 
 
 def chance_values(img: np.ndarray, txt: np.ndarray, y: np.ndarray, exclude: bool, seed: int = 0) -> dict[str, float]:
-    """What chance gives on this pool: mAP with the gallery's labels permuted, cosine of shuffled pairs."""
+    """What chance gives on this pool (a source, or a pooled partition): mAP with the gallery's labels permuted
+    among its own items, cosine of shuffled pairs."""
     rng = np.random.default_rng(seed)
     permuted = [y[rng.permutation(len(y))] for _ in range(CHANCE_PERMUTATIONS)]
     i2t = metrics.retrieval_ap_relabelled(img, y, txt, permuted, exclude_pair=exclude)
@@ -98,12 +100,13 @@ def chance_values(img: np.ndarray, txt: np.ndarray, y: np.ndarray, exclude: bool
 
 
 def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any],
-                        retrieval: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None) -> pd.DataFrame:
+                        retrieval: dict[tuple[str, str], dict[str, np.ndarray]] | None = None) -> pd.DataFrame:
     """Metric rows (partition, source, metric, value, ci_low, ci_high, n) of one run's pool embeddings.
 
     Intervals are percentile bootstraps that resample clusters (patients, else lesions, else images) of the
-    group; pooled groups also get chance baselines (`chance_map_*`, `chance_paired_cosine`). `retrieval` is
-    `group_retrieval`'s result when the caller already has it.
+    group; every group, each source and each pooled partition, also gets its chance baselines (`chance_map_*`,
+    `chance_paired_cosine`: labels permuted, pairs shuffled, within that group). `retrieval` is `group_retrieval`'s
+    result when the caller already has it.
     """
     retrieval = group_retrieval(emb, pool, cfg) if retrieval is None else retrieval
     names = config_classes(cfg)
@@ -136,26 +139,53 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
         img, txt, y = emb["image_emb"][paired], text[paired], labels[paired]
         weights = stats.cluster_weights(clusters[paired], n_boot, seed=0)
         cosine = metrics.paired_cosine(img, txt)
-        for metric, values in (*zip(("map_i2t", "map_t2i"), retrieval[(partition, source)]),
-                               ("paired_cosine", cosine)):
+        found = retrieval[(partition, source)]
+        for metric, values in (("map_i2t", found["ap_i2t"]), ("map_t2i", found["ap_t2i"]), ("paired_cosine", cosine),
+                               ("map_i2t_at_k", found["ap_i2t_at_k"]), ("map_t2i_at_k", found["ap_t2i_at_k"])):
             point = metrics.nanmean(values)
             rows.append({**where, **metric_row(metric, point, np.isfinite(values).sum(),
                                          _ci(stats.weighted_mean(values, weights)))})
         for direction, (q, g) in (("i2t", (img, txt)), ("t2i", (txt, img))):
             for k, recall in zip(k_list, metrics.recall_at_k(q, g, k_list)):
                 rows.append({**where, **metric_row(f"recall@{k}_{direction}", recall, n_pairs)})
-        if source == POOLED:
-            for metric, value in chance_values(img, txt, y, exclude).items():
-                rows.append({**where, **metric_row(metric, value, n_pairs)})
+        for metric, value in chance_values(img, txt, y, exclude).items():
+            rows.append({**where, **metric_row(metric, value, n_pairs)})
     return pd.DataFrame(rows)
 
 
+def cosine_values(emb: dict[str, np.ndarray], pool: pd.DataFrame) -> pd.DataFrame:
+    """Per test image of each pooled partition, in `sample_values`' row order: its raw paired cosine and that cosine
+    above its own source's chance (`cosine_lift_source`); NaN without a note. What the last-checkpoint sensitivity of
+    question (c) reads (no retrieval)."""
+    text = emb.get("text_emb")
+    sources = pool["source"].astype(str).to_numpy()
+    frames = []
+    for partition, source, mask in metric_groups(pool):
+        if source != POOLED:
+            continue
+        part = pd.DataFrame({"sample_id": pool["sample_id"].astype(str).to_numpy()[mask], "cosine": np.nan,
+                             "cosine_lift_source": np.nan})
+        if text is not None:
+            paired = metrics.finite_rows(text)[mask]
+            img, txt, src = emb["image_emb"][mask][paired], text[mask][paired], sources[mask][paired]
+            cosine, lift = metrics.paired_cosine(img, txt), np.full(len(img), np.nan)
+            for name in np.unique(src):
+                own = src == name
+                if own.sum() >= 2:
+                    lift[own] = metrics.paired_cosine_lift(img[own], txt[own])
+            part.loc[paired, "cosine"], part.loc[paired, "cosine_lift_source"] = cosine, lift
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)
+
+
 def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any],
-                  retrieval: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None) -> pd.DataFrame:
-    """Per test image of each pooled partition: true and predicted class codes, its AP as a query both ways
-    against the partition's gallery and against its own source's gallery only (`*_source`, as the per-source
-    rows), its paired cosine and that cosine above its chance (`cosine_lift`; NaN without a note), and its
-    cluster: what `dermlib.evaluate.stats` resamples. `retrieval` is `group_retrieval`'s result when the caller has it."""
+                  retrieval: dict[tuple[str, str], dict[str, np.ndarray]] | None = None) -> pd.DataFrame:
+    """Per test image of each pooled partition, what `dermlib.evaluate.stats` and `dermlib.evaluate.protocol` resample:
+    its source and cluster, true and predicted class codes, and (NaN without a note) its AP as a query both ways
+    against the partition's gallery (`ap_*`) and against its own source's gallery only (`ap_*_source`, as the
+    per-source rows; `ap_*_source_at_k` with the authors' AP@k), its raw paired cosine, and that cosine above its
+    chance: minus its mean cosine to the other notes of the partition (`cosine_lift`) or of its own source
+    (`cosine_lift_source`). `retrieval` is `group_retrieval`'s result when the caller has it."""
     retrieval = group_retrieval(emb, pool, cfg) if retrieval is None else retrieval
     names = config_classes(cfg)
     labels = pool["label"].astype(str).to_numpy()
@@ -164,29 +194,32 @@ def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str,
     p_code = emb["image_logits"].argmax(axis=1).astype(np.int64)
     text = emb.get("text_emb")
     has_text = metrics.finite_rows(text) if text is not None else np.zeros(len(pool), dtype=bool)
-    per_pair = ["ap_i2t", "ap_t2i", "ap_i2t_source", "ap_t2i_source", "cosine", "cosine_lift"]
+    # the per-source columns, the first four in RETRIEVAL's order
+    per_source = ["ap_i2t_source", "ap_t2i_source", "ap_i2t_source_at_k", "ap_t2i_source_at_k", "cosine_lift_source"]
+    per_pair = ["ap_i2t", "ap_t2i", "cosine", "cosine_lift", *per_source]
     frames = []
     for partition, source, mask in metric_groups(pool):
         if source != POOLED:
             continue
         part = pd.DataFrame({"sample_id": pool["sample_id"].astype(str).to_numpy()[mask], "partition": partition,
-                             "cluster": stats.cluster_ids(pool)[mask], "y": y_code[mask], "pred": p_code[mask],
-                             **{column: np.nan for column in per_pair}})
+                             "source": sources[mask], "cluster": stats.cluster_ids(pool)[mask], "y": y_code[mask],
+                             "pred": p_code[mask], **{column: np.nan for column in per_pair}})
         paired = has_text[mask]
         if text is not None and paired.sum() >= 2:
             img, txt = emb["image_emb"][mask][paired], text[mask][paired]
-            values = dict(zip(("ap_i2t", "ap_t2i"), retrieval[(partition, POOLED)]))
-            values["cosine"] = metrics.paired_cosine(img, txt)
-            values["cosine_lift"] = metrics.paired_cosine_lift(img, txt)
-            values["ap_i2t_source"], values["ap_t2i_source"] = np.full(len(img), np.nan), np.full(len(img), np.nan)
+            pooled = retrieval[(partition, POOLED)]
+            values = {"ap_i2t": pooled["ap_i2t"], "ap_t2i": pooled["ap_t2i"],
+                      "cosine": metrics.paired_cosine(img, txt), "cosine_lift": metrics.paired_cosine_lift(img, txt),
+                      **{column: np.full(len(img), np.nan) for column in per_source}}
             src = sources[mask][paired]
             for name in np.unique(src):
+                own = src == name
                 if (partition, name) in retrieval:  # the gallery of this source alone, as its per-source result row
-                    own = src == name
-                    values["ap_i2t_source"][own], values["ap_t2i_source"][own] = retrieval[(partition, name)]
+                    found = retrieval[(partition, name)]
+                    for column, key in zip(per_source, RETRIEVAL):
+                        values[column][own] = found[key]
+                    values["cosine_lift_source"][own] = metrics.paired_cosine_lift(img[own], txt[own])
             for column, value in values.items():
                 part.loc[paired, column] = value
         frames.append(part)
     return pd.concat(frames, ignore_index=True)
-
-

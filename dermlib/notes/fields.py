@@ -1,6 +1,8 @@
 """What a note may say about a manifest row: the whitelist `note_fields.csv` (`note_fields_table`, `field_rule`) and
 the template fields of one row it allows (`metadata_fields`: age, sex, site, skin type, modality, diagnosis and the
-source's whitelisted findings; never identifiers, file names, URLs, licences or SynthDerm's drawn ground truth)."""
+source's whitelisted findings; never identifiers, file names, URLs, licences or SynthDerm's drawn ground truth).
+The one deliberate exception is labelled as such: the grounded controls M+G and M+Gs (never paper strategies) state
+the drawn attributes through SynthDerm's annotation noise, outside this whitelist (`dermlib.notes.controls`)."""
 
 from __future__ import annotations
 

@@ -9,6 +9,13 @@
 
 What a note may say about a row is `dermlib.notes.fields` (the whitelist `note_fields.csv`).
 
+Controls (`dermlib.config.CONTROL_STRATEGIES`: dermlib's own, never the paper's; all templates, no LLM; rendered by
+`dermlib.notes.controls`):
+- `D`    the diagnosis alone (`d.v1.txt`): "Diagnosis: melanoma.".
+- `M+G`  the M note, then a findings sentence grounded in SynthDerm's drawn attributes through its annotation noise
+         (`m_g.v1.txt`): the deliberate, labelled exception to the whitelist (a positive control).
+- `M+Gs` as M+G, the findings sentences shuffled among images of one class, split and partition.
+
 Combinations (the paper's "next step"; the grammar is `dermlib.config.note_parts`): `"A&B"` concatenates the parts'
 notes for every sample; `"A|B"` mixes them, each sample taking one part chosen by a stable hash of its sample_id.
 """
@@ -25,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dermlib.config import note_parts
+from dermlib.config import CONTROL_STRATEGIES, note_parts
 from dermlib.notes.fields import as_text, is_missing
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
@@ -38,6 +45,13 @@ _BASE: dict[str, tuple[str, str, str, bool, tuple[str, ...]]] = {
     "M+P1": ("m_p1", "v2", "json", True, ("m.v2.txt", VOCABULARY_FILE)),
     "M+P2": ("m_p2", "v2", "json", True, ("m.v2.txt", VOCABULARY_FILE)),
     "P3": ("p3", "v1", "text", False, ()),
+}
+# The controls (all templates): name -> (template stem, version, variant, sees metadata, other files). M+Gs renders
+# M+G's template with its findings shuffled (variant "shuffled": template version `m_g.v1+shuffled`).
+_CONTROLS: dict[str, tuple[str, str, str, bool, tuple[str, ...]]] = {
+    "D": ("d", "v1", "", False, ()),
+    "M+G": ("m_g", "v1", "", True, ("m.v2.txt", VOCABULARY_FILE)),
+    "M+Gs": ("m_g", "v1", "shuffled", True, ("m.v2.txt", VOCABULARY_FILE)),
 }
 PROSE_FIELDS = ("history", "examination", "dermoscopy", "impression")  # M+P2's free-text sections
 PROSE_MAX_WORDS = 60
@@ -55,6 +69,8 @@ class Strategy:
     sections: dict[str, str] = field(repr=False)
     schema: dict[str, Any] | None = field(default=None, repr=False)
     files: tuple[str, ...] = field(default=(), repr=False)  # prompt files whose content defines the notes
+    control: bool = False  # a control (dermlib.config.CONTROL_STRATEGIES), never a paper strategy
+    variant: str = ""  # how a control renders its template differently (M+Gs: "shuffled")
 
     @property
     def uses_llm(self) -> bool:
@@ -62,8 +78,8 @@ class Strategy:
 
     @property
     def template_version(self) -> str:
-        """The id stored in every cache key and result row, e.g. `m_p1.v2`."""
-        return f"{self.template}.{self.version}"
+        """The id stored in every cache key and result row, e.g. `m_p1.v2` (a control's variant: `m_g.v1+shuffled`)."""
+        return f"{self.template}.{self.version}" + (f"+{self.variant}" if self.variant else "")
 
     @property
     def digest(self) -> dict[str, str]:
@@ -126,6 +142,12 @@ def _resolve_schema(node: Any) -> Any:
 
 @lru_cache(maxsize=None)
 def _base(name: str) -> Strategy:
+    if name in _CONTROLS:
+        stem, version, variant, uses_metadata, extra = _CONTROLS[name]
+        sections = _read_sections(PROMPT_DIR / f"{stem}.{version}.txt")
+        files = tuple(sorted({f"{stem}.{version}.txt", *extra}))
+        return Strategy(name, stem, version, "template", uses_metadata, sections, None, files, control=True,
+                        variant=variant)
     stem, version, output, uses_metadata, extra = _BASE[name]
     sections = _read_sections(PROMPT_DIR / f"{stem}.{version}.txt")
     files = [f"{stem}.{version}.txt", *extra]
@@ -138,13 +160,14 @@ def _base(name: str) -> Strategy:
 
 
 def get_strategy(name: str) -> Strategy | Combo:
-    """A note strategy by name (the grammar is `dermlib.config.note_parts`): a base one ("M", "M+P1", "M+P2", "P3")
-    or a combination ("M&P3", "M+P1|P3")."""
+    """A note strategy by name (the grammar is `dermlib.config.note_parts`): a base one ("M", "M+P1", "M+P2", "P3",
+    or a control "D", "M+G", "M+Gs") or a combination ("M&P3", "M+P1|P3")."""
     mode, parts = note_parts(name)
     return _base(parts[0]) if mode == "single" else Combo(name.strip(), parts, mode)
 
 
 STRATEGIES: dict[str, Strategy | Combo] = {n: get_strategy(n) for n in ["M", "M+P1", "M+P2", "P3", "M&P3", "M+P1|P3"]}
+CONTROLS: dict[str, Strategy | Combo] = {n: get_strategy(n) for n in CONTROL_STRATEGIES}  # never paper strategies
 
 
 def stable_hash(text: str) -> int:

@@ -1,4 +1,5 @@
-"""`synthesize`: one note per manifest row for one strategy, generated through the engine and the durable cache."""
+"""`synthesize`: one note per manifest row for one strategy, generated through the engine and the durable cache (M and
+the controls D, M+G, M+Gs are templates: rendered here, no LLM, status "ok")."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from dermlib.notes.cache import NoteCache
+from dermlib.notes.controls import control_notes
 from dermlib.notes.engine import EngineStats, Job, LLMAuthError, Outcome, estimate_cost, run_jobs, run_sync, scrub
 from dermlib.notes.plan import NoteSettings, Planned, api_key, llm_backend, plan_jobs
 from dermlib.notes.strategies import Combo, Strategy, get_strategy, render_m, stable_hash
@@ -37,12 +39,15 @@ def synthesize(manifest: pd.DataFrame, strategy: str, settings: NoteSettings | N
     strat = get_strategy(strategy)
     if isinstance(strat, Combo):
         return _combine(manifest, strat, settings)
-    if not strat.uses_llm:
-        notes = [render_m(metadata_fields(row)) for _, row in manifest.iterrows()]
+    if not strat.uses_llm:  # M and the controls: templates, no LLM, nothing cached
+        notes = (control_notes(manifest, strat.name) if strat.control
+                 else [render_m(metadata_fields(row)) for _, row in manifest.iterrows()])
         out = pd.DataFrame({"sample_id": manifest["sample_id"].astype(str).to_numpy(), "strategy": strat.name,
-                            "note": notes, "status": "ok", "n_attempts": 0, "prompt_tokens": 0,
+                            "note": [n or None for n in notes], "status": ["ok" if n else "failed" for n in notes],
+                            "n_attempts": 0, "prompt_tokens": 0,
                             "completion_tokens": 0, "cached": False, "template_version": strat.template_version,
-                            "error": None, "raw": None})
+                            "error": [None if n else "the template renders nothing for this row" for n in notes],
+                            "raw": None})
         out.attrs["stats"] = {"llm_calls": 0, "n_cached": 0, "n_generated": 0, "seconds": 0.0, "notes_per_s": 0.0,
                               "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "errors": {}}
         return _typed(out)
@@ -138,6 +143,7 @@ def _combine(manifest: pd.DataFrame, combo: Combo, settings: NoteSettings | None
     else:
         parts = [synthesize(manifest, p, settings).set_index("sample_id").loc[ids.to_list()] for p in combo.parts]
         ok = pd.concat([p["status"] == "ok" for p in parts], axis=1).all(axis=1)
+        llm_parts = [p for p, name in zip(parts, combo.parts) if get_strategy(name).uses_llm]
         out = pd.DataFrame({
             "sample_id": ids.to_list(), "strategy": combo.name,
             "note": ["\n\n".join(str(p.at[s, "note"]) for p in parts) if ok[s] else None for s in ids],
@@ -145,8 +151,8 @@ def _combine(manifest: pd.DataFrame, combo: Combo, settings: NoteSettings | None
             "n_attempts": sum(p["n_attempts"].to_numpy() for p in parts),
             "prompt_tokens": sum(p["prompt_tokens"].to_numpy() for p in parts),
             "completion_tokens": sum(p["completion_tokens"].to_numpy() for p in parts),
-            "cached": pd.concat([p["cached"] for p, name in zip(parts, combo.parts) if get_strategy(name).uses_llm],
-                                axis=1).all(axis=1).to_numpy(),
+            "cached": pd.concat([p["cached"] for p in llm_parts], axis=1).all(axis=1).to_numpy() if llm_parts
+            else False,  # only templates (e.g. "D&M+G"): nothing cached
             "error": ["; ".join(str(p.at[s, "error"]) for p in parts if p.at[s, "status"] != "ok") or None
                       for s in ids],
             "raw": None,  # a combination's parts keep their own raw answers

@@ -1,9 +1,9 @@
 """The paper's three questions answered in words, rendered from the comparison table (never typed by hand).
 
 `answers(comparisons)` reads `figures/<profile>/comparisons.csv` (written by `dermlib.evaluate.results.write_comparisons`)
-and turns each comparison (the declared ones, then the post-hoc ones) into one sentence with its estimate, 95 %
-interval and paired p-value, and a verdict that follows only from the interval: above, below, or not resolved (the
-interval contains 0).
+and turns each comparison into one sentence (`dermlib.evaluate.protocol.sentence`: estimate, 95 % interval, p, Holm p
+and a verdict that follows from the numbers only: above, below, equivalent within the declared margin, or not
+resolved). `claims_markdown` sets each question's declared primary answer beside the paper's claim.
 `python -m dermlib.report.findings --readme README.md` writes them, with the headline table, into the README.
 """
 
@@ -15,81 +15,123 @@ from pathlib import Path
 
 import pandas as pd
 
-from dermlib.evaluate import stats
+from dermlib.config import IMG, NOTE_STRATEGIES, add_cli_arguments, config_from_cli
 from dermlib.data import synthderm
-from dermlib.config import IMG, add_cli_arguments, config_from_cli
+from dermlib.evaluate import protocol, stats
 from dermlib.evaluate.results import load_results
 
-METRIC_WORDS = {"kappa": "Cohen's kappa", "map_i2t": "image -> text mAP", "map_t2i": "text -> image mAP",
-                "paired_cosine": "paired cosine",
-                "map_i2t_within_source": "image -> text mAP, each source's own gallery",
-                "map_t2i_within_source": "text -> image mAP, each source's own gallery",
-                "paired_cosine_above_chance": "paired cosine above its shuffled-pair chance"}
-QUESTIONS = {
-    "kappa": "(a) do notes raise kappa over the image-only model, most under domain shift?",
-    "map_i2t": "(b) do metadata-guided prompts retrieve better than free-form P3 notes?",
-    "map_t2i": "(b) do metadata-guided prompts retrieve better than free-form P3 notes?",
-    "paired_cosine": "(c) is P3's paired cosine far lower?",
-    # post hoc (eval.post_hoc_comparisons): asked after the pooled answers were seen, so not confirmatory
-    **dict.fromkeys(["map_i2t_within_source", "map_t2i_within_source"],
-                    "(b, post hoc) do metadata-guided prompts retrieve better than P3 when each query searches only "
-                    "its own source's gallery, as in the paper's per-dataset tables?"),
-    "paired_cosine_above_chance": "(c, post hoc) is P3's paired cosine lower once each strategy's shuffled-pair "
-                                  "chance is subtracted?",
+QUESTIONS = {"a": "(a) do notes raise κ over the image-only model, most under domain shift?",
+             "b": "(b) do metadata-guided prompts retrieve better than free-form P3 notes?",
+             "c": "(c) is P3's paired cosine far lower?"}
+KINDS = {"primary": "declared primary comparisons (per source, macro over sources; Holm within the question)",
+         "secondary": "secondary", "sensitivity": "sensitivity", "control": "controls (labelled controls, not paper "
+         "strategies)", "earlier-protocol": "earlier protocol (one gallery pooling every source of a partition)"}
+# What the paper claims and the numbers its summary quotes (../shared/paper: a summary of the paper, not its tables).
+PAPER_CLAIMS = {
+    "a": ("notes raise κ over image-only, most under domain shift",
+          "external κ: SKINL2 0.686 → 0.743 (M+P2), Fitzpatrick17k 0.418 → 0.456 (P3)"),
+    "b": ("M+P1 and M+P2 notes retrieve better than P3",
+          "BCN20000 mAP: M+P1 0.787, M+P2 0.782, P3 0.510 (direction not stated)"),
+    "c": ("P3's paired cosine is far lower", "paired cosine: P3 0.204–0.312, M+P2 0.689–0.797 across datasets"),
 }
+PAPER_SIGN = {"a": 1, "b": -1, "c": -1}  # the direction each primary difference takes in the paper
+ALL_MM = protocol.set_name(list(NOTE_STRATEGIES))
 
 
-def verdict(ci_low: float, ci_high: float) -> str:
-    """'above' when the whole 95 % interval is > 0, 'below' when it is < 0, else 'not resolved'."""
-    if ci_low > 0:
+def verdict(row: pd.Series | dict) -> str:
+    """'above' / 'below' when the 95 % interval excludes 0, 'equivalent' when the 90 % interval lies inside the
+    declared margin (TOST), else 'not resolved'."""
+    if row["ci_low"] > 0:
         return "above"
-    if ci_high < 0:
+    if row["ci_high"] < 0:
         return "below"
-    return "not resolved"
-
-
-def sentence(row: pd.Series) -> str:
-    """One comparison row in words: 'A - B, metric (partition): +0.031 (95 % CI -0.004 to +0.066, p = 0.08): ...'
-    (a post-hoc row keeps its 'post hoc: ' prefix)."""
-    a, b = (part.strip() for part in str(row["comparison"]).removeprefix(stats.POST_HOC).split(" - ", 1))
-    said = {"above": f"{a} is above {b}", "below": f"{a} is below {b}",
-            "not resolved": f"no difference between {a} and {b} is resolved (the interval contains 0)"}
-    found = verdict(float(row["ci_low"]), float(row["ci_high"]))
-    return (f"{row['comparison']}, {METRIC_WORDS.get(row['metric'], row['metric'])} ({row['partition']}): "
-            f"{row['estimate']:+.3f} (95 % CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}, "
-            f"p = {row['p_value']:.3f}, {int(row['n_seeds'])} seeds): {said[found]}.")
+    return "equivalent" if bool(row.get("equivalent", False)) else "not resolved"
 
 
 def answers(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """The declared and post-hoc comparisons (chance rows left out) with question, verdict, interval half-width and
-    sentence."""
-    rows = comparisons[~comparisons["comparison"].str.startswith(stats.CHANCE)].copy()
-    rows["question"] = rows["metric"].map(QUESTIONS).fillna("other")
-    rows["verdict"] = [verdict(lo, hi) for lo, hi in zip(rows["ci_low"], rows["ci_high"])]
+    """Every comparison but the chance rows, with its question, verdict, interval half-width and sentence."""
+    rows = comparisons[comparisons["kind"] != "chance"].copy()
+    rows["verdict"] = [verdict(r) for _, r in rows.iterrows()]
     rows["half_width"] = stats.half_width(rows)
-    rows["sentence"] = [sentence(r) for _, r in rows.iterrows()]
+    rows["sentence"] = [protocol.sentence(r) for _, r in rows.iterrows()]
     return rows.reset_index(drop=True)
 
 
-def answers_markdown(comparisons: pd.DataFrame, metrics: list[str] | None = None) -> str:
-    """The answers as Markdown: one heading per question, one bullet per comparison (only `metrics`, if given)."""
+def answers_markdown(comparisons: pd.DataFrame, metrics: list[str] | None = None,
+                     kinds: tuple[str, ...] = ("primary", "secondary", "sensitivity", "control")) -> str:
+    """The answers as Markdown: per question, per kind, one bullet per comparison (only `metrics` and `kinds`)."""
     found = answers(comparisons)
+    found = found[found["kind"].isin(kinds)]
     if metrics is not None:
         found = found[found["metric"].isin(metrics)]
-        if found.empty:
-            return (f"No comparison of {', '.join(metrics)} in this table: its strategies are not both in the grid, "
-                    "or comparisons.csv predates it (re-run notebook 04).\n")
+    if found.empty:
+        return (f"No comparison of {', '.join(metrics or ['any metric'])} ({', '.join(kinds)}) in this table: its "
+                "strategies are not all in the grid, or comparisons.csv predates it (re-run notebook 04).\n")
     lines: list[str] = []
-    for question, group in found.groupby("question", sort=False):
-        lines += [f"**{question}**", ""] + [f"- {s}" for s in group["sentence"]] + [""]
+    for question, by_question in found.groupby("question", sort=True):
+        lines += [f"**{QUESTIONS.get(question, question)}**", ""]
+        for kind in kinds:
+            group = by_question[by_question["kind"] == kind]
+            if len(group):
+                lines += [f"*{KINDS[kind]}*", ""] + [f"- {s}" for s in group["sentence"]] + [""]
     return "\n".join(lines).strip() + "\n"
+
+
+def claim_verdict(rows: pd.DataFrame, sign: int) -> str:
+    """A question's primary rows against the paper's direction `sign`: how many resolve its way, the other way, are
+    equivalent within the margin, or stay unresolved."""
+    said = [verdict(r) for _, r in rows.iterrows()]
+    paper_way, other_way = ("above", "below") if sign > 0 else ("below", "above")
+    counts = {word: said.count(word) for word in (paper_way, other_way, "equivalent", "not resolved")}
+    if counts[paper_way] == len(said):
+        return f"reproduced ({len(said)} of {len(said)} rows {paper_way} 0)"
+    if counts[other_way] == len(said):
+        return f"opposite ({len(said)} of {len(said)} rows {other_way} 0)"
+    parts = [f"{n} {word}" for word, n in counts.items() if n]
+    return f"{'partly reproduced' if counts[paper_way] else 'not reproduced'} ({', '.join(parts)} of {len(said)})"
+
+
+def claims(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """One row per question: the paper's claim and numbers, and the demo's verdict from its declared primary rows:
+    (a) the external Δκ of the paper strategies' mean and the external − internal interaction; (b) P3 − mean(M+P1,
+    M+P2) within each source, both directions and partitions; (c) P3 − M+P2 raw paired cosine, both partitions."""
+    primary = comparisons[comparisons["kind"] == "primary"]
+    pick = {"a": primary[(primary["question"] == "a") & (primary["comparison"] == f"{ALL_MM} - {IMG}")],
+            "b": primary[primary["question"] == "b"], "c": primary[primary["question"] == "c"]}
+    out = []
+    for question, rows in pick.items():
+        claim, numbers = PAPER_CLAIMS[question]
+        demo = claim_verdict(rows, PAPER_SIGN[question]) if len(rows) else "not in this grid"
+        out.append({"question": QUESTIONS[question], "paper claims": claim, "paper (quoted in a summary of it)": numbers,
+                    "demo (SynthDerm, declared primaries)": demo, "rows": len(rows)})
+    return pd.DataFrame(out)
+
+
+def claims_markdown(comparisons: pd.DataFrame) -> str:
+    """`claims` as a Markdown table."""
+    table = claims(comparisons).drop(columns="rows")
+    lines = ["| " + " | ".join(table.columns) + " |", "|---" * len(table.columns) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def earlier_summary(comparisons: pd.DataFrame) -> str:
+    """One sentence on the earlier protocol's rows (pooled galleries): how many resolve above, below, or not."""
+    rows = comparisons[comparisons["kind"] == "earlier-protocol"]
+    if rows.empty:
+        return ""
+    said = pd.Series([verdict(r) for _, r in rows.iterrows()]).value_counts()
+    parts = ", ".join(f"{n} {word}" for word, n in said.items())
+    return (f"The earlier protocol (one gallery pooling every source of a partition, and its post-hoc rows) is kept in "
+            f"`comparisons.csv` as {len(rows)} rows of kind `earlier-protocol`: {parts}.\n")
 
 
 README_START = "<!-- demo-findings:start (written by `python -m dermlib.report.findings --readme README.md`; not by hand) -->"
 README_END = "<!-- demo-findings:end -->"
 HEADLINE = [("kappa", "internal", "κ internal"), ("kappa", "external", "κ external"),
-            ("map_i2t", "internal", "mAP image→text"), ("map_t2i", "internal", "mAP text→image"),
-            ("paired_cosine", "internal", "paired cosine")]
+            ("map_i2t", "internal", "mAP image→text, internal (pooled gallery)"),
+            ("map_t2i", "internal", "mAP text→image, internal (pooled gallery)"),
+            ("paired_cosine", "internal", "paired cosine, internal")]
 
 
 def pooled_values(results: pd.DataFrame, strategy: str, metric: str, partition: str) -> pd.Series:
@@ -116,7 +158,8 @@ def chance_markdown(comparisons: pd.DataFrame) -> str:
     if chance.empty:
         return ""
     chance["strategy"] = chance["comparison"].str.removeprefix(stats.CHANCE)
-    chance["column"] = [f"{METRIC_WORDS.get(m, m)} ({p})" for m, p in zip(chance["metric"], chance["partition"])]
+    words = {"map_i2t": "image → text mAP", "map_t2i": "text → image mAP", "paired_cosine": "paired cosine"}
+    chance["column"] = [f"{words.get(m, m)} ({p})" for m, p in zip(chance["metric"], chance["partition"])]
     wide = chance.pivot_table(index="strategy", columns="column", values="estimate", sort=False)
     lines = ["| strategy | " + " | ".join(wide.columns) + " |", "|---" * (len(wide.columns) + 1) + "|"]
     lines += [f"| {s} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for s, row in wide.iterrows()]
@@ -141,18 +184,21 @@ def calibration_sentence(results: pd.DataFrame, band: tuple[float, float]) -> st
 def readme_block(results: pd.DataFrame, comparisons: pd.DataFrame, strategies: list[str], where: str = "figures/demo",
                  calibration: tuple[float, float] | None = None) -> str:
     """What the README says about a run: the headline table, the calibration of a synthetic benchmark (`calibration`:
-    its band), then every answer in words (`where`: its figures)."""
+    its band), the claims beside the paper's, then every declared answer in words (`where`: its figures)."""
     n_seeds = results["seed"].nunique()
     calibrated = calibration_sentence(results, calibration) if calibration else ""
     chance = chance_markdown(comparisons)
     if chance:
-        chance = ("\nChance levels on the same pools, mean over seeds (`chance:` rows: mAP with the gallery's labels "
+        chance = ("\nChance levels of the pooled galleries, mean over seeds (`chance:` rows: mAP with the gallery's labels "
                   "permuted, cosine of shuffled image–note pairs):\n\n" + chance)
     return (f"Pooled over sources, mean ± sd over {n_seeds} paired seeds (`{where}/results.csv`):\n\n"
             + headline_markdown(results, strategies) + (f"\n{calibrated}" if calibrated else "")
-            + f"\nThe comparisons, declared before any result and then post hoc (`{where}/comparisons.csv`; "
-              "estimate, 95 % CI over seeds × clusters of test images, paired p-value):\n\n"
-            + answers_markdown(comparisons) + chance)
+            + "\nThe paper's claims beside the demo's declared primary comparisons (`" + where + "/comparisons.csv`):\n\n"
+            + claims_markdown(comparisons)
+            + "\nEvery declared comparison (estimate, 95 % CI over seeds × clusters within each source, bootstrap p with "
+              "Holm's adjustment within the question, and an equivalence test against the declared margin where a "
+              "difference is not resolved):\n\n"
+            + answers_markdown(comparisons) + "\n" + earlier_summary(comparisons) + chance)
 
 
 def update_readme(path: Path, block: str) -> bool:

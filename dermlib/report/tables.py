@@ -75,7 +75,8 @@ def _row_order(index: pd.MultiIndex) -> list[tuple[str, str]]:
 
 
 def ours_wide(results: pd.DataFrame, metric: str, order: list[str]) -> pd.DataFrame:
-    """One row per (partition, source), per strategy: mean over seeds, sd, seeds and mean bootstrap CI."""
+    """One row per (partition, source), per strategy: mean over seeds, sd, seeds, mean bootstrap CI and, where the
+    results hold one (`chance_<metric>`: labels permuted or pairs shuffled within that source), its chance level."""
     rows = results[results["metric"] == metric]
     if rows.empty:
         return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["partition", "source"]))
@@ -93,6 +94,12 @@ def ours_wide(results: pd.DataFrame, metric: str, order: list[str]) -> pd.DataFr
         out[f"ours: {strategy} seeds"] = wide[("n_seeds", strategy)].astype("Int64")
         out[f"ours: {strategy} ci_low"] = wide[("ci_low", strategy)].astype(float)
         out[f"ours: {strategy} ci_high"] = wide[("ci_high", strategy)].astype(float)
+    chance = results[results["metric"] == f"chance_{metric}"]
+    if len(chance):
+        level = chance.groupby(["strategy", "partition", "source"])["value"].mean()
+        for strategy in order:
+            if f"ours: {strategy}" in out and strategy in level.index.get_level_values(0):
+                out[f"ours: {strategy} chance"] = [level.get((strategy, *row), np.nan) for row in out.index]
     return out
 
 
@@ -147,6 +154,12 @@ def _cell(row: pd.Series, column: str, is_range: bool) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]" if pd.notna(low) and pd.notna(high) else f"{value:.3f}"
 
 
+def _with_chance(text: str, row: pd.Series, column: str) -> str:
+    """A cell followed by its chance level in its own brackets, `(chance 0.181)`, where the table holds one."""
+    chance = row.get(f"{column} chance", np.nan)
+    return f"{text} (chance {chance:.3f})" if text != "-" and pd.notna(chance) else text
+
+
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """Strings for Markdown/LaTeX: one column per strategy for ours, one per strategy for the paper."""
     ours = [c for c in table.columns if c.startswith("ours: ") and len(c.split(" ")) == 2]
@@ -157,7 +170,8 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     if "chance" in table.columns:
         out["chance"] = [f"{v:.3f}" if pd.notna(v) else "-" for v in table["chance"]]
     for column in ours:
-        out[column] = [_cell(row, column, index == RANGE_ROW) for index, row in table.iterrows()]
+        out[column] = [_with_chance(_cell(row, column, index == RANGE_ROW), row, column)
+                       for index, row in table.iterrows()]
     for column in paper:
         out[column] = [f"{v:.3f}" if pd.notna(v) else "-" for v in table[column]]
     for column in paper_ranges:

@@ -29,7 +29,9 @@ class Split:
     labels: np.ndarray  # int64 [N], index into the taxonomy's class list
     notes: list[list[list[int]]] = field(default_factory=list)  # per sample: token-id lists, [] = no usable note
     note_features: list[np.ndarray] | None = None  # per sample (n_notes, H): a frozen text encoder's output
-    image_features: np.ndarray | None = None  # (views, N, D): a frozen image trunk's output (dermlib.train.features)
+    # (views, N, D) pooled, or (views, N, P, C) maps before a trunk adapter: a frozen trunk's output (train.features)
+    image_features: np.ndarray | None = None
+    sources: np.ndarray | None = None  # [N] str: each sample's source (validation metrics within a source)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -90,7 +92,8 @@ def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
         for ns in per_sample:
             tokens.append(flat[pos: pos + len(ns)])
             pos += len(ns)
-        splits[split] = Split(ids, images, rows, np.array([names.index(y) for y in labels], dtype=np.int64), tokens)
+        splits[split] = Split(ids, images, rows, np.array([names.index(y) for y in labels], dtype=np.int64), tokens,
+                              sources=part["source"].astype(str).to_numpy())
     return splits
 
 

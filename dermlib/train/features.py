@@ -1,6 +1,8 @@
 """Frozen encoders' outputs, computed once and kept on disk, so that a grid trains only what learns.
 
-With `train.freeze_image_encoder` (the demo), the pretrained image trunk runs once per image and *view*: view 0 is
+With `train.freeze_image_encoder` (the demo), the pretrained image trunk runs once per image and *view* (pooled
+features; or, with `train.trunk_adapter_rank` > 0, the float16 maps before the trainable adapter: the last block's
+output and the frozen conv_head of it, see `dermlib.train.trunk`): view 0 is
 the cached image as it is, views 1..V-1 are fixed augmentations (the flips and brightness/contrast jitter of
 `dermlib.train.batches.augment`, drawn for all rows at once from a generator seeded by the view number, never by
 a run's seed or the batch size). A training epoch then picks one view per image. A frozen text encoder's pooled
@@ -60,16 +62,17 @@ def _digest(parts: dict[str, Any], arrays: list[np.ndarray]) -> str:
     return digest.hexdigest()[:20]
 
 
-def _stored(path: Path, compute: Any) -> np.ndarray:
-    """Load `path`, or compute, write atomically (a crash never leaves half a file) and return."""
+def _stored(path: Path, compute: Any, mmap: bool = False) -> np.ndarray:
+    """Load `path` (`mmap`: as a read-only memory map), or compute, write atomically (a crash never leaves half a
+    file) and return."""
     if path.exists():
-        return np.load(path)
+        return np.load(path, mmap_mode="r" if mmap else None)
     values = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npy")
     np.save(tmp, values)
     os.replace(tmp, path)
-    return values
+    return np.load(path, mmap_mode="r") if mmap else values
 
 
 def note_key(identity: str, ids: Sequence[int]) -> bytes:
@@ -159,22 +162,26 @@ def cache_fingerprint(cache_dir: str | Path) -> str:
 @torch.no_grad()
 def image_features(encoder: torch.nn.Module, images: np.ndarray, rows: np.ndarray, *, views: int, identity: str,
                    folder: str | Path, device: torch.device, batch_size: int = 128) -> np.ndarray:
-    """float32 (views, len(rows), D): the frozen trunk's pooled features of cache rows `rows` in each view.
+    """A frozen trunk's output for cache rows `rows` in each view: float32 (views, len(rows), D) pooled features,
+    or, for an encoder with a trunk adapter (`dermlib.train.trunk`), the maps before it: float16
+    (views, len(rows), P, C), read back as a read-only memory map (every run of a grid shares its pages).
 
     `identity` names the encoder and its weights (e.g. "efficientnet_lite0:pretrained") and the image cache.
     """
-    key = _digest({"kind": "image", "identity": identity, "views": int(views)}, [rows.astype(np.int64)])
-    path = Path(folder) / f"image-{key}.npy"
+    maps = getattr(encoder, "adapter", None) is not None
+    key = _digest({"kind": "image_maps" if maps else "image", "identity": identity, "views": int(views)},
+                  [rows.astype(np.int64)])
+    path = Path(folder) / f"image-{'maps-' if maps else ''}{key}.npy"
 
     def compute() -> np.ndarray:
         was_training = encoder.training
         encoder.eval()
         encoder.to(memory_format=torch.channels_last)  # a frozen trunk: its weights' layout is all that changes
         step = _step(batch_size, device)
-        out = np.zeros((views, len(rows), encoder.out_dim), dtype=np.float32)
+        out: np.ndarray | None = None if maps else np.zeros((views, len(rows), encoder.out_dim), dtype=np.float32)
         # no bar for a pass of one batch (the few prompts of a zero-shot ensemble): it would finish at once
-        with progress(views * len(rows), f"image features ({views} view{'s' * (views != 1)})", unit="img",
-                      show=views * len(rows) > batch_size) as bar:
+        with progress(views * len(rows), f"image {'maps' if maps else 'features'} ({views} view{'s' * (views != 1)})",
+                      unit="img", show=views * len(rows) > batch_size) as bar:
             for view in range(views):
                 # every image's draws of this view at once, so they do not depend on the batch size
                 draws = augment_draws(len(rows), torch.Generator().manual_seed(10_007 * view))
@@ -186,12 +193,15 @@ def image_features(encoder: torch.nn.Module, images: np.ndarray, rows: np.ndarra
                     x = images_to_float(torch.from_numpy(pixels).to(device))  # channels_last, as augment's
                     if view:
                         x = augment(x, None, draws=(draws[0][start: start + step], draws[1][start: start + step]))
-                    out[view, start: start + len(chunk)] = encoder(x).float().cpu().numpy()
+                    values = (encoder.maps(x) if maps else encoder(x)).float().cpu().numpy()
+                    if out is None:  # maps: (P, C) are known once the first batch went through
+                        out = np.zeros((views, len(rows), *values.shape[1:]), dtype=np.float16)
+                    out[view, start: start + len(chunk)] = values
                     bar.update(len(chunk))
         encoder.train(was_training)
-        return out
+        return out if out is not None else np.zeros((views, 0, 0, 0), dtype=np.float16)  # no rows
 
-    return _stored(path, compute)
+    return _stored(path, compute, mmap=maps)
 
 
 @torch.no_grad()
@@ -253,7 +263,8 @@ def text_identity(cfg: dict[str, Any]) -> str:
 
 def write_profile_note_store(cfg: dict[str, Any]) -> Path:
     """Encode every usable note of the profile's notes table (notebook 02) with its frozen text encoder, tokenised
-    as training does, and write them to `train.note_features`; returns that path."""
+    as training does, and write them to `train.note_features`; returns that path. Notes the store already holds
+    (same `note_key`) are copied from it, only the others are encoded; notes no longer in the table are dropped."""
     t = TrainSettings.from_config(cfg)
     path = note_store_path(cfg)
     if path is None or t.train_last_n_text_layers != 0:
@@ -264,9 +275,21 @@ def write_profile_note_store(cfg: dict[str, Any]) -> Path:
     texts = sorted({note for notes in by_sample.values() for note in notes})
     ids = tokenize(encoder.tokenizer, texts, t.max_text_len)
     identity = text_identity(cfg)
-    values = text_features(encoder, ids, pad_id=int(encoder.tokenizer.pad_token_id), identity=identity,
-                                    folder=WorkDir.of(cfg).features, device=torch.device("cpu"))
-    return write_note_store(path, [note_key(identity, i) for i in ids], values)
+    keys = [note_key(identity, i) for i in ids]
+    old = read_note_store(path)
+    rows = np.array([old.index.get(k, -1) if old is not None else -1 for k in keys], dtype=np.int64)
+    new = np.flatnonzero(rows < 0)
+    if old is not None and (rows >= 0).any() and old.values.shape[1] != encoder.out_dim:
+        raise ValueError(f"note store {shown(path)} holds {old.values.shape[1]}-wide features, {t.text_encoder} gives "
+                         f"{encoder.out_dim}: delete it and write it again")
+    values = np.zeros((len(keys), encoder.out_dim), dtype=np.float32)
+    if old is not None:
+        values[rows >= 0] = old.values[rows[rows >= 0]]
+    if len(new):
+        values[new] = text_features(encoder, [ids[i] for i in new], pad_id=int(encoder.tokenizer.pad_token_id),
+                                    identity=identity, folder=WorkDir.of(cfg).features, device=torch.device("cpu"))
+    print(f"[features] {len(keys)} notes: {len(keys) - len(new)} read from the store, {len(new)} encoded")
+    return write_note_store(path, keys, values)
 
 
 def main(argv: list[str] | None = None) -> int:

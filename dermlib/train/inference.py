@@ -1,8 +1,8 @@
 """Use a finished run: load it back (`load_run`, offline) and embed images and notes with it (`encode`,
 `encode_texts`).
 
-Checkpoints hold only what trains (`trainable_state`): frozen encoders come back from their pretrained source
-(the offline packages for the demo), so a demo run is a few MB however large its encoders.
+Checkpoints hold only what trains (`trainable_state`, a trunk adapter included): frozen encoders come back from
+their pretrained source (the offline packages for the demo), so a demo run is a few MB however large its encoders.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ from dermlib.train.settings import TrainSettings
 from dermlib.workdir import WorkDir
 
 
-def load_run(run_dir: str | Path) -> tuple[MultimodalModel, dict[str, Any]]:
-    """The best-epoch model of a finished run (eval mode, CPU) and its resolved config; works offline."""
+def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[MultimodalModel, dict[str, Any]]:
+    """The best-epoch model of a finished run (or, `checkpoint="last"`, its last epoch's; eval mode, CPU) and its
+    resolved config; works offline."""
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', not {checkpoint!r}")
     folder = Path(run_dir)
     if not (folder / "done").exists():
         raise FileNotFoundError(f"{folder} is not a finished run (no `done` marker): train it with "
@@ -38,7 +41,8 @@ def load_run(run_dir: str | Path) -> tuple[MultimodalModel, dict[str, Any]]:
     model = build_model(t, len(cfg["resolved"]["classes"]), pretrained=t.freeze_image_encoder and t.pretrained,
                         text_dir=text_dir)
     saved = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
-    load_trainable(model, saved["best_model"] if saved["best_model"] is not None else saved["model"])
+    best = saved["best_model"] if checkpoint == "best" else None
+    load_trainable(model, best if best is not None else saved["model"])
     return model.eval(), cfg
 
 
@@ -51,7 +55,8 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
     `text_logits` (rows whose note is None are NaN). Embeddings are the RAW projections (not L2-normalised):
     normalise before cosine similarity / retrieval. Runs on the model's device, in eval mode. With `pool_id`
     (a name for exactly these images), frozen encoders' outputs are read from / kept in `<work_dir>/features`,
-    so a grid of runs encodes the pool once.
+    so a grid of runs encodes the pool once (a frozen trunk with an adapter: its maps, and each run applies its
+    own adapter to them, as in training).
     """
     if notes is not None and len(notes) != len(images_uint8):
         raise ValueError(f"encode: {len(images_uint8)} images but {len(notes)} notes")
@@ -65,7 +70,7 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
     folder = WorkDir.of(config).features
     out: dict[str, list[np.ndarray]] = {"image_emb": [], "image_logits": []}
     trunk = None
-    if "image_encoder." in frozen:
+    if pool_id is not None and model.trunk_frozen():  # pooled features, or the maps before a trunk adapter
         trunk = features.image_features(model.image_encoder, images_uint8, np.arange(len(images_uint8)), views=1,
                                         identity=f"{image_identity(config)}:pool={pool_id}", folder=folder,
                                         device=device, batch_size=batch_size)[0]
@@ -73,8 +78,9 @@ def encode(model: MultimodalModel, images_uint8: np.ndarray, notes: list[str | N
     with progress(len(images_uint8), "encode images", unit="img", leave=False) as bar:
         for start in range(0, len(images_uint8), batch_size):
             with autocast(device):
-                if trunk is not None:
-                    emb = model.image_proj(torch.from_numpy(trunk[start: start + batch_size]).to(device))
+                if trunk is not None:  # a copy: maps are a read-only memory map
+                    cached = torch.from_numpy(np.array(trunk[start: start + batch_size])).to(device)
+                    emb = model.image_proj(model.image_encoder.from_cache(cached))
                 else:  # a copy: the cache is a read-only memory map, which torch must not wrap
                     x = images_to_float(torch.from_numpy(np.array(images_uint8[start: start + batch_size]))
                                         .to(device))

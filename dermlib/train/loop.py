@@ -91,11 +91,15 @@ class Trainer:
         self.cls_sep = (int(tok.cls_token_id), int(tok.sep_token_id)) if has_cls else None
         self.splits = load_splits(cfg, tok) if splits is None else splits
         self.feature_dir = WorkDir.of(cfg).features
+        # frozen encoders' outputs, once (a split that already carries them, a benchmark's, keeps its own)
         if self.text and self.model.text_frozen():
             for split in self.splits.values():
-                split.note_features = self._frozen_text_features(split)
-        if self.model.frozen_prefixes()[:1] == ("image_encoder.",):
+                if split.note_features is None:
+                    split.note_features = self._frozen_text_features(split)
+        if self.model.trunk_frozen():  # pooled features, or the maps before a trunk adapter
             for name, split in self.splits.items():
+                if split.image_features is not None:
+                    continue
                 views = int(self.t.feature_views) if name == "train" and self.t.augment else 1
                 split.image_features = features.image_features(
                     self.model.image_encoder, split.images, split.rows, views=views, identity=image_identity(cfg),
@@ -200,11 +204,13 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation kappa (image branch, argmax), the image branch's cross-entropy and the full loss, on the
-        unwrapped model (no collectives)."""
+        """Validation kappa (image branch, argmax), the image branch's cross-entropy and the full loss, and for a
+        text run the alignment of image and note embeddings (`alignment_metrics`; NaN for Img), on the unwrapped
+        model (no collectives, no random draws: each sample's first note)."""
         self.model.eval()
         loss = MultimodalLoss(self.t.loss_weights, self.t.temperature)
         preds, total, image_ce, count = [], 0.0, 0.0, 0
+        image_emb, text_emb, has_note = [], [], []
         split = self.splits["val"]
         for _, batch in self._batches(split, 0, train=False):
             with autocast(self.device):
@@ -217,20 +223,65 @@ class Trainer:
                                                                 reduction="sum"))
             total += float(value) * len(batch["labels"])
             count += len(batch["labels"])
+            if out.text_emb is not None:
+                image_emb.append(out.image_emb.float().cpu().numpy())
+                text_emb.append(out.text_emb.float().cpu().numpy())
+                mask = batch.get("text_mask")
+                has_note.append(mask.cpu().numpy() if mask is not None else np.ones(len(batch["labels"]), bool))
         predicted = torch.cat(preds).numpy()
         kappa = metrics.cohen_kappa(split.labels, predicted)
-        return {"val_kappa": float(0.0 if np.isnan(kappa) else kappa), "val_loss": total / count,
-                "val_image_loss": image_ce / count, "val_accuracy": float((predicted == split.labels).mean())}
+        row = {"val_kappa": float(0.0 if np.isnan(kappa) else kappa), "val_loss": total / count,
+               "val_image_loss": image_ce / count, "val_accuracy": float((predicted == split.labels).mean())}
+        align = dict.fromkeys(ALIGNMENT_METRICS, float("nan"))
+        if image_emb:
+            noted = np.concatenate(has_note)
+            sources = split.sources if split.sources is not None else np.zeros(len(split), dtype=np.int64)
+            align = alignment_metrics(np.concatenate(image_emb)[noted], np.concatenate(text_emb)[noted],
+                                      split.labels[noted], np.asarray(sources)[noted])
+        return {**row, **align}
+
+
+ALIGNMENT_METRICS = ("val_paired_cosine", "val_paired_cosine_above_chance_within_source", "val_map_i2t_within_source")
+
+
+def alignment_metrics(image_emb: np.ndarray, text_emb: np.ndarray, labels: np.ndarray,
+                      sources: np.ndarray) -> dict[str, float]:
+    """How well a run's image and note embeddings (raw projections, one pair per row) align, as history.csv shows
+    them per epoch: the mean paired cosine; that cosine minus the mean cosine of the image with the other notes of
+    its own source (`metrics.paired_cosine_lift` within each source); and image->text class-level mAP with each
+    query's own source's notes as gallery (`metrics.retrieval_ap`). A source with fewer than two pairs adds to the
+    cosine only (as `dermlib.evaluate.scoring`'s per-source groups); NaN where nothing is defined."""
+    nan = float("nan")
+    if not len(image_emb):
+        return dict.fromkeys(ALIGNMENT_METRICS, nan)
+    lift, ap = np.full(len(image_emb), nan), np.full(len(image_emb), nan)
+    for source in np.unique(sources):
+        rows = np.flatnonzero(sources == source)
+        if len(rows) >= 2:
+            lift[rows] = metrics.paired_cosine_lift(image_emb[rows], text_emb[rows])
+            ap[rows] = metrics.retrieval_ap(image_emb[rows], labels[rows], text_emb[rows], labels[rows])
+    return dict(zip(ALIGNMENT_METRICS, (float(metrics.paired_cosine(image_emb, text_emb).mean()),
+                                        metrics.nanmean(lift), metrics.nanmean(ap))))
 
 
 def trainable_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
-    """The state dict without frozen encoders (they are rebuilt from their pretrained source): a few MB at most."""
+    """The state dict without the frozen parts (`frozen_prefixes`: they are rebuilt from their pretrained source),
+    whose state dicts are never built (they are most of it): a few MB at most. A trunk adapter is in it."""
     frozen = model.frozen_prefixes()
-    state = {k: v.detach() for k, v in [*model.named_parameters(recurse=False), *model.named_buffers(recurse=False)]}
-    for name, child in model.named_children():  # a frozen encoder's state dict is never built (it is most of it)
-        if f"{name}." not in frozen:
-            state.update({f"{name}.{k}": v for k, v in child.state_dict().items()})
-    return state
+
+    def collect(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+        if prefix in frozen:
+            return {}
+        if not any(f.startswith(prefix) for f in frozen):  # nothing frozen below: the whole state dict
+            return {f"{prefix}{k}": v for k, v in module.state_dict().items()}
+        own = [*module.named_parameters(recurse=False),
+               *((k, v) for k, v in module.named_buffers(recurse=False) if k not in module._non_persistent_buffers_set)]
+        state = {f"{prefix}{k}": v.detach() for k, v in own}
+        for name, child in module.named_children():
+            state.update(collect(child, f"{prefix}{name}."))
+        return state
+
+    return collect(model, "")
 
 
 def load_trainable(model: MultimodalModel, state: dict[str, torch.Tensor]) -> None:

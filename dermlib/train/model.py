@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dermlib.train.settings import TrainSettings
+from dermlib.train.trunk import ConvHeadAdapter, trunk_maps
 
 # transformers imports tqdm.auto; in a notebook kernel without ipywidgets that only warns about widgets.
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -32,12 +33,19 @@ IMAGE_ENCODERS = ("densenet121", "efficientnet_lite0")
 
 
 class ImageEncoder(nn.Module):
-    """A CNN trunk + global average pooling: float images in [0, 1] (N,3,H,W) -> features (N, out_dim)."""
+    """A CNN trunk + global average pooling: float images in [0, 1] (N,3,H,W) -> features (N, out_dim).
 
-    def __init__(self, name: str, pretrained: bool = True) -> None:
+    `adapter_rank` > 0 (EfficientNet-Lite0 only) adds a low-rank adapter on the trunk's conv_head and a trainable
+    affine of its batch norm, before the pooling (`dermlib.train.trunk`); A is drawn from `adapter_seed`. A frozen
+    trunk (no gradient in it) always runs in eval mode, whatever mode the model is put in.
+    """
+
+    def __init__(self, name: str, pretrained: bool = True, adapter_rank: int = 0, adapter_seed: int = 0) -> None:
         super().__init__()
         if name not in IMAGE_ENCODERS:
             raise ValueError(f"unknown image encoder {name!r}; choose one of {IMAGE_ENCODERS}")
+        if adapter_rank and name != "efficientnet_lite0":
+            raise ValueError(f"a trunk adapter (rank {adapter_rank}) needs efficientnet_lite0, not {name!r}")
         self.name = name
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -46,14 +54,50 @@ class ImageEncoder(nn.Module):
             self.trunk.classifier = nn.Identity()  # the ImageNet classifier is not used
         else:
             self.trunk, self.out_dim = _efficientnet_lite0(pretrained), 1280
+        self.adapter: ConvHeadAdapter | None = None
+        if adapter_rank:
+            conv = self.trunk._conv_head
+            self.adapter = ConvHeadAdapter(conv.in_channels, conv.out_channels, adapter_rank, self.trunk._bn1,
+                                           adapter_seed)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.adapter is not None:
+            return self.pool_maps(self.maps(images))
         x = (images - self.mean) / self.std
         if self.name == "densenet121":
             x = F.relu(self.trunk.features(x))
         else:
             x = self.trunk.extract_features(x)
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def maps(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen part before the adapter: [last block's output, conv_head of it] per position,
+        (N, P, 320 + 1280) float32 (`dermlib.train.trunk.trunk_maps`); only with an adapter."""
+        if self.adapter is None:
+            raise ValueError("maps() is the adapter's input: this encoder has no trunk adapter")
+        return trunk_maps(self.trunk, (images - self.mean) / self.std)
+
+    def pool_maps(self, maps: torch.Tensor) -> torch.Tensor:
+        """The adapted head on maps (N, P, C) (float16 from the cache, or float32) -> pooled features (N, out_dim)."""
+        if self.adapter is None:
+            raise ValueError("this encoder has no trunk adapter: its cached features are already pooled")
+        return self.adapter(maps, self.trunk._bn1)
+
+    def from_cache(self, cached: torch.Tensor) -> torch.Tensor:
+        """Pooled features from what the feature cache holds for this encoder: pooled (N, D) as they are, or
+        maps (N, P, C) through the adapted head."""
+        return self.pool_maps(cached) if cached.ndim == 3 else cached
+
+    def trunk_frozen(self) -> bool:
+        """True when no weight of the pretrained trunk trains (the adapter may)."""
+        return not any(p.requires_grad for p in self.trunk.parameters())
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        """As nn.Module.train, but a frozen trunk stays in eval mode (its batch norms keep their statistics)."""
+        super().train(mode)
+        if mode and self.trunk_frozen():
+            self.trunk.eval()
+        return self
 
 
 def _densenet121(pretrained: bool) -> nn.Module:
@@ -245,8 +289,9 @@ class MultimodalModel(nn.Module):
             self.reset_heads(init_seed)
 
     def reset_heads(self, seed: int) -> None:
-        """Re-initialise the image projection and classifier from `seed`, the text projection from `seed + 1`
-        (the global random state is left as it was)."""
+        """Re-initialise the image projection and classifier from `seed`, the text projection from `seed + 1`,
+        and a trunk adapter from `seed` by its own generator (`ConvHeadAdapter.reset_parameters`); the global
+        random state is left as it was."""
         text_only = [m for m in (self.text_proj.modules() if self.text_proj else []) if m not in set(self.image_proj.modules())]
         groups = [(seed, [self.image_proj, self.classifier]), (seed + 1, text_only)]
         with torch.random.fork_rng(devices=[]):
@@ -256,6 +301,8 @@ class MultimodalModel(nn.Module):
                     for layer in module.modules():
                         if isinstance(layer, (nn.Linear, nn.LayerNorm)):
                             layer.reset_parameters()
+        if self.image_encoder.adapter is not None:
+            self.image_encoder.adapter.reset_parameters(seed, self.image_encoder.trunk._bn1)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Images (N,3,H,W) in [0, 1] -> raw projections (N, embed_dim)."""
@@ -270,9 +317,10 @@ class MultimodalModel(nn.Module):
     def forward(self, images: torch.Tensor | None, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, text_features: torch.Tensor | None = None,
                 image_features: torch.Tensor | None = None) -> ModelOutput:
-        """Both branches; a frozen encoder's pooled output, computed once (`text_features`, `image_features`),
-        replaces its input (token ids, images)."""
-        image_emb = self.image_proj(image_features) if image_features is not None else self.encode_image(images)
+        """Both branches; a frozen encoder's output, computed once (`text_features`, `image_features`: pooled,
+        or a frozen trunk's maps before its adapter), replaces its input (token ids, images)."""
+        image_emb = (self.image_proj(self.image_encoder.from_cache(image_features)) if image_features is not None
+                     else self.encode_image(images))
         out = ModelOutput(image_emb=image_emb, image_logits=self.classifier(image_emb))
         if self.text_encoder is not None and (input_ids is not None or text_features is not None):
             out.text_emb = (self.text_proj(text_features) if text_features is not None
@@ -285,15 +333,24 @@ class MultimodalModel(nn.Module):
         return self.text_encoder is not None and not any(p.requires_grad for p in self.text_encoder.parameters())
 
     def freeze_image_encoder(self) -> None:
-        """Keep the pretrained image trunk as it is (eval mode, no gradients): only the heads train."""
-        self.image_encoder.eval()
-        for p in self.image_encoder.parameters():
+        """Keep the pretrained image trunk as it is (eval mode, no gradients): only the heads train, and the
+        trunk adapter where there is one."""
+        self.image_encoder.trunk.eval()
+        for p in self.image_encoder.trunk.parameters():
             p.requires_grad_(False)
 
+    def trunk_frozen(self) -> bool:
+        """True when the image trunk does not train: its output per image (and view) can be computed once, pooled
+        or, with an adapter, as the maps before it."""
+        return self.image_encoder.trunk_frozen()
+
     def frozen_prefixes(self) -> tuple[str, ...]:
-        """State-dict prefixes of the encoders that do not train (rebuilt from their pretrained source on load)."""
-        image = not any(p.requires_grad for p in self.image_encoder.parameters())
-        return (("image_encoder.",) if image else ()) + (("text_encoder.",) if self.text_frozen() else ())
+        """State-dict prefixes of the parts that do not train (rebuilt from their pretrained source on load): the
+        image encoder, or only its trunk when an adapter trains, and the text encoder."""
+        image: tuple[str, ...] = ()
+        if self.trunk_frozen():
+            image = ("image_encoder.",) if self.image_encoder.adapter is None else ("image_encoder.trunk.",)
+        return image + (("text_encoder.",) if self.text_frozen() else ())
 
 
 def build_model(settings: TrainSettings, n_classes: int, *, pretrained: bool | None = None,
@@ -304,7 +361,7 @@ def build_model(settings: TrainSettings, n_classes: int, *, pretrained: bool | N
     a checkpoint; `pretrained=False` likewise skips the image weights.
     """
     use_pretrained = settings.pretrained if pretrained is None else pretrained
-    image = ImageEncoder(settings.image_encoder, use_pretrained)
+    image = ImageEncoder(settings.image_encoder, use_pretrained, settings.trunk_adapter_rank, int(settings.seed))
     text = None
     if settings.text:
         if text_dir is not None:

@@ -15,6 +15,9 @@ from dermlib.config import BASE, IMG
 # how a run executes, not what it computes: left out of a run's hash (`dermlib.train.runs.config_hash`)
 # (a note store holds what encoding the notes gives, to float16 rounding: it changes the time taken, not the run)
 UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard", "note_features")
+# keys added after runs were made, with the value that computes what those runs computed: at that value a key is
+# left out of a run's hash (so such a run keeps its id) and a saved run without it loads with it
+NEUTRAL_TRAIN_KEYS: dict[str, Any] = {"trunk_adapter_rank": 0}
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class TrainSettings:
     text_encoder: str
     pretrained: bool
     freeze_image_encoder: bool
+    trunk_adapter_rank: int  # 0: no adapter; r > 0: a rank-r adapter before the pooling (dermlib.train.trunk)
     feature_views: int
     embed_dim: int
     projection: str
@@ -56,7 +60,7 @@ class TrainSettings:
         """From a `train` section (a profile's, or a saved run's `config.json`); names missing or unknown keys."""
         names = {f.name for f in dataclasses.fields(cls)}
         # a run saved before an execution-only key existed still loads: that key comes from BASE, not from here
-        train = {**{k: BASE["train"][k] for k in UNHASHED_TRAIN_KEYS if k not in train}, **train}
+        train = {**{k: BASE["train"][k] for k in UNHASHED_TRAIN_KEYS if k not in train}, **NEUTRAL_TRAIN_KEYS, **train}
         missing, unknown = sorted(names - set(train)), sorted(set(train) - names)
         if missing or unknown:
             raise KeyError(f"train settings: missing {missing}, unknown {unknown} (every key is in "
