@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from dermlib.config import (
+from dermlib.grammar import (
     IMG,
     NOTE_STRATEGIES,
     PAPER_STRATEGIES,
     base_strategies,
-    get_config,
     note_parts,
-    parse_sets,
     parse_strategy,
     strategy_label,
 )
+from dermlib.config import get_config, parse_sets
 
 
 def test_config_overrides_and_errors() -> None:

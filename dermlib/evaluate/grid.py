@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermlib.config import IMG
+from dermlib.grammar import IMG
 from dermlib.evaluate import probes
 from dermlib.evaluate.pools import evaluation_pool, pool_id
 from dermlib.evaluate.results import RESULT_COLUMNS, save_embeddings, write_results

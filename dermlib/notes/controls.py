@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermlib.config import GROUNDED_CONTROLS
+from dermlib.grammar import GROUNDED_CONTROLS
 from dermlib.data.schema import load_attributes
 from dermlib.data.synthderm import present_call
 from dermlib.notes.fields import metadata_fields

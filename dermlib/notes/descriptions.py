@@ -11,7 +11,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dermlib.config import REPO_ROOT, base_strategies
+from dermlib.config import REPO_ROOT
+from dermlib.grammar import base_strategies
 from dermlib.data.labels import CLASS_NAMES, config_classes
 from dermlib.notes.cache import NoteCache, cache_key
 from dermlib.notes.engine import Job

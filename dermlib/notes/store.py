@@ -9,7 +9,7 @@ import pandas as pd
 
 from dermlib.notes.strategies import get_strategy
 from dermlib.workdir import WorkDir
-from dermlib.config import parse_strategy
+from dermlib.grammar import parse_strategy
 
 REQUIRED = {"sample_id", "strategy", "note", "status"}
 

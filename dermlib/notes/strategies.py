@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dermlib.config import CONTROL_STRATEGIES, note_parts
+from dermlib.grammar import CONTROL_STRATEGIES, note_parts
 from dermlib.notes.fields import as_text, is_missing
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"

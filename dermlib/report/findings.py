@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dermlib.config import IMG, NOTE_STRATEGIES, add_cli_arguments, config_from_cli
+from dermlib.grammar import IMG, NOTE_STRATEGIES
+from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.data import synthderm
 from dermlib.evaluate import protocol, stats
 from dermlib.evaluate.results import load_results

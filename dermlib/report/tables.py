@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dermlib.config import IMG, PAPER_STRATEGIES
+from dermlib.grammar import IMG, PAPER_STRATEGIES
 from dermlib.data.labels import config_classes
 from dermlib.metrics import summarise_seeds
 from dermlib.evaluate.results import permutation_chance

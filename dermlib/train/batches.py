@@ -61,7 +61,7 @@ def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
     from dermlib.data.preprocess import cache_rows, load_cache
     from dermlib.data.schema import read_manifest
     from dermlib.notes.store import notes_by_sample
-    from dermlib.config import parse_strategy
+    from dermlib.grammar import parse_strategy
     from dermlib.workdir import WorkDir
 
     work = WorkDir.of(cfg)

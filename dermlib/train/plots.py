@@ -14,11 +14,15 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from dermlib.config import IMG
+from dermlib.grammar import IMG
 from dermlib.plotstyle import setup_style, source_title
 
 LOSS_TERMS = {"ce_text": "note cross-entropy", "l1": "L1 (image vs note embedding)",
               "cosine": "1 - cosine (image, own note)", "nt_xent": "NT-Xent (contrastive)"}
+# validation alignment per epoch (history.csv, text runs): what question (c) and (b) measure, as training goes on
+DYNAMICS = {"val_paired_cosine": "val paired cosine\n(image, own note)",
+            "val_paired_cosine_above_chance_within_source": "val paired cosine above its\nsource's other notes",
+            "val_map_i2t_within_source": "val image -> text mAP\nwithin each source"}
 TAIL_ALPHA = 0.35  # the faint part of a curve: fewer than half of the seeds still train
 
 
@@ -82,16 +86,19 @@ def _seeds_panel(ax: plt.Axes, long: pd.DataFrame, order: list[str], colors: dic
 def learning_curves(histories: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
     """Mean +- sd over seeds per strategy: image cross-entropy (all runs, comparable), the multimodal total loss
     (Img apart: its total loss is only the cross-entropy), validation kappa, the seeds still training, then each
-    alignment term. Curves turn faint where fewer than half of a strategy's seeds still train."""
+    alignment term, then (where the histories hold them) the validation alignment per epoch (`DYNAMICS`). Curves turn
+    faint where fewer than half of a strategy's seeds still train."""
     setup_style()
     order = [s for s in cfg["eval"]["strategies"] if s in set(histories["strategy"])]
     order += sorted(set(histories["strategy"]) - set(order))
     colors = dict(zip(order, sns.color_palette("colorblind", len(order))))
     terms = [t for t in LOSS_TERMS if f"train_{t}" in histories.columns and histories[f"train_{t}"].notna().any()]
+    dynamics = [c for c in DYNAMICS if c in histories.columns and histories[c].notna().any()]
     ncols = max(4, len(terms))
-    fig, axes = plt.subplots(2 if terms else 1, ncols, figsize=(4 * ncols + 0.5, 7 if terms else 3.8),
-                             squeeze=False)
+    nrows = 1 + bool(terms) + bool(dynamics)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols + 0.5, 3.5 * nrows), squeeze=False)
     top, bottom = axes[0], (axes[1] if terms else [])
+    aligned = axes[-1] if dynamics else []
     for strategy in order:
         runs = histories[histories["strategy"] == strategy]
         c = colors[strategy]
@@ -106,13 +113,18 @@ def learning_curves(histories: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
         for ax, term in zip(bottom, terms):
             if strategy != IMG:
                 _band(ax, runs, f"train_{term}", c, None)
+        for ax, column in zip(aligned, dynamics):
+            if strategy != IMG:
+                _band(ax, runs, column, c, None)
     _seeds_panel(top[3], histories, order, colors)
     top[0].set(title="image cross-entropy\n(solid: train, dashed: val)", ylabel="loss")
     top[1].set(title="multimodal total loss\n(solid: train, dashed: val)", ylabel="loss")
     top[2].set(title="validation Cohen's kappa\n(image branch)", ylabel="kappa")
     for ax, term in zip(bottom, terms):
         ax.set(title=f"train: {LOSS_TERMS[term]}", ylabel="loss")
-    for ax in list(top[4:]) + list(bottom[len(terms):]):
+    for ax, column in zip(aligned, dynamics):
+        ax.set(title=DYNAMICS[column], ylabel="value")
+    for ax in list(top[4:]) + list(bottom[len(terms):]) + list(aligned[len(dynamics):]):
         ax.set_axis_off()
     for ax in axes.ravel():
         ax.set_xlabel("epoch")

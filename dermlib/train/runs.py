@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dermlib.config import add_cli_arguments, config_from_cli, strategy_label
+from dermlib.config import add_cli_arguments, config_from_cli
+from dermlib.grammar import strategy_label
 from dermlib.progress import progress
 from dermlib.train.features import FEATURE_VERSION
 from dermlib.train.loop import Trainer, load_trainable, selection_score, trainable_state

@@ -10,7 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from dermlib.config import BASE, IMG
+from dermlib.config import BASE
+from dermlib.grammar import IMG
 
 # how a run executes, not what it computes: left out of a run's hash (`dermlib.train.runs.config_hash`)
 # (a note store holds what encoding the notes gives, to float16 rounding: it changes the time taken, not the run)

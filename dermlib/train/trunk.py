@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 # the adapter's A is drawn from this + the run's seed: a stream of its own, apart from the heads' (seed, seed + 1)

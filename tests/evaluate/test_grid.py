@@ -103,7 +103,8 @@ def test_sample_values_hold_within_source_ap_and_cosine_lift(results: pd.DataFra
     run_id = results.loc[results["strategy"] == "M", "run_id"].iloc[0]
     samples = pd.read_parquet(WorkDir.of(grid_cfg).samples(run_id))
     emb = load_embeddings(embeddings_path(grid_cfg, run_id))
-    samples = samples.merge(pd.DataFrame({"sample_id": emb["sample_id"], "source": emb["source"]}), on="sample_id")
+    by_id = dict(zip(emb["sample_id"], emb["source"]))
+    assert samples["source"].tolist() == [by_id[s] for s in samples["sample_id"]]  # each image's own source
     rows = results[(results["run_id"] == run_id) & (results["source"] != "pooled")].set_index(["source", "metric"])
     for source, part in samples.groupby("source"):  # each query's AP in its own source's gallery: that source's row
         for direction in ("i2t", "t2i"):

@@ -12,8 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermlib.config import (CONTROL_STRATEGIES, IMG, NOTE_STRATEGIES, PAPER_STRATEGIES, base_strategies, get_config,
-                            is_control, note_parts, parse_strategy)
+from dermlib.grammar import (
+    CONTROL_STRATEGIES,
+    IMG,
+    NOTE_STRATEGIES,
+    PAPER_STRATEGIES,
+    base_strategies,
+    is_control,
+    note_parts,
+    parse_strategy,
+)
+from dermlib.config import get_config
 from dermlib.data import assign_partitions, synthderm
 from dermlib.data.labels import CLASS_NAMES, ISIC8
 from dermlib.data.schema import load_attributes

@@ -75,7 +75,8 @@ def test_image_feature_views_do_not_depend_on_the_batch_size(work: Path, tmp_pat
     from dermlib.train.settings import TrainSettings
     from dermlib.train.batches import augment, augment_draws, images_to_float
 
-    model = build_model(TrainSettings.from_config(tiny_cfg(work)), 8).eval()
+    # the pooled trunk (no adapter): its features are the pooled vectors themselves (maps: tests/train/test_trunk.py)
+    model = build_model(TrainSettings.from_config(tiny_cfg(work)).replace(trunk_adapter_rank=0), 8).eval()
     images, _ = load_cache(work / "cache")
     rows = np.array([7, 2, 9, 0, 4, 1, 8, 3, 6, 5])
     cpu = torch.device("cpu")
@@ -102,7 +103,8 @@ def test_frozen_feature_passes_draw_a_progress_bar_on_a_terminal_only(work: Path
     from dermlib.train.model import build_model
     from dermlib.train.settings import TrainSettings
 
-    model = build_model(TrainSettings.from_config(tiny_cfg(work, train_last_n_text_layers=0)), 8).eval()
+    settings = TrainSettings.from_config(tiny_cfg(work, train_last_n_text_layers=0)).replace(trunk_adapter_rank=0)
+    model = build_model(settings, 8).eval()
     images, _ = load_cache(work / "cache")
     tok = model.text_encoder.tokenizer
     ids = tokenize(tok, ["a dark lesion", "streaks at the rim", "blue-white veil", "regular network", "red dots"], 48)

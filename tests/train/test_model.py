@@ -207,4 +207,10 @@ def test_one_seed_gives_img_and_multimodal_models_the_same_shared_start(minilm: 
     torch.testing.assert_close(img.classifier.weight, mm.classifier.weight)
     other = build_model(settings.replace(strategy="Img", seed=6), 8)
     assert not torch.allclose(other.classifier.weight, img.classifier.weight)
-    assert not any(p.requires_grad for p in img.image_encoder.parameters())  # the demo's frozen trunk
+    # the demo's trunk is frozen but for its adapter (low-rank factors, the head's batch-norm scale and shift)
+    assert not any(p.requires_grad for p in img.image_encoder.trunk.parameters())
+    trains = {name for name, p in img.image_encoder.named_parameters() if p.requires_grad}
+    assert trains and not any(name.startswith("trunk.") for name in trains)
+    for name, value in img.image_encoder.state_dict().items():  # the adapter starts the same for Img and M too
+        if not name.startswith("trunk."):
+            torch.testing.assert_close(value, mm.image_encoder.state_dict()[name])

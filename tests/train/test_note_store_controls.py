@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dermlib.config import CONTROL_STRATEGIES, get_config
+from dermlib.grammar import CONTROL_STRATEGIES
+from dermlib.config import get_config
 from dermlib.notes import save_notes, synthesize_profile
 from dermlib.notes.plan import NoteSettings
 from dermlib.notes.synth import count_pending
