@@ -36,6 +36,7 @@ def lesson_inputs(cfg: dict[str, Any], run: str | Path, emb: dict[str, np.ndarra
     `<work_dir>/runs`): the evaluation pool's labels, partitions, images and image embeddings (`emb`, the run's
     saved embeddings, else encoded now), the class directions per prompt source and the concept directions
     embedded by the run's text branch, and the concepts' ground truth."""
+    # torch only here: notebook 05 imports this module's retrieval lessons without it
     from dermlib.train.inference import encode, encode_texts, load_run
 
     folder = Path(run) if Path(run).is_dir() else WorkDir.of(cfg).runs / str(run)

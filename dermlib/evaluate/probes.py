@@ -184,6 +184,7 @@ def probe_rows(model: Any, emb: dict[str, np.ndarray], pool: pd.DataFrame, run_c
     runs, zero-shot classification from each prompt source (`zero_shot_prompts`) and concept AUROC. Rows as
     evaluate_embeddings; metrics `probe_*`, `zeroshot_*[:<style>]`, `concept_auroc:<concept>`. A grid passes
     `inputs` (`ProbeInputs.read`), read once for all its runs."""
+    # torch only here: the lessons and tables read this module's zero-shot and concept helpers without it
     from dermlib.train.inference import encode, encode_texts
 
     inputs = inputs if inputs is not None else ProbeInputs.read(cfg, pool, text=model.text_encoder is not None)

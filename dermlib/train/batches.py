@@ -57,6 +57,7 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 def load_splits(cfg: dict[str, Any], tokenizer: Any = None) -> dict[str, Split]:
     """The train and val splits of `cfg["work_dir"]`, with notes of `cfg["train"]["strategy"]` tokenised once."""
+    # here, not at the top: the batch builders must import on a bare torch install (benchmarks on a GPU machine)
     from dermlib.data.labels import classes, to_binary
     from dermlib.data.preprocess import cache_rows, load_cache
     from dermlib.data.schema import read_manifest

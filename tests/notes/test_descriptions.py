@@ -23,6 +23,11 @@ def test_description_styles_follow_the_grid_and_the_cache_sits_beside_the_notes(
     assert description_styles(cfg) == ["M+P1", "P3"]
     assert description_styles({**cfg, "eval": {**cfg["eval"], "strategies": ["M+P2&P3", "M"]}}) == ["M+P2", "P3"]
     assert description_styles({**cfg, "eval": {**cfg["eval"], "class_descriptions": 0}}) == []
+    # a training strategy that joins note strategies with "," (the config documents it) is read by the one grammar:
+    # it used to raise "unknown strategy" at the start of run_grid; controls never ask the LLM for a description
+    assert description_styles({**cfg, "eval": {**cfg["eval"], "strategies": ["Img", "M,P3", "M+P2|M+P1", "D"]}}) == \
+        ["M+P1", "M+P2", "P3"]
+    assert description_styles(get_config("demo", {"eval.strategies": ["Img", "M,P3", "M+G"]})) == ["P3"]
     assert descriptions_cache_path(cfg) == tmp_path / "work" / "descriptions.sqlite"
     demo = get_config("demo")
     assert descriptions_cache_path(demo).name == "class-descriptions-demo.sqlite"
