@@ -92,8 +92,9 @@ def claim_verdict(rows: pd.DataFrame, sign: int) -> str:
     return f"{'partly reproduced' if counts[paper_way] else 'not reproduced'} ({', '.join(parts)} of {len(said)})"
 
 
-def claims(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """One row per question: the paper's claim and numbers, and the demo's verdict from its declared primary rows:
+def claims(comparisons: pd.DataFrame, synthetic: bool = True) -> pd.DataFrame:
+    """One row per question: the paper's claim and numbers, and this run's verdict from its declared primary rows
+    (its column says "SynthDerm" only for a `synthetic` run):
     (a) the external Δκ of the paper strategies' mean and the external − internal interaction; (b) P3 − mean(M+P1,
     M+P2) within each source, both directions and partitions; (c) P3 − M+P2 raw paired cosine, both partitions."""
     primary = comparisons[comparisons["kind"] == "primary"]
@@ -103,14 +104,15 @@ def claims(comparisons: pd.DataFrame) -> pd.DataFrame:
     for question, rows in pick.items():
         claim, numbers = PAPER_CLAIMS[question]
         demo = claim_verdict(rows, PAPER_SIGN[question]) if len(rows) else "not in this grid"
+        ours = "demo (SynthDerm, declared primaries)" if synthetic else "this run (declared primaries)"
         out.append({"question": QUESTIONS[question], "paper claims": claim, "paper (quoted in a summary of it)": numbers,
-                    "demo (SynthDerm, declared primaries)": demo, "rows": len(rows)})
+                    ours: demo, "rows": len(rows)})
     return pd.DataFrame(out)
 
 
-def claims_markdown(comparisons: pd.DataFrame) -> str:
+def claims_markdown(comparisons: pd.DataFrame, synthetic: bool = True) -> str:
     """`claims` as a Markdown table."""
-    table = claims(comparisons).drop(columns="rows")
+    table = claims(comparisons, synthetic).drop(columns="rows")
     lines = ["| " + " | ".join(table.columns) + " |", "|---" * len(table.columns) + "|"]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
@@ -183,7 +185,7 @@ def calibration_sentence(results: pd.DataFrame, band: tuple[float, float]) -> st
 
 
 def readme_block(results: pd.DataFrame, comparisons: pd.DataFrame, strategies: list[str], where: str = "figures/demo",
-                 calibration: tuple[float, float] | None = None) -> str:
+                 calibration: tuple[float, float] | None = None, synthetic: bool = True) -> str:
     """What the README says about a run: the headline table, the calibration of a synthetic benchmark (`calibration`:
     its band), the claims beside the paper's, then every declared answer in words (`where`: its figures)."""
     n_seeds = results["seed"].nunique()
@@ -195,7 +197,7 @@ def readme_block(results: pd.DataFrame, comparisons: pd.DataFrame, strategies: l
     return (f"Pooled over sources, mean ± sd over {n_seeds} paired seeds (`{where}/results.csv`):\n\n"
             + headline_markdown(results, strategies) + (f"\n{calibrated}" if calibrated else "")
             + "\nThe paper's claims beside the demo's declared primary comparisons (`" + where + "/comparisons.csv`):\n\n"
-            + claims_markdown(comparisons)
+            + claims_markdown(comparisons, synthetic)
             + "\nEvery declared comparison (estimate, 95 % CI over seeds × clusters within each source, bootstrap p with "
               "Holm's adjustment within the question, and an equivalence test against the declared margin where a "
               "difference is not resolved):\n\n"
@@ -226,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     comparisons = pd.read_csv(Path(cfg["figures_dir"]) / "comparisons.csv")
     order = [s for s in cfg["eval"]["strategies"] if s in set(results["strategy"])]
     band = synthderm.CALIBRATION_KAPPA if cfg["synthetic"] else None
-    block = readme_block(results, comparisons, order, where=f"figures/{cfg['profile']}", calibration=band)
+    block = readme_block(results, comparisons, order, where=f"figures/{cfg['profile']}", calibration=band,
+                         synthetic=bool(cfg["synthetic"]))
     if args.readme is None:
         print(block)
     else:

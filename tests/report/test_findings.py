@@ -74,6 +74,9 @@ def test_claims_follow_the_declared_primaries() -> None:
     opposite = _table().assign(ci_low=lambda t: -t["ci_high"].abs() - 0.1, ci_high=-0.05)
     assert findings.claims(opposite)["demo (SynthDerm, declared primaries)"][0].startswith("opposite")
     assert "| (a) do notes raise κ" in findings.claims_markdown(_table())
+    # a run on real data never calls itself SynthDerm
+    real = findings.claims_markdown(_table(), synthetic=False)
+    assert "SynthDerm" not in real and "this run (declared primaries)" in real
 
 
 def test_readme_block_is_written_between_the_markers_only(tmp_path) -> None:
