@@ -203,6 +203,16 @@ def _p(value: float, floor: bool, name: str = "p") -> str:
     return f"{name} = {value:.2f}" if value >= 0.01 else f"{name} = {value:.1g}"
 
 
+def verdict(row: pd.Series | dict[str, Any]) -> str:
+    """'above' / 'below' when the 95 % interval excludes 0, 'equivalent' when the 90 % interval lies inside the
+    declared margin (TOST), else 'not resolved'."""
+    if row["ci_low"] > 0:
+        return "above"
+    if row["ci_high"] < 0:
+        return "below"
+    return "equivalent" if bool(row.get("equivalent", False)) else "not resolved"
+
+
 def sentence(row: pd.Series | dict[str, Any]) -> str:
     """One row in words; the verdict follows from the numbers only: above / below when the 95 % interval excludes
     0, equivalent when the 90 % interval lies inside ±margin (TOST), else not resolved."""
@@ -236,8 +246,8 @@ def sentence(row: pd.Series | dict[str, Any]) -> str:
     margin = row.get("margin")
     has_margin = margin is not None and pd.notna(margin) and pd.notna(row.get("tost_p"))
     tost = f"TOST p {'<' if row.get('tost_floor') else '='} {row['tost_p']:.2g}" if has_margin else ""
-    if row["ci_low"] > 0 or row["ci_high"] < 0:
-        side = "above" if row["ci_low"] > 0 else "below"
+    side = verdict(row)
+    if side in ("above", "below"):
         if " - " in partition:
             said = f"the difference is {'larger' if side == 'above' else 'smaller'} on {first} than on {second}"
         else:

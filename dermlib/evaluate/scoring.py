@@ -153,6 +153,17 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
     return pd.DataFrame(rows)
 
 
+def source_lift(img: np.ndarray, txt: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Per pair, its paired cosine above its mean cosine to the other notes of its own source
+    (`metrics.paired_cosine_lift` within each source); NaN in a source with fewer than two pairs."""
+    lift = np.full(len(img), np.nan)
+    for name in np.unique(sources):
+        own = sources == name
+        if own.sum() >= 2:
+            lift[own] = metrics.paired_cosine_lift(img[own], txt[own])
+    return lift
+
+
 def cosine_values(emb: dict[str, np.ndarray], pool: pd.DataFrame) -> pd.DataFrame:
     """Per test image of each pooled partition, in `sample_values`' row order: its raw paired cosine and that cosine
     above its own source's chance (`cosine_lift_source`); NaN without a note. What the last-checkpoint sensitivity of
@@ -168,12 +179,8 @@ def cosine_values(emb: dict[str, np.ndarray], pool: pd.DataFrame) -> pd.DataFram
         if text is not None:
             paired = metrics.finite_rows(text)[mask]
             img, txt, src = emb["image_emb"][mask][paired], text[mask][paired], sources[mask][paired]
-            cosine, lift = metrics.paired_cosine(img, txt), np.full(len(img), np.nan)
-            for name in np.unique(src):
-                own = src == name
-                if own.sum() >= 2:
-                    lift[own] = metrics.paired_cosine_lift(img[own], txt[own])
-            part.loc[paired, "cosine"], part.loc[paired, "cosine_lift_source"] = cosine, lift
+            part.loc[paired, "cosine"] = metrics.paired_cosine(img, txt)
+            part.loc[paired, "cosine_lift_source"] = source_lift(img, txt, src)
         frames.append(part)
     return pd.concat(frames, ignore_index=True)
 
@@ -194,31 +201,30 @@ def sample_values(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str,
     p_code = emb["image_logits"].argmax(axis=1).astype(np.int64)
     text = emb.get("text_emb")
     has_text = metrics.finite_rows(text) if text is not None else np.zeros(len(pool), dtype=bool)
-    # the per-source columns, the first four in RETRIEVAL's order
-    per_source = ["ap_i2t_source", "ap_t2i_source", "ap_i2t_source_at_k", "ap_t2i_source_at_k", "cosine_lift_source"]
-    per_pair = ["ap_i2t", "ap_t2i", "cosine", "cosine_lift", *per_source]
+    per_source = ["ap_i2t_source", "ap_t2i_source", "ap_i2t_source_at_k", "ap_t2i_source_at_k"]  # RETRIEVAL's order
+    per_pair = ["ap_i2t", "ap_t2i", "cosine", "cosine_lift", *per_source, "cosine_lift_source"]
+    clusters = stats.cluster_ids(pool)
     frames = []
     for partition, source, mask in metric_groups(pool):
         if source != POOLED:
             continue
         part = pd.DataFrame({"sample_id": pool["sample_id"].astype(str).to_numpy()[mask], "partition": partition,
-                             "source": sources[mask], "cluster": stats.cluster_ids(pool)[mask], "y": y_code[mask],
+                             "source": sources[mask], "cluster": clusters[mask], "y": y_code[mask],
                              "pred": p_code[mask], **{column: np.nan for column in per_pair}})
         paired = has_text[mask]
         if text is not None and paired.sum() >= 2:
             img, txt = emb["image_emb"][mask][paired], text[mask][paired]
             pooled = retrieval[(partition, POOLED)]
+            src = sources[mask][paired]
             values = {"ap_i2t": pooled["ap_i2t"], "ap_t2i": pooled["ap_t2i"],
                       "cosine": metrics.paired_cosine(img, txt), "cosine_lift": metrics.paired_cosine_lift(img, txt),
+                      "cosine_lift_source": source_lift(img, txt, src),
                       **{column: np.full(len(img), np.nan) for column in per_source}}
-            src = sources[mask][paired]
             for name in np.unique(src):
-                own = src == name
                 if (partition, name) in retrieval:  # the gallery of this source alone, as its per-source result row
                     found = retrieval[(partition, name)]
                     for column, key in zip(per_source, RETRIEVAL):
-                        values[column][own] = found[key]
-                    values["cosine_lift_source"][own] = metrics.paired_cosine_lift(img[own], txt[own])
+                        values[column][src == name] = found[key]
             for column, value in values.items():
                 part.loc[paired, column] = value
         frames.append(part)

@@ -39,20 +39,10 @@ PAPER_SIGN = {"a": 1, "b": -1, "c": -1}  # the direction each primary difference
 ALL_MM = protocol.set_name(list(NOTE_STRATEGIES))
 
 
-def verdict(row: pd.Series | dict) -> str:
-    """'above' / 'below' when the 95 % interval excludes 0, 'equivalent' when the 90 % interval lies inside the
-    declared margin (TOST), else 'not resolved'."""
-    if row["ci_low"] > 0:
-        return "above"
-    if row["ci_high"] < 0:
-        return "below"
-    return "equivalent" if bool(row.get("equivalent", False)) else "not resolved"
-
-
 def answers(comparisons: pd.DataFrame) -> pd.DataFrame:
     """Every comparison but the chance rows, with its question, verdict, interval half-width and sentence."""
     rows = comparisons[comparisons["kind"] != "chance"].copy()
-    rows["verdict"] = [verdict(r) for _, r in rows.iterrows()]
+    rows["verdict"] = [protocol.verdict(r) for _, r in rows.iterrows()]
     rows["half_width"] = stats.half_width(rows)
     rows["sentence"] = [protocol.sentence(r) for _, r in rows.iterrows()]
     return rows.reset_index(drop=True)
@@ -81,7 +71,7 @@ def answers_markdown(comparisons: pd.DataFrame, metrics: list[str] | None = None
 def claim_verdict(rows: pd.DataFrame, sign: int) -> str:
     """A question's primary rows against the paper's direction `sign`: how many resolve its way, the other way, are
     equivalent within the margin, or stay unresolved."""
-    said = [verdict(r) for _, r in rows.iterrows()]
+    said = [protocol.verdict(r) for _, r in rows.iterrows()]
     paper_way, other_way = ("above", "below") if sign > 0 else ("below", "above")
     counts = {word: said.count(word) for word in (paper_way, other_way, "equivalent", "not resolved")}
     if counts[paper_way] == len(said):
@@ -123,7 +113,7 @@ def earlier_summary(comparisons: pd.DataFrame) -> str:
     rows = comparisons[comparisons["kind"] == "earlier-protocol"]
     if rows.empty:
         return ""
-    said = pd.Series([verdict(r) for _, r in rows.iterrows()]).value_counts()
+    said = pd.Series([protocol.verdict(r) for _, r in rows.iterrows()]).value_counts()
     parts = ", ".join(f"{n} {word}" for word, n in said.items())
     return (f"The earlier protocol (one gallery pooling every source of a partition, and its post-hoc rows) is kept in "
             f"`comparisons.csv` as {len(rows)} rows of kind `earlier-protocol`: {parts}.\n")

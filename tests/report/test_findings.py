@@ -42,7 +42,7 @@ def _table() -> pd.DataFrame:
     (0.01, 0.2, False, "above"), (-0.2, -0.001, False, "below"), (-0.1, 0.1, False, "not resolved"),
     (0.0, 0.1, False, "not resolved"), (-0.01, 0.01, True, "equivalent")])
 def test_verdict_follows_the_numbers(low: float, high: float, equivalent: bool, want: str) -> None:
-    assert findings.verdict({"ci_low": low, "ci_high": high, "equivalent": equivalent}) == want
+    assert protocol.verdict({"ci_low": low, "ci_high": high, "equivalent": equivalent}) == want
 
 
 def test_answers_render_each_row_and_leave_chance_out() -> None:
