@@ -162,6 +162,9 @@ BASE: dict[str, Any] = {
         "recall_k": [1, 5, 10],
         "map_at_k": 10,  # k of the authors' AP@k (a sensitivity beside the full-ranking mAP; dermlib.metrics)
         "batch_size": 512,  # encoding batch size
+        # runs of a grid evaluated at once, each in its own process; every evaluation's numerics run on one CPU
+        # thread (torch and BLAS) wherever it runs, so a run's numbers do not depend on this (dermlib.evaluate.grid)
+        "parallel_runs": 1,
         "exclude_own_pair": False,  # True: a retrieval query's own pair is left out of its gallery
         # The paper's protocol: per-source comparisons macro-averaged over sources (see PAPER_PROTOCOL above), B bootstrap
         # replicates of seeds x clusters within each source, Holm within each question, TOST against the margins.
@@ -234,7 +237,7 @@ CHANGES: dict[str, dict[str, Any]] = {
             "threads": 1, "parallel_runs": 2,
         },
         "eval": {"strategies": [*PAPER_STRATEGIES, *CONTROL_STRATEGIES],  # each control: 10 more runs
-                 "seeds": list(range(10)), "batch_size": 128,
+                 "seeds": list(range(10)), "batch_size": 128, "parallel_runs": 2,
                  # 4 per class x 8 classes x 3 styles (the LLM strategies of eval.strategies: M+P1, M+P2, P3) = 96
                  # local generations, in data/ beside the note cache
                  "class_descriptions": 4, "class_descriptions_cache": "{notes_dir}/class-descriptions-demo.sqlite"},
@@ -249,7 +252,7 @@ _NULLABLE: dict[str, tuple[type, ...]] = {
 _POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
              "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",
              "train.feature_views", "train.parallel_runs", "train.lr", "eval.bootstrap", "eval.batch_size",
-             "eval.map_at_k", "eval.comparison_bootstrap"}
+             "eval.map_at_k", "eval.comparison_bootstrap", "eval.parallel_runs"}
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

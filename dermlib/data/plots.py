@@ -75,6 +75,7 @@ def gallery(manifest: pd.DataFrame, images: np.ndarray, index: pd.DataFrame, cfg
         chosen = rows[rows["source"] == source].head(per_source)
         for j in range(per_source):
             ax = axes[i, j]
+            ax.set(xticks=[], yticks=[])  # no ticks: else each is laid out (slowly) before it is hidden
             ax.axis("off")
             if j < len(chosen):
                 ax.imshow(images[int(chosen["row"].iloc[j])])
@@ -110,6 +111,7 @@ def class_gallery(manifest: pd.DataFrame, images: np.ndarray, index: pd.DataFram
             chosen = pool.iloc[np.sort(rng.choice(len(pool), min(per_partition, len(pool)), replace=False))]
             for j in range(per_partition):
                 ax = axes[i, k * per_partition + j]
+                ax.set(xticks=[], yticks=[])  # no ticks: else each is laid out (slowly) before it is hidden
                 ax.axis("off")
                 if j < len(chosen):
                     ax.imshow(images[int(chosen["row"].iloc[j])])
@@ -149,6 +151,7 @@ def attribute_glossary(manifest: pd.DataFrame, images: np.ndarray, index: pd.Dat
         order = np.concatenate([np.flatnonzero(has & dermo), np.flatnonzero(has & ~dermo)])[:per_value]
         for j in range(per_value):
             ax = axes[i, j]
+            ax.set(xticks=[], yticks=[])  # no ticks: else each is laid out (slowly) before it is hidden
             ax.axis("off")
             if j < len(order):
                 ax.imshow(images[int(rows["row"].iloc[order[j]])])
@@ -186,6 +189,7 @@ def crop_examples(manifest: pd.DataFrame, cfg: dict[str, Any], size: int, n: int
         axes[1, j].imshow(after)
         axes[1, j].set_title(f"cached {size}x{size}", fontsize=7)
     for ax in axes.ravel():
+        ax.set(xticks=[], yticks=[])  # no ticks: else each is laid out (slowly) before it is hidden
         ax.axis("off")
     fig.suptitle(source_title(cfg, "preprocessing: crop, then resize"))
     return fig

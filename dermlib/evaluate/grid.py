@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+import torch
+from threadpoolctl import threadpool_limits
 
 from dermlib.grammar import IMG
 from dermlib.evaluate import probes
@@ -27,15 +31,15 @@ from dermlib.evaluate.pools import evaluation_pool, pool_id
 from dermlib.evaluate.results import RESULT_COLUMNS, save_embeddings, write_results
 from dermlib.evaluate.scoring import cosine_values, evaluate_embeddings, group_retrieval, sample_values
 from dermlib.notes.store import first_notes
-from dermlib.progress import progress
-from dermlib.train.grid import fit_many, grid_configs
-from dermlib.train.inference import encode, load_run
+from dermlib.train.grid import fit_many, grid_configs, map_jobs
+from dermlib.train.inference import checkpoint_state, encode, load_run
+from dermlib.train.loop import load_trainable
 from dermlib.train.model import pick_device
 from dermlib.train.runs import config_hash
 from dermlib.workdir import WorkDir
 
 
-EVAL_VERSION = 8  # bump when the evaluation changes, to invalidate cached per-run results
+EVAL_VERSION = 9  # bump when the evaluation changes, to invalidate cached per-run results
 
 
 def eval_key(run_dir: Path, pool: pd.DataFrame, cfg: dict[str, Any]) -> str:
@@ -66,7 +70,8 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
         if len(previous) and (previous["eval_key"] == key).all():
             return previous.drop(columns="eval_key")
     model, run_cfg = load_run(run_dir)
-    model.to(pick_device(run_cfg["train"].get("device", "auto")))
+    device = pick_device(run_cfg["train"].get("device", "auto"))
+    model.to(device)
     strategy = run_cfg["train"]["strategy"]
     if strategy == IMG:
         notes = None
@@ -81,8 +86,8 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
                       probes.probe_rows(model, emb, pool, run_cfg, cfg, probe_inputs)], ignore_index=True)
     samples = sample_values(emb, pool, cfg, retrieval)
     if notes is not None:  # question (c) at the last epoch too, a declared sensitivity: runs stop at different epochs
-        model, _ = load_run(run_dir, checkpoint="last")
-        model.to(pick_device(run_cfg["train"].get("device", "auto")))
+        load_trainable(model, checkpoint_state(run_dir, "last"))
+        model.to(device)
         last = cosine_values(encode(model, pixels, notes, run_cfg, batch_size=int(cfg["eval"]["batch_size"]),
                                     pool_id=pool_id(pool)), pool)
         samples["cosine_last"], samples["cosine_lift_source_last"] = last["cosine"], last["cosine_lift_source"]
@@ -101,27 +106,70 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     return rows
 
 
+@dataclass
+class GridInputs:
+    """What every evaluation of a grid reads besides its run, read once per process (`read`): the pool and its
+    images, each strategy's notes of the pool (`first_notes`) and the probes' inputs."""
+
+    pool: pd.DataFrame
+    pixels: np.ndarray
+    notes: dict[str, list[str | None]]
+    probes: probes.ProbeInputs
+
+    @classmethod
+    def read(cls, cfg: dict[str, Any], strategies: list[str]) -> GridInputs:
+        pool, pixels = evaluation_pool(cfg)
+        notes = {s: first_notes(cfg["work_dir"], s, pool["sample_id"]) for s in strategies}
+        return cls(pool, pixels, notes, probes.ProbeInputs.read(cfg, pool, text=bool(strategies)))
+
+
+_READ: dict[str, GridInputs] = {}  # one GridInputs per process (a worker reads its own once, then reuses it)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch and numpy's BLAS on one CPU thread inside the block: an evaluation's numbers then do not depend on how
+    many threads (or evaluations beside it) the machine has."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _evaluate_job(job: tuple[str, dict[str, Any], list[str]]) -> pd.DataFrame:
+    """One run of a grid (module level, so worker processes can run it): `evaluate_run` with the shared inputs."""
+    folder, cfg, strategies = job
+    key = json.dumps([cfg["work_dir"], strategies, cfg["eval"]], sort_keys=True, default=str)
+    if key not in _READ:
+        _READ.clear()
+        _READ[key] = GridInputs.read(cfg, strategies)
+    inputs = _READ[key]
+    with one_thread():
+        return evaluate_run(Path(folder), cfg, inputs.pool, inputs.pixels, pool_notes=inputs.notes,
+                            probe_inputs=inputs.probes)
+
+
 def run_grid(cfg: dict[str, Any]) -> pd.DataFrame:
     """Train (or reuse) and evaluate every strategy x seed of `cfg["eval"]`; write and return the results table.
 
-    Runs train `train.parallel_runs` at a time (`dermlib.train.grid.fit_many`) and are evaluated here one after another,
-    with what they share (the pool, its notes, the probes' inputs) read once. Two worker processes were measured
-    no faster on two cores (139 s against 132 s for the demo's 50 evaluations); with numpy's BLAS pinned to one
-    thread they took 85 s, but a run's numbers then depended on the threads it was given, so they stay here."""
-
-    pool, pixels = evaluation_pool(cfg)
+    Runs train `train.parallel_runs` at a time (`dermlib.train.grid.fit_many`) and are evaluated
+    `eval.parallel_runs` at a time, each worker reading what the runs share (the pool, its notes, the probes'
+    inputs) once; the first evaluation runs here, before the workers start, so the pool's frozen features are
+    computed once. Every evaluation computes on one CPU thread (`one_thread`): the demo's 80 evaluations on two
+    cores took 340 s one after another with two threads each, and the numbers now do not depend on the setting."""
+    _READ.clear()  # what an earlier call read may be stale (a re-run notebook 01 rewrote the pool)
+    pool, _ = evaluation_pool(cfg)
     probes.write_prompts(cfg)
     runs = grid_configs(cfg)
     folders = fit_many(runs)
     strategies = sorted({r["train"]["strategy"] for r in runs} - {IMG})
-    notes = {s: first_notes(cfg["work_dir"], s, pool["sample_id"]) for s in strategies}
-    shared = probes.ProbeInputs.read(cfg, pool, text=bool(strategies))
-    frames = []
-    with progress(len(runs), "evaluate", unit="run") as bar:
-        for run_cfg, folder in zip(runs, folders):
-            bar.set_postfix_str(f"{run_cfg['train']['strategy']} seed {run_cfg['train']['seed']}")
-            frames.append(evaluate_run(Path(folder), cfg, pool, pixels, pool_notes=notes, probe_inputs=shared))
-            bar.update(1)
+    jobs = [(str(folder), cfg, strategies) for folder in folders]
+    frames = map_jobs(_evaluate_job, jobs, int(cfg["eval"]["parallel_runs"]), desc="evaluate",
+                      warm_key=lambda job: "pool")
+    _READ.clear()  # the pool's images are not kept once the grid is done
     results = pd.concat(frames, ignore_index=True)
     path = write_results(results, cfg)
     print(f"[grid] {len(runs)} runs evaluated on {len(pool)} images -> <work_dir>/"

@@ -189,7 +189,8 @@ def paper_comparisons(samples: pd.DataFrame, cfg: dict[str, Any], n_classes: int
 # ------------------------------------------------------------------------------------------------------ in words
 EARLIER_WORDS = {"map_i2t": "image→text mAP, one gallery per partition",
                  "map_t2i": "text→image mAP, one gallery per partition",
-                 "paired_cosine_above_chance": "paired cosine above its cosine to the partition's other notes"}
+                 "paired_cosine_above_chance": "paired cosine above its cosine to the partition's other notes",
+                 "source_only_map": "mAP of a ranking by source alone (either direction), one gallery per partition"}
 
 
 def _num(x: float) -> str:

@@ -99,13 +99,22 @@ def chance_values(img: np.ndarray, txt: np.ndarray, y: np.ndarray, exclude: bool
             "chance_paired_cosine": float(np.mean(cos))}
 
 
+def source_only_values(y: np.ndarray, sources: np.ndarray, exclude: bool) -> np.ndarray:
+    """Per query, the AP of a ranking that knows only the source: every item of the query's own source tied first,
+    the rest tied after (ties as blocks, as `metrics.retrieval_ap`). What a pooled gallery gives for recognising the
+    source alone; the same both ways (a pair's image and note share their source)."""
+    onehot = (sources[:, None] == np.unique(sources)[None, :]).astype(np.float32)
+    return metrics.retrieval_ap(onehot, y, onehot, y, exclude_pair=exclude)
+
+
 def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dict[str, Any],
                         retrieval: dict[tuple[str, str], dict[str, np.ndarray]] | None = None) -> pd.DataFrame:
     """Metric rows (partition, source, metric, value, ci_low, ci_high, n) of one run's pool embeddings.
 
     Intervals are percentile bootstraps that resample clusters (patients, else lesions, else images) of the
     group; every group, each source and each pooled partition, also gets its chance baselines (`chance_map_*`,
-    `chance_paired_cosine`: labels permuted, pairs shuffled, within that group). `retrieval` is `group_retrieval`'s
+    `chance_paired_cosine`: labels permuted, pairs shuffled, within that group), and each pooled partition the mAP of
+    a ranking by source alone (`source_only_map`, `source_only_values`). `retrieval` is `group_retrieval`'s
     result when the caller already has it.
     """
     retrieval = group_retrieval(emb, pool, cfg) if retrieval is None else retrieval
@@ -113,6 +122,7 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
     n_boot, k_list = int(cfg["eval"]["bootstrap"]), list(cfg["eval"]["recall_k"])
     exclude = bool(cfg["eval"]["exclude_own_pair"])
     labels = pool["label"].astype(str).to_numpy()
+    sources = pool["source"].astype(str).to_numpy()
     proba = softmax(emb["image_logits"].astype(np.float64), axis=1)
     predicted = predicted_labels(emb, names)
     y_code = pd.Categorical(labels, categories=names).codes.astype(np.int64)
@@ -150,6 +160,9 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
                 rows.append({**where, **metric_row(f"recall@{k}_{direction}", recall, n_pairs)})
         for metric, value in chance_values(img, txt, y, exclude).items():
             rows.append({**where, **metric_row(metric, value, n_pairs)})
+        if source == POOLED:  # a pooled gallery mixes sources: what knowing only the source gives there
+            values = source_only_values(y, sources[paired], exclude)
+            rows.append({**where, **metric_row("source_only_map", metrics.nanmean(values), np.isfinite(values).sum())})
     return pd.DataFrame(rows)
 
 

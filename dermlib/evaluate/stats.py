@@ -34,6 +34,7 @@ SAMPLE_METRICS = {"kappa": "pred", "map_i2t": "ap_i2t", "map_t2i": "ap_t2i", "pa
                   "paired_cosine_above_chance": "cosine_lift"}
 POST_HOC = "post hoc: "  # the comparison column's prefix for a comparison declared after results were seen
 CHANCE = "chance: "  # the comparison column's prefix for a chance-baseline row
+SOURCE_ONLY = "source_only_map"  # a pooled gallery's baseline that knows only the source (`scoring.source_only_values`)
 
 
 def cluster_ids(pool: pd.DataFrame) -> np.ndarray:
@@ -129,7 +130,8 @@ def comparisons(samples: pd.DataFrame, results: pd.DataFrame, cfg: dict[str, Any
         for partition in e["comparison_partitions"]:
             found = paired_difference(samples, metric, a, b, partition, n_boot=int(e["bootstrap"]), n_classes=n_classes)
             rows.append({"comparison": f"{prefix}{a} - {b}", **found})
-    chance = results[results["metric"].str.startswith("chance_") & (results["source"] == "pooled")]
+    baselines = results["metric"].str.startswith("chance_") | (results["metric"] == SOURCE_ONLY)
+    chance = results[baselines & (results["source"] == "pooled")]
     for (strategy, metric, partition), group in chance.groupby(["strategy", "metric", "partition"], sort=True):
         values = group["value"].to_numpy(dtype=np.float64)
         rows.append({"comparison": f"{CHANCE}{strategy}", "metric": metric.removeprefix("chance_"),

@@ -13,6 +13,7 @@ Per note (lexical rules, documented here so the numbers can be read critically):
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -75,22 +76,30 @@ _AGE_PHRASES = {  # what `stated_ages` reads, as the spans `marked_phrases` mark
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _word_regex(pattern: str) -> re.Pattern[str]:
+    """`pattern` as whole words, case-insensitive (compiled once)."""
+    return re.compile(rf"\b(?:{pattern})\b", re.IGNORECASE)
+
+
 def _find(text: str, terms: dict[str, str], *, negation: bool = True) -> tuple[set[str], str]:
     """Canonical terms stated in `text` (longest patterns first) and the text with those mentions blanked out."""
     stated: set[str] = set()
     for pattern, canonical in terms.items():
-        regex = re.compile(rf"\b(?:{pattern})\b", re.IGNORECASE)
-        for match in regex.finditer(text):
+        regex = _word_regex(pattern)
+        matches = list(regex.finditer(text))
+        for match in matches:
             clause = text[max(0, match.start() - 40): match.start()]
             negated = _NEGATION.search(clause) or _NEGATION_AFTER.match(text[match.end(): match.end() + 12])
             if not (negation and negated):
                 stated.add(canonical)
-        text = regex.sub(lambda m: " " * len(m.group(0)), text)
+        if matches:
+            text = regex.sub(lambda m: " " * len(m.group(0)), text)
     return stated, text
 
 
 def _count(pattern: str, text: str) -> int:
-    return len(re.findall(rf"\b(?:{pattern})\b", text, re.IGNORECASE))
+    return len(_word_regex(pattern).findall(text))
 
 
 def stated_ages(text: str) -> list[tuple[float, float]]:
@@ -238,12 +247,12 @@ def audit(manifest: pd.DataFrame, notes: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("sample_id", "strategy", "note") if c not in notes]
     if missing:
         raise ValueError(f"notes table lacks columns {missing}; pass the output of dermlib.notes.synthesize")
-    rows = manifest.set_index(manifest["sample_id"].astype(str))
+    rows = dict(zip(manifest["sample_id"].astype(str), manifest.to_dict("records")))  # one dict per row, read once
     ok = notes if "status" not in notes else notes[notes["status"] == "ok"]
-    unknown = set(ok["sample_id"].astype(str)) - set(rows.index)
+    unknown = set(ok["sample_id"].astype(str)) - set(rows)
     if unknown:
         raise ValueError(f"{len(unknown)} notes have sample_ids not in the manifest, e.g. {sorted(unknown)[:3]}")
-    records = [{"sample_id": sid, "strategy": strategy, **audit_note(note, rows.loc[sid])}
+    records = [{"sample_id": sid, "strategy": strategy, **audit_note(note, rows[sid])}
                for sid, strategy, note in zip(ok["sample_id"].astype(str), ok["strategy"], ok["note"])]
     return pd.DataFrame(records)
 

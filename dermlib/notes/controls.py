@@ -85,7 +85,7 @@ def shuffled_within(manifest: pd.DataFrame, texts: list[str]) -> list[str]:
 
 def control_notes(manifest: pd.DataFrame, strategy: str) -> list[str]:
     """One note per manifest row for a control strategy (D, M+G or M+Gs), in row order; no LLM."""
-    rows = [row for _, row in manifest.iterrows()]
+    rows = manifest.to_dict("records")
     fields = [metadata_fields(row) for row in rows]
     if strategy == "D":
         template = get_strategy("D").sections["render"]  # type: ignore[union-attr]

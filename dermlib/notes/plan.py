@@ -121,7 +121,7 @@ def plan_jobs(manifest: pd.DataFrame, strategy: Strategy, settings: NoteSettings
     rows, jobs = [], {}
     chosen = selected(manifest, settings.limit)
     identity = {"model_fingerprint": model_fingerprint(backend, model), "templates": strategy.digest}
-    for (_, row), take in zip(manifest.iterrows(), chosen):
+    for row, take in zip(manifest.to_dict("records"), chosen):  # plain dicts: iterrows is 10x slower
         sample_id = str(row["sample_id"])
         if not take:
             rows.append({"sample_id": sample_id, "key": None, "status": "skipped"})

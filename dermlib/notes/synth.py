@@ -41,7 +41,7 @@ def synthesize(manifest: pd.DataFrame, strategy: str, settings: NoteSettings | N
         return _combine(manifest, strat, settings)
     if not strat.uses_llm:  # M and the controls: templates, no LLM, nothing cached
         notes = (control_notes(manifest, strat.name) if strat.control
-                 else [render_m(metadata_fields(row)) for _, row in manifest.iterrows()])
+                 else [render_m(metadata_fields(row)) for row in manifest.to_dict("records")])
         out = pd.DataFrame({"sample_id": manifest["sample_id"].astype(str).to_numpy(), "strategy": strat.name,
                             "note": [n or None for n in notes], "status": ["ok" if n else "failed" for n in notes],
                             "n_attempts": 0, "prompt_tokens": 0,

@@ -151,7 +151,8 @@ def chance_markdown(comparisons: pd.DataFrame) -> str:
     if chance.empty:
         return ""
     chance["strategy"] = chance["comparison"].str.removeprefix(stats.CHANCE)
-    words = {"map_i2t": "image → text mAP", "map_t2i": "text → image mAP", "paired_cosine": "paired cosine"}
+    words = {"map_i2t": "image → text mAP", "map_t2i": "text → image mAP", "paired_cosine": "paired cosine",
+             "source_only_map": "source-only ranking mAP"}
     chance["column"] = [f"{words.get(m, m)} ({p})" for m, p in zip(chance["metric"], chance["partition"])]
     wide = chance.pivot_table(index="strategy", columns="column", values="estimate", sort=False)
     lines = ["| strategy | " + " | ".join(wide.columns) + " |", "|---" * (len(wide.columns) + 1) + "|"]
@@ -183,7 +184,9 @@ def readme_block(results: pd.DataFrame, comparisons: pd.DataFrame, strategies: l
     chance = chance_markdown(comparisons)
     if chance:
         chance = ("\nChance levels of the pooled galleries, mean over seeds (`chance:` rows: mAP with the gallery's labels "
-                  "permuted, cosine of shuffled image–note pairs):\n\n" + chance)
+                  "permuted, cosine of shuffled image–note pairs; and the mAP of a ranking that puts every item of the "
+                  "query's own source first, tied, the rest after: what a pooled gallery gives for recognising the "
+                  "source alone):\n\n" + chance)
     return (f"Pooled over sources, mean ± sd over {n_seeds} paired seeds (`{where}/results.csv`):\n\n"
             + headline_markdown(results, strategies) + (f"\n{calibrated}" if calibrated else "")
             + "\nThe paper's claims beside the demo's declared primary comparisons (`" + where + "/comparisons.csv`):\n\n"

@@ -75,7 +75,8 @@ def kappa_bars(results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
 
 def retrieval_map_bars(results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
     """Class-level retrieval mAP per strategy, both directions, one panel per partition, each with its own chance
-    levels (gallery labels permuted; mean over runs) drawn and labelled in that panel."""
+    levels (gallery labels permuted; mean over runs) and the source-only ranking's mAP (`source_only_map`) drawn and
+    labelled in that panel."""
     setup_style()
     directions = (("map_i2t", "image -> text"), ("map_t2i", "text -> image"))
     table = pd.concat([pooled_bars(results, m).assign(direction=d) for m, d in directions], ignore_index=True)
@@ -94,9 +95,14 @@ def retrieval_map_bars(results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure
             if np.isfinite(chance):
                 chance_lines += ax.plot([-0.5, len(order) - 0.5], [chance, chance], color="0.15", ls=ls, lw=1.2,
                                         label=f"chance {direction}: {chance:.2f}")
+        only = results[(results["metric"] == "source_only_map") & (results["source"] == "pooled")
+                       & (results["partition"] == partition)]["value"].mean()
+        if np.isfinite(only):  # the pooled gallery mixes sources: what ranking by source alone gives
+            chance_lines += ax.plot([-0.5, len(order) - 0.5], [only, only], color="tab:red", ls="-.", lw=1.2,
+                                    label=f"source-only ranking: {only:.2f}")
         if chance_lines:
             ax.legend(handles=chance_lines, fontsize=7, loc="upper left", frameon=True,
-                      title="gallery labels permuted", title_fontsize=7)
+                      title="baselines", title_fontsize=7)
         ax.set(xlabel=f"strategy ({_bar_note(table)})", ylabel="mAP", title=f"{partition} (pooled)", ylim=(0, 1.05),
                xlim=(-0.5, len(order) - 0.5))
     bars = [plt.Rectangle((0, 0), 1, 1, color=c, label=d) for d, c in colors.items()]

@@ -8,8 +8,10 @@ from a CPU generator seeded by (seed, epoch, batch), so a run is reproducible on
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -37,11 +39,28 @@ class Split:
         return len(self.sample_ids)
 
 
+_TOKENIZED: OrderedDict[tuple[str, int, int, str], list[tuple[int, ...]]] = OrderedDict()  # the last few calls
+
+
 def tokenize(tokenizer: Any, texts: list[str], max_len: int) -> list[list[int]]:
-    """Token ids (with special tokens, truncated to `max_len`, unpadded) for each text."""
+    """Token ids (with special tokens, truncated to `max_len`, unpadded) for each text.
+
+    The last few results are kept per process (keyed by the tokenizer's name and size, `max_len` and the texts), so
+    a grid that encodes the same notes for every seed tokenises them once."""
     if not texts:
         return []
-    return [list(ids) for ids in tokenizer(texts, truncation=True, max_length=max_len, padding=False)["input_ids"]]
+    name = str(getattr(tokenizer, "name_or_path", "") or "")
+    if not name:  # a tokenizer without a name (built in memory) cannot be told apart: no memory
+        return [list(ids) for ids in tokenizer(texts, truncation=True, max_length=max_len, padding=False)["input_ids"]]
+    digest = hashlib.sha256("\x00".join(texts).encode("utf-8", "surrogatepass")).hexdigest()
+    key = (name, len(tokenizer), int(max_len), digest)
+    if key not in _TOKENIZED:
+        ids = tokenizer(texts, truncation=True, max_length=max_len, padding=False)["input_ids"]
+        _TOKENIZED[key] = [tuple(i) for i in ids]
+        while len(_TOKENIZED) > 8:
+            _TOKENIZED.popitem(last=False)
+    _TOKENIZED.move_to_end(key)
+    return [list(ids) for ids in _TOKENIZED[key]]
 
 
 def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence
 
+from dermlib.grammar import IMG
 from dermlib.progress import progress
+from dermlib.train.features import note_store_path
 from dermlib.train.runs import fit, run_dir
 
 
@@ -60,14 +62,22 @@ def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], processes: int, *, 
 
 def fit_many(configs: list[dict[str, Any]]) -> list[Path]:
     """Train (or reuse) every config and return their run folders, in order. With `train.parallel_runs` > 1, the
-    first unfinished run of each strategy trains here (it computes that strategy's frozen-encoder features once)
-    and the others in that many worker processes (`dermlib.train.grid`)."""
+    first unfinished run trains here (it computes the frozen trunk's image features once), and so does the first
+    of each strategy when no note store holds its notes' text features (it encodes them once); the others train in
+    that many worker processes (`dermlib.train.grid`)."""
     todo = list({run_dir(c): c for c in configs if not (run_dir(c) / "done").exists()}.values())  # one per folder
     if todo:
         # under torchrun every process already is one rank of a single run: runs then go one after another
         processes = int(todo[0]["train"]["parallel_runs"]) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else 1
-        map_jobs(fit, todo, processes, desc="train", warm_key=lambda c: c["train"]["strategy"])
+        map_jobs(fit, todo, processes, desc="train", warm_key=_features_key)
     return [fit(c) for c in configs]  # all finished: each call only names its folder
+
+
+def _features_key(cfg: dict[str, Any]) -> str:
+    """Which frozen features a run computes first if none exist yet: the image features every run shares, or with
+    no note store (`train.note_features`) its strategy's text features too (a store's notes are only looked up)."""
+    stored = cfg["train"].get("note_features") and note_store_path(cfg) is not None and note_store_path(cfg).exists()
+    return "image" if stored or cfg["train"]["strategy"] == IMG else cfg["train"]["strategy"]
 
 
 def grid_configs(cfg: dict[str, Any], strategies: list[str] | None = None,

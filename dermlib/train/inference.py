@@ -40,10 +40,16 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[MultimodalM
     text_dir = folder / "text_encoder" if t.text and t.train_last_n_text_layers != 0 else None
     model = build_model(t, len(cfg["resolved"]["classes"]), pretrained=t.freeze_image_encoder and t.pretrained,
                         text_dir=text_dir)
-    saved = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
-    best = saved["best_model"] if checkpoint == "best" else None
-    load_trainable(model, best if best is not None else saved["model"])
+    load_trainable(model, checkpoint_state(folder, checkpoint))
     return model.eval(), cfg
+
+
+def checkpoint_state(run_dir: str | Path, checkpoint: str = "best") -> dict[str, torch.Tensor]:
+    """The trained weights of a run's best epoch (or its last: `checkpoint="last"`), for `load_trainable` into a
+    model `load_run` built (one model can then be evaluated at both epochs)."""
+    saved = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    best = saved["best_model"] if checkpoint == "best" else None
+    return best if best is not None else saved["model"]
 
 
 @torch.no_grad()

@@ -162,3 +162,16 @@ def test_probe_rows_zero_shot_concepts_and_linear_probe(results: pd.DataFrame, g
     prompts = json.loads((results_dir(grid_cfg) / "prompts.json").read_text())
     assert prompts["class_prompts"]["MEL"][0].endswith("Diagnosis: melanoma.")
     assert "The lesion shows an irregular border." in prompts["concept_phrases"]["border:irregular"]
+
+
+def test_parallel_evaluation_gives_the_same_numbers(results: pd.DataFrame, grid_cfg: dict) -> None:
+    """`eval.parallel_runs` changes how many runs are evaluated at once, never a number: every evaluation computes
+    on one thread, here or in a worker process (4 runs: the first here, three in two spawned workers)."""
+    work = Path(grid_cfg["work_dir"])
+    cfg = {**grid_cfg, "eval": {**grid_cfg["eval"], "seeds": [0, 1], "bootstrap": 31, "parallel_runs": 1}}
+    serial = run_grid(cfg)
+    for cached in work.glob("results/runs/*.parquet"):  # forget the evaluations, keep the trained runs
+        cached.unlink()
+    parallel = run_grid({**cfg, "eval": {**cfg["eval"], "parallel_runs": 2}})
+    assert serial["run_id"].nunique() == 4
+    pd.testing.assert_frame_equal(parallel, serial)

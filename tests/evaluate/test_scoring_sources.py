@@ -88,3 +88,28 @@ def test_every_source_has_its_chance_rows():
     # chance mAP of a source is near its share of each class, far below a perfect ranking
     assert (chance["value"] < 0.8).all() and (chance["value"] > 0.2).all()
     assert {"map_i2t_at_k", "map_t2i_at_k"} <= set(rows["metric"])
+
+
+def test_source_only_baseline_is_sklearns_ap_of_a_ranking_by_source():
+    """The pooled gallery's source-only baseline: every item of the query's own source tied first, the rest tied
+    after; checked query by query against sklearn's average precision on that score (which also treats ties as one
+    block), and reported on the pooled rows only, over the image-note pairs."""
+    from sklearn.metrics import average_precision_score
+
+    from dermlib.evaluate.scoring import source_only_values
+
+    cfg = get_config("demo", {"eval.bootstrap": 20})
+    pool, emb = _pool_and_embeddings()
+    y, sources = pool["label"].to_numpy(), pool["source"].to_numpy()
+    got = source_only_values(y, sources, exclude=False)
+    want = [average_precision_score(y == y[i], (sources == sources[i]).astype(float)) for i in range(len(y))]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # a source made of a class no other source has: its queries' relevant items all come first, AP 1
+    skewed = np.where(sources == "s2", "VASC", y)
+    assert np.allclose(source_only_values(skewed, sources, exclude=False)[sources == "s2"], 1.0)
+    rows = evaluate_embeddings(emb, pool, cfg)
+    only = rows[rows["metric"] == "source_only_map"]
+    assert list(only["source"]) == ["pooled"]
+    paired = np.isfinite(emb["text_emb"]).all(axis=1)
+    assert only["value"].iloc[0] == pytest.approx(np.mean(source_only_values(y[paired], sources[paired], False)))
+    assert int(only["n"].iloc[0]) == paired.sum()

@@ -89,3 +89,18 @@ def test_map_jobs_keeps_order_warms_each_key_here_and_raises_job_errors() -> Non
     assert pids[0] == os.getpid() and os.getpid() not in pids[1:]  # the first of its key here, the rest in workers
     with pytest.raises(ValueError, match="negative input -2"):
         map_jobs(_square, [1, 2, -2, 3], 2, desc="t")
+
+
+def test_only_runs_that_compute_features_first_train_before_the_workers(tmp_path: Path) -> None:
+    """The first run trains alone (it computes the image features all runs share); so does the first of each
+    strategy when its notes must be encoded, but not when a note store exists to look them up."""
+    from dermlib.train.grid import _features_key
+
+    store = tmp_path / "store.npz"
+    cfg = get_config("demo", {"train.note_features": str(store), "train.strategy": "M+P1"})
+    assert _features_key(cfg) == "M+P1"  # named but absent: its notes will be encoded
+    store.write_bytes(b"")
+    assert _features_key(cfg) == "image"
+    none = get_config("demo", {"train.note_features": None, "train.strategy": "P3"})
+    assert _features_key(none) == "P3"
+    assert _features_key(get_config("demo", {"train.note_features": None, "train.strategy": "Img"})) == "image"
