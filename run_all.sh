@@ -5,6 +5,7 @@
 #   ./run_all.sh --test --quick     the everyday lane: everything but the slow end-to-end tests (-m "not slow")
 # Other forms:
 #   ./run_all.sh --profile paper    real datasets, GPU, OpenAI (see README: what to download first)
+#   ./run_all.sh --profile lab      the teaching preset: the demo's data on a small grid, in work/demo/scratch/lab
 #   ./run_all.sh --only 03          run one notebook (by number) of the chosen profile
 #   ./run_all.sh --set KEY=VALUE    override one config value (repeatable), e.g. --set train.epochs=5
 #   ./run_all.sh --setup            only create/update .venv
@@ -35,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     --set) need_value "$1" "${2:-}"; SETS+=(--set "$2"); shift ;;
     --) shift; PYTEST_ARGS=("$@"); break ;;
     --stamp) MODE=stamp ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -74,7 +75,7 @@ setup_venv
 export PATH="$VENV/bin:$PATH"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-0}"
 export PYTHONUNBUFFERED=1
-[[ "$PROFILE" == demo ]] && export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+[[ "$PROFILE" == demo || "$PROFILE" == lab ]] && export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 case "$MODE" in
   setup) echo "== environment ready: $VENV" ;;
@@ -87,7 +88,7 @@ case "$MODE" in
     [[ $rc -eq 5 ]] && { echo "pytest collected no tests" >&2; exit 1; }
     exit $rc ;;
   run)
-    if [[ "$PROFILE" != demo ]]; then  # real datasets: say what is missing and how to get it, before any work
+    if [[ "$PROFILE" == paper ]]; then  # real datasets: say what is missing and how to get it, before any work
       python -m dermlib.data doctor --profile "$PROFILE" "${SETS[@]}" || {
         echo "run_all.sh: fix the datasets above (or point data.roots.<name> at them with --set), then re-run" >&2
         exit 1; }

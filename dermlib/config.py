@@ -14,10 +14,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dermlib.grammar import (CONTROL_STRATEGIES, GROUNDED_CONTROLS, IMG, MM_STRATEGIES, NOTE_STRATEGIES, PAPER_STRATEGIES,
-                             base_strategies, note_parts, parse_strategy)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from dermlib.grammar import (
+    CONTROL_STRATEGIES,
+    GROUNDED_CONTROLS,
+    IMG,
+    MM_STRATEGIES,
+    NOTE_STRATEGIES,
+    PAPER_STRATEGIES,
+    base_strategies,
+    note_parts,
+    parse_strategy,
+)
+from dermlib.workdir import REPO_ROOT, figures_dir, link_shared, variant_name, work_dir
 
 
 def shown(path: str | Path) -> str:
@@ -116,6 +124,9 @@ BASE: dict[str, Any] = {
         "max_tokens": {"M+P1": 400, "M+P2": 600, "P3": 400},  # one number, or one per LLM strategy
         "cache_path": "{work_dir}/notes/cache.sqlite",
         "limit": None,  # LLM strategies on only this many samples (tests); the rest are status "skipped"
+        # the most notes (and class descriptions) one call may ask the LLM for before it refuses, saying how many
+        # and how long they would take; None: no limit (dermlib.notes.profile.check_ask_limit)
+        "ask_limit": None,
         "servers": 1,  # local llama.cpp servers (backend "llamacpp" without base_url), one request at a time each
         "n_threads": 8,  # threads per local llama.cpp server
     },
@@ -206,6 +217,9 @@ CHANGES: dict[str, dict[str, Any]] = {
         },
         "notes": {
             "backend": "llamacpp", "model": "smollm2-135m-instruct",  # the local llama.cpp server dermlib starts
+            # more than a few new notes take hours on 2 cores: a changed knob (temperature, n_per_source, ...)
+            # that would ask for them refuses, saying how long; --set notes.ask_limit=null asks anyway
+            "ask_limit": 50,
             "concurrency": 2, "max_retries": 3, "max_tokens": {"M+P1": 128, "M+P2": 256, "P3": 160},
             # Committed cache made by the real pipeline (python -m dermlib.notes --profile demo); delete it to
             # regenerate every LLM note locally (hours on 2 cores). "{work_dir}" is filled in.
@@ -236,18 +250,28 @@ CHANGES: dict[str, dict[str, Any]] = {
             # runs train at once, one per core
             "threads": 1, "parallel_runs": 2,
         },
-        "eval": {"strategies": [*PAPER_STRATEGIES, *CONTROL_STRATEGIES],  # each control: 10 more runs
+        # the paper's strategies and the controls D and M+G (10 runs each); the optional control M+Gs has its notes
+        # (notes.strategies) but stays out of the grid to keep the demo within 10 minutes: add it with
+        # --set 'eval.strategies=["Img","M","M+P1","M+P2","P3","D","M+G","M+Gs"]'
+        "eval": {"strategies": [*PAPER_STRATEGIES, "D", "M+G"],
                  "seeds": list(range(10)), "batch_size": 128, "parallel_runs": 2,
                  # 4 per class x 8 classes x 3 styles (the LLM strategies of eval.strategies: M+P1, M+P2, P3) = 96
                  # local generations, in data/ beside the note cache
                  "class_descriptions": 4, "class_descriptions_cache": "{notes_dir}/class-descriptions-demo.sqlite"},
     },
 }
+# The lab preset: the demo's data, notes and model on a smaller grid (the paper's strategies x 2 paired seeds,
+# fewer bootstrap replicates), for a class that runs notebooks 01-05 in a few minutes and does the exercises on it.
+# It shares the demo's data products (work/demo) and writes everything else to work/demo/scratch/lab/ (`dermlib.workdir`).
+LAB = {"eval": {"strategies": list(PAPER_STRATEGIES), "seeds": [0, 1], "bootstrap": 200,
+                "comparison_bootstrap": 2000}}
+CHANGES["lab"] = {**CHANGES["demo"], "eval": {**CHANGES["demo"]["eval"], **LAB["eval"]}}
+HOME = {"lab": "demo"}  # a profile whose data products are another's: it works in that profile's work dir
 PROFILES = tuple(CHANGES)
 # Keys whose value may be None, and what they take otherwise; keys that must be positive.
 _NULLABLE: dict[str, tuple[type, ...]] = {
     "data.internal": (list,), "data.external": (list,), "notes.base_url": (str,), "notes.limit": (int,),
-    "data.limit_per_source": (int,), "train.note_features": (str,),
+    "data.limit_per_source": (int,), "train.note_features": (str,), "notes.ask_limit": (int,),
 }
 _POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
              "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",
@@ -286,6 +310,8 @@ def _check_type(key: str, old: Any, new: Any) -> None:
                          f"{type(new).__name__} (values are JSON: 3, 0.5, true, \"text\", [0, 1])")
     if key in _POSITIVE and not new > 0:
         raise ValueError(f"override {key}={new}: must be greater than 0")
+    if key == "notes.ask_limit" and new is not None and new < 0:
+        raise ValueError(f"override {key}={new}: must be 0 or more (null: no limit)")
 
 
 def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -294,7 +320,7 @@ def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(CHANGES)}")
     cfg = _merge(BASE, CHANGES[profile])
     cfg["profile"] = profile
-    cfg["work_dir"] = str(work_dir(profile))
+    cfg["work_dir"] = str(work_dir(HOME.get(profile, profile)))
     cfg["figures_dir"] = str(figures_dir(profile))
     for key, value in (overrides or {}).items():
         if key in ("work_dir", "figures_dir"):
@@ -325,7 +351,30 @@ def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -
     if cfg["train"]["parallel_runs"] > 1 and not cfg["train"]["threads"]:
         raise ValueError(f"train.parallel_runs={cfg['train']['parallel_runs']} needs train.threads > 0: every run must "
                          f"train on the same number of threads wherever it runs (e.g. --set train.threads=1)")
+    _place_variant(cfg, profile, overrides or {})
     return cfg
+
+
+def _place_variant(cfg: dict[str, Any], profile: str, overrides: dict[str, Any]) -> None:
+    """A variant (a run with overrides, or the lab preset) works in `<work_dir>/scratch/<variant_name>/` with its
+    figures there, never in the committed folders; it shares the home work dir's data products (`link_shared`) when
+    its data and notes settings are the home profile's. Folders named explicitly (`work_dir` / `figures_dir`
+    overrides, `$DERMLIB_FIGURES`) are the user's choice and are kept."""
+    changed = {k: v for k, v in overrides.items() if k not in ("work_dir", "figures_dir")}
+    if "figures_dir" in overrides or os.environ.get("DERMLIB_FIGURES"):
+        return
+    if "work_dir" in overrides:  # a work dir of the user's: its figures go beside it, never to figures/<profile>
+        cfg["figures_dir"] = str(Path(cfg["work_dir"]) / "figures")
+        return
+    if not (changed or profile in HOME):
+        return
+    home = Path(cfg["work_dir"])
+    scratch = home / "scratch" / variant_name(profile, changed)
+    plain = _merge(BASE, CHANGES[HOME.get(profile, profile)])
+    cfg["work_dir"], cfg["figures_dir"] = str(scratch), str(scratch / "figures")
+    notes = {k: v for k, v in cfg["notes"].items() if k != "ask_limit"}  # allowing more asks changes no note
+    if cfg["data"] == plain["data"] and notes == {k: v for k, v in plain["notes"].items() if k != "ask_limit"}:
+        link_shared(scratch, home)
 
 
 # What a declared comparison may compare (each has a per-image column in `dermlib.evaluate.stats.SAMPLE_METRICS`).
@@ -447,13 +496,3 @@ def config_from_cli(parser: Any, args: Any) -> tuple[dict[str, Any], dict[str, A
         raise  # parser.error exits; this keeps type checkers content
 
 
-def work_dir(profile: str) -> Path:
-    """Where a profile's generated data, caches and runs live (`$DERMLIB_WORK` overrides; never committed)."""
-    base = os.environ.get("DERMLIB_WORK")
-    return Path(base) if base else REPO_ROOT / "work" / profile
-
-
-def figures_dir(profile: str) -> Path:
-    """Where a profile's figures and tables are written (`$DERMLIB_FIGURES` overrides)."""
-    base = os.environ.get("DERMLIB_FIGURES")
-    return Path(base) if base else REPO_ROOT / "figures" / profile

@@ -1,7 +1,8 @@
 """Run the numbered notebooks in order through papermill (what `./run_all.sh` calls).
 
-The demo profile executes the notebooks in place, so the committed notebooks show the SynthDerm run;
-other profiles write executed copies under `<work_dir>/notebooks/`. Wall time per notebook is written
+The plain demo profile executes the notebooks in place, so the committed notebooks show the SynthDerm run; other
+profiles, the lab preset and any run with overrides write executed copies under `<work_dir>/notebooks/` (a variant's
+work dir is a scratch folder: `dermlib.config.get_config`). Wall time per notebook is written
 to `<figures_dir>/timings.csv`, and each executed notebook is rendered to static HTML under `<figures_dir>/html/`
 (figures embedded) for readers without Jupyter.
 """
@@ -68,7 +69,9 @@ def run(profile: str = "demo", only: str | None = None, parameters: dict | None 
     chosen = [nb for nb in notebooks() if only is None or nb.name.startswith(f"{int(only):02d}_")]
     if not chosen:
         raise ValueError(f"no notebook numbered {only!r}; have {[nb.name for nb in notebooks()]}")
-    out_dir = NOTEBOOK_DIR if profile == "demo" else WorkDir.of(cfg).notebooks
+    # only the plain demo rewrites the committed notebooks; a variant's go to its scratch work dir (dermlib.workdir)
+    plain = profile == "demo" and not overrides
+    out_dir = NOTEBOOK_DIR if plain else WorkDir.of(cfg).notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for nb in chosen:

@@ -7,12 +7,62 @@ Layout: `manifest.parquet`, `cache/` (preprocessed images, `dermlib.data.preproc
 `notes/audit_summary.csv`, `runs/<run>/` (training), `features/` (frozen-encoder features), `results/` (the grid:
 `results.parquet`, `runs/`, `samples/`, `embeddings/`, `prompts.json`), `records/`, `datasets/`,
 `synthderm/` (the generated demo images), `notebooks/` (executed copies of other profiles).
+
+A run with overrides, or of the `lab` profile, is a *variant*: its work dir is `<home>/scratch/<variant_name>/`, with
+its figures in `figures/` there, so it never rewrites the committed demo (`dermlib.config.get_config` decides,
+`link_shared` shares the home's data products when the variant's data and notes settings are the home's).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 from pathlib import Path
 from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# What a variant shares with its home work dir when its data and notes settings are the home's: all of it is keyed
+# by content or by the run's config hash, so another variant's files are never mistaken for its own
+SHARED_ENTRIES = ("synthderm", "manifest.parquet", "cache", "notes", "features", "runs")
+
+
+def work_dir(profile: str) -> Path:
+    """Where a profile's generated data, caches and runs live (`$DERMLIB_WORK` overrides; never committed)."""
+    base = os.environ.get("DERMLIB_WORK")
+    return Path(base) if base else REPO_ROOT / "work" / profile
+
+
+def figures_dir(profile: str) -> Path:
+    """Where a profile's figures and tables are written (`$DERMLIB_FIGURES` overrides)."""
+    base = os.environ.get("DERMLIB_FIGURES")
+    return Path(base) if base else REPO_ROOT / "figures" / profile
+
+
+def variant_name(profile: str, overrides: dict[str, Any]) -> str:
+    """The scratch folder name of a run with `overrides`: the profile, each override as key=value (shortened,
+    filename-safe) and a hash of them all, e.g. `demo-epochs=3_seeds=[0]-5f1c0a2e`."""
+    if not overrides:
+        return profile
+    text = json.dumps(overrides, sort_keys=True, default=str)
+    words = "_".join(f"{k.rsplit('.', 1)[-1]}={json.dumps(v, default=str)}" for k, v in sorted(overrides.items()))
+    safe = re.sub(r"[^A-Za-z0-9=.,_+\[\]-]+", "-", words).strip("-")[:48]
+    return f"{profile}-{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def link_shared(scratch: str | Path, home: str | Path) -> None:
+    """Make `scratch` a work dir whose data products are the `home` work dir's (symbolic links for SHARED_ENTRIES;
+    the home's folders are created if absent): its results, records, executed notebooks and figures stay its own.
+    Idempotent; an entry the scratch dir already holds as a real file or folder is left alone."""
+    scratch, home = Path(scratch), Path(home)
+    scratch.mkdir(parents=True, exist_ok=True)
+    for name in SHARED_ENTRIES:
+        target, link = home / name, scratch / name
+        if not name.endswith(".parquet"):
+            target.mkdir(parents=True, exist_ok=True)
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(target.resolve(), target_is_directory=not name.endswith(".parquet"))
 
 
 class WorkDir:

@@ -3,8 +3,11 @@ key, declared comparisons checked, and the one grammar of strategies that every 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from dermlib.config import get_config, parse_sets
 from dermlib.grammar import (
     IMG,
     NOTE_STRATEGIES,
@@ -14,7 +17,6 @@ from dermlib.grammar import (
     parse_strategy,
     strategy_label,
 )
-from dermlib.config import get_config, parse_sets
 
 
 def test_config_overrides_and_errors() -> None:
@@ -92,3 +94,38 @@ def test_unknown_strategies_are_refused_by_the_config() -> None:
                        ("notes.strategies", ["M,P3"])):
         with pytest.raises(ValueError, match=rf"^{key}: "):
             get_config("demo", {key: value})
+
+
+def test_a_variant_works_in_scratch_and_shares_the_demo_data(monkeypatch, tmp_path) -> None:
+    """Overrides (or the lab preset) never write the committed figures: the run works in
+    <work_dir>/scratch/<variant>/, its figures there, and links the home work dir's data products while its data
+    and notes settings are the home's (a different data setting gets a work dir of its own)."""
+    from dermlib.workdir import REPO_ROOT, SHARED_ENTRIES
+
+    monkeypatch.delenv("DERMLIB_FIGURES", raising=False)
+    monkeypatch.setenv("DERMLIB_WORK", str(tmp_path / "work"))
+    home = tmp_path / "work"
+    plain = get_config("demo")
+    assert (plain["work_dir"], plain["figures_dir"]) == (str(home), str(REPO_ROOT / "figures" / "demo"))
+    variant = get_config("demo", {"train.epochs": 3, "eval.seeds": [0]})
+    work = Path(variant["work_dir"])
+    assert work.parent == home / "scratch" and work.name.startswith("demo-") and "epochs=3" in work.name
+    assert variant["figures_dir"] == str(work / "figures")
+    for name in SHARED_ENTRIES:
+        assert (work / name).is_symlink() and (work / name).resolve() == (home / name).resolve()
+    assert not (work / "results").exists()  # its results, records and notebooks are its own
+    assert get_config("demo", {"eval.seeds": [0], "train.epochs": 3})["work_dir"] == str(work)  # order-free name
+    assert get_config("demo", {"train.epochs": 4})["work_dir"] != str(work)
+    own = Path(get_config("demo", {"data.seed": 1})["work_dir"])  # other images: nothing shared
+    assert own.parent == home / "scratch" and not any((own / name).is_symlink() for name in SHARED_ENTRIES)
+    allowed = Path(get_config("demo", {"notes.ask_limit": None})["work_dir"])  # asking more changes no note
+    assert (allowed / "runs").is_symlink()
+    lab = get_config("lab")
+    assert lab["work_dir"] == str(home / "scratch" / "lab") and (Path(lab["work_dir"]) / "cache").is_symlink()
+    assert lab["eval"]["seeds"] == [0, 1] and lab["data"] == plain["data"] and lab["notes"] == plain["notes"]
+    mine = get_config("demo", {"work_dir": str(tmp_path / "mine")})  # the user's work dir: figures beside it
+    assert mine["figures_dir"] == str(tmp_path / "mine" / "figures")
+    chosen = get_config("demo", {"train.epochs": 3, "figures_dir": str(tmp_path / "f")})
+    assert (chosen["work_dir"], chosen["figures_dir"]) == (str(home), str(tmp_path / "f"))
+    with pytest.raises(ValueError, match="0 or more"):
+        get_config("demo", {"notes.ask_limit": -1})

@@ -18,6 +18,8 @@ Every image is a pure function of (seed, source, index): runs are reproducible a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -30,8 +32,8 @@ from PIL import Image
 
 from dermlib.data.labels import CLASS_NAMES, ISIC8
 from dermlib.data.schema import SITES, dump_attributes, save_manifest, to_manifest
-from dermlib.progress import progress
 from dermlib.data.synthderm_render import MAX_RADIUS, Lesion, render
+from dermlib.progress import progress
 
 # The band SynthDerm is calibrated to: image-only Cohen's kappa on the internal test set (learnable, not solved)
 CALIBRATION_KAPPA = (0.45, 0.60)
@@ -293,7 +295,9 @@ def _make_sample_args(args: tuple[str, int, int, int, str]) -> dict[str, Any]:
 
 def generate(out_dir: str | Path, n_per_source: int | dict[str, int] = 100, seed: int = 0, image_size: int = 128,
              sources: list[str] | None = None, workers: int = 1) -> pd.DataFrame:
-    """Generate SynthDerm into `out_dir/<source>/` and write `out_dir/manifest.parquet`; return the manifest
+    """Generate SynthDerm into `out_dir/<source>/` and write `out_dir/manifest.parquet`; return the manifest. A folder
+    generated from the same counts, seed, size and generator code (`generated.json`) with every image present is
+    reused as it is
     (split/partition still NA: use dermlib.data.assign_partitions). An int `n_per_source` is the count for each
     internal source; external (test-only) sources get half of it (`relative_size`), so most images train.
     A dict gives the exact count per source (and, without `sources`, which sources to make)."""
@@ -309,6 +313,11 @@ def generate(out_dir: str | Path, n_per_source: int | dict[str, int] = 100, seed
     out = Path(out_dir).resolve()
     counts = n_per_source if isinstance(n_per_source, dict) else {
         n: max(1, round(n_per_source * SYNTH_SOURCES[n]["relative_size"])) for n in names}
+    stamp = _stamp(counts, int(seed), int(image_size))
+    reused = _reuse(out, stamp)
+    if reused is not None:
+        return reused
+    (out / STAMP).unlink(missing_ok=True)  # a run stopped halfway must not leave a stamp behind
     tasks = []
     for name in names:
         (out / name).mkdir(parents=True, exist_ok=True)
@@ -326,4 +335,26 @@ def generate(out_dir: str | Path, n_per_source: int | dict[str, int] = 100, seed
     manifest = to_manifest(pd.DataFrame(rows, columns=None if rows else ["sample_id", "source", "image_path",
                                                                          "modality", "label_raw"]))
     save_manifest(manifest, out / "manifest.parquet")
+    (out / STAMP).write_text(json.dumps(stamp, sort_keys=True))
     return manifest
+
+
+STAMP = "generated.json"  # what the images of a SynthDerm folder were generated from (`generate` reuses them)
+
+
+def _stamp(counts: dict[str, int], seed: int, image_size: int) -> dict[str, Any]:
+    """What decides a generated folder: the counts per source, seed, size and the generator's code itself."""
+    code = hashlib.sha256(Path(__file__).read_bytes() + Path(render.__code__.co_filename).read_bytes()).hexdigest()
+    return {"counts": counts, "seed": seed, "image_size": image_size, "code": code[:16]}
+
+
+def _reuse(out: Path, stamp: dict[str, Any]) -> pd.DataFrame | None:
+    """The manifest of a folder generated from exactly `stamp` whose every image is still there, else None."""
+    try:
+        if json.loads((out / STAMP).read_text()) != stamp:
+            return None
+        manifest = to_manifest(pd.read_parquet(out / "manifest.parquet"))
+    except (OSError, ValueError):
+        return None
+    paths = [Path(p) if Path(p).is_absolute() else out / p for p in manifest["image_path"].astype(str)]
+    return manifest if all(p.exists() for p in paths) else None

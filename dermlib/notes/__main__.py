@@ -4,7 +4,8 @@
     python -m dermlib.notes --profile demo --manifest m.parquet --strategies M+P1 P3 --retry-failed
 
 Then the class descriptions of zero-shot evaluation (`eval.class_descriptions_cache`, dermlib.notes.descriptions) are
-filled the same way. The cache is compacted afterwards (WAL folded in, VACUUM) so it can be committed; it never holds a key. Exit status
+filled the same way, however many are missing (this command is the explicit request that `notes.ask_limit` waits
+for; `--set notes.ask_limit=N` keeps a limit). The cache is compacted afterwards (WAL folded in, VACUUM) so it can be committed; it never holds a key. Exit status
 1 when the run stopped early (an outage, a refused key) or every LLM note failed; transient failures are asked
 again by the next run, permanent ones with --retry-failed.
 """
@@ -20,9 +21,9 @@ from dermlib.data.schema import read_manifest
 from dermlib.notes.cache import NoteCache
 from dermlib.notes.descriptions import descriptions_cache_path, generate_descriptions
 from dermlib.notes.engine import LLMAuthError, LLMOutageError
-from dermlib.notes.strategies import get_strategy
 from dermlib.notes.plan import cache_path
-from dermlib.notes.profile import synthesize_profile
+from dermlib.notes.profile import AskLimitError, synthesize_profile
+from dermlib.notes.strategies import get_strategy
 from dermlib.workdir import WorkDir
 
 
@@ -33,13 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-failed", action="store_true", help="ask again for notes stored as failed")
     add_cli_arguments(parser)
     args = parser.parse_args(argv)
-    cfg, _ = config_from_cli(parser, args)
+    cfg, overrides = config_from_cli(parser, args)
+    if "notes.ask_limit" not in overrides:  # this command is the explicit request for every missing note
+        cfg["notes"]["ask_limit"] = None
     manifest = read_manifest(args.manifest or WorkDir.of(cfg).manifest)
     start = time.perf_counter()
     try:
         notes = synthesize_profile(manifest, cfg, args.strategies, retry_failed=args.retry_failed)
         described = generate_descriptions(cfg, retry_failed=args.retry_failed)
-    except (LLMOutageError, LLMAuthError) as err:
+    except (LLMOutageError, LLMAuthError, AskLimitError) as err:
         print(f"stopped: {err}", file=sys.stderr)
         return 1
     finally:

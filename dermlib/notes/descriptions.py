@@ -12,16 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from dermlib.config import REPO_ROOT
-from dermlib.grammar import base_strategies
 from dermlib.data.labels import CLASS_NAMES, config_classes
+from dermlib.grammar import base_strategies
 from dermlib.notes.cache import NoteCache, cache_key
 from dermlib.notes.engine import Job
 from dermlib.notes.local_llm import model_fingerprint
 from dermlib.notes.plan import NoteSettings, cache_path, llm_backend, max_tokens_for
-from dermlib.notes.profile import local_servers
+from dermlib.notes.profile import (
+    DESCRIPTIONS_PER_SECOND,
+    check_ask_limit,
+    local_servers,
+)
 from dermlib.notes.strategies import PROMPT_DIR, render_m, stable_hash, vocabulary
 from dermlib.notes.synth import ask
-
 
 DESCRIPTIONS_FILE = "class_descriptions.v1.json"
 DESCRIPTION_FILES = (DESCRIPTIONS_FILE, "vocabulary.v1.json", "m.v2.txt")  # what a description is rendered from
@@ -105,6 +108,9 @@ def generate_descriptions(cfg: dict[str, Any], codes: list[str] | None = None, *
         again = ("transient", "failed") if retry_failed else ("transient",)
         todo = {k: job for k, job in jobs.items() if found.get(job.key, {}).get("status", "transient") in again}
         if todo:
+            styles = [s for s, _, _ in todo]
+            check_ask_limit(cfg, {s: styles.count(s) for s in dict.fromkeys(styles)}, "class descriptions",
+                            rates={s: DESCRIPTIONS_PER_SECOND for s in styles})
             with local_servers(cfg, settings, len(todo), f"class descriptions are not in {where}") as asking:
                 for style in dict.fromkeys(s for s, _, _ in todo):
                     chosen = [job for (s, _, _), job in todo.items() if s == style]

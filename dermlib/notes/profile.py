@@ -3,15 +3,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
 from dermlib.notes.local_llm import INSTALL_HINT, LocalLLM, llama_cpp_available
 from dermlib.notes.plan import NoteSettings
 from dermlib.notes.synth import count_pending, synthesize
+
+# Notes per second of the demo's local LLM (2 SmolLM2-135M servers x 1 thread, 2 idle cores), as measured by
+# benchmarks/bench_local_llm.py (benchmarks/results/local_llm.json); class descriptions are P3-like free text.
+LOCAL_NOTES_PER_SECOND = {"M+P1": 0.27, "M+P2": 0.12, "P3": 0.52}
+DESCRIPTIONS_PER_SECOND = LOCAL_NOTES_PER_SECOND["P3"]
+
+
+class AskLimitError(RuntimeError):
+    """More LLM requests than `notes.ask_limit` allows: nothing was asked."""
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(1, round(seconds / 60))} min"
+
+
+def check_ask_limit(cfg: dict[str, Any], pending: dict[str, int], what: str,
+                    rates: dict[str, float] | None = None) -> None:
+    """Refuse, before any request, when `pending` (name -> requests) adds up to more than `notes.ask_limit`,
+    saying how many, how long at the local LLM's measured `rates` (name -> per second) and how to go ahead."""
+    limit, total = cfg["notes"].get("ask_limit"), sum(pending.values())
+    if limit is None or total <= limit:
+        return
+    rates = LOCAL_NOTES_PER_SECOND if rates is None else rates
+    parts = ", ".join(f"{name} {n:,}" for name, n in pending.items() if n)
+    local = cfg["notes"]["backend"] == "llamacpp" and not cfg["notes"].get("base_url")
+    if local and all(name in rates for name, n in pending.items() if n):
+        seconds = sum(n / rates[name] for name, n in pending.items() if n)
+        cost = f"about {_duration(seconds)} with the local LLM on 2 idle cores"
+    else:
+        cost = f"on {cfg['notes']['backend']} {cfg['notes']['model']!r}"
+    raise AskLimitError(
+        f"{total:,} {what} would be asked of the LLM ({parts}): {cost}; notes.ask_limit is {limit}, so nothing "
+        f"was asked. A new value of a setting a note depends on (notes.temperature, notes.max_tokens, a template, "
+        f"data.n_per_source, data.seed ...) makes those notes new: undo it to keep the committed notes, or ask "
+        f"anyway with --set notes.ask_limit=null (overrides={{\"notes.ask_limit\": None}} in a notebook).")
 
 
 @contextmanager
@@ -45,6 +81,7 @@ def synthesize_profile(manifest: pd.DataFrame, cfg: dict[str, Any], strategies: 
     strategies = list(strategies or cfg["notes"]["strategies"])
     settings = replace(NoteSettings.from_config(cfg), retry_failed=retry_failed)
     pending = {s: count_pending(manifest, s, settings) for s in strategies}
+    check_ask_limit(cfg, pending, "notes")
     with local_servers(cfg, settings, sum(pending.values()), f"notes are not in the cache {settings.cache_path}") as asking:
         frames = [synthesize(manifest, s, asking) for s in strategies]
     out = pd.concat(frames, ignore_index=True)

@@ -256,3 +256,52 @@ def audit_heatmap(summary: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
     fig.suptitle(source_title(cfg, "hallucination audit of the synthetic notes"))
     fig.tight_layout()
     return fig
+
+
+VERDICT_COLOURS = {"above": "tab:blue", "below": "tab:red", "equivalent": "0.45", "not resolved": "tab:orange"}
+METRIC_WORDS = {"kappa": "κ", "map_i2t_within_source": "mAP i→t", "map_t2i_within_source": "mAP t→i",
+                "paired_cosine": "cosine", "paired_cosine_above_source": "cosine − source chance"}
+
+
+def forest(comparisons: pd.DataFrame, cfg: dict[str, Any], kinds: tuple[str, ...] = ("primary", "control")
+           ) -> plt.Figure:
+    """Every declared comparison of `kinds` as a paired difference with its 95 % interval (the figure the
+    conclusions rest on): one panel per question, a zero line, the equivalence band ±margin shaded, each interval
+    coloured by its verdict (`dermlib.evaluate.protocol.verdict`), controls labelled as such."""
+    from dermlib.evaluate.protocol import (
+        verdict,  # the one rule that turns an interval into words
+    )
+
+    setup_style()
+    rows = comparisons[comparisons["kind"].isin(kinds)].copy()
+    if rows.empty:
+        raise ValueError(f"no comparisons of kind {kinds} in the table: re-run notebook 04")
+    questions = sorted(rows["question"].unique())
+    heights = [len(rows[rows["question"] == q]) + 1 for q in questions]
+    fig, axes = plt.subplots(len(questions), 1, figsize=(8, 0.32 * sum(heights) + 1.2), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, question in zip(axes[:, 0], questions):
+        part = rows[rows["question"] == question].iloc[::-1]
+        y = np.arange(len(part))
+        margin = float(part["margin"].max())
+        ax.axvspan(-margin, margin, color="0.92", zorder=0)
+        ax.axvline(0, color="0.2", lw=0.9, zorder=1)
+        for i, (_, row) in enumerate(part.iterrows()):
+            colour = VERDICT_COLOURS[verdict(row)]
+            ax.plot([row["ci_low"], row["ci_high"]], [i, i], color=colour, lw=2.2, solid_capstyle="butt", zorder=2)
+            ax.plot(row["estimate"], i, "o", color=colour, ms=5, zorder=3)
+        labels = [f"{'control: ' if k == 'control' else ''}{c.replace(' - ', ' − ')}, "
+                  f"{METRIC_WORDS.get(m, m)}, {p.replace(' - ', ' − ')}"
+                  for c, m, p, k in zip(part["comparison"], part["metric"], part["partition"], part["kind"])]
+        ax.set_yticks(y, labels, fontsize=7.5)
+        ax.set_ylim(-0.7, len(part) - 0.3)
+        ax.set_title(f"({question})", loc="left", fontsize=9)
+    lim = max(float(rows[["ci_low", "ci_high"]].abs().max().max()), float(rows["margin"].max())) * 1.15
+    for ax in axes[:, 0]:
+        ax.set_xlim(-lim, lim)
+    axes[-1, 0].set_xlabel("paired difference (95 % CI); shaded: ± equivalence margin")
+    handles = [plt.Line2D([], [], color=c, lw=2.2, marker="o", ms=5, label=v) for v, c in VERDICT_COLOURS.items()]
+    fig.legend(handles=handles, fontsize=7, loc="upper right", ncol=4, frameon=False, bbox_to_anchor=(0.99, 1.0))
+    fig.suptitle(source_title(cfg, "declared comparisons"), x=0.01, ha="left", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return fig

@@ -10,16 +10,17 @@ the paper's rows there are real datasets the demo does not use, so their `ours` 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dermlib.grammar import IMG, PAPER_STRATEGIES
 from dermlib.data.labels import config_classes
-from dermlib.metrics import summarise_seeds
 from dermlib.evaluate.results import permutation_chance
+from dermlib.grammar import IMG, PAPER_STRATEGIES
+from dermlib.metrics import summarise_seeds
 
 POOLED = "pooled"
 PAPER = "Marini et al. 2025 (arXiv 2511.21827)"
@@ -112,6 +113,8 @@ def ours_wide(results: pd.DataFrame, metric: str, order: list[str]) -> pd.DataFr
 def _with_paper(ours: pd.DataFrame, paper: dict[tuple[str, str], dict[str, float]]) -> pd.DataFrame:
     """Append `paper: <strategy>` columns, adding the paper's dataset rows when our results lack them."""
     rows = list(ours.index) + [r for r in paper if r not in ours.index]
+    if not rows:
+        return ours
     table = ours.reindex(pd.MultiIndex.from_tuples(_row_order(pd.MultiIndex.from_tuples(rows)),
                                                    names=["partition", "source"]))
     for strategy in [s for s in PAPER_STRATEGIES if any(s in v for v in paper.values())]:
@@ -120,14 +123,17 @@ def _with_paper(ours: pd.DataFrame, paper: dict[tuple[str, str], dict[str, float
 
 
 def build_table(results: pd.DataFrame, cfg: dict[str, Any], name: str) -> pd.DataFrame:
-    """The numeric table `name` (a key of TABLES): rows (partition, source), `ours:` and `paper:` columns."""
+    """The numeric table `name` (a key of TABLES): rows (partition, source), `ours:` columns and, for a run on the
+    real datasets, `paper:` columns in the rows of the datasets the paper's numbers come from (a synthetic run's
+    tables hold none: its sources are not the paper's; `paper_reference` lists them apart)."""
     metric, _ = TABLES[name]
     order = strategies(cfg, results)
     ours = ours_wide(results, metric, order)
+    paper = not cfg.get("synthetic")
     if name == "table2_kappa":
-        return _with_paper(ours, PAPER_KAPPA)
+        return _with_paper(ours, PAPER_KAPPA if paper else {})
     if name in ("table3_map_i2t", "table4_map_t2i"):
-        return _with_paper(ours, PAPER_MAP_BCN)
+        return _with_paper(ours, PAPER_MAP_BCN if paper else {})
     # Table 5: the paper gives a range across datasets; compare it with our range across (non-pooled) sources.
     table = ours.reindex(pd.MultiIndex.from_tuples(_row_order(ours.index), names=["partition", "source"]))
     per_source = table[[i[1] != POOLED for i in table.index]]
@@ -138,14 +144,31 @@ def build_table(results: pd.DataFrame, cfg: dict[str, Any], name: str) -> pd.Dat
         if column in per_source and per_source[column].notna().any():
             table[f"{column} low"] = np.where(is_range, per_source[column].min(), np.nan)
             table[f"{column} high"] = np.where(is_range, per_source[column].max(), np.nan)
-    for strategy, (low, high) in PAPER_COSINE_RANGE.items():
+    for strategy, (low, high) in (PAPER_COSINE_RANGE if paper else {}).items():
         table[f"paper: {strategy} low"] = np.where(is_range, low, np.nan)
         table[f"paper: {strategy} high"] = np.where(is_range, high, np.nan)
     return table
 
 
-def _cell(row: pd.Series, column: str, is_range: bool) -> str:
-    """One human-readable cell: value, then +- sd over seeds or a bootstrap CI; '-' when absent."""
+PAPER_SOURCE = "as quoted in a summary of the paper (../shared/paper/), not read from its tables"
+
+
+def paper_reference() -> pd.DataFrame:
+    """Every number of the paper that dermlib knows, one per row, with what it measures: the numbers a summary of
+    the paper quotes (its full tables are not available here), kept apart from any result of ours."""
+    rows = [{"measure": "Cohen's kappa (external test)", "dataset": source, "strategy": strategy, "value": value,
+             "note": ""} for (_, source), values in PAPER_KAPPA.items() for strategy, value in values.items()]
+    rows += [{"measure": "class-level retrieval mAP", "dataset": source, "strategy": strategy, "value": value,
+              "note": "direction (image->text or text->image) not stated"}
+             for (_, source), values in PAPER_MAP_BCN.items() for strategy, value in values.items()]
+    rows += [{"measure": "paired cosine, range across datasets", "dataset": "all", "strategy": strategy,
+              "value": f"{low:.3f}-{high:.3f}", "note": ""} for strategy, (low, high) in PAPER_COSINE_RANGE.items()]
+    return pd.DataFrame(rows)
+
+
+def _cell(row: pd.Series, column: str, is_range: bool, seeds_said: bool = False) -> str:
+    """One human-readable cell: value, then +- sd over seeds (with their number unless the table's notes say it:
+    `seeds_said`) or a bootstrap CI; '-' when absent."""
     if is_range:
         low, high = row.get(f"{column} low", np.nan), row.get(f"{column} high", np.nan)
         return f"{low:.3f}-{high:.3f}" if pd.notna(low) else "-"
@@ -155,7 +178,7 @@ def _cell(row: pd.Series, column: str, is_range: bool) -> str:
     value = 0.0 if abs(value) < 5e-4 else value  # never print "-0.000"
     seeds = row.get(f"{column} seeds", pd.NA)
     if not pd.isna(seeds) and seeds > 1:
-        return f"{value:.3f} ± {row[f'{column} sd']:.3f} ({int(seeds)} seeds)"
+        return f"{value:.3f} ± {row[f'{column} sd']:.3f}" + ("" if seeds_said else f" ({int(seeds)} seeds)")
     low, high = row.get(f"{column} ci_low", np.nan), row.get(f"{column} ci_high", np.nan)
     return f"{value:.3f} [{low:.3f}, {high:.3f}]" if pd.notna(low) and pd.notna(high) else f"{value:.3f}"
 
@@ -169,8 +192,17 @@ def _with_chance(text: str, row: pd.Series, column: str) -> str:
     return f"{text} (chance {chance:.3f}; source-only {only:.3f})" if pd.notna(only) else f"{text} (chance {chance:.3f})"
 
 
+def common_seeds(table: pd.DataFrame) -> int | None:
+    """The number of seeds behind every `ours` cell when it is one number above 1 (the notes then say it once)."""
+    counts = pd.concat([table[c] for c in table.columns if c.endswith(" seeds")] or [pd.Series(dtype="Int64")])
+    counts = counts.dropna().unique()
+    return int(counts[0]) if len(counts) == 1 and counts[0] > 1 else None
+
+
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Strings for Markdown/LaTeX: one column per strategy for ours, one per strategy for the paper."""
+    """Strings for Markdown/LaTeX: one column per strategy for ours, one per strategy for the paper (a number of
+    seeds common to every cell is left to the notes: `common_seeds`)."""
+    said = common_seeds(table) is not None
     ours = [c for c in table.columns if c.startswith("ours: ") and len(c.split(" ")) == 2]
     paper_ranges = sorted({c.rsplit(" ", 1)[0] for c in table.columns if c.startswith("paper: ")
                            and c.endswith((" low", " high"))})
@@ -179,7 +211,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     if "chance" in table.columns:
         out["chance"] = [f"{v:.3f}" if pd.notna(v) else "-" for v in table["chance"]]
     for column in ours:
-        out[column] = [_with_chance(_cell(row, column, index == RANGE_ROW), row, column)
+        out[column] = [_with_chance(_cell(row, column, index == RANGE_ROW, said), row, column)
                        for index, row in table.iterrows()]
     for column in paper:
         out[column] = [f"{v:.3f}" if pd.notna(v) else "-" for v in table[column]]
@@ -202,7 +234,10 @@ def footnotes(cfg: dict[str, Any], name: str) -> list[str]:
     if name in PROBE_TABLES:
         notes += probe_footnotes(cfg, name)
     else:
-        notes.append(f"'paper' columns: the only numbers reported by {PAPER}, on real datasets; never mixed with ours.")
+        notes.append(f"'paper' columns: the few numbers of {PAPER} {PAPER_SOURCE}, on real datasets; never "
+                     "mixed with ours." if not cfg.get("synthetic") else
+                     f"SynthDerm's sources are not the paper's datasets, so this table holds no number of {PAPER}: "
+                     f"the few {PAPER_SOURCE} are in table_paper_reference.")
     if cfg.get("synthetic"):
         notes.append("Ours are on SynthDerm, a synthetic benchmark: they are not comparable with the paper's.")
     if name in ("table3_map_i2t", "table4_map_t2i"):
@@ -233,11 +268,43 @@ def write_table(table: pd.DataFrame, cfg: dict[str, Any], name: str) -> dict[str
     table.reset_index().to_csv(paths["csv"], index=False, float_format="%.4f")
     shown = display_table(table)
     notes = footnotes(cfg, name)
+    if common_seeds(table):
+        notes.insert(0, f"Every 'ours' cell: mean ± sd over {common_seeds(table)} paired seeds.")
     paths["md"].write_text(f"### {title(cfg, name)}\n\n{to_markdown(shown)}\n\n"
                            + "\n".join(f"- {n}" for n in notes) + "\n")
-    latex = shown.to_latex(index=False, caption=title(cfg, name), label=f"tab:{name}", escape=True)
-    paths["tex"].write_text(latex + "% " + "\n% ".join(notes) + "\n")
+    paths["tex"].write_text(_latex(shown, title(cfg, name), f"tab:{name}", notes))
     return paths
+
+
+def write_paper_reference(cfg: dict[str, Any]) -> pd.DataFrame:
+    """Write `<figures_dir>/table_paper_reference.{csv,md,tex}`: `paper_reference`, titled with its provenance."""
+    table = paper_reference()
+    out = Path(cfg["figures_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "table_paper_reference.csv", index=False)
+    caption = f"The numbers of {PAPER} that dermlib knows, {PAPER_SOURCE}"
+    notes = ["Measured by the paper's authors on real datasets with gpt-4o-mini notes, DenseNet121 and PubMedBERT; "
+             "no number here comes from dermlib."]
+    shown = table.assign(value=[v if isinstance(v, str) else f"{v:.3f}" for v in table["value"]])
+    (out / "table_paper_reference.md").write_text(f"### {caption}\n\n{to_markdown(shown)}\n\n- {notes[0]}\n")
+    (out / "table_paper_reference.tex").write_text(_latex(shown, caption, "tab:paper_reference", notes))
+    return table
+
+
+def _latex(shown: pd.DataFrame, caption: str, label: str, notes: list[str]) -> str:
+    """A LaTeX table whose notes are printed under it, inside the table environment (not hidden in comments)."""
+    latex = shown.to_latex(index=False, caption=caption, label=label, escape=True)
+    block = "\\par\\smallskip\\footnotesize\n" + " \\\\\n".join(_tex_escape(n) for n in notes) + "\n"
+    return latex.replace("\\end{table}", block + "\\end{table}")
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex_escape(text: str) -> str:
+    """`text` with LaTeX's special characters escaped, in one pass (as pandas escapes table cells)."""
+    return re.sub(r"[\\&%$#_{}~^]", lambda m: _TEX[m.group(0)], text)
 
 
 HEADLINE = ["kappa", "map_i2t", "map_t2i", "paired_cosine", "recall@1_i2t"]
@@ -266,6 +333,7 @@ def build_all(results: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, pd.DataFr
     for name in TABLES:
         tables[name] = build_table(results, cfg, name)
         write_table(tables[name], cfg, name)
+    tables["table_paper_reference"] = write_paper_reference(cfg)
     for name in PROBE_TABLES:  # only when the evaluation wrote probe rows
         table = build_probe_table(results, cfg, name)
         if len(table):

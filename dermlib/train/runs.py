@@ -19,8 +19,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,7 +32,11 @@ from dermlib.grammar import strategy_label
 from dermlib.progress import progress
 from dermlib.train.features import FEATURE_VERSION
 from dermlib.train.loop import Trainer, load_trainable, selection_score, trainable_state
-from dermlib.train.settings import NEUTRAL_TRAIN_KEYS, UNHASHED_TRAIN_KEYS
+from dermlib.train.settings import (
+    NEUTRAL_TRAIN_KEYS,
+    UNHASHED_NOTES_KEYS,
+    UNHASHED_TRAIN_KEYS,
+)
 from dermlib.workdir import WorkDir
 
 if TYPE_CHECKING:  # pandas is imported where it is used
@@ -44,6 +49,7 @@ def config_hash(cfg: dict[str, Any]) -> str:
     """8 hex digits identifying what a run computes (data, notes and train settings and FEATURE_VERSION; not paths
     or device; a later key at its neutral value, `NEUTRAL_TRAIN_KEYS`, is left out, so older runs keep their id)."""
     key = {s: cfg.get(s) for s in HASHED_SECTIONS}
+    key["notes"] = {k: v for k, v in cfg["notes"].items() if k not in UNHASHED_NOTES_KEYS}
     key["train"] = {k: v for k, v in cfg["train"].items()
                     if k not in UNHASHED_TRAIN_KEYS and not (k in NEUTRAL_TRAIN_KEYS and v == NEUTRAL_TRAIN_KEYS[k])}
     key["feature_version"] = FEATURE_VERSION  # how frozen encoders' features are made decides what a run learns

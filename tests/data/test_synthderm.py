@@ -13,7 +13,14 @@ from PIL import Image
 
 from dermlib.data.labels import ISIC8
 from dermlib.data.schema import SITES, load_attributes, read_manifest, validate_manifest
-from dermlib.data.synthderm import COLORS, STRUCTURES, SYNTH_SOURCES, generate, sample_lesion, sources_table
+from dermlib.data.synthderm import (
+    COLORS,
+    STRUCTURES,
+    SYNTH_SOURCES,
+    generate,
+    sample_lesion,
+    sources_table,
+)
 
 SMALL = 24  # per internal source; external sources get half
 
@@ -36,6 +43,19 @@ def test_same_seed_same_bytes_and_manifest(tmp_path: Path) -> None:
     assert _digest(a["image_path"]) == _digest(b["image_path"])
     assert _digest(a["image_path"]) != _digest(c["image_path"])
     assert not a["attributes"].equals(c["attributes"])
+
+
+def test_a_folder_generated_from_the_same_settings_is_reused(tmp_path: Path) -> None:
+    """A second call with the same counts, seed and size reads the folder back (no image rewritten); another seed,
+    or a missing image, generates again."""
+    first = generate(tmp_path, n_per_source=3, seed=2, image_size=32)
+    times, pixels = {p: Path(p).stat().st_mtime_ns for p in first["image_path"]}, _digest(first["image_path"])
+    again = generate(tmp_path, n_per_source=3, seed=2, image_size=32)
+    pd.testing.assert_frame_equal(again, first)
+    assert {p: Path(p).stat().st_mtime_ns for p in again["image_path"]} == times
+    Path(first["image_path"].iloc[0]).unlink()
+    assert _digest(generate(tmp_path, n_per_source=3, seed=2, image_size=32)["image_path"]) == pixels
+    assert _digest(generate(tmp_path, n_per_source=3, seed=3, image_size=32)["image_path"]) != pixels
 
 
 def test_one_image_does_not_depend_on_how_many_are_made(tmp_path: Path) -> None:

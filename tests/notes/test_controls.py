@@ -107,7 +107,7 @@ def test_grammar_accepts_controls_but_the_paper_grid_excludes_them() -> None:
 def test_profiles_place_controls_after_the_paper_strategies() -> None:
     demo, paper = get_config("demo"), get_config("paper")
     assert demo["notes"]["strategies"] == ["M", "M+P1", "M+P2", "P3", "D", "M+G", "M+Gs"]
-    assert demo["eval"]["strategies"] == ["Img", "M", "M+P1", "M+P2", "P3", "D", "M+G", "M+Gs"]
+    assert demo["eval"]["strategies"] == ["Img", "M", "M+P1", "M+P2", "P3", "D", "M+G"]  # M+Gs: notes only (optional)
     assert paper["notes"]["strategies"] == ["M", "M+P1", "M+P2", "P3"]
     assert paper["eval"]["strategies"] == list(PAPER_STRATEGIES)
     get_config("paper", {"eval.strategies": ["Img", "M", "D"]})  # D needs only the diagnosis: fine on real data

@@ -82,7 +82,9 @@ def cfg(tmp_path: Path) -> dict:
 
 
 def test_table2_values_and_separate_paper_columns(results: pd.DataFrame, cfg: dict) -> None:
-    table = tables.build_table(results, cfg, "table2_kappa")
+    synthetic = tables.build_table(results, cfg, "table2_kappa")  # SynthDerm's sources are not the paper's
+    assert not [c for c in synthetic.columns if c.startswith("paper")] and ("external", "skinl2") not in synthetic.index
+    table = tables.build_table(results, {**cfg, "synthetic": False}, "table2_kappa")  # as a run on real data
     # by hand from value_of: synthderm_x kappa is 0.1 + 0.15 * strategy + 0.03, plus 0.02 for seed 1
     for strategy, mean in (("Img", 0.14), ("M", 0.29), ("M+P2", 0.59)):
         assert table.loc[("external", "synthderm_x"), f"ours: {strategy}"] == pytest.approx(mean)
@@ -99,8 +101,9 @@ def test_table2_values_and_separate_paper_columns(results: pd.DataFrame, cfg: di
 
 
 def test_retrieval_and_cosine_tables(results: pd.DataFrame, cfg: dict) -> None:
-    t3 = tables.build_table(results, cfg, "table3_map_i2t")
-    t4 = tables.build_table(results, cfg, "table4_map_t2i")
+    real = {**cfg, "synthetic": False}  # the paper's columns, as a run on the real datasets shows them
+    t3 = tables.build_table(results, real, "table3_map_i2t")
+    t4 = tables.build_table(results, real, "table4_map_t2i")
     # by hand: P3 on synthderm_b is 0.1 + 0.6 + 0.01 + 0.002 (map_i2t) or 0.004 (map_t2i), seeds 0 and 1 (+0.02)
     assert t3.loc[("internal", "synthderm_b"), "ours: P3"] == pytest.approx(0.722)
     assert t4.loc[("internal", "synthderm_b"), "ours: P3"] == pytest.approx(0.724)
@@ -108,7 +111,7 @@ def test_retrieval_and_cosine_tables(results: pd.DataFrame, cfg: dict) -> None:
         assert t.loc[("internal", "bcn20000"), ["paper: M+P1", "paper: M+P2", "paper: P3"]].tolist() == \
             paper_numbers("table3")
         assert t["ours: Img"].isna().all()  # the image-only baseline has no retrieval
-    t5 = tables.build_table(results, cfg, "table5_paired_cosine")
+    t5 = tables.build_table(results, real, "table5_paired_cosine")
     # by hand: M+P2 paired cosine per source is 0.566 (a), 0.576 (b), 0.596 (x); the pooled rows are no source
     assert t5.loc[tables.RANGE_ROW, "ours: M+P2 low"] == pytest.approx(0.566)
     assert t5.loc[tables.RANGE_ROW, "ours: M+P2 high"] == pytest.approx(0.596)
@@ -125,13 +128,19 @@ def test_written_files_are_titled_and_formatted(results: pd.DataFrame, cfg: dict
             assert (out / f"{name}.{ext}").stat().st_size > 0
     md = (out / "table2_kappa.md").read_text()
     assert md.startswith("### SynthDerm (synthetic) results - Table 2")
-    assert "| internal | synthderm_a | 0.110 ± 0.014 (2 seeds) | 0.260 ± 0.014 (2 seeds) |" in md  # by hand
+    assert "| internal | synthderm_a | 0.110 ± 0.014 | 0.260 ± 0.014 |" in md  # by hand
+    assert "mean ± sd over 2 paired seeds" in md  # said once, not in every cell
     skinl2_img, skinl2_mp2, *_ = paper_numbers("table2")
-    assert f"| external | skinl2 | - | - | - | - | - | {skinl2_img:.3f} | {skinl2_mp2:.3f} | - |" in md
-    assert "which direction" in (out / "table3_map_i2t.md").read_text()
-    assert "\\caption{SynthDerm (synthetic) results - Table 4" in (out / "table4_map_t2i.tex").read_text()
+    assert "skinl2" not in md and "table_paper_reference" in md  # the paper's numbers sit in their own table
+    reference = (out / "table_paper_reference.md").read_text()
+    assert "quoted in a summary of the paper" in reference
+    assert f"| Cohen's kappa (external test) | skinl2 | M+P2 | {skinl2_mp2:.3f} |  |" in reference
+    assert reference.count("direction (image->text or text->image) not stated") == 3  # BCN20000 mAP, once each
+    tex = (out / "table4_map_t2i.tex").read_text()
+    assert "\\caption{SynthDerm (synthetic) results - Table 4" in tex and "\n%" not in tex
+    assert tex.index("source-only") < tex.index("\\end{table}")  # the notes print under the table, not as comments
     csv = pd.read_csv(out / "table2_kappa.csv")
-    assert {"ours: M", "ours: M sd", "paper: Img", "paper: M+P2"} <= set(csv.columns)
+    assert {"ours: M", "ours: M sd"} <= set(csv.columns)
     # One seed: the bootstrap CI is shown instead of an sd.
     tables.build_all(results[results["seed"] == 0], cfg)
     one = (out / "table2_kappa.md").read_text()
@@ -139,7 +148,9 @@ def test_written_files_are_titled_and_formatted(results: pd.DataFrame, cfg: dict
     assert f"{v:.3f} [{v - 0.05:.3f}, {v + 0.05:.3f}]" in one
     paper_profile = get_config("paper", {"figures_dir": str(out / "paper")})
     tables.build_all(results, paper_profile)
-    assert "SynthDerm" not in (out / "paper" / "table2_kappa.md").read_text()
+    real = (out / "paper" / "table2_kappa.md").read_text()
+    assert "SynthDerm" not in real and "quoted in a summary of the paper" in real
+    assert f"| external | skinl2 | - | - | - | - | - | {skinl2_img:.3f} | {skinl2_mp2:.3f} | - |" in real
 
 
 def test_headline_and_per_strategy(results: pd.DataFrame, cfg: dict) -> None:
@@ -238,12 +249,12 @@ def test_probe_tables_are_written_as_csv_and_markdown_with_chance_and_notes(cfg:
     md = (figures / "table_zero_shot.md").read_text()
     assert md.startswith("### SynthDerm (synthetic) results - Zero-shot classification")
     assert ("| internal | Cohen's kappa | zero-shot, LLM descriptions (P3 style) | 0.030 | - | "
-            "0.200 ± 0.141 (2 seeds) |") in md
+            "0.200 ± 0.141 |") in md
     assert "balanced accuracy 1/8" in md and "prompts.json beside this table" in md and "no paper columns" in md
     csv = pd.read_csv(figures / "table_concepts.csv").set_index(["partition", "concept"])
     assert csv.loc[("internal", "colour:black"), "ours: M"] == pytest.approx(0.65)
     assert csv.loc[("internal", "colour:black"), "chance"] == 0.5
-    assert "| internal | Cohen's kappa | linear probe | 0.000 | 0.320 ± 0.028 (2 seeds) |" in \
+    assert "| internal | Cohen's kappa | linear probe | 0.000 | 0.320 ± 0.028 |" in \
         (figures / "table_linear_probe.md").read_text()
     without = probe_results()
     without = without[~without["metric"].str.startswith(("probe_", "zeroshot_", "concept_"))]
@@ -306,8 +317,8 @@ def test_linear_probe_per_source_table_is_written_beside_the_pooled_one(cfg: dic
     md = (figures / "table_linear_probe_sources.md").read_text()
     assert md.startswith("### SynthDerm (synthetic) results - Linear probe") and "per test source" in md
     # by hand: M probe kappa on synthderm_x (position 3): 0.35 and 0.37 -> 0.360 ± 0.014
-    assert "| external | synthderm_x | Cohen's kappa | linear probe | 0.000 | 0.310 ± 0.014 (2 seeds) | " \
-           "0.360 ± 0.014 (2 seeds) |" in md
+    assert "| external | synthderm_x | Cohen's kappa | linear probe | 0.000 | 0.310 ± 0.014 | " \
+           "0.360 ± 0.014 |" in md
     assert "the rows of table_linear_probe" in md and "internal training split" in md
     csv = pd.read_csv(figures / "table_linear_probe_sources.csv").set_index(
         ["partition", "source", "measure", "classifier"])
