@@ -43,8 +43,9 @@ REASONS = {
          "lacks; only a rank-16 adapter of the trunk trains; compare the positive control M+G − Img",
     "b": "a 135M local LLM writes the notes, not gpt-4o-mini, and SynthDerm's metadata is thin; the per-source "
          "galleries remove the source signature that pooled galleries rewarded",
-    "c": "runs are read at their best epoch, before P3's notes drift from their images (see the last-epoch "
-         "sensitivity rows); notes that all look alike score high with any image",
+    "c": "runs are read at their best epoch (lowest validation image loss), early in training: the last-epoch "
+         "sensitivity rows show the gap later on; notes that all look alike score high with any image (the "
+         "secondary rows subtract that)",
 }
 ALL_MM = protocol.set_name(list(NOTE_STRATEGIES))
 # How to read the demo's answers: typed, so it states no number (every number is in the rendered tables); shown in

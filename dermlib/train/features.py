@@ -26,9 +26,10 @@ import json
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -62,12 +63,27 @@ def _digest(parts: dict[str, Any], arrays: list[np.ndarray]) -> str:
     return digest.hexdigest()[:20]
 
 
+@contextmanager
+def every_core() -> Iterator[None]:
+    """torch on every CPU core inside the block, its thread count restored after: frozen encoders' features are
+    computed once, by the first run of a grid, while the grid's other cores would wait. They are the same bits on every
+    run of one machine, and agree with a one-thread pass up to the float16 they are stored in (on the demo's 2-core
+    machine the demo's trunk maps came out bit-identical on one thread and on two)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(before, os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _stored(path: Path, compute: Any, mmap: bool = False) -> np.ndarray:
     """Load `path` (`mmap`: as a read-only memory map), or compute, write atomically (a crash never leaves half a
     file) and return."""
     if path.exists():
         return np.load(path, mmap_mode="r" if mmap else None)
-    values = compute()
+    with every_core():
+        values = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npy")
     np.save(tmp, values)

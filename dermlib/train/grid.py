@@ -9,9 +9,11 @@ every job runs one after another in the calling process.
 from __future__ import annotations
 
 import copy
+import importlib
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence
 
@@ -28,6 +30,11 @@ def _start_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _import(module: str) -> None:
+    """Import `module` in a worker (what a job's function needs), so the worker is ready before its first job."""
+    importlib.import_module(module)
+
+
 def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], processes: int, *, desc: str,
              warm_key: Callable[[Any], Hashable] | None = None) -> list[Any]:
     """`[fn(x) for x in items]`, in order, with a progress bar, over `processes` workers (`fn` must be an importable
@@ -41,22 +48,27 @@ def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], processes: int, *, 
     if processes <= 1 or len(there) <= 1:
         here, there = list(range(len(items))), []
     results: list[Any] = [None] * len(items)
-    with progress(len(items), desc, unit="job") as bar:
+    with progress(len(items), desc, unit="job") as bar, ExitStack() as stack:
+        pool = None
+        if there:  # started now, so the workers import torch and `fn`'s module while the jobs here run
+            workers = min(processes, len(there))
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, initializer=_start_worker,
+                                                           mp_context=multiprocessing.get_context("spawn")))
+            for _ in range(workers):
+                pool.submit(_import, fn.__module__)
         for i in here:
             results[i] = fn(items[i])
             bar.update(1)
-        if there:
-            with ProcessPoolExecutor(max_workers=min(processes, len(there)), initializer=_start_worker,
-                                     mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(fn, items[i]): i for i in there}
-                try:
-                    for future in as_completed(futures):  # the bar moves as jobs finish, in any order
-                        results[futures[future]] = future.result()
-                        bar.update(1)
-                except BaseException:
-                    for future in futures:  # a failed job stops the rest: jobs not started are dropped
-                        future.cancel()
-                    raise
+        if pool is not None:
+            futures = {pool.submit(fn, items[i]): i for i in there}
+            try:
+                for future in as_completed(futures):  # the bar moves as jobs finish, in any order
+                    results[futures[future]] = future.result()
+                    bar.update(1)
+            except BaseException:
+                for future in futures:  # a failed job stops the rest: jobs not started are dropped
+                    future.cancel()
+                raise
     return results
 
 

@@ -95,6 +95,34 @@ def test_image_feature_views_do_not_depend_on_the_batch_size(work: Path, tmp_pat
     assert not np.allclose(small[0], small[1], atol=1e-3)  # the second view really is another image
 
 
+def test_frozen_trunk_maps_use_every_core_and_agree_with_one_thread(work: Path, tmp_path: Path, monkeypatch) -> None:
+    """Frozen features are computed once on every core (`features.every_core`), whatever the grid's own thread
+    settings: the same bits on every run of one machine, and the same as on one thread up to float16 rounding (the
+    stored precision; a value near a rounding boundary may land on the other side)."""
+    from dermlib.data.preprocess import load_cache
+    from dermlib.train.model import build_model
+    from dermlib.train.settings import TrainSettings
+
+    model = build_model(TrainSettings.from_config(tiny_cfg(work)).replace(trunk_adapter_rank=4), 8).eval()
+    images, _ = load_cache(work / "cache")
+    rows, cpu, before = np.arange(10), torch.device("cpu"), torch.get_num_threads()
+    out = {}
+    try:
+        for cores in (1, 2):
+            torch.set_num_threads(1)
+            monkeypatch.setattr(features.os, "cpu_count", lambda: cores)
+            out[cores] = np.asarray(features.image_features(model.image_encoder, images, rows, views=2, identity="t",
+                                                            folder=tmp_path / str(cores), device=cpu))
+            assert torch.get_num_threads() == 1  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert out[1].shape[:2] == (2, 10)
+    np.testing.assert_allclose(out[2].astype(np.float32), out[1].astype(np.float32), rtol=2e-3, atol=2e-3)
+    again = features.image_features(model.image_encoder, images, rows, views=2, identity="t", folder=tmp_path / "again",
+                                    device=cpu)
+    assert np.array_equal(np.asarray(again), out[2])  # two cores again: the same bits
+
+
 def test_frozen_feature_passes_draw_a_progress_bar_on_a_terminal_only(work: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The trunk passes of dermlib.train.features draw a bar (first 0/N, last N/N) on a terminal; none in a pipe or log,
