@@ -130,6 +130,9 @@ def test_written_files_are_titled_and_formatted(results: pd.DataFrame, cfg: dict
     assert md.startswith("### SynthDerm (synthetic) results - Table 2")
     assert "| internal | synthderm_a | 0.110 ± 0.014 | 0.260 ± 0.014 |" in md  # by hand
     assert "mean ± sd over 2 paired seeds" in md  # said once, not in every cell
+    retrieval = (out / "table3_map_i2t.md").read_text()
+    assert "(2 seeds)" not in retrieval and "over 2 paired seeds" in retrieval  # Img's empty column counts no seed
+    assert "which direction" not in retrieval  # a synthetic table holds no paper number to qualify
     skinl2_img, skinl2_mp2, *_ = paper_numbers("table2")
     assert "skinl2" not in md and "table_paper_reference" in md  # the paper's numbers sit in their own table
     reference = (out / "table_paper_reference.md").read_text()
@@ -150,6 +153,7 @@ def test_written_files_are_titled_and_formatted(results: pd.DataFrame, cfg: dict
     tables.build_all(results, paper_profile)
     real = (out / "paper" / "table2_kappa.md").read_text()
     assert "SynthDerm" not in real and "quoted in a summary of the paper" in real
+    assert "which direction" in (out / "paper" / "table3_map_i2t.md").read_text()
     assert f"| external | skinl2 | - | - | - | - | - | {skinl2_img:.3f} | {skinl2_mp2:.3f} | - |" in real
 
 
