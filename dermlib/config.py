@@ -273,6 +273,10 @@ _NULLABLE: dict[str, tuple[type, ...]] = {
     "data.internal": (list,), "data.external": (list,), "notes.base_url": (str,), "notes.limit": (int,),
     "data.limit_per_source": (int,), "train.note_features": (str,), "notes.ask_limit": (int,),
 }
+_NON_NEGATIVE = {"notes.ask_limit"}  # 0 is meaningful (never ask); null where nullable means no limit
+# notes settings that decide whether notes are asked for, never what a note says: left out of a run's id
+# (`dermlib.train.runs.config_hash`) and of whether a variant shares its home's notes (`_place_variant`)
+UNHASHED_NOTES_KEYS = ("ask_limit",)
 _POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
              "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",
              "train.feature_views", "train.parallel_runs", "train.lr", "eval.bootstrap", "eval.batch_size",
@@ -310,8 +314,8 @@ def _check_type(key: str, old: Any, new: Any) -> None:
                          f"{type(new).__name__} (values are JSON: 3, 0.5, true, \"text\", [0, 1])")
     if key in _POSITIVE and not new > 0:
         raise ValueError(f"override {key}={new}: must be greater than 0")
-    if key == "notes.ask_limit" and new is not None and new < 0:
-        raise ValueError(f"override {key}={new}: must be 0 or more (null: no limit)")
+    if key in _NON_NEGATIVE and new is not None and new < 0:
+        raise ValueError(f"override {key}={new}: must be 0 or more" + (" (null: no limit)" if key in _NULLABLE else ""))
 
 
 def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -372,9 +376,13 @@ def _place_variant(cfg: dict[str, Any], profile: str, overrides: dict[str, Any])
     scratch = home / "scratch" / variant_name(profile, changed)
     plain = _merge(BASE, CHANGES[HOME.get(profile, profile)])
     cfg["work_dir"], cfg["figures_dir"] = str(scratch), str(scratch / "figures")
-    notes = {k: v for k, v in cfg["notes"].items() if k != "ask_limit"}  # allowing more asks changes no note
-    if cfg["data"] == plain["data"] and notes == {k: v for k, v in plain["notes"].items() if k != "ask_limit"}:
+    if cfg["data"] == plain["data"] and _note_settings(cfg) == _note_settings(plain):
         link_shared(scratch, home)
+
+
+def _note_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The notes settings that decide what a note says (all but UNHASHED_NOTES_KEYS)."""
+    return {k: v for k, v in cfg["notes"].items() if k not in UNHASHED_NOTES_KEYS}
 
 
 # What a declared comparison may compare (each has a per-image column in `dermlib.evaluate.stats.SAMPLE_METRICS`).

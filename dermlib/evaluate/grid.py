@@ -22,7 +22,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
-import torch
 from threadpoolctl import threadpool_limits
 
 from dermlib.grammar import IMG
@@ -34,7 +33,7 @@ from dermlib.notes.store import first_notes
 from dermlib.train.grid import fit_many, grid_configs, map_jobs
 from dermlib.train.inference import checkpoint_state, encode, load_run
 from dermlib.train.loop import load_trainable
-from dermlib.train.model import pick_device
+from dermlib.train.model import pick_device, torch_threads
 from dermlib.train.runs import config_hash
 from dermlib.workdir import WorkDir
 
@@ -130,13 +129,8 @@ _READ: dict[str, GridInputs] = {}  # one GridInputs per process (a worker reads 
 def one_thread() -> Iterator[None]:
     """torch and numpy's BLAS on one CPU thread inside the block: an evaluation's numbers then do not depend on how
     many threads (or evaluations beside it) the machine has."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(1), threadpool_limits(limits=1):
+        yield
 
 
 def _evaluate_job(job: tuple[str, dict[str, Any], list[str]]) -> pd.DataFrame:

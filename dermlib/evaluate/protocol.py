@@ -23,7 +23,7 @@ import pandas as pd
 
 from dermlib.config import PROTOCOL_KINDS, check_protocol
 from dermlib.evaluate.macro import MacroBootstrap
-from dermlib.evaluate.stats import CHANCE, POST_HOC  # the pooled table's prefixes: chance level, post hoc
+from dermlib.evaluate.stats import CHANCE, POST_HOC, SOURCE_ONLY  # the pooled table's prefixes; its source-only row
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def paper_comparisons(samples: pd.DataFrame, cfg: dict[str, Any], n_classes: int
 EARLIER_WORDS = {"map_i2t": "image→text mAP, one gallery per partition",
                  "map_t2i": "text→image mAP, one gallery per partition",
                  "paired_cosine_above_chance": "paired cosine above its cosine to the partition's other notes",
-                 "source_only_map": "mAP of a ranking by source alone (either direction), one gallery per partition"}
+                 SOURCE_ONLY: "mAP of a ranking by source alone (either direction), one gallery per partition"}
 
 
 def _num(x: float) -> str:

@@ -162,7 +162,7 @@ def evaluate_embeddings(emb: dict[str, np.ndarray], pool: pd.DataFrame, cfg: dic
             rows.append({**where, **metric_row(metric, value, n_pairs)})
         if source == POOLED:  # a pooled gallery mixes sources: what knowing only the source gives there
             values = source_only_values(y, sources[paired], exclude)
-            rows.append({**where, **metric_row("source_only_map", metrics.nanmean(values), np.isfinite(values).sum())})
+            rows.append({**where, **metric_row(stats.SOURCE_ONLY, metrics.nanmean(values), np.isfinite(values).sum())})
     return pd.DataFrame(rows)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,7 @@ from dermlib.notes.cache import NoteCache, cache_key
 from dermlib.notes.engine import Job
 from dermlib.notes.local_llm import model_fingerprint
 from dermlib.notes.plan import NoteSettings, cache_path, llm_backend, max_tokens_for
-from dermlib.notes.profile import (
-    DESCRIPTIONS_PER_SECOND,
-    check_ask_limit,
-    local_servers,
-)
+from dermlib.notes.profile import DESCRIPTIONS_PER_SECOND, check_ask_limit, local_servers
 from dermlib.notes.strategies import PROMPT_DIR, render_m, stable_hash, vocabulary
 from dermlib.notes.synth import ask
 
@@ -108,9 +105,8 @@ def generate_descriptions(cfg: dict[str, Any], codes: list[str] | None = None, *
         again = ("transient", "failed") if retry_failed else ("transient",)
         todo = {k: job for k, job in jobs.items() if found.get(job.key, {}).get("status", "transient") in again}
         if todo:
-            styles = [s for s, _, _ in todo]
-            check_ask_limit(cfg, {s: styles.count(s) for s in dict.fromkeys(styles)}, "class descriptions",
-                            rates={s: DESCRIPTIONS_PER_SECOND for s in styles})
+            styles = Counter(s for s, _, _ in todo)
+            check_ask_limit(cfg, dict(styles), "class descriptions", rates=dict.fromkeys(styles, DESCRIPTIONS_PER_SECOND))
             with local_servers(cfg, settings, len(todo), f"class descriptions are not in {where}") as asking:
                 for style in dict.fromkeys(s for s, _, _ in todo):
                     chosen = [job for (s, _, _), job in todo.items() if s == style]

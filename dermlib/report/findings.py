@@ -197,7 +197,7 @@ def chance_markdown(comparisons: pd.DataFrame) -> str:
         return ""
     chance["strategy"] = chance["comparison"].str.removeprefix(stats.CHANCE)
     words = {"map_i2t": "image → text mAP", "map_t2i": "text → image mAP", "paired_cosine": "paired cosine",
-             "source_only_map": "source-only ranking mAP"}
+             stats.SOURCE_ONLY: "source-only ranking mAP"}
     chance["column"] = [f"{words.get(m, m)} ({p})" for m, p in zip(chance["metric"], chance["partition"])]
     wide = chance.pivot_table(index="strategy", columns="column", values="estimate", sort=False)
     lines = ["| strategy | " + " | ".join(wide.columns) + " |", "|---" * (len(wide.columns) + 1) + "|"]

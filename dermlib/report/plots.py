@@ -17,6 +17,7 @@ from sklearn.manifold import TSNE
 
 from dermlib.data.labels import ISIC8
 from dermlib.evaluate.results import permutation_chance
+from dermlib.evaluate.stats import SOURCE_ONLY
 from dermlib.metrics import finite_rows, l2_normalise
 from dermlib.plotstyle import setup_style, source_title
 
@@ -95,7 +96,7 @@ def retrieval_map_bars(results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure
             if np.isfinite(chance):
                 chance_lines += ax.plot([-0.5, len(order) - 0.5], [chance, chance], color="0.15", ls=ls, lw=1.2,
                                         label=f"chance {direction}: {chance:.2f}")
-        only = results[(results["metric"] == "source_only_map") & (results["source"] == "pooled")
+        only = results[(results["metric"] == SOURCE_ONLY) & (results["source"] == "pooled")
                        & (results["partition"] == partition)]["value"].mean()
         if np.isfinite(only):  # the pooled gallery mixes sources: what ranking by source alone gives
             chance_lines += ax.plot([-0.5, len(order) - 0.5], [only, only], color="tab:red", ls="-.", lw=1.2,
@@ -268,9 +269,7 @@ def forest(comparisons: pd.DataFrame, cfg: dict[str, Any], kinds: tuple[str, ...
     """Every declared comparison of `kinds` as a paired difference with its 95 % interval (the figure the
     conclusions rest on): one panel per question, a zero line, the equivalence band ±margin shaded, each interval
     coloured by its verdict (`dermlib.evaluate.protocol.verdict`), controls labelled as such."""
-    from dermlib.evaluate.protocol import (
-        verdict,  # the one rule that turns an interval into words
-    )
+    from dermlib.evaluate.protocol import verdict  # the one rule that turns an interval into words
 
     setup_style()
     rows = comparisons[comparisons["kind"].isin(kinds)].copy()

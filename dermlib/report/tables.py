@@ -19,6 +19,7 @@ import pandas as pd
 
 from dermlib.data.labels import config_classes
 from dermlib.evaluate.results import permutation_chance
+from dermlib.evaluate.stats import SOURCE_ONLY
 from dermlib.grammar import IMG, PAPER_STRATEGIES
 from dermlib.metrics import summarise_seeds
 
@@ -95,19 +96,21 @@ def ours_wide(results: pd.DataFrame, metric: str, order: list[str]) -> pd.DataFr
         out[f"ours: {strategy} seeds"] = wide[("n_seeds", strategy)].astype("Int64")
         out[f"ours: {strategy} ci_low"] = wide[("ci_low", strategy)].astype(float)
         out[f"ours: {strategy} ci_high"] = wide[("ci_high", strategy)].astype(float)
-    only = results[(results["metric"] == "source_only_map") & metric.startswith("map_")]
-    if len(only):  # pooled rows of a retrieval table: what a ranking by source alone gives
-        level = only.groupby(["strategy", "partition", "source"])["value"].mean()
-        for strategy in order:
-            if f"ours: {strategy}" in out and strategy in level.index.get_level_values(0):
-                out[f"ours: {strategy} source-only"] = [level.get((strategy, *row), np.nan) for row in out.index]
-    chance = results[results["metric"] == f"chance_{metric}"]
-    if len(chance):
-        level = chance.groupby(["strategy", "partition", "source"])["value"].mean()
-        for strategy in order:
-            if f"ours: {strategy}" in out and strategy in level.index.get_level_values(0):
-                out[f"ours: {strategy} chance"] = [level.get((strategy, *row), np.nan) for row in out.index]
+    if metric.startswith("map_"):  # pooled rows of a retrieval table: what a ranking by source alone gives
+        _baseline_columns(out, results[results["metric"] == SOURCE_ONLY], order, "source-only")
+    _baseline_columns(out, results[results["metric"] == f"chance_{metric}"], order, "chance")
     return out
+
+
+def _baseline_columns(out: pd.DataFrame, rows: pd.DataFrame, order: list[str], name: str) -> None:
+    """Add `ours: <strategy> <name>` to `out`: the mean of a baseline's `rows` per strategy and (partition, source)
+    row of `out`, for the strategies `out` has and `rows` hold."""
+    if rows.empty:
+        return
+    level = rows.groupby(["strategy", "partition", "source"])["value"].mean()
+    for strategy in order:
+        if f"ours: {strategy}" in out and strategy in level.index.get_level_values(0):
+            out[f"ours: {strategy} {name}"] = [level.get((strategy, *row), np.nan) for row in out.index]
 
 
 def _with_paper(ours: pd.DataFrame, paper: dict[tuple[str, str], dict[str, float]]) -> pd.DataFrame:

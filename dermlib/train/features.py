@@ -26,10 +26,10 @@ import json
 import os
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from dermlib.config import REPO_ROOT, add_cli_arguments, config_from_cli, shown
 from dermlib.progress import progress
 from dermlib.train.batches import augment, augment_draws, images_to_float, pad_batch, tokenize
 from dermlib.notes.store import notes_by_sample
-from dermlib.train.model import TextEncoder, text_weights_version
+from dermlib.train.model import TextEncoder, text_weights_version, torch_threads
 from dermlib.train.settings import TrainSettings
 from dermlib.workdir import WorkDir
 
@@ -63,18 +63,12 @@ def _digest(parts: dict[str, Any], arrays: list[np.ndarray]) -> str:
     return digest.hexdigest()[:20]
 
 
-@contextmanager
-def every_core() -> Iterator[None]:
-    """torch on every CPU core inside the block, its thread count restored after: frozen encoders' features are
-    computed once, by the first run of a grid, while the grid's other cores would wait. They are the same bits on every
-    run of one machine, and agree with a one-thread pass up to the float16 they are stored in (on the demo's 2-core
-    machine the demo's trunk maps came out bit-identical on one thread and on two)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(before, os.cpu_count() or 1))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def every_core() -> AbstractContextManager[None]:
+    """torch on every CPU core inside the block (`torch_threads`): frozen encoders' features are computed once, by
+    the first run of a grid, while the grid's other cores would wait. They are the same bits on every run of one
+    machine, and agree with a one-thread pass up to the float16 they are stored in (on the demo's 2-core machine the
+    demo's trunk maps came out bit-identical on one thread and on two)."""
+    return torch_threads(max(torch.get_num_threads(), os.cpu_count() or 1))
 
 
 def _stored(path: Path, compute: Any, mmap: bool = False) -> np.ndarray:

@@ -27,16 +27,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dermlib.config import add_cli_arguments, config_from_cli
+from dermlib.config import UNHASHED_NOTES_KEYS, add_cli_arguments, config_from_cli
 from dermlib.grammar import strategy_label
 from dermlib.progress import progress
 from dermlib.train.features import FEATURE_VERSION
 from dermlib.train.loop import Trainer, load_trainable, selection_score, trainable_state
-from dermlib.train.settings import (
-    NEUTRAL_TRAIN_KEYS,
-    UNHASHED_NOTES_KEYS,
-    UNHASHED_TRAIN_KEYS,
-)
+from dermlib.train.settings import NEUTRAL_TRAIN_KEYS, UNHASHED_TRAIN_KEYS
 from dermlib.workdir import WorkDir
 
 if TYPE_CHECKING:  # pandas is imported where it is used

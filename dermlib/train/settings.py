@@ -16,7 +16,6 @@ from dermlib.grammar import IMG
 # how a run executes, not what it computes: left out of a run's hash (`dermlib.train.runs.config_hash`)
 # (a note store holds what encoding the notes gives, to float16 rounding: it changes the time taken, not the run)
 UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard", "note_features")
-UNHASHED_NOTES_KEYS = ("ask_limit",)  # decides whether notes are asked for, never what a note says
 # keys added after runs were made, with the value that computes what those runs computed: at that value a key is
 # left out of a run's hash (so such a run keeps its id) and a saved run without it loads with it
 NEUTRAL_TRAIN_KEYS: dict[str, Any] = {"trunk_adapter_rank": 0}
