@@ -28,3 +28,11 @@ def config_classes(cfg: dict) -> list[str]:
 def to_binary(label: str) -> str:
     """Collapse an isic8 class to benign/malignant."""
     return "malignant" if label in MALIGNANT else "benign"
+
+
+def class_table() -> "pd.DataFrame":
+    """The 8 ISIC-2019 class codes spelled out: code, name, group (malignant or pre-malignant vs benign)."""
+    import pandas as pd
+
+    return pd.DataFrame({"code": ISIC8, "name": [CLASS_NAMES[c] for c in ISIC8],
+                         "group": ["malignant / pre-malignant" if c in MALIGNANT else "benign" for c in ISIC8]})

@@ -1,7 +1,7 @@
 """Figures of the data-preparation step (notebook 01): counts, metadata completeness, a gallery, crop examples.
 
 Each function returns a matplotlib Figure; the notebook saves it with dermlib.plotstyle.save and shows it inline. Titles
-go through dermlib.report.plots.source_title, so SynthDerm figures say they are synthetic.
+go through dermlib.plotstyle.source_title, so SynthDerm figures say they are synthetic.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def class_gallery(manifest: pd.DataFrame, images: np.ndarray, index: pd.DataFram
         axes[0, k * per_partition + per_partition // 2].text(0.5, 1.22, part, transform=axes[0, k * per_partition
                                                              + per_partition // 2].transAxes, ha="center",
                                                              fontsize=10, weight="bold")
-    fig.suptitle(source_title(cfg, "one class per row: internal sources (left) vs external (right)"), y=1.02)
+    fig.suptitle(source_title(cfg, "classes: internal vs external sources"), y=1.02)
     return fig
 
 
@@ -132,33 +132,89 @@ ATTRIBUTE_VALUES: dict[str, list[str]] = {
 }
 
 
+SHORT_VALUES = {"pigment network": "network", "blue-whitish veil": "blue-white veil",
+                "regression structures": "regression", "vascular structures": "vessels"}
+
+
+def glossary_picks(manifest: pd.DataFrame, index: pd.DataFrame, per_value: int = 4) -> dict[tuple[str, str], list[int]]:
+    """For every (kind, value) of `ATTRIBUTE_VALUES`, up to `per_value` positions in `_cached_rows(manifest, index)`
+    of images whose drawn ground truth has it, no image twice in all (deterministic, no random draw).
+
+    The values with the fewest such images choose first; each takes, in turn, the image ranked best by: a lesion not
+    shown yet, dermoscopic (structures are a dermoscopic notion), a class not yet in its row, the fewest other
+    colours and structures (the value stands out), the largest diameter, then manifest order.
+    """
+    rows = _cached_rows(manifest, index)
+    attrs = [load_attributes(a) for a in rows["attributes"]]
+    clinical = (rows["modality"] != "dermoscopic").to_numpy()
+    busy = np.array([len(a.get("colors") or []) + len(a.get("structures") or []) for a in attrs])
+    size = np.array([float(a.get("diameter_mm") or 0.0) for a in attrs])
+    lesions = (rows["lesion_id"].astype(str).to_numpy() if "lesion_id" in rows
+               else rows["sample_id"].astype(str).to_numpy())
+    labels = rows["label"].astype(str).to_numpy()
+    values = [(kind, v) for kind, vs in ATTRIBUTE_VALUES.items() for v in vs]
+    have = {kv: [i for i, a in enumerate(attrs) if kv[1] in (a.get(kv[0]) or [])] for kv in values}
+    used: set[int] = set()
+    shown_lesions: set[str] = set()
+    picks: dict[tuple[str, str], list[int]] = {}
+    for kv in sorted(values, key=lambda kv: len(have[kv])):  # stable: ties keep ATTRIBUTE_VALUES order
+        chosen: list[int] = []
+        free = [i for i in have[kv] if i not in used]
+        while free and len(chosen) < per_value:
+            in_row = {labels[i] for i in chosen}
+            best = min(free, key=lambda i: (lesions[i] in shown_lesions, clinical[i], labels[i] in in_row, busy[i],
+                                            -size[i], i))
+            chosen.append(best)
+            free.remove(best)
+            used.add(best)
+            shown_lesions.add(lesions[best])
+        picks[kv] = chosen
+    return {kv: picks[kv] for kv in values}
+
+
 def attribute_glossary(manifest: pd.DataFrame, images: np.ndarray, index: pd.DataFrame, cfg: dict[str, Any],
                        per_value: int = 4) -> plt.Figure:
-    """What each visual attribute looks like: for every colour and structure, images whose ground truth has it.
+    """What each visual attribute looks like: for every colour and structure, images whose ground truth has it,
+    each image at most once in the figure (`glossary_picks`).
 
     Uses the SynthDerm drawn ground truth (`attributes.colors` / `attributes.structures`); dermoscopic images
-    first, since structures are a dermoscopic notion.
+    first, since structures are a dermoscopic notion. Each image artist's gid is `sample:<sample_id>`.
     """
     setup_style()
     rows = _cached_rows(manifest, index)
-    attrs = [load_attributes(a) for a in rows["attributes"]]
-    dermo = (rows["modality"] == "dermoscopic").to_numpy()
-    values = [(kind, v) for kind, vs in ATTRIBUTE_VALUES.items() for v in vs]
-    fig, axes = plt.subplots(len(values), per_value, figsize=(1.4 * per_value + 2.0, 1.35 * len(values)),
-                             squeeze=False)
-    for i, (kind, value) in enumerate(values):
-        has = np.array([value in (a.get(kind) or []) for a in attrs])
-        order = np.concatenate([np.flatnonzero(has & dermo), np.flatnonzero(has & ~dermo)])[:per_value]
-        for j in range(per_value):
-            ax = axes[i, j]
-            ax.set(xticks=[], yticks=[])  # no ticks: else each is laid out (slowly) before it is hidden
-            ax.axis("off")
-            if j < len(order):
-                ax.imshow(images[int(rows["row"].iloc[order[j]])])
-                ax.set_title(str(rows["label"].iloc[order[j]]), fontsize=6, pad=2)
-        axes[i, 0].text(-0.1, 0.5, f"{value}\n({kind[:-1] if kind == 'structures' else 'colour'})",
-                        transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=8)
-    fig.suptitle(source_title(cfg, "what each attribute looks like (drawn ground truth)"), y=1.0)
+    picks = glossary_picks(manifest, index, per_value)
+    groups = list(ATTRIBUTE_VALUES)
+    n_rows = len(picks)
+    cell, label_w, top_h, gap = 1.05, 1.25, 0.75, 0.3
+    width = label_w + cell * per_value + 0.1
+    height = top_h + cell * n_rows + gap * (len(groups) - 1) + 0.1
+    fig = plt.figure(figsize=(width, height))
+    ratios = []
+    for k, kind in enumerate(groups):
+        ratios += [1.0] * len(ATTRIBUTE_VALUES[kind]) + ([gap / cell] if k < len(groups) - 1 else [])
+    grid = fig.add_gridspec(len(ratios), per_value, height_ratios=ratios, left=label_w / width, right=1 - 0.1 / width,
+                            top=1 - top_h / height, bottom=0.1 / height, wspace=0.06, hspace=0.22)
+    grid_row = 0
+    for k, kind in enumerate(groups):
+        for n, value in enumerate(ATTRIBUTE_VALUES[kind]):
+            chosen = picks[(kind, value)]
+            for j in range(per_value):
+                ax = fig.add_subplot(grid[grid_row, j])
+                ax.set(xticks=[], yticks=[])  # no ticks: else each is laid out (slowly) before it is hidden
+                ax.axis("off")
+                if j < len(chosen):
+                    row = rows.iloc[chosen[j]]
+                    ax.imshow(images[int(row["row"])], gid=f"sample:{row['sample_id']}")
+                    ax.set_title(str(row["label"]), fontsize=6, pad=2)
+                if j == 0:
+                    ax.text(-0.08, 0.5, SHORT_VALUES.get(value, value), transform=ax.transAxes, ha="right",
+                            va="center", fontsize=9)
+                    if n == 0:
+                        ax.text(-0.08, 1.18, "colours" if kind == "colors" else kind, transform=ax.transAxes,
+                                ha="right", va="bottom", fontsize=10, weight="bold")
+            grid_row += 1
+        grid_row += k < len(groups) - 1  # the spacer row between colours and structures
+    fig.suptitle(source_title(cfg, "attributes (drawn ground truth)"), y=1 - 0.12 / height, va="top")
     return fig
 
 

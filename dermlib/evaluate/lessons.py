@@ -17,7 +17,6 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from scipy.special import softmax
 from sklearn.metrics import roc_curve
 
@@ -25,10 +24,11 @@ from dermlib import metrics
 from dermlib.evaluate import probes
 from dermlib.data.labels import config_classes
 from dermlib.evaluate.pools import evaluation_pool, pool_id
-from dermlib.plotstyle import setup_style, source_title
+from dermlib.plotstyle import setup_style, source_title, strategy_colours
 from dermlib.workdir import WorkDir
 
 MARKERS = ("o", "s", "^", "D", "v", "P")
+PICK_COLOURS = {"best": "#1b7837", "median": "#8c6d31", "worst": "#a50f15"}  # concept_roc's three concepts
 
 
 def lesson_inputs(cfg: dict[str, Any], run: str | Path, emb: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
@@ -92,7 +92,9 @@ def zero_shot_example(inputs: dict[str, Any], cfg: dict[str, Any], *, partition:
         raise ValueError(f"no {partition} image in the pool")
     setup_style()
     sources, classes = list(inputs["class_dirs"]), list(inputs["classes"])
-    colours = dict(zip(sources, sns.color_palette("colorblind", len(sources))))
+    # a prompt source is a strategy's style (the M template is M's): drawn in that strategy's colour
+    by_strategy = strategy_colours("M" if s == probes.M_TEMPLATE else s for s in sources)
+    colours = {s: by_strategy["M" if s == probes.M_TEMPLATE else s] for s in sources}
     unit = metrics.l2_normalise(inputs["image_emb"])
     fig, axes = plt.subplots(len(picks), 3, figsize=(15, 4.8 * len(picks)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 2.2, 1.5]})
@@ -114,10 +116,10 @@ def zero_shot_example(inputs: dict[str, Any], cfg: dict[str, Any], *, partition:
             ax_cos.axhspan(classes.index(truth) - 0.45, classes.index(truth) + 0.45, color="#4c9a6a", alpha=0.15)
         ax_cos.set_yticks(y, classes)
         ax_cos.invert_yaxis()
-        ax_cos.set(xlabel="cosine(image, class text direction)",
-                   title="zero-shot: cosine to each class's prompts (ringed: the class chosen; green: the true class)")
+        ax_cos.set(xlabel="cosine(image, class text direction)", title="zero-shot: cosine per class")
         ax_cos.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=len(sources), frameon=False,
-                      title="prompt source", title_fontsize=8)
+                      title="prompt source (ringed: the class it picks; green band: the true class)",
+                      title_fontsize=8)
         proba = softmax(np.asarray(inputs["image_logits"][i], dtype=np.float64))
         names = list(inputs["all_classes"])
         bars = ax_clf.barh(np.arange(len(names)), proba, color="0.7")
@@ -127,8 +129,8 @@ def zero_shot_example(inputs: dict[str, Any], cfg: dict[str, Any], *, partition:
         ax_clf.set_yticks(np.arange(len(names)), names)
         ax_clf.invert_yaxis()
         ax_clf.set(xlim=(0, 1), xlabel="softmax probability",
-                   title=f"image-branch classifier: {names[int(proba.argmax())]} (p = {proba.max():.2f})")
-    fig.suptitle(source_title(cfg, f"zero-shot classification of two {partition} images, {inputs['strategy']} run"))
+                   title=f"classifier: {names[int(proba.argmax())]} (p = {proba.max():.2f})")
+    fig.suptitle(source_title(cfg, f"zero-shot vs classifier, {inputs['strategy']} run"))
     fig.tight_layout()
     return fig
 
@@ -165,7 +167,7 @@ def concept_roc(inputs: dict[str, Any], cfg: dict[str, Any], *, partition: str =
     scores = metrics.l2_normalise(inputs["image_emb"][inside]) @ inputs["concept_dirs"].T
     truth = inputs["truth"][inside]
     names = list(inputs["concept_names"])
-    colours = dict(zip(picks.values(), sns.color_palette("colorblind", len(picks))))
+    colours = {name: PICK_COLOURS[kind] for kind, name in picks.items()}  # not the strategies' colours
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(0.3 * len(table) + 2.2, 6.0)),
                                       gridspec_kw={"width_ratios": [1, 1.1]})
     shown = table[table["auroc"].notna()]
@@ -184,10 +186,10 @@ def concept_roc(inputs: dict[str, Any], cfg: dict[str, Any], *, partition: str =
                    label=f"{kind}: {name}, AUROC {row['auroc']:.2f} ({int(row['n_positive'])} of {int(row['n'])} "
                          "images have it)")
     right.plot([0, 1], [0, 1], color="0.4", ls="--", lw=1, label="chance (AUROC 0.50)")
-    right.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (images without the concept, above threshold)",
-              ylabel="true positive rate", title="ROC: rank images by cosine to the concept's phrases")
+    right.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
+              title="ROC: images ranked by cosine to the phrases")
     right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
-    fig.suptitle(source_title(cfg, f"concept retrieval against the drawn ground truth, {inputs['strategy']} run"))
+    fig.suptitle(source_title(cfg, f"concept retrieval, {inputs['strategy']} run"))
     fig.tight_layout()
     return fig
 
@@ -274,5 +276,5 @@ def ranking_strips(rankings: dict[str, pd.DataFrame], cfg: dict[str, Any], top: 
         curve.set(xlim=(0.5, len(hits) + 0.5), ylim=(0, 1.05), ylabel="precision", yticks=[0, 0.5, 1])
         curve.legend(fontsize=7, loc="upper right", frameon=True)
     axes[-1, 0].set_xlabel("rank (strip: green = a note of the query's class)")
-    fig.suptitle(source_title(cfg, "what average precision rewards: relevant notes near the top"), fontsize=11)
+    fig.suptitle(source_title(cfg, "average precision of two queries"), fontsize=11)
     return fig

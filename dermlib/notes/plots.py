@@ -14,7 +14,7 @@ from PIL import Image
 
 from dermlib.data.schema import load_attributes
 from dermlib.notes.audit import marked_phrases
-from dermlib.plotstyle import setup_style, source_title
+from dermlib.plotstyle import setup_style, source_title, strategy_colours, strategy_hatch, strategy_legend_handles
 
 FIELDS = ("age", "sex", "site", "diagnosis")
 FLAG_COLOURS = {"correct": "#4c9a6a", "mixed": "#e0a458", "contradicted": "#c8553d", "absent": "#bdbdbd"}
@@ -43,24 +43,61 @@ def plot_consistency(summary: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
     return fig
 
 
+HALLUCINATION_MEASURES = {  # (panel, direction): column -> tick label
+    "higher": {"colors_precision": "colour\nprecision", "colors_recall": "colour\nrecall",
+               "structures_precision": "structure\nprecision", "structures_recall": "structure\nrecall",
+               "vocab_adherence": "vocabulary\nadherence"},
+    "lower": {"contradiction_rate": "contradicts\nmetadata",
+              "unsupported_attribute_rate": "states an\nabsent attribute"},
+}
+PANEL_TITLES = {"higher": "↑ higher is better", "lower": "↓ lower is better"}
+ZERO_STUB = 0.012  # a measured 0 is drawn as a stub this high (labelled "0"); not measurable (NaN) draws no bar
+SMALL = 0.05  # positive values below this are printed on their bar
+
+
 def plot_hallucination(summary: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
-    """Attribute precision/recall against ground truth, vocabulary adherence and hallucination rates per strategy."""
+    """Attribute precision/recall against ground truth and vocabulary adherence (higher is better, left), and
+    the rates of contradicting the metadata and stating an absent attribute (lower is better, right), per strategy
+    in its colour (controls hatched). A measured 0 is a stub labelled "0"; "n/a" without a bar: not measurable (a
+    strategy that states no attribute has no precision)."""
+    panels = {d: {c: t for c, t in m.items() if c in summary.columns} for d, m in HALLUCINATION_MEASURES.items()}
+    panels = {d: m for d, m in panels.items() if m}
+    if not panels:
+        raise ValueError(f"summary has none of the audit's attribute measures (has {list(summary.columns)})")
     setup_style()
-    columns = {"colors_precision": "colour precision", "colors_recall": "colour recall",
-               "structures_precision": "structure precision", "structures_recall": "structure recall",
-               "vocab_adherence": "vocabulary adherence", "contradiction_rate": "contradicts metadata",
-               "unsupported_attribute_rate": "states an absent attribute"}
-    long = summary.melt(id_vars="strategy", value_vars=list(columns), var_name="measure", value_name="value")
-    long["measure"] = long["measure"].map(columns)
-    table = long.pivot(index="measure", columns="strategy", values="value").loc[list(columns.values())]
-    fig, ax = plt.subplots(figsize=(9, 3.8))
-    table[list(summary["strategy"])].plot.bar(ax=ax, width=0.8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("rate (empty bar: not measurable)")
-    ax.set_xlabel("")
-    ax.tick_params(axis="x", rotation=25)
-    ax.legend(title="strategy", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    ax.set_title(source_title(cfg, "attribute hallucination audit"))
+    strategies = [str(s) for s in summary["strategy"]]
+    colours = strategy_colours(strategies)
+    table = summary.set_index(summary["strategy"].astype(str))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.0 + 1.7 * sum(map(len, panels.values())), 4.0), sharey=True,
+                             squeeze=False, gridspec_kw={"width_ratios": [len(m) for m in panels.values()]})
+    width = 0.8 / len(strategies)
+    for ax, (direction, measures) in zip(axes[0], panels.items()):
+        for g, column in enumerate(measures):
+            for k, strategy in enumerate(strategies):
+                x = g + (k - (len(strategies) - 1) / 2) * width
+                value = float(table.loc[strategy, column])
+                if np.isnan(value):
+                    ax.text(x, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=6.5, style="italic",
+                            color="0.35", gid=f"na:{column}:{strategy}")
+                    continue
+                ax.bar(x, value if value else ZERO_STUB, width, color=colours[strategy], edgecolor="white", lw=0.5,
+                       hatch=strategy_hatch(strategy) or None, gid=f"bar:{column}:{strategy}")
+                if value == 0:
+                    ax.text(x, ZERO_STUB + 0.01, "0", ha="center", va="bottom", fontsize=7,
+                            gid=f"zero:{column}:{strategy}")
+                elif value < SMALL:  # a bar too short to read: its value printed, so it is not taken for a 0
+                    ax.text(x, value + 0.01, f"{value:.2f}".lstrip("0"), rotation=90, ha="center", va="bottom",
+                            fontsize=6.5)
+        ax.set_xticks(range(len(measures)), list(measures.values()), fontsize=9)
+        ax.set_xlim(-0.5, len(measures) - 0.5)
+        ax.set_title(PANEL_TITLES[direction])
+        ax.grid(axis="x", visible=False)
+    axes[0, 0].set(ylim=(0, 1.05), ylabel="rate")
+    axes[0, -1].legend(handles=strategy_legend_handles(strategies), title="strategy", loc="upper left",
+                       bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=9)
+    axes[0, -1].text(1.02, 0.0, "0: measured zero\nn/a: not measurable", transform=axes[0, -1].transAxes,
+                     fontsize=7.5, color="0.3", va="bottom")
+    fig.suptitle(source_title(cfg, "note attributes against the drawn truth"))
     fig.tight_layout()
     return fig
 

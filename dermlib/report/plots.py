@@ -1,6 +1,8 @@
 """Figures of the results (notebook 05): kappa, retrieval and paired-cosine bars, the embedding map, retrieval galleries
-and the notes audit. Each function returns a matplotlib Figure; the notebook calls `dermlib.plotstyle.save(fig, cfg,
-name)` and the figure shows inline where it is made. Every step's own figures are its `plots` module.
+and the notes audit; the forest of comparisons and the paired slopegraph live in `dermlib.report.comparison_plots`
+and are re-exported here. Each function returns a matplotlib Figure; the notebook calls
+`dermlib.plotstyle.save(fig, cfg, name)` and the figure shows inline where it is made. Every step's own figures are its
+`plots` module. Strategies are drawn in their one colour (`dermlib.plotstyle.strategy_colours`), controls hatched.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from sklearn.decomposition import PCA
+from matplotlib.patches import Patch
 from sklearn.manifold import TSNE
 
 from dermlib.data.labels import ISIC8
 from dermlib.evaluate.results import permutation_chance
 from dermlib.evaluate.stats import SOURCE_ONLY
 from dermlib.metrics import finite_rows, l2_normalise
-from dermlib.plotstyle import setup_style, source_title
+from dermlib.plotstyle import (is_control_strategy, lighter, readable, setup_style, source_title,
+                                strategy_colours, strategy_hatch)
+from dermlib.report.comparison_plots import METRIC_WORDS, VERDICT_COLOURS, forest, paired_values, slopegraph
+
+__all__ = ["METRIC_WORDS", "VERDICT_COLOURS", "forest", "paired_values", "slopegraph"]  # re-exported
 
 
 def pooled_bars(results: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -39,19 +46,37 @@ def pooled_bars(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     return out
 
 
+LEVEL_SHADES = (0.0, 0.55)  # how much white the 1st and 2nd bar of a strategy's pair is mixed with
+
+
 def _grouped_bars(ax: plt.Axes, table: pd.DataFrame, order: list[str], hue: str, hues: list[str]) -> None:
-    """Bars per strategy (x) and `hue` level, with error bars where known and the value printed on top."""
+    """Bars per strategy (x, in the strategy's own colour; controls hatched) and `hue` level (the first level full
+    colour, the next lighter with the strategy's colour as edge), with error bars and the value printed on top."""
     width = 0.8 / max(len(hues), 1)
-    colors = sns.color_palette("colorblind", len(hues))
+    colours = strategy_colours(order)
+    top = 0.0
     for j, level in enumerate(hues):
         part = table[table[hue] == level].set_index("strategy").reindex(order)
         x = np.arange(len(order)) + (j - (len(hues) - 1) / 2) * width
         err = np.vstack([part["err_low"].fillna(0).clip(lower=0), part["err_high"].fillna(0).clip(lower=0)])
-        ax.bar(x, part["value"], width, yerr=err, capsize=3, color=colors[j], label=str(level))
+        shade = LEVEL_SHADES[min(j, len(LEVEL_SHADES) - 1)]
+        bars = ax.bar(x, part["value"], width, yerr=err, capsize=3, label=str(level),
+                      color=[lighter(colours[s], shade) for s in order], edgecolor=[colours[s] for s in order], lw=1)
+        for bar, strategy in zip(bars, order):
+            bar.set_hatch(strategy_hatch(strategy) or None)
+            bar.set_gid(f"bar:{strategy}:{level}")
         for xi, v, up in zip(x, part["value"], err[1]):
             if pd.notna(v):
                 ax.text(xi, v + up + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(np.arange(len(order)), order)
+                top = max(top, v + up)
+    ax.set_ylim(top=max(ax.get_ylim()[1], top * 1.1))  # room for the printed values
+    ax.set_xticks(np.arange(len(order)), [f"{s}\n(control)" if is_control_strategy(s) else s for s in order])
+
+
+def _level_handles(hues: list[str]) -> list[Patch]:
+    """Legend entries for the levels of `_grouped_bars`, drawn in a neutral grey (the colour is the strategy)."""
+    return [Patch(facecolor=lighter("0.3", LEVEL_SHADES[min(j, len(LEVEL_SHADES) - 1)]), edgecolor="0.3",
+                  label=str(level)) for j, level in enumerate(hues)]
 
 
 def _bar_note(table: pd.DataFrame) -> str:
@@ -66,11 +91,13 @@ def kappa_bars(results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
     table = pooled_bars(results, "kappa")
     order = [s for s in cfg["eval"]["strategies"] if s in set(table["strategy"])]
     fig, ax = plt.subplots(figsize=(8, 4))
-    _grouped_bars(ax, table, order, "partition", [p for p in ("internal", "external") if p in set(table["partition"])])
+    partitions = [p for p in ("internal", "external") if p in set(table["partition"])]
+    _grouped_bars(ax, table, order, "partition", partitions)
     ax.axhline(0, color="0.3", lw=0.8)
-    ax.legend(fontsize=8, title="test partition", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    ax.set(xlabel=f"strategy ({_bar_note(table)})", ylabel="Cohen's kappa (chance = 0)",
-           title=source_title(cfg, "kappa, internal vs external test"))
+    ax.legend(handles=_level_handles(partitions), fontsize=8, title="test partition", title_fontsize=9,
+              loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set(xlabel=f"strategy ({_bar_note(table)})", ylabel="Cohen's κ (chance = 0)",
+           title=source_title(cfg, "κ, internal vs external test"))
     return fig
 
 
@@ -79,17 +106,17 @@ def retrieval_map_bars(results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure
     levels (gallery labels permuted; mean over runs) and the source-only ranking's mAP (`source_only_map`) drawn and
     labelled in that panel."""
     setup_style()
-    directions = (("map_i2t", "image -> text"), ("map_t2i", "text -> image"))
+    directions = (("map_i2t", "image → text"), ("map_t2i", "text → image"))
     table = pd.concat([pooled_bars(results, m).assign(direction=d) for m, d in directions], ignore_index=True)
     table = table[table["value"].notna()]
     if table.empty:
         raise ValueError("no retrieval mAP in the results: only the image-only baseline was evaluated")
     partitions = [p for p in ("internal", "external") if p in set(table["partition"])]
     order = [s for s in cfg["eval"]["strategies"] if s in set(table["strategy"])]
-    colors = dict(zip([d for _, d in directions], sns.color_palette("colorblind", len(directions))))
+    levels = [d for _, d in directions]
     fig, axes = plt.subplots(1, len(partitions), figsize=(6 * len(partitions), 4), sharey=True, squeeze=False)
     for ax, partition in zip(axes[0], partitions):
-        _grouped_bars(ax, table[table["partition"] == partition], order, "direction", list(colors))
+        _grouped_bars(ax, table[table["partition"] == partition], order, "direction", levels)
         chance_lines = []
         for (metric, direction), ls in zip(directions, ("--", ":")):
             chance = permutation_chance(results, metric, partition)
@@ -104,10 +131,9 @@ def retrieval_map_bars(results: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure
         if chance_lines:
             ax.legend(handles=chance_lines, fontsize=7, loc="upper left", frameon=True,
                       title="baselines", title_fontsize=7)
-        ax.set(xlabel=f"strategy ({_bar_note(table)})", ylabel="mAP", title=f"{partition} (pooled)", ylim=(0, 1.05),
+        ax.set(xlabel=f"strategy ({_bar_note(table)})", ylabel="class-level mAP", title=partition, ylim=(0, 1.05),
                xlim=(-0.5, len(order) - 0.5))
-    bars = [plt.Rectangle((0, 0), 1, 1, color=c, label=d) for d, c in colors.items()]
-    fig.legend(handles=bars, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+    fig.legend(handles=_level_handles(levels), fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
                title="direction")
     fig.suptitle(source_title(cfg, "class-level retrieval mAP"))
     fig.tight_layout()
@@ -130,8 +156,17 @@ def paired_cosine_violins(samples: pd.DataFrame, results: pd.DataFrame, cfg: dic
     setup_style()
     fig, ax = plt.subplots(figsize=(9, 4))
     split = len(partitions) == 2
-    sns.violinplot(data=per_image, x="strategy", y="cosine", hue="partition", order=order, hue_order=partitions,
-                   split=split, cut=0, inner="quartile", ax=ax)
+    colours = strategy_colours(order)
+    for strategy in order:  # one call per strategy: each is drawn in its own colour, the 2nd partition lighter
+        before = len(ax.collections)
+        shades = {p: lighter(colours[strategy], LEVEL_SHADES[min(j, 1)]) for j, p in enumerate(partitions)}
+        sns.violinplot(data=per_image[per_image["strategy"] == strategy], x="strategy", y="cosine", hue="partition",
+                       order=order, hue_order=partitions, split=split, cut=0, inner="quartile", saturation=1,
+                       palette=shades, legend=False, ax=ax)
+        for body in ax.collections[before:]:
+            body.set_edgecolor(colours[strategy])
+            body.set_hatch(strategy_hatch(strategy) or None)
+    ax.set_xticks(np.arange(len(order)), [f"{s}\n(control)" if is_control_strategy(s) else s for s in order])
     means = per_image.groupby(["strategy", "partition"])["cosine"].mean()
     for i, strategy in enumerate(order):
         text = " / ".join(f"{means.get((strategy, p), np.nan):.2f}" for p in partitions)
@@ -145,12 +180,11 @@ def paired_cosine_violins(samples: pd.DataFrame, results: pd.DataFrame, cfg: dic
                     gid=f"chance:{strategy}:{partition}")
             ax.text(x1 + 0.02 if j else x0 - 0.02, chance, f"{chance:.2f}", ha="left" if j else "right",
                     va="center", fontsize=7)
-    handles, labels = ax.get_legend_handles_labels()
-    handles.append(plt.Line2D([], [], color="black", lw=2.2))
-    labels.append("shuffled pairs (chance),\nper strategy and partition")
+    handles = _level_handles(partitions) + [plt.Line2D([], [], color="black", lw=2.2)]
+    labels = [*partitions, "shuffled pairs (chance),\nper strategy and partition"]
     ax.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    ax.set(ylabel="cosine(image, own note)", xlabel=f"strategy (means: {' / '.join(partitions)})")
-    ax.set_title(source_title(cfg, "paired image-note cosine, every test image, mean over seeds"), pad=18)
+    ax.set(ylabel="cosine(image, own note)", xlabel=f"strategy (means over test images: {' / '.join(partitions)})")
+    ax.set_title(source_title(cfg, "paired image–note cosine"), pad=18)
     return fig
 
 
@@ -159,7 +193,8 @@ def embedding_map(emb: dict[str, np.ndarray], cfg: dict[str, Any], *, method: st
     """2-D map of image and text embeddings of one run: left coloured by class, right by modality.
 
     `emb` is a saved embeddings file (image_emb, text_emb, label); embeddings are L2-normalised and projected
-    jointly with PCA (deterministic) or t-SNE (`method="tsne"`, seeded); at most `max_points` pairs are drawn.
+    jointly with PCA (deterministic; each axis says the share of variance it explains) or t-SNE (`method="tsne"`,
+    seeded); at most `max_points` pairs are drawn.
     """
     if "text_emb" not in emb:
         raise ValueError("embedding_map needs a run with notes (the Img baseline has no text embeddings)")
@@ -167,12 +202,17 @@ def embedding_map(emb: dict[str, np.ndarray], cfg: dict[str, Any], *, method: st
     if len(keep) > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(keep, max_points, replace=False))
     points = np.vstack([l2_normalise(emb["image_emb"][keep]), l2_normalise(emb["text_emb"][keep])])
+    axis_labels = ("t-SNE 1", "t-SNE 2")
     if method == "tsne":
         xy = TSNE(2, init="pca", random_state=seed, perplexity=min(30.0, (len(points) - 1) / 3)).fit_transform(points)
     elif method == "pca":
-        xy = PCA(2, random_state=seed).fit_transform(points)
+        pca = PCA(2, random_state=seed)
+        xy = pca.fit_transform(points)
     else:
         raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+    if method == "pca":
+        axis_labels = tuple(f"PC{k + 1} ({100 * r:.1f} % of variance)" for k, r in
+                            enumerate(pca.explained_variance_ratio_))
     frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "class": np.tile(emb["label"][keep], 2),
                           "modality": np.repeat(["image", "text"], len(keep))})
     present = set(frame["class"])
@@ -183,7 +223,7 @@ def embedding_map(emb: dict[str, np.ndarray], cfg: dict[str, Any], *, method: st
                     ax=axes[0])
     sns.scatterplot(data=frame, x="x", y="y", hue="modality", s=18, alpha=0.6, ax=axes[1])
     for ax, what in zip(axes, ("by class", "by modality")):
-        ax.set(title=what, xlabel=f"{method.upper()} 1", ylabel=f"{method.upper()} 2")
+        ax.set(title=what, xlabel=axis_labels[0], ylabel=axis_labels[1])
         ax.legend(fontsize=7, markerscale=0.8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(source_title(cfg, f"shared embedding space {title}".strip()))
     fig.tight_layout()
@@ -223,7 +263,7 @@ def retrieval_gallery(image: np.ndarray | None, example: dict[str, Any], cfg: di
         ax_txt.text(0, 1 - rank * step, f"cos {score:.3f}  class {label} ({'relevant' if relevant else 'not relevant'})"
                     f"{times}\n{body}", va="top", fontsize=8, family="monospace",
                     color="darkgreen" if relevant else "firebrick")
-    fig.suptitle(source_title(cfg, f"image -> text retrieval {title}".strip()), fontsize=11)
+    fig.suptitle(source_title(cfg, f"image → text retrieval {title}".strip()), fontsize=11)
     return fig
 
 
@@ -231,6 +271,10 @@ AUDIT_ERRORS = ["contradiction_rate", "unsupported_attribute_rate", "age_contrad
                 "site_contradicted", "diagnosis_contradicted", "diagnosis_mixed"]
 AUDIT_FIDELITY = ["diagnosis_correct", "colors_precision", "colors_recall", "structures_precision",
                   "structures_recall", "vocab_adherence"]
+AUDIT_LABELS = {"contradiction_rate": "contradicts metadata", "unsupported_attribute_rate": "absent attribute",
+                "age_contradicted": "age contradicted", "sex_contradicted": "sex contradicted",
+                "site_contradicted": "site contradicted", "diagnosis_contradicted": "diagnosis contradicted",
+                "diagnosis_mixed": "diagnosis mixed", "diagnosis_correct": "diagnosis correct"}
 
 
 def audit_heatmap(summary: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
@@ -238,8 +282,8 @@ def audit_heatmap(summary: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
     share naming the true class and another one) and attribute fidelity."""
     if "strategy" not in summary.columns or summary.empty:
         raise ValueError("audit_heatmap needs the audit summary (one row per strategy, from dermlib.notes.audit_summary)")
-    panels = [(c, t, cmap) for c, t, cmap in ((AUDIT_ERRORS, "error rates (lower is better)", "Reds"),
-                                              (AUDIT_FIDELITY, "fidelity rates (higher is better)", "Greens"))
+    panels = [(c, t, cmap) for c, t, cmap in ((AUDIT_ERRORS, "errors (↓ lower is better)", "Reds"),
+                                              (AUDIT_FIDELITY, "fidelity (↑ higher is better)", "Greens"))
               if any(col in summary.columns for col in c)]
     if not panels:
         raise ValueError(f"audit summary has none of the expected columns (has {list(summary.columns)})")
@@ -247,60 +291,14 @@ def audit_heatmap(summary: pd.DataFrame, cfg: dict[str, Any]) -> plt.Figure:
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 0.6 * len(summary) + 2.4), squeeze=False)
     for ax, (columns, what, cmap) in zip(axes[0], panels):
         shown = summary.set_index("strategy")[[c for c in columns if c in summary.columns]].astype(float)
+        shown.columns = [AUDIT_LABELS.get(c, readable(c)) for c in shown.columns]
         sns.heatmap(shown, annot=True, fmt=".2f", vmin=0, vmax=1, cmap=cmap, cbar=False, ax=ax)
         ax.grid(False)  # blank cells (metric undefined for a strategy) stay blank
-        mixed = "diagnosis_mixed" in shown.columns
+        mixed = AUDIT_LABELS["diagnosis_mixed"] in shown.columns
         ax.set(title=what, ylabel="strategy",
-               xlabel="diagnosis_mixed: names the true class and another one" if mixed else "")
+               xlabel="diagnosis mixed: names the true class and another one" if mixed else "")
         ax.tick_params(axis="x", rotation=35)
         plt.setp(ax.get_xticklabels(), ha="right")
-    fig.suptitle(source_title(cfg, "hallucination audit of the synthetic notes"))
+    fig.suptitle(source_title(cfg, "note audit"))
     fig.tight_layout()
-    return fig
-
-
-VERDICT_COLOURS = {"above": "tab:blue", "below": "tab:red", "equivalent": "0.45", "not resolved": "tab:orange"}
-METRIC_WORDS = {"kappa": "κ", "map_i2t_within_source": "mAP i→t", "map_t2i_within_source": "mAP t→i",
-                "paired_cosine": "cosine", "paired_cosine_above_source": "cosine − source chance"}
-
-
-def forest(comparisons: pd.DataFrame, cfg: dict[str, Any], kinds: tuple[str, ...] = ("primary", "control")
-           ) -> plt.Figure:
-    """Every declared comparison of `kinds` as a paired difference with its 95 % interval (the figure the
-    conclusions rest on): one panel per question, a zero line, the equivalence band ±margin shaded, each interval
-    coloured by its verdict (`dermlib.evaluate.protocol.verdict`), controls labelled as such."""
-    from dermlib.evaluate.protocol import verdict  # the one rule that turns an interval into words
-
-    setup_style()
-    rows = comparisons[comparisons["kind"].isin(kinds)].copy()
-    if rows.empty:
-        raise ValueError(f"no comparisons of kind {kinds} in the table: re-run notebook 04")
-    questions = sorted(rows["question"].unique())
-    heights = [len(rows[rows["question"] == q]) + 1 for q in questions]
-    fig, axes = plt.subplots(len(questions), 1, figsize=(8, 0.32 * sum(heights) + 1.2), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})
-    for ax, question in zip(axes[:, 0], questions):
-        part = rows[rows["question"] == question].iloc[::-1]
-        y = np.arange(len(part))
-        margin = float(part["margin"].max())
-        ax.axvspan(-margin, margin, color="0.92", zorder=0)
-        ax.axvline(0, color="0.2", lw=0.9, zorder=1)
-        for i, (_, row) in enumerate(part.iterrows()):
-            colour = VERDICT_COLOURS[verdict(row)]
-            ax.plot([row["ci_low"], row["ci_high"]], [i, i], color=colour, lw=2.2, solid_capstyle="butt", zorder=2)
-            ax.plot(row["estimate"], i, "o", color=colour, ms=5, zorder=3)
-        labels = [f"{'control: ' if k == 'control' else ''}{c.replace(' - ', ' − ')}, "
-                  f"{METRIC_WORDS.get(m, m)}, {p.replace(' - ', ' − ')}"
-                  for c, m, p, k in zip(part["comparison"], part["metric"], part["partition"], part["kind"])]
-        ax.set_yticks(y, labels, fontsize=7.5)
-        ax.set_ylim(-0.7, len(part) - 0.3)
-        ax.set_title(f"({question})", loc="left", fontsize=9)
-    lim = max(float(rows[["ci_low", "ci_high"]].abs().max().max()), float(rows["margin"].max())) * 1.15
-    for ax in axes[:, 0]:
-        ax.set_xlim(-lim, lim)
-    axes[-1, 0].set_xlabel("paired difference (95 % CI); shaded: ± equivalence margin")
-    handles = [plt.Line2D([], [], color=c, lw=2.2, marker="o", ms=5, label=v) for v, c in VERDICT_COLOURS.items()]
-    fig.legend(handles=handles, fontsize=7, loc="upper right", ncol=4, frameon=False, bbox_to_anchor=(0.99, 1.0))
-    fig.suptitle(source_title(cfg, "declared comparisons"), x=0.01, ha="left", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig

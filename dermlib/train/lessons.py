@@ -105,20 +105,20 @@ def ntxent_lesson(sim: np.ndarray, labels: np.ndarray, temperatures: list[float]
     for i in range(len(sim)):
         left.add_patch(plt.Rectangle((i, i), 1, 1, fill=False, edgecolor="black", lw=1.5))
     left.set(xlabel="note of sample (class)", ylabel="image of sample (class)",
-             title="one batch: diagonal = own pairs (positives), the rest negatives")
+             title="cosine in one batch (diagonal: own pairs)")
     left.tick_params(labelsize=7)
     x = np.arange(sim.shape[1])
     width = 0.8 / len(temperatures)
     for j, t in enumerate(temperatures):
         p = softmax(sim[0] / t)
         trains = np.isclose(t, train)
-        label = f"tau = {t:g}{' (training: train.temperature)' if trains else ''}: p(own note) = {p[0]:.2f}"
+        label = f"τ = {t:g}{' (training)' if trains else ''}: p(own note) = {p[0]:.2f}"
         right.bar(x + (j - (len(temperatures) - 1) / 2) * width, p, width, label=label,
                   edgecolor="black" if trains else "none", lw=1.2 if trains else 0)
     right.set_xticks(x, labels, fontsize=7, rotation=90)
     right.set(xlabel="note (sample 0's own note is first)", ylabel="softmax probability",
-              title="image 0 against the notes (the image-to-note part of NT-Xent):\nlower temperature, sharper choice")
+              title="image 0 against the notes, per temperature")
     right.legend(fontsize=8, frameon=False, title="outlined: the temperature training uses", title_fontsize=8)
-    fig.suptitle(source_title(cfg, f"NT-Xent on a batch of {len(sim)} real image-note pairs, as the trained model embeds them"))
+    fig.suptitle(source_title(cfg, f"NT-Xent on one batch ({len(sim)} image–note pairs)"))
     fig.tight_layout()
     return fig

@@ -41,3 +41,32 @@ def test_attribute_glossary_shows_only_images_with_the_attribute(cfg: dict) -> N
     assert len(shown) == 2 and all(any(np.array_equal(s, images[r]) for r in with_streaks) for s in shown)
     assert not grid[values.index("white")][0].get_images()  # nobody is white: the row stays empty
     plt.close("all")
+
+
+def test_attribute_glossary_never_shows_an_image_twice(cfg: dict) -> None:
+    """Every fake image has light brown or black + red + streaks: the rows compete for the same images, yet each
+    image is drawn at most once, each row's images have its attribute, and the choice is the same every time."""
+    from dermlib.data.schema import load_attributes
+
+    manifest, images, index = manifest_and_cache()
+    fig = plots.attribute_glossary(manifest, images, index, cfg, per_value=4)
+    values = [(kind, v) for kind, vs in plots.ATTRIBUTE_VALUES.items() for v in vs]
+    grid = np.array(fig.axes).reshape(len(values), 4)
+    truth = dict(zip(manifest["sample_id"], manifest["attributes"].map(load_attributes)))
+    shown = []
+    for (kind, value), row in zip(values, grid):
+        ids = [im.get_gid().removeprefix("sample:") for ax in row for im in ax.get_images()]
+        assert all(value in truth[sid][kind] for sid in ids), value
+        shown += ids
+    assert len(shown) == len(set(shown)) == 16  # 4 light brown + the 12 black-red-streaks images, none twice
+    for (kind, value), row in zip(values, grid):  # the gid names the image drawn
+        for ax in row:
+            for im in ax.get_images():
+                cache_row = int(index.set_index("sample_id").loc[im.get_gid().removeprefix("sample:"), "row"])
+                assert np.array_equal(im.get_array(), images[cache_row])
+    picks = plots.glossary_picks(manifest, index, per_value=4)
+    assert picks == plots.glossary_picks(manifest, index, per_value=4)
+    assert [len(picks[v]) for v in values if v[1] in ("black", "red", "streaks")] == [4, 4, 4]
+    labels = [t.get_text() for ax in grid[:, 0] for t in ax.texts]
+    assert "network" in labels and "vessels" in labels and not any("(" in x for x in labels)
+    plt.close("all")

@@ -103,7 +103,10 @@ def _probe_inputs(n: int = 80, seed: int = 0) -> dict:
 
 
 def test_zero_shot_example_picks_a_success_and_a_failure_and_draws_their_numbers(cfg: dict) -> None:
+    from matplotlib.colors import to_rgb
     from scipy.special import softmax
+
+    from dermlib.plotstyle import STRATEGY_COLOURS
 
     inputs = _probe_inputs()
     unit = inputs["image_emb"] / np.linalg.norm(inputs["image_emb"], axis=1, keepdims=True)
@@ -120,6 +123,10 @@ def test_zero_shot_example_picks_a_success_and_a_failure_and_draws_their_numbers
         assert [t.get_text() for t in cos_ax.get_legend().get_texts()] == [f"M template: picks {by_hand[i]}",
                                                                            f"P3: picks {p3}"]
         assert np.allclose(cos_ax.collections[0].get_offsets()[:, 0], inputs["class_dirs"]["M template"] @ unit[i])
+        # a prompt source in its strategy's colour: the M template is M's
+        scatter = {c.get_label(): to_rgb(c.get_facecolor()[0]) for c in cos_ax.collections if c.get_label()[:1] != "_"}
+        assert scatter[f"M template: picks {by_hand[i]}"] == to_rgb(STRATEGY_COLOURS["M"])
+        assert scatter[f"P3: picks {p3}"] == to_rgb(STRATEGY_COLOURS["P3"])
         assert np.allclose([b.get_width() for b in clf_ax.patches[:4]], softmax(inputs["image_logits"][i]))
     plt.close("all")
 

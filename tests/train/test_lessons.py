@@ -70,7 +70,7 @@ def test_ntxent_figure_always_shows_the_training_temperature_and_marks_it(cfg: d
         right = fig.axes[1]  # [0] heatmap, [1] softmax bars, [2] the colour bar
         legend = [t.get_text() for t in right.get_legend().get_texts()]
         p_train = np.exp(sim[0] / 0.07) / np.exp(sim[0] / 0.07).sum()
-        assert legend[0] == f"tau = 0.07 (training: train.temperature): p(own note) = {p_train[0]:.2f}"
+        assert legend[0] == f"τ = 0.07 (training): p(own note) = {p_train[0]:.2f}"
         assert len(legend) == 3 and "training" not in legend[1] + legend[2]
         heights = [patch.get_height() for patch in right.patches[:3]]  # the first temperature's bars
         assert np.allclose(heights, p_train)

@@ -76,6 +76,22 @@ def test_learning_curves_fade_where_fewer_than_half_the_seeds_still_train(cfg: d
     counts = fig.axes[3]  # the seeds-still-training panel, with the one legend
     assert list(counts.get_lines()[0].get_ydata()) == [3, 3, 3, 3, 1, 1]
     assert [t.get_text() for t in counts.get_legend().get_texts()] == ["Img (3 seeds)"]
-    assert "fewer than half of the seeds" in fig._suptitle.get_text()
+    assert "curves faint, no band" in " ".join(t.get_text() for t in counts.texts)  # said where it shows
     assert list(seeds_per_epoch(histories)["seeds"]) == [3, 3, 3, 3, 1, 1]
+    plt.close("all")
+
+
+def test_learning_curves_use_the_strategy_colours_and_mark_the_controls(cfg: dict) -> None:
+    from matplotlib.colors import to_rgb
+
+    from dermlib.plotstyle import STRATEGY_COLOURS
+
+    histories = plots.stack_histories({("M+G", 0): _history(3, 0.0, True), ("M", 0): _history(3, 0.1, True)})
+    fig = plots.learning_curves(histories, cfg)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert to_rgb(lines["M"].get_color()) == to_rgb(STRATEGY_COLOURS["M"])
+    assert to_rgb(lines["M+G"].get_color()) == to_rgb(STRATEGY_COLOURS["M+G"])
+    assert lines["M+G"].get_marker() not in (None, "None", "") and lines["M"].get_marker() in (None, "None", "")
+    legend = [t.get_text() for t in fig.axes[3].get_legend().get_texts()]
+    assert legend == ["M (1 seed)", "M+G (1 seed, control)"]
     plt.close("all")
