@@ -75,30 +75,36 @@ class TinyPipeline:
 
     def run(self, number: str) -> Path:
         """Execute notebooks up to and including `number` (e.g. "03"); return the executed notebook's path."""
-        import papermill as pm
-
         from dermlib.pipeline import notebooks
 
         target = None
         for nb in notebooks():
             prefix = nb.name[:2]
             if prefix not in self._done:
-                out = self.out_dir / nb.name
-                old = {k: os.environ.get(k) for k in ("DERMLIB_WORK", "DERMLIB_FIGURES")}
-                os.environ["DERMLIB_WORK"], os.environ["DERMLIB_FIGURES"] = str(self.work_dir), str(self.figures_dir)
-                try:
-                    pm.execute_notebook(str(nb), str(out), parameters={"profile": "demo", "overrides": TINY_OVERRIDES},
-                                        cwd=str(nb.parent), kernel_name="python3", progress_bar=False)
-                finally:
-                    for k, v in old.items():
-                        os.environ[k] = v if v is not None else ""
-                self._done[prefix] = out
+                self._done[prefix] = self.execute(nb)
             if prefix == number:
                 target = self._done[prefix]
                 break
         if target is None:
             raise ValueError(f"no notebook numbered {number}")
         return target
+
+    def execute(self, notebook: Path) -> Path:
+        """Execute one notebook (numbered, or another that reads their outputs, e.g. a solutions notebook) with the
+        tiny parameters in this pipeline's work and figures dirs, from the notebook's own folder; return the
+        executed copy's path."""
+        import papermill as pm
+
+        out = self.out_dir / notebook.name
+        old = {k: os.environ.get(k) for k in ("DERMLIB_WORK", "DERMLIB_FIGURES")}
+        os.environ["DERMLIB_WORK"], os.environ["DERMLIB_FIGURES"] = str(self.work_dir), str(self.figures_dir)
+        try:
+            pm.execute_notebook(str(notebook), str(out), parameters={"profile": "demo", "overrides": TINY_OVERRIDES},
+                                cwd=str(notebook.parent), kernel_name="python3", progress_bar=False)
+        finally:
+            for k, v in old.items():
+                os.environ[k] = v if v is not None else ""
+        return out
 
 
 @pytest.fixture(scope="session")
