@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dermlib.config import get_config
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.layouts import build, write_fake_metadata
 
@@ -63,6 +64,7 @@ def test_paper_profile_rehearsal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             "notes.base_url": fake.base_url, "notes.concurrency": 4, "notes.max_retries": 1,
             "train.pretrained": False, "train.text_encoder": str(bert), "train.epochs": 1, "train.batch_size": 8,
             "train.max_text_len": 128, "train.num_workers": 0,
+            "train.device": "cpu",  # the paper profile requires CUDA under "auto": a CPU on purpose
             "eval.seeds": [0], "eval.bootstrap": 20,
             "eval.class_descriptions": 1,  # one LLM class description per (style, class): 3 styles x 8 classes
         }
@@ -72,7 +74,7 @@ def test_paper_profile_rehearsal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                                   "05_report")]
     # notes went through the OpenAI route, with strict json_schema structured outputs for the structured prompts
     formats = [b.get("response_format") for b in bodies]
-    assert bodies and all(b["model"] == "gpt-4o-mini" for b in bodies)
+    assert bodies and all(b["model"] == get_config("paper")["notes"]["model"] for b in bodies)  # the pinned snapshot
     assert any(f and f["type"] == "json_schema" and f["json_schema"]["strict"] for f in formats)
     executed = tmp_path / "work" / "notebooks"
     text = "\n".join(_outputs(executed / name) for name in timings["notebook"])

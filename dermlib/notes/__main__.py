@@ -2,12 +2,15 @@
 
     python -m dermlib.notes --profile demo                 # all strategies for <work_dir>/manifest.parquet
     python -m dermlib.notes --profile demo --manifest m.parquet --strategies M+P1 P3 --retry-failed
+    python -m dermlib.notes --profile paper --check        # pre-flight only: one request per LLM strategy, the
+                                                           # pending count and cost, when the model retires
 
 Then the class descriptions of zero-shot evaluation (`eval.class_descriptions_cache`, dermlib.notes.descriptions) are
 filled the same way, however many are missing (this command is the explicit request that `notes.ask_limit` waits
 for; `--set notes.ask_limit=N` keeps a limit). The cache is compacted afterwards (WAL folded in, VACUUM) so it can be committed; it never holds a key. Exit status
-1 when the run stopped early (an outage, a refused key) or every LLM note failed; transient failures are asked
-again by the next run, permanent ones with --retry-failed.
+1 when the run stopped early (an outage, a refused key, a model or schema the server refuses) or every LLM note
+failed; transient failures are asked again by the next run, permanent ones with --retry-failed. With --check, exit
+status 1 and one message when any check request fails (dermlib.notes.preflight).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.data.schema import read_manifest
 from dermlib.notes.cache import NoteCache
 from dermlib.notes.descriptions import descriptions_cache_path, generate_descriptions
-from dermlib.notes.engine import LLMAuthError, LLMOutageError
+from dermlib.notes.engine import LLMOutageError, LLMRejectedError
 from dermlib.notes.plan import cache_path
 from dermlib.notes.profile import AskLimitError, synthesize_profile
 from dermlib.notes.strategies import get_strategy
@@ -32,9 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", default=None, help="manifest parquet (default <work_dir>/manifest.parquet)")
     parser.add_argument("--strategies", nargs="+", default=None, help="default: the profile's notes.strategies")
     parser.add_argument("--retry-failed", action="store_true", help="ask again for notes stored as failed")
+    parser.add_argument("--check", action="store_true",
+                        help="pre-flight only: one real request per LLM strategy, pending count, cost, retirement")
     add_cli_arguments(parser)
     args = parser.parse_args(argv)
     cfg, overrides = config_from_cli(parser, args)
+    if args.check:
+        if args.strategies:
+            cfg["notes"]["strategies"] = list(args.strategies)
+        return check(cfg, args.manifest)
     if "notes.ask_limit" not in overrides:  # this command is the explicit request for every missing note
         cfg["notes"]["ask_limit"] = None
     manifest = read_manifest(args.manifest or WorkDir.of(cfg).manifest)
@@ -42,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         notes = synthesize_profile(manifest, cfg, args.strategies, retry_failed=args.retry_failed)
         described = generate_descriptions(cfg, retry_failed=args.retry_failed)
-    except (LLMOutageError, LLMAuthError, AskLimitError) as err:
+    except (LLMOutageError, LLMRejectedError, AskLimitError) as err:
         print(f"stopped: {err}", file=sys.stderr)
         return 1
     finally:
@@ -61,6 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     if len(llm) and not (llm["status"] == "ok").any():
         print("every LLM note failed: see the errors above", file=sys.stderr)
         return 1
+    return 0
+
+
+def check(cfg: dict, manifest_path: str | None) -> int:
+    """`--check`: print the pre-flight table; 1 with one message on stderr when a check fails."""
+    from dermlib.notes.preflight import check_notes
+
+    try:
+        report = check_notes(cfg, read_manifest(manifest_path) if manifest_path else None)
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"notes check failed: {err}", file=sys.stderr)
+        return 1
+    print(report.table())
+    if not report.ok:
+        print(f"notes check failed: {report.failure()}", file=sys.stderr)
+        return 1
+    print("notes check passed")
     return 0
 
 

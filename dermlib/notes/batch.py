@@ -26,6 +26,7 @@ from dermlib.notes.engine import estimate_cost, judge, scrub
 from dermlib.notes.strategies import Strategy, get_strategy
 from dermlib.notes.plan import NoteSettings, Planned, api_key, llm_backend, plan_jobs
 from dermlib.notes.synth import synthesize
+from dermlib.notes.wire import sent_params
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
@@ -46,7 +47,8 @@ def submit_batch(manifest: pd.DataFrame, strategy: str, settings: NoteSettings) 
         return None
     lines = []
     for key, job in plan.jobs.items():
-        body: dict[str, Any] = {"model": plan.model, "messages": job.messages, "seed": job.seed, **plan.params}
+        body: dict[str, Any] = {"model": plan.model, "messages": job.messages, "seed": job.seed,
+                                **sent_params(plan.backend, plan.params)}
         if job.response_format is not None:
             body["response_format"] = job.response_format
         lines.append(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}))
@@ -96,10 +98,12 @@ def collect_batch(batch_id: str, manifest: pd.DataFrame, strategy: str, settings
                 continue  # already stored, or from other settings
             response = item.get("response") or {}
             note = raw = None
-            usage = {}
+            usage, served = {}, {}
             if response.get("status_code") == 200:
                 completion = ChatCompletion.model_validate(response["body"])
                 usage = response["body"].get("usage") or {}
+                served = {"served_model": completion.model or None,
+                          "system_fingerprint": completion.system_fingerprint or None}
                 note, raw, error = judge(job, completion)
             else:
                 error = scrub(f"batch item failed: HTTP {response.get('status_code')} {item.get('error')}", secret)
@@ -111,7 +115,7 @@ def collect_batch(batch_id: str, manifest: pd.DataFrame, strategy: str, settings
                        "template_version": strat.template_version, "seed": job.seed, "status": status, "note": note,
                        "raw": None if status == "ok" else raw, "error": error, "n_attempts": 1,
                        "prompt_tokens": usage.get("prompt_tokens", 0),
-                       "completion_tokens": usage.get("completion_tokens", 0)})
+                       "completion_tokens": usage.get("completion_tokens", 0), **served})
     stats["cost_usd"] = estimate_cost(model, stats["prompt_tokens"], stats["completion_tokens"], batch=True)
     return stats
 

@@ -5,6 +5,10 @@ The key is a sha256 over everything that determines a generation: backend and it
 rendered from, the rendered prompt and schema, generation parameters and the sample's seed. So an edited
 template, another model file or a changed parameter never reuses an old note. The raw answer is kept beside
 every note. No API key or header is ever stored.
+
+Beside each answer: the `model` and `system_fingerprint` the server reported (`ANSWER_COLUMNS`, NULL for rows
+written before they were kept, and for servers that send none). They are added to an older file by the first
+write, never by opening it, so a committed cache that is only read stays byte for byte as it is; no key changes.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 COLUMNS = ["key", "backend", "model", "strategy", "template_version", "seed", "status", "note", "raw", "error",
            "n_attempts", "prompt_tokens", "completion_tokens", "created"]
+# what the server said it answered with (added later: a migration adds them to older files on their first write)
+ANSWER_COLUMNS = ["served_model", "system_fingerprint"]
 
 
 def cache_key(*, backend: str, model: str, strategy: str, template_version: str, messages: Any,
@@ -83,8 +89,10 @@ class NoteCache:
         existing = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='notes'").fetchone()
         if existing is None:
             self.conn.execute(_SCHEMA)
+            self._add_answer_columns()
         self.conn.execute(_CLAIMS)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._migrated = existing is None
 
     def _use_wal(self) -> None:
         """Switch the file to WAL; a second process opening a new cache at the same moment finds it switched
@@ -99,6 +107,22 @@ class NoteCache:
                     raise
                 time.sleep(0.05)
         raise sqlite3.OperationalError(f"{self.path}: could not switch the note cache to WAL (locked by another process)")
+
+    def _columns(self) -> list[str]:
+        """The notes table's columns that this file has (older files lack ANSWER_COLUMNS)."""
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(notes)")}
+        return COLUMNS + [c for c in ANSWER_COLUMNS if c in have]
+
+    def _add_answer_columns(self) -> None:
+        """The migration: add ANSWER_COLUMNS (NULL in every existing row); keys and other columns are untouched."""
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(notes)")}
+        for column in ANSWER_COLUMNS:
+            if column not in have:
+                try:
+                    self.conn.execute(f"ALTER TABLE notes ADD COLUMN {column} TEXT")
+                except sqlite3.OperationalError as err:  # another process added it a moment ago
+                    if "duplicate column" not in str(err):
+                        raise
 
     def __enter__(self) -> NoteCache:
         return self
@@ -115,26 +139,32 @@ class NoteCache:
             self.conn.close()
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """The stored rows for the keys that are present."""
+        """The stored rows for the keys that are present (ANSWER_COLUMNS None where the file has none yet)."""
         found: dict[str, dict[str, Any]] = {}
         unique = list(dict.fromkeys(keys))
+        columns = self._columns()
         for start in range(0, len(unique), 500):
             chunk = unique[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(f"SELECT {', '.join(COLUMNS)} FROM notes WHERE key IN ({marks})", chunk):
-                found[row[0]] = dict(zip(COLUMNS, row))
+            for row in self.conn.execute(f"SELECT {', '.join(columns)} FROM notes WHERE key IN ({marks})", chunk):
+                found[row[0]] = {**dict.fromkeys(ANSWER_COLUMNS), **dict(zip(columns, row))}
         return found
 
     def put(self, row: dict[str, Any]) -> None:
-        """Store one result and commit it at once (an `ok` row is never replaced by a failure)."""
+        """Store one result and commit it at once (an `ok` row is never replaced by a failure); the first write to
+        an older file adds ANSWER_COLUMNS."""
+        if not self._migrated:
+            self._add_answer_columns()
+            self._migrated = True
+        columns = COLUMNS + ANSWER_COLUMNS
         values = {**row, "created": row.get("created", time.time())}
+        updated = ["status", "note", "raw", "error", "n_attempts", "prompt_tokens", "completion_tokens", "created",
+                   *ANSWER_COLUMNS]
         self.conn.execute(
-            f"INSERT INTO notes ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-            "ON CONFLICT(key) DO UPDATE SET status=excluded.status, note=excluded.note, raw=excluded.raw, "
-            "error=excluded.error, n_attempts=excluded.n_attempts, prompt_tokens=excluded.prompt_tokens, "
-            "completion_tokens=excluded.completion_tokens, created=excluded.created "
+            f"INSERT INTO notes ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT(key) DO UPDATE SET {', '.join(f'{c}=excluded.{c}' for c in updated)} "
             "WHERE notes.status != 'ok'",
-            [values.get(c) for c in COLUMNS],
+            [values.get(c) for c in columns],
         )
 
     def claim(self, key: str, stale_after: float) -> bool:

@@ -13,6 +13,9 @@ Failure policy:
 - *permanent* failures (schema violations and invalid answers after every retry, refusals, HTTP 400/404/422,
   a 200 that is not a chat completion, answers over the size bound) get status "failed" with their reason and are
   asked again only on request (`retry_failed`).
+- *refused requests* (HTTP 401/403, and HTTP 400/404/422 `stop_after` times in a row: a wrong or retired model, a
+  schema or parameter the server rejects) stop the run at once (LLMAuthError, LLMRejectedError); nothing is stored
+  for those requests, so a fixed re-run asks them again. A lone 400/404/422 among good answers is a failed note.
 - an exception raised by dermlib's own code (a bug) propagates: it is never stored as a failed note.
 Every attempt has an overall deadline (`timeout`): a server that drips its answer byte by byte still times out.
 """
@@ -35,16 +38,21 @@ from typing import Any, TypeVar
 import openai
 from openai.types.chat import ChatCompletion
 
+from dermlib.notes.models import PRICES  # USD per 1M tokens (input, output), standard API; Batch: half
+from dermlib.notes.wire import answer_token_limit
 from dermlib.progress import progress
 
 T = TypeVar("T")
-# USD per million tokens (input, output) for the standard API; the Batch API costs half. Local models cost 0.
-PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1-nano": (0.10, 0.40),
-}
 
 
-class LLMAuthError(RuntimeError):
+class LLMRejectedError(RuntimeError):
+    """The server refuses the requests themselves (a model it does not serve, a schema or parameter it rejects):
+    the run stops at once and nothing is stored for the refused requests. `last`: the server's last answer."""
+
+    last: str = ""
+
+
+class LLMAuthError(LLMRejectedError):
     """The server refused the credentials (HTTP 401/403): no note can succeed, so the run stops."""
 
 
@@ -53,6 +61,7 @@ class LLMOutageError(RuntimeError):
 
 
 TRANSIENT = ("timeout", "connection error", "HTTP 429", "HTTP 5")  # error prefixes that a later re-run retries
+REJECTED = ("HTTP 400 (not retried)", "HTTP 404 (not retried)", "HTTP 422 (not retried)")  # the request itself
 ANSWER_CHARS_PER_TOKEN = 16  # answers longer than max_tokens x this are refused (no token is that long)
 
 
@@ -84,6 +93,13 @@ class Outcome:
     n_attempts: int
     prompt_tokens: int
     completion_tokens: int
+    served_model: str | None = None  # the answer's `model` (e.g. the snapshot behind an alias)
+    system_fingerprint: str | None = None  # the answer's `system_fingerprint` (the serving configuration)
+
+    @property
+    def rejected(self) -> bool:
+        """The server refused the request itself (HTTP 400/404/422), whatever the note."""
+        return self.status == "failed" and bool(self.error) and self.error.startswith(REJECTED)
 
 
 @dataclass
@@ -204,7 +220,9 @@ async def run_job(client: openai.AsyncOpenAI, job: Job, *, model: str, params: d
     raw: str | None = None
     attempt = 0
     deadline = float(timeout)
-    max_chars = int(params["max_tokens"]) * ANSWER_CHARS_PER_TOKEN if params.get("max_tokens") else None
+    limit = answer_token_limit(params)
+    max_chars = limit * ANSWER_CHARS_PER_TOKEN if limit else None
+    served: dict[str, str | None] = {"served_model": None, "system_fingerprint": None}
     for attempt in range(max_retries + 1):
         stats.calls += 1
         completion, error, wait = await _attempt(client, job, model, params, attempt, deadline)
@@ -212,10 +230,12 @@ async def run_job(client: openai.AsyncOpenAI, job: Job, *, model: str, params: d
             usage = completion.usage
             prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
             completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+            served = {"served_model": _text(completion.model),
+                      "system_fingerprint": _text(completion.system_fingerprint)}
             note, raw, error = judge(job, completion, max_chars)
             if error is None:
                 return Outcome(job.key, "ok", scrub(note, secret), scrub(raw or "", secret), None, attempt + 1,
-                               prompt_tokens, completion_tokens)
+                               prompt_tokens, completion_tokens, **served)
         error = scrub(error or "unknown error", secret)
         stats.errors[error.split(":")[0]] += 1
         if wait is not None and wait < 0:  # a request the server will never accept
@@ -225,18 +245,29 @@ async def run_job(client: openai.AsyncOpenAI, job: Job, *, model: str, params: d
                                 else backoff_seconds(attempt + 1, backoff_base))
     raw = scrub(raw, secret) if raw else raw
     status = "transient" if is_transient(error) else "failed"
-    return Outcome(job.key, status, None, raw, error, attempt + 1, prompt_tokens, completion_tokens)
+    return Outcome(job.key, status, None, raw, error, attempt + 1, prompt_tokens, completion_tokens, **served)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("s" if n != 1 else "")
+
+
+def _text(value: Any) -> str | None:
+    """A short identifier from an answer (None when absent or not text)."""
+    return value[:200] if isinstance(value, str) and value else None
 
 
 async def run_jobs(jobs: list[Job], *, base_url: str | list[str] | None, api_key: str, model: str,
                    params: dict[str, Any], concurrency: int, timeout: float, max_retries: int,
                    on_outcome: Callable[[Outcome], None], n_cached: int = 0, desc: str = "notes",
-                   backoff_base: float = 0.5, outage_after: int = 10,
+                   backoff_base: float = 0.5, outage_after: int = 10, stop_after: int = 3,
                    claim: Callable[[str], bool] | None = None) -> EngineStats:
     """Run jobs with at most `concurrency` in flight; `on_outcome` is called (and may commit) as each finishes.
     A list of base URLs (several local servers) spreads the jobs over them in turn. `claim(key)` returning False
     skips a job that another process is generating. `outage_after` transient outcomes in a row stop the run
-    (LLMOutageError)."""
+    (LLMOutageError); `stop_after` refused requests (HTTP 400/404/422) in a row stop it too (LLMRejectedError),
+    and those are never passed to `on_outcome`: refused requests are held back until a good answer shows that
+    they were the notes' own failures."""
     stats = EngineStats()
     if not jobs:
         return stats
@@ -246,31 +277,58 @@ async def run_jobs(jobs: list[Job], *, base_url: str | list[str] | None, api_key
     bar = progress(len(jobs) + n_cached, desc, initial=n_cached, unit="note", file=sys.stderr, ascii=True)
     start = time.perf_counter()
 
-    in_a_row = {"transient": 0, "last": ""}
+    in_a_row: dict[str, Any] = {"transient": 0, "last": "", "stopped": False}
+    held: list[Outcome] = []  # refused requests in a row, not yet passed on
+
+    def pass_on(outcome: Outcome) -> None:
+        stats.ok += outcome.status == "ok"
+        stats.failed += outcome.status == "failed"
+        stats.transient += outcome.status == "transient"
+        on_outcome(outcome)
 
     async def one(index: int, job: Job) -> None:
         async with semaphore:
+            if in_a_row["stopped"]:  # woken by the slot of a task that just stopped the run: ask nothing more
+                return
             if claim is not None and not claim(job.key):
                 stats.elsewhere += 1
                 bar.update(1)
                 return
-            outcome = await run_job(clients[index % len(clients)], job, model=model, params=params,
-                                    max_retries=max_retries, backoff_base=backoff_base, secret=api_key, stats=stats,
-                                    timeout=timeout)
-        stats.ok += outcome.status == "ok"
-        stats.failed += outcome.status == "failed"
-        stats.transient += outcome.status == "transient"
+            try:
+                outcome = await run_job(clients[index % len(clients)], job, model=model, params=params,
+                                        max_retries=max_retries, backoff_base=backoff_base, secret=api_key,
+                                        stats=stats, timeout=timeout)
+            except LLMAuthError:
+                in_a_row["stopped"] = True
+                raise
+            settle(outcome)
+
+    def settle(outcome: Outcome) -> None:
+        """Count an outcome, pass it on (or hold it back while refusals come in a row), and stop the run when
+        refusals or transient failures in a row reach their bound."""
         in_a_row["transient"] = in_a_row["transient"] + 1 if outcome.status == "transient" else 0
         in_a_row["last"] = outcome.error or ""
         stats.prompt_tokens += outcome.prompt_tokens
         stats.completion_tokens += outcome.completion_tokens
-        on_outcome(outcome)
+        if outcome.rejected:
+            held.append(outcome)
+            if len(held) >= stop_after:
+                in_a_row["stopped"] = True
+                error = LLMRejectedError(f"{_count(len(held), 'request')} in a row refused by the server "
+                                         f"(last: {outcome.error}); nothing was stored for them")
+                error.last = outcome.error or ""
+                raise error
+        else:
+            while held:
+                pass_on(held.pop(0))
+            pass_on(outcome)
         elapsed = time.perf_counter() - start
         bar.set_postfix(done=stats.ok, cached=n_cached, failed=stats.failed + stats.transient,
                         rate=f"{(stats.ok + stats.failed + stats.transient) / max(elapsed, 1e-9):.2f}/s",
                         refresh=False)
         bar.update(1)
         if in_a_row["transient"] >= outage_after:
+            in_a_row["stopped"] = True
             raise LLMOutageError(f"{in_a_row['transient']} notes in a row failed with transient errors (last: "
                                  f"{in_a_row['last']}): the server looks down or overloaded. The {stats.ok} notes "
                                  f"made so far are stored; re-run when it is back to resume (transient failures "
@@ -280,11 +338,16 @@ async def run_jobs(jobs: list[Job], *, base_url: str | list[str] | None, api_key
         tasks = [asyncio.ensure_future(one(i, job)) for i, job in enumerate(jobs)]
         try:
             await asyncio.gather(*tasks)
-        except BaseException:
+        except BaseException as exc:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(exc, LLMRejectedError):
+                held.clear()  # a run refused as a whole stores nothing for the refused requests
             raise
+        finally:
+            while held:  # fewer than stop_after refused requests at the end: those notes' own failures
+                pass_on(held.pop(0))
     finally:
         stats.seconds = time.perf_counter() - start
         bar.close()

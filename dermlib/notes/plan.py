@@ -24,6 +24,7 @@ from dermlib.notes.strategies import (
     stable_hash,
 )
 from dermlib.notes.fields import metadata_fields
+from dermlib.notes.wire import sent_format
 
 BACKENDS = ("openai", "vllm", "ollama", "llamacpp")
 
@@ -53,6 +54,7 @@ class NoteSettings:
     retry_failed: bool = False  # ask again for notes stored as permanent failures
     api_key: str | None = None
     backoff_base: float = 0.5  # seconds before the first retry of an HTTP error (doubles each time)
+    stop_after_permanent: int = 3  # this many refused requests (HTTP 400/404/422) in a row stop a run
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> NoteSettings:
@@ -61,7 +63,7 @@ class NoteSettings:
         return cls(backend=n["backend"], base_url=n["base_url"], model=n["model"], cache_path=cache_path(cfg),
                    concurrency=n["concurrency"], timeout=n["timeout"], max_retries=n["max_retries"],
                    outage_after=n["outage_after"], temperature=n["temperature"], max_tokens=n["max_tokens"],
-                   limit=n["limit"])
+                   limit=n["limit"], stop_after_permanent=n.get("stop_after_permanent", 3))
 
 
 @dataclass
@@ -113,11 +115,33 @@ def selected(manifest: pd.DataFrame, limit: int | None) -> pd.Series:
     return manifest.index.isin(order.index[:limit])
 
 
+def note_params(settings: NoteSettings, strategy: Strategy) -> dict[str, Any]:
+    """The sampling parameters of a strategy's requests, as hashed into every key (`dermlib.notes.wire.sent_params`
+    says how each backend is sent them)."""
+    return {"temperature": settings.temperature, "max_tokens": max_tokens_for(settings.max_tokens, strategy.name)}
+
+
+def build_job(row: dict[str, Any], strategy: Strategy, backend: str, model: str, params: dict[str, Any],
+              identity: dict[str, Any]) -> Job:
+    """The request for one manifest row: its key covers the planned request; the job carries what is sent (for
+    OpenAI the schema cut to its strict subset, `dermlib.notes.wire`), so no key depends on the wire."""
+    sample_id = str(row["sample_id"])
+    fields = metadata_fields(row)
+    options = option_order(sample_id) if strategy.output == "json" else None
+    messages = build_messages(strategy, fields, options)
+    fmt = response_format(strategy, backend, options)
+    seed = stable_hash(sample_id) % (2 ** 31)
+    key = cache_key(backend=backend, model=model, strategy=strategy.name, template_version=strategy.template_version,
+                    messages=messages, response_format=fmt, params=params, seed=seed, identity=identity)
+    return Job(key, messages, sent_format(backend, fmt), seed,
+               lambda content, finish: parse_response(strategy, fields, content, finish))
+
+
 def plan_jobs(manifest: pd.DataFrame, strategy: Strategy, settings: NoteSettings, cache: NoteCache) -> Planned:
     """One job per selected row: its own option order (structured prompts) and its own seed (one generation per
     image); the key covers everything the note depends on (see `cache_key`)."""
     backend, model = llm_backend(settings)
-    params = {"temperature": settings.temperature, "max_tokens": max_tokens_for(settings.max_tokens, strategy.name)}
+    params = note_params(settings, strategy)
     rows, jobs = [], {}
     chosen = selected(manifest, settings.limit)
     identity = {"model_fingerprint": model_fingerprint(backend, model), "templates": strategy.digest}
@@ -126,18 +150,9 @@ def plan_jobs(manifest: pd.DataFrame, strategy: Strategy, settings: NoteSettings
         if not take:
             rows.append({"sample_id": sample_id, "key": None, "status": "skipped"})
             continue
-        fields = metadata_fields(row)
-        options = option_order(sample_id) if strategy.output == "json" else None
-        messages = build_messages(strategy, fields, options)
-        fmt = response_format(strategy, backend, options)
-        seed = stable_hash(sample_id) % (2 ** 31)
-        key = cache_key(backend=backend, model=model, strategy=strategy.name,
-                        template_version=strategy.template_version, messages=messages, response_format=fmt,
-                        params=params, seed=seed, identity=identity)
-        rows.append({"sample_id": sample_id, "key": key, "status": "pending"})
-        if key not in jobs:
-            jobs[key] = Job(key, messages, fmt, seed,
-                            lambda content, finish, f=fields: parse_response(strategy, f, content, finish))
+        job = build_job(row, strategy, backend, model, params, identity)
+        rows.append({"sample_id": sample_id, "key": job.key, "status": "pending"})
+        jobs.setdefault(job.key, job)
     frame = pd.DataFrame(rows, columns=["sample_id", "key", "status"])
     found = cache.get_many(list(jobs))
     # transient failures are never final; permanent ones are asked again only on request

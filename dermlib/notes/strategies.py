@@ -22,6 +22,7 @@ notes for every sample; `"A|B"` mixes them, each sample taking one part chosen b
 
 from __future__ import annotations
 
+
 import hashlib
 import json
 import re
@@ -178,10 +179,17 @@ def stable_hash(text: str) -> int:
 def option_order(sample_id: str) -> dict[str, list[str]]:
     """The vocabulary with every option list shuffled by a RNG seeded from the sample id: the same image gets the
     same order on every run and machine, different images different orders (no default list position)."""
+    return {key: list(options) for key, options in _option_order(str(sample_id)).items()}
+
+
+@lru_cache(maxsize=None)
+def _option_order(sample_id: str) -> dict[str, tuple[str, ...]]:
+    """`option_order`, computed once per sample id and process (a seeded generator per list is slow to build, and
+    planning asks for each image's order once per structured strategy and pass)."""
     out = {}
     for key, options in vocabulary().items():
         rng = np.random.default_rng(stable_hash(f"options:{key}:{sample_id}"))
-        out[key] = [options[i] for i in rng.permutation(len(options))]
+        out[key] = tuple(options[i] for i in rng.permutation(len(options)))
     return out
 
 

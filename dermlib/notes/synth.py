@@ -9,10 +9,13 @@ import pandas as pd
 
 from dermlib.notes.cache import NoteCache
 from dermlib.notes.controls import control_notes
-from dermlib.notes.engine import EngineStats, Job, LLMAuthError, Outcome, estimate_cost, run_jobs, run_sync, scrub
+from dermlib.notes.engine import (EngineStats, Job, LLMAuthError, LLMRejectedError, Outcome, estimate_cost, run_jobs,
+                                  run_sync, scrub)
+from dermlib.notes.models import stop_advice
 from dermlib.notes.plan import NoteSettings, Planned, api_key, llm_backend, plan_jobs
 from dermlib.notes.strategies import Combo, Strategy, get_strategy, render_m, stable_hash
 from dermlib.notes.fields import metadata_fields
+from dermlib.notes.wire import sent_params
 
 RESULT_COLUMNS = ["sample_id", "strategy", "note", "status", "n_attempts", "prompt_tokens", "completion_tokens",
                   "cached", "template_version", "error", "raw"]  # raw: the LLM's answer as stored (None for M)
@@ -72,30 +75,38 @@ def ask(jobs: list[Job], cache: NoteCache, settings: NoteSettings, *, backend: s
         params: dict[str, Any], strategy: str, template_version: str, desc: str, n_cached: int = 0) -> EngineStats:
     """Ask the LLM of `settings` for `jobs` (`dermlib.notes.engine.run_jobs`), claiming each in `cache` first (two
     processes never ask twice) and storing each outcome as it arrives, every text scrubbed of the key: the one way
-    dermlib asks an LLM, for notes and for class descriptions alike."""
+    dermlib asks an LLM, for notes and for class descriptions alike. `params` are the hashed ones; each backend is
+    sent them under its own names (`dermlib.notes.wire.sent_params`). Refused requests stop the run with one
+    message naming the model, the strategy and the fix (LLMAuthError, LLMRejectedError), storing nothing for them."""
     key = api_key(backend, settings)
     seeds = {job.key: job.seed for job in jobs}
 
-    def store(outcome: Outcome) -> None:  # every text scrubbed of the key, whatever the server echoed
+    def clean(text: str | None) -> str | None:  # every text scrubbed of the key, whatever the server echoed
+        return scrub(text, key) if text else text
+
+    def store(outcome: Outcome) -> None:
         cache.put({"key": outcome.key, "backend": backend, "model": model, "strategy": strategy,
                    "template_version": template_version, "seed": seeds[outcome.key],
-                   "status": outcome.status, "note": scrub(outcome.note, key) if outcome.note else None,
-                   "raw": scrub(outcome.raw, key) if outcome.raw else outcome.raw,
-                   "error": scrub(outcome.error, key) if outcome.error else None,
+                   "status": outcome.status, "note": clean(outcome.note) or None, "raw": clean(outcome.raw),
+                   "error": clean(outcome.error) or None,
                    "n_attempts": outcome.n_attempts, "prompt_tokens": outcome.prompt_tokens,
-                   "completion_tokens": outcome.completion_tokens})
+                   "completion_tokens": outcome.completion_tokens, "served_model": clean(outcome.served_model),
+                   "system_fingerprint": clean(outcome.system_fingerprint)})
         cache.release(outcome.key)
 
     s = settings
+    where = s.base_url or "https://api.openai.com/v1"
     try:
         return run_sync(lambda: run_jobs(
-            jobs, base_url=s.base_url, api_key=key, model=model, params=params, concurrency=s.concurrency,
-            timeout=s.timeout, max_retries=s.max_retries, on_outcome=store, n_cached=n_cached, desc=desc,
-            backoff_base=s.backoff_base, outage_after=s.outage_after,
+            jobs, base_url=s.base_url, api_key=key, model=model, params=sent_params(backend, params),
+            concurrency=s.concurrency, timeout=s.timeout, max_retries=s.max_retries, on_outcome=store,
+            n_cached=n_cached, desc=desc, backoff_base=s.backoff_base, outage_after=s.outage_after,
+            stop_after=s.stop_after_permanent,
             claim=lambda k: cache.claim(k, stale_after=s.timeout * (s.max_retries + 1) + 60.0)))
-    except LLMAuthError as exc:
-        raise LLMAuthError(f"{exc} at {s.base_url or 'https://api.openai.com/v1'} (check OPENAI_API_KEY); "
-                           f"everything stored so far is kept in {cache.path}") from None
+    except LLMRejectedError as exc:
+        kind = LLMAuthError if isinstance(exc, LLMAuthError) else LLMRejectedError
+        raise kind(f"{strategy} with model {model!r} at {where}: {exc}. Fix: {stop_advice(str(exc), model)} "
+                   f"Everything stored so far is kept in {cache.path}.") from None
 
 
 def _result(plan: Planned, stored: dict[str, dict[str, Any]], strat: Strategy, model: str, stats: Any) -> pd.DataFrame:

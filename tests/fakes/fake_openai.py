@@ -7,11 +7,16 @@ POST /v1/batches, GET /v1/batches/{id}. Answers are deterministic: JSON that sat
 Fault injection, one fault per chat call, taken in order from `faults` and then from `rule(call_no, body)`:
 "429" (with Retry-After), "500", "slow" (sleeps `slow_seconds`), "malformed_body" (HTTP body is not JSON),
 "malformed_json" (the content is not JSON), "invalid_schema" (JSON that breaks the schema), "truncated"
-(cut JSON, finish_reason=length), "refusal", "401" and "400_echo" (echo the Authorization header, to test
+(cut JSON, finish_reason=length), "refusal", "401", "403" and "400_echo" (echo the Authorization header, to test
 that the key is scrubbed). Hostile modes: "drip" (headers, then the body one byte every `drip_seconds`),
 "html" (HTTP 200 with an HTML login page), "int_content" (content is a number), "echo_key" (a successful answer
 that quotes the Authorization header), "huge" (a 2 MB answer), "drop" (close the connection without answering,
 as a server that went down).
+
+Like OpenAI's own API, when asked: `models` (the ids it serves; any other gets HTTP 404 "model_not_found"), and
+`strict_schemas` (a strict json_schema with a keyword outside OpenAI's documented subset, or an object without
+"additionalProperties": false, gets HTTP 400, as OpenAI answers "'minLength' is not permitted"). Every answer
+carries a `system_fingerprint`.
 
 Run standalone for the benchmark: `python tests/fakes/fake_openai.py --latency 0.2 --workers 8`.
 """
@@ -30,6 +35,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Rule = Callable[[int, dict[str, Any]], "str | None"]
+# keywords OpenAI's strict mode refuses (its guide's "not yet supported" list), written out here on their own so
+# the fake does not borrow dermlib's checker
+NOT_PERMITTED = {"minLength", "maxLength", "uniqueItems", "patternProperties", "minProperties", "maxProperties",
+                 "propertyNames", "unevaluatedProperties", "unevaluatedItems", "contains", "minContains",
+                 "maxContains", "allOf", "not", "if", "then", "else", "dependentRequired", "dependentSchemas", "oneOf"}
+
+
+def strict_schema_error(schema: dict[str, Any], path: tuple[str, ...] = ()) -> str | None:
+    """OpenAI's answer to a strict schema it refuses (None: accepted)."""
+    for key in sorted(schema):
+        if key in NOT_PERMITTED:
+            return f"In context={path}, '{key}' is not permitted."
+    if schema.get("type") == "object" and schema.get("additionalProperties") is not False:
+        return f"In context={path}, 'additionalProperties' is required to be supplied and to be false."
+    children = [(("properties", k), v) for k, v in (schema.get("properties") or {}).items()]
+    if isinstance(schema.get("items"), dict):
+        children.append((("items",), schema["items"]))
+    for sub, child in children:
+        error = strict_schema_error(child, path + sub)
+        if error:
+            return error
+    return None
 
 
 def _from_schema(schema: dict[str, Any], seed: int, depth: int = 0, first: bool = False) -> Any:
@@ -65,12 +92,14 @@ class FakeOpenAI:
     def __init__(self, *, latency: float = 0.0, faults: list[str] | None = None, rule: Rule | None = None,
                  api_key: str | None = None, retry_after: str = "1", slow_seconds: float = 3.0,
                  max_parallel: int | None = None, batch_polls: int = 1, first_option: bool = False,
-                 drip_seconds: float = 1.0) -> None:
+                 drip_seconds: float = 1.0, models: set[str] | None = None, strict_schemas: bool = False,
+                 fingerprint: str = "fp_fake0001") -> None:
         self.latency, self.faults, self.rule = latency, list(faults or []), rule
         self.api_key, self.retry_after, self.slow_seconds = api_key, retry_after, slow_seconds
         self.batch_polls = batch_polls
         self.first_option = first_option
         self.drip_seconds = drip_seconds
+        self.models, self.strict_schemas, self.fingerprint = models, strict_schemas, fingerprint
         self.counts: Counter = Counter()
         self.chat_bodies: list[dict[str, Any]] = []
         self.files: dict[str, dict[str, Any]] = {}
@@ -133,12 +162,26 @@ class FakeOpenAI:
         words = len(content.split()) if isinstance(content, str) else 1
         return {
             "id": f"chatcmpl-{seed}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "fake"),
+            "model": body.get("model", "fake"), "system_fingerprint": self.fingerprint,
             "choices": [{"index": 0, "finish_reason": finish,
                          "message": {"role": "assistant", "content": content, "refusal": refusal}}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": words,
                       "total_tokens": prompt_tokens + words},
         }
+
+    def refusal(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """(status, error body) as OpenAI refuses a request for a model it does not serve or a strict schema outside
+        its subset; None when the request is accepted."""
+        model = body.get("model")
+        if self.models is not None and model not in self.models:
+            return 404, {"error": {"message": f"The model `{model}` does not exist or you do not have access to it.",
+                                   "type": "invalid_request_error", "param": None, "code": "model_not_found"}}
+        spec = (body.get("response_format") or {}).get("json_schema") or {}
+        error = strict_schema_error(spec["schema"]) if self.strict_schemas and spec.get("strict") else None
+        if error:
+            return 400, {"error": {"message": f"Invalid schema for response_format '{spec.get('name')}': {error}",
+                                   "type": "invalid_request_error", "param": "response_format", "code": None}}
+        return None
 
     def _run_batch(self, batch: dict[str, Any]) -> None:
         lines = []
@@ -254,7 +297,10 @@ class FakeOpenAI:
                                       {"Retry-After": fake.retry_after})
                 if fault == "500":
                     return self._send(500, {"error": {"message": "injected server error"}})
-                if fault in ("401", "400_echo"):
+                refused = fake.refusal(body)
+                if refused:
+                    return self._send(*refused)
+                if fault in ("401", "403", "400_echo"):
                     return self._send(int(fault[:3]), {"error": {"message": f"Incorrect: {self.headers.get('Authorization')}"}})
                 if fault == "malformed_body":
                     return self._send(200, None, raw=b'{"id": "chatcmpl", "choices": [')
