@@ -1,20 +1,23 @@
 """Training throughput, side by side in one process: a paper-style loop, dermlib's loop, and the bare model step.
 
-    python benchmarks/bench_train.py                 # GPU: DenseNet121 + PubMedBERT-shaped BERT at 224 px
+    python benchmarks/bench_train.py                 # GPU: the paper profile's model at 224 px, batch 256
     python benchmarks/bench_train.py --cpu-small     # CPU: the demo model (EfficientNet-Lite0 + MiniLM-L6), 64 px
 
 (a) paper-style: fp32, batch 4, each step decodes JPEGs (600x450, as HAM10000) and resizes them with
     torchvision transforms, tokenises each note padded to 512 tokens, DataLoader workers.
-(b) dermlib: `dermlib.train`'s own epoch loop (`Trainer.train_epoch`, as `fit` runs it) on a uint8 cache memory-mapped
-    from disk, bf16 autocast, channels_last, fused AdamW, notes tokenised once and padded per batch, augmentation
-    on the device, batches built in a background thread with pinned memory.
+(b) dermlib: `dermlib.train`'s own epoch loop (`Trainer.train_epoch`, as `fit` runs it, with the GPU settings `fit`
+    makes: cuDNN autotuning, TF32, bf16 autocast or fp16 + GradScaler, channels_last, fused Adam(amsgrad)) on a
+    uint8 cache memory-mapped from disk, notes tokenised once and padded per batch, augmentation on the device,
+    batches built by `train.num_workers` background threads with pinned memory. `--set KEY=VALUE` changes the
+    profile's train settings as on any dermlib command line (e.g. train.compile=true, train.memory_efficient=true).
 (c) bare step: `Trainer.step` (the same model, optimiser and loss) on one batch already on the device (the
     ceiling for (b)).
 Prints samples/s and peak device memory for each and the ratio (b)/(c). What training part of the frozen demo
 trunk (`train.trunk_adapter_rank`) costs per demo epoch on one thread: benchmarks/bench_trunk_adapter.py. Images and notes are synthetic (the
-speed does not depend on their content). The paper shape needs only torch, torchvision and transformers: without
-the Hugging Face hub, PubMedBERT is built from its configuration (random weights, same compute) and a WordPiece
-tokenizer is trained on the synthetic notes.
+speed does not depend on their content). The paper shape is the paper profile's model as `fit` builds it
+(`paper_model`: `build_model` from the profile's train settings: DenseNet121, PubMedBERT with its pooler, its last
+layer trained) with random weights (same compute); without the Hugging Face hub, PubMedBERT's configuration is its
+published dimensions and a WordPiece tokenizer is trained on the synthetic notes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,9 +37,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dermlib.train.batches import Split, images_to_float, tokenize  # noqa: E402
-from dermlib.config import get_config  # noqa: E402
-from dermlib.train.model import PUBMEDBERT, ImageEncoder, MultimodalModel, TextEncoder, build_model  # noqa: E402
+from dermlib.config import get_config, parse_sets  # noqa: E402
+from dermlib.data.labels import config_classes  # noqa: E402
+from dermlib.train.model import PUBMEDBERT, MultimodalModel, build_model  # noqa: E402
 from dermlib.train.settings import TrainSettings  # noqa: E402
+from dermlib.train.device import amp_dtype  # noqa: E402
 from dermlib.train.loop import Trainer  # noqa: E402
 
 WORDS = ("lesion pigmented asymmetric border irregular regular colour light dark brown black blue gray red white "
@@ -72,17 +78,28 @@ def paper_tokenizer(notes: list[str]):
             return BertTokenizerFast(vocab_file=str(Path(tmp) / "vocab.txt"), do_lower_case=True), "wordpiece-local"
 
 
-def paper_model(tokenizer) -> tuple[MultimodalModel, str]:
-    """DenseNet121 (random init: speed only) + PubMedBERT (hub weights, else its configuration), CLS pooling."""
+def pubmedbert_config() -> tuple[Any, str]:
+    """PubMedBERT's configuration from the hub (or its cache), else BERT-base with its published dimensions."""
     from transformers import AutoConfig, BertConfig
 
     try:
-        config, source = AutoConfig.from_pretrained(PUBMEDBERT), "pubmedbert-config"
+        return AutoConfig.from_pretrained(PUBMEDBERT), "pubmedbert-config"
     except Exception:
-        config, source = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                                    intermediate_size=3072, max_position_embeddings=512), "bertconfig-pubmedbert-dims"
-    text = TextEncoder(PUBMEDBERT, pooling="cls", train_last_n_layers=12, config=config, tokenizer=tokenizer)
-    return MultimodalModel(ImageEncoder("densenet121", pretrained=False), text, n_classes=8), source
+        return BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                          intermediate_size=3072, max_position_embeddings=512), "bertconfig-pubmedbert-dims"
+
+
+def paper_model(cfg: dict, tokenizer, text_config: Any = None) -> tuple[MultimodalModel, str]:
+    """The model of `cfg` (the paper profile) as `fit` builds it (`build_model` from its train settings), with
+    random weights (speed only): the text encoder from `text_config` (default `pubmedbert_config()`)."""
+    source = "given config"
+    if text_config is None:
+        text_config, source = pubmedbert_config()
+    settings = TrainSettings.from_config(cfg).replace(pretrained=False)
+    with tempfile.TemporaryDirectory() as tmp:  # what a run's text_encoder/ folder holds
+        text_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        return build_model(settings, len(config_classes(cfg)), pretrained=False, text_dir=tmp), source
 
 
 def sync(device: torch.device) -> None:
@@ -157,7 +174,7 @@ def bench_dermlib(cfg: dict, model, split: Split, device) -> tuple[dict, Trainer
     reset_peak(device)
     row = trainer.train_epoch(2)
     return {"samples_per_s": row["samples_per_s"], "batch": cfg["train"]["batch_size"],
-            "precision": "bf16" if device.type == "cuda" else "fp32", "peak_gib": peak_gib(device)}, trainer
+            "precision": str(amp_dtype(device) or "fp32").replace("torch.", ""), "peak_gib": peak_gib(device)}, trainer
 
 
 def bench_bare(trainer: Trainer, split: Split, steps: int) -> dict:
@@ -193,12 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="batch of (b)/(c) (default 256; 32 with --cpu-small)")
     parser.add_argument("--image-size", type=int, default=None, help="default 224 (64 with --cpu-small)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train setting of the profile, as on dermlib's command lines (e.g. train.compile=true)")
     args = parser.parse_args(argv)
     device = torch.device("cpu") if args.cpu_small else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    sets = parse_sets(args.set)  # the GPU settings (cuDNN autotuning, TF32) are the ones fit makes (Trainer)
     rng = np.random.default_rng(0)
     small = args.cpu_small
     size, batch = (64, 32) if small else (224, 256)
@@ -207,20 +223,25 @@ def main(argv: list[str] | None = None) -> int:
     notes = synthetic_notes(n, rng)
     labels = rng.integers(0, 8, size=n)
     if small:
-        cfg_overrides = {"train.batch_size": batch, "train.strategy": "M", "train.device": str(device)}
+        cfg_overrides = {**sets, "train.batch_size": batch, "train.strategy": "M", "train.device": str(device)}
         cfg = get_config("demo", cfg_overrides)
         model = build_model(TrainSettings.from_config(cfg), 8)
         tokenizer, text_source = model.text_encoder.tokenizer, "minilm-l6"
         make_paper = lambda: build_model(TrainSettings.from_config(cfg), 8)  # noqa: E731
     else:
-        cfg = get_config("paper", {"train.batch_size": batch, "train.strategy": "M", "train.device": str(device)})
+        cfg = get_config("paper", {**sets, "train.batch_size": batch, "train.strategy": "M",
+                                   "train.device": str(device)})
         tokenizer, tok_source = paper_tokenizer(notes)
-        model, text_source = paper_model(tokenizer)
+        model, text_source = paper_model(cfg, tokenizer)
         text_source = f"{text_source}, tokenizer {tok_source}"
-        make_paper = lambda: paper_model(tokenizer)[0]  # noqa: E731
+        make_paper = lambda: paper_model(cfg, tokenizer)[0]  # noqa: E731
     results: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                      "torch": torch.__version__, "threads": torch.get_num_threads(), "image_size": size,
-                     "image_encoder": cfg["train"]["image_encoder"], "text_encoder": text_source, "samples": n}
+                     "image_encoder": cfg["train"]["image_encoder"], "text_encoder": text_source, "samples": n,
+                     "profile": "demo" if small else "paper", "train_settings": {k: cfg["train"][k] for k in (
+                         "pooling", "train_last_n_text_layers", "freeze_image_encoder", "optimizer", "compile",
+                         "memory_efficient", "num_workers", "max_text_len")},
+                     "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     with tempfile.TemporaryDirectory() as tmp:
         images = synthetic_images(n, size, rng)
         np.save(Path(tmp) / "images.npy", images)

@@ -5,18 +5,28 @@ profiles, the lab preset and any run with overrides write executed copies under 
 work dir is a scratch folder: `dermlib.config.get_config`). Wall time per notebook is written
 to `<figures_dir>/timings.csv`, and each executed notebook is rendered to static HTML under `<figures_dir>/html/`
 (figures embedded) for readers without Jupyter.
+
+While a notebook runs, the terminal (or nohup's / SLURM's log) shows its cells' outputs as they come (papermill's
+`log_output`) and dermlib's own log lines, one per training epoch among them, which the kernel writes to
+`<work_dir>/logs/pipeline.log` (`dermlib.logs`), never into the notebook.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
 from dermlib.config import REPO_ROOT, add_cli_arguments, config_from_cli, get_config
+from dermlib.logs import LOG_ENV, LogTail
+from dermlib.notebook import write_reference
 from dermlib.progress import progress_enabled
 from dermlib.workdir import WorkDir
 
@@ -59,6 +69,33 @@ def render_html(executed: list[Path], out_dir: Path) -> list[Path]:
     return pages
 
 
+def _show_cell_outputs() -> None:
+    """Papermill's log (its cells' outputs, with `log_output`) on stdout, unless the caller configured logging."""
+    logger = logging.getLogger("papermill")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("   | %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+@contextmanager
+def kernel_log(path: Path) -> Iterator[Path]:
+    """Kernels started inside the block log dermlib's lines to `path` (`$DERMLIB_LOG`), printed here as they come."""
+    before = os.environ.get(LOG_ENV)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.environ[LOG_ENV] = str(path)
+    try:
+        with LogTail(path):
+            yield path
+    finally:
+        if before is None:
+            os.environ.pop(LOG_ENV, None)
+        else:
+            os.environ[LOG_ENV] = before
+
+
 def run(profile: str = "demo", only: str | None = None, parameters: dict | None = None,
         overrides: dict | None = None) -> pd.DataFrame:
     """Execute the notebooks of a profile (or the one whose number is `only`) with config `overrides` (checked
@@ -74,15 +111,18 @@ def run(profile: str = "demo", only: str | None = None, parameters: dict | None 
     out_dir = NOTEBOOK_DIR if plain else WorkDir.of(cfg).notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
+    _show_cell_outputs()
     for nb in chosen:
         print(f"== {nb.name} (profile {profile})", flush=True)
         start = time.perf_counter()
-        pm.execute_notebook(
-            str(nb), str(out_dir / nb.name),
-            parameters={"profile": profile, **({"overrides": overrides} if overrides else {}), **(parameters or {})},
-            cwd=str(NOTEBOOK_DIR), kernel_name="python3", log_output=False,
-            progress_bar=progress_enabled(),  # papermill's tqdm over the cells, on a terminal only
-        )
+        with kernel_log(Path(cfg["work_dir"]) / "logs" / "pipeline.log"):
+            pm.execute_notebook(
+                str(nb), str(out_dir / nb.name),
+                parameters={"profile": profile, **({"overrides": overrides} if overrides else {}),
+                            **(parameters or {})},
+                cwd=str(NOTEBOOK_DIR), kernel_name="python3", log_output=True,  # cell outputs as they come
+                progress_bar=progress_enabled(),  # papermill's tqdm over the cells, on a terminal only
+            )
         rows.append({"notebook": nb.name, "profile": profile, "seconds": round(time.perf_counter() - start, 1)})
         relative_paths(out_dir / nb.name)
         print(f"   done in {rows[-1]['seconds']} s", flush=True)
@@ -93,6 +133,8 @@ def run(profile: str = "demo", only: str | None = None, parameters: dict | None 
     if only is None:
         fig_dir.mkdir(parents=True, exist_ok=True)
         timings.to_csv(fig_dir / "timings.csv", index=False)
+        if plain:  # the numbers the notebooks' self-checks compare a student's run with
+            write_reference(cfg["work_dir"], fig_dir)
     print(timings.to_string(index=False))
     return timings
 

@@ -158,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
                      "`python -m dermlib.train` (or notebook 03_train) first")
     if Path(args.out_dir).resolve() == run_dir.resolve():
         parser.error("OUT_DIR must differ from RUN_DIR")
-    out = export_run(run_dir, args.out_dir)
+    try:
+        out = export_run(run_dir, args.out_dir)
+    except ValueError as err:  # a refused or corrupt checkpoint: its own message names the file and the fix
+        parser.exit(1, f"{parser.prog}: {err}\n")
     with progress(len(args.embeddings), "export embeddings", unit="split") as bar:
         for split in args.embeddings:
             bar.set_postfix_str(split)

@@ -9,9 +9,7 @@ from a CPU generator seeded by (seed, epoch, batch), so a run is reproducible on
 from __future__ import annotations
 
 import hashlib
-import queue
-import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -216,27 +214,26 @@ def augment(x: torch.Tensor, gen: torch.Generator | None, strength: float = 0.1,
 
 
 class Prefetcher:
-    """Builds batches in a background thread (a bounded queue) so the device never waits for the CPU side."""
+    """Builds batches in `workers` background threads, at most `depth + workers` ahead, so the device never waits
+    for the CPU side; yields them in job order (a batch's random draws come from its job, not from the thread)."""
 
-    def __init__(self, jobs: list[Any], build: Any, depth: int = 2) -> None:
-        self._jobs, self._build = jobs, build
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for job in self._jobs:
-                self._queue.put(("ok", self._build(job)))
-        except BaseException as err:  # surfaced in the consumer
-            self._queue.put(("error", err))
-        self._queue.put(("end", None))
+    def __init__(self, jobs: list[Any], build: Any, depth: int = 2, workers: int = 1) -> None:
+        self._jobs, self._build = list(jobs), build
+        self._ahead, self._workers = depth + max(workers, 1), max(workers, 1)
 
     def __iter__(self) -> Iterator[Any]:
-        while True:
-            kind, item = self._queue.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self._workers, thread_name_prefix="dermlib-batches") as pool:
+            pending = deque(pool.submit(self._build, job) for job in self._jobs[: self._ahead])
+            queued = len(pending)
+            try:
+                while pending:
+                    item = pending.popleft().result()  # an error in a build is raised here
+                    if queued < len(self._jobs):
+                        pending.append(pool.submit(self._build, self._jobs[queued]))
+                        queued += 1
+                    yield item
+            finally:  # a loop left early: nothing more is built
+                for future in pending:
+                    future.cancel()

@@ -12,6 +12,7 @@ import copy
 import importlib
 import multiprocessing
 import os
+import queue
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,7 +24,14 @@ from dermlib.train.features import note_store_path
 from dermlib.train.runs import fit, run_dir
 
 
-def _start_worker() -> None:
+def _start_worker(devices: Any = None) -> None:
+    """A worker's setup: one CPU thread, no progress bars of its own, and with `devices` (a queue of GPU ids) one
+    GPU of its own (`CUDA_VISIBLE_DEVICES`, set before torch touches CUDA, so "cuda" in the worker is that GPU)."""
+    if devices is not None:
+        try:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get_nowait())
+        except queue.Empty:  # more workers than GPU slots: this one sees what the parent sees
+            pass
     import torch
 
     os.environ["DERMLIB_NO_PROGRESS"] = "1"  # the parent's bar counts the jobs; a worker's own bars would garble it
@@ -36,10 +44,11 @@ def _import(module: str) -> None:
 
 
 def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], processes: int, *, desc: str,
-             warm_key: Callable[[Any], Hashable] | None = None) -> list[Any]:
+             warm_key: Callable[[Any], Hashable] | None = None, devices: Sequence[str] = ()) -> list[Any]:
     """`[fn(x) for x in items]`, in order, with a progress bar, over `processes` workers (`fn` must be an importable
     module-level function). With `warm_key`, the first item of each key runs here first, e.g. the first run of each
-    strategy, which computes the features every later run of that strategy reads. An exception in a job is raised here.
+    strategy, which computes the features every later run of that strategy reads. With `devices` (GPU ids), worker
+    k works on GPU `devices[k % len(devices)]` alone. An exception in a job is raised here.
     """
     keys = [warm_key(item) if warm_key is not None else None for item in items]
     here = [i for i, key in enumerate(keys) if warm_key is not None and keys.index(key) == i]
@@ -52,8 +61,14 @@ def map_jobs(fn: Callable[[Any], Any], items: Sequence[Any], processes: int, *, 
         pool = None
         if there:  # started now, so the workers import torch and `fn`'s module while the jobs here run
             workers = min(processes, len(there))
+            context = multiprocessing.get_context("spawn")
+            slots = None
+            if devices:
+                slots = context.Queue()
+                for k in range(workers):
+                    slots.put(str(devices[k % len(devices)]))
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, initializer=_start_worker,
-                                                           mp_context=multiprocessing.get_context("spawn")))
+                                                           initargs=(slots,), mp_context=context))
             for _ in range(workers):
                 pool.submit(_import, fn.__module__)
         for i in here:
@@ -81,8 +96,21 @@ def fit_many(configs: list[dict[str, Any]]) -> list[Path]:
     if todo:
         # under torchrun every process already is one rank of a single run: runs then go one after another
         processes = int(todo[0]["train"]["parallel_runs"]) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else 1
-        map_jobs(fit, todo, processes, desc="train", warm_key=_features_key)
+        map_jobs(fit, todo, processes, desc="train", warm_key=_features_key, devices=gpu_ids(todo[0]))
     return [fit(c) for c in configs]  # all finished: each call only names its folder
+
+
+def gpu_ids(cfg: dict[str, Any]) -> list[str]:
+    """The GPUs a grid's workers are spread over, one per worker in turn: every visible GPU when runs train on CUDA
+    (`train.device` "auto" or "cuda") and there are several, else none (one GPU, or the CPU: nothing to pin)."""
+    import torch
+
+    if cfg["train"]["device"] not in ("auto", "cuda") or not torch.cuda.is_available():
+        return []
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(count)]
+    return ids[:count] if count > 1 else []
 
 
 def _features_key(cfg: dict[str, Any]) -> str:

@@ -1,8 +1,10 @@
 """Use a finished run: load it back (`load_run`, offline) and embed images and notes with it (`encode`,
 `encode_texts`).
 
-Checkpoints hold only what trains (`trainable_state`, a trunk adapter included): frozen encoders come back from
-their pretrained source (the offline packages for the demo), so a demo run is a few MB however large its encoders.
+Checkpoints hold only what trains (`trainable_state`, a trunk adapter included): frozen encoders, and the frozen
+layers of a partly trained one, come back from their pretrained source (the offline packages for the demo; the
+Hugging Face cache for PubMedBERT), so a checkpoint is the size of what trains. Checkpoints written before frozen
+layers were left out (every text-encoder weight in them) still load, offline, as they did.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dermlib.progress import progress
 from dermlib.train import features
 from dermlib.train.batches import images_to_float, pad_batch, tokenize
 from dermlib.train.features import image_identity, text_identity
-from dermlib.train.loop import load_trainable
+from dermlib.train.loop import load_trainable, read_checkpoint
 from dermlib.train.model import MultimodalModel, autocast, build_model
 from dermlib.train.settings import TrainSettings
 from dermlib.workdir import WorkDir
@@ -35,19 +37,22 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[MultimodalM
                                 f"dermlib.train.runs.fit (notebook 03_train)")
     cfg = json.loads((folder / "config.json").read_text())
     t = TrainSettings.from_config(cfg)
-    # frozen encoders are not in the checkpoint: they come back from their pretrained source (offline packages
-    # for the demo); trained ones are built empty from the run's saved config and filled from the checkpoint
-    text_dir = folder / "text_encoder" if t.text and t.train_last_n_text_layers != 0 else None
+    # frozen weights are not in the checkpoint: they come back from their pretrained source (offline packages
+    # for the demo); a text encoder whose every weight the checkpoint holds (fully trained, or an older
+    # checkpoint) is built empty from the run's saved config and filled from it
+    state = checkpoint_state(folder, checkpoint)
+    whole_text = t.text and any(k.startswith("text_encoder.encoder.embeddings.") for k in state)
+    text_dir = folder / "text_encoder" if whole_text else None
     model = build_model(t, len(cfg["resolved"]["classes"]), pretrained=t.freeze_image_encoder and t.pretrained,
                         text_dir=text_dir)
-    load_trainable(model, checkpoint_state(folder, checkpoint))
+    load_trainable(model, state)
     return model.eval(), cfg
 
 
 def checkpoint_state(run_dir: str | Path, checkpoint: str = "best") -> dict[str, torch.Tensor]:
     """The trained weights of a run's best epoch (or its last: `checkpoint="last"`), for `load_trainable` into a
     model `load_run` built (one model can then be evaluated at both epochs)."""
-    saved = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    saved = read_checkpoint(Path(run_dir) / "checkpoint.pt")
     best = saved["best_model"] if checkpoint == "best" else None
     return best if best is not None else saved["model"]
 

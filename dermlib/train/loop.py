@@ -3,13 +3,16 @@
 checkpoint holds of a model (`trainable_state`, `load_trainable`).
 
 Every random draw is seeded by (seed, epoch, step), so an interrupted run resumes to the same result. On CUDA:
-bf16 autocast, channels_last, fused AdamW, background batch building with pinned memory; under torchrun, DDP with
-NT-Xent over the global batch.
+cuDNN autotuning and TF32, bf16 autocast (fp16 with a gradient scaler on GPUs without bf16), channels_last, fused
+Adam/AdamW, `train.num_workers` threads building batches with pinned memory, `train.compile` opt-in; under
+torchrun, DDP with NT-Xent over the global batch.
 """
 
 from __future__ import annotations
 
+import pickle
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,8 @@ from dermlib.train import features
 from dermlib.train.batches import Prefetcher, Split, augment, epoch_order, images_to_float, load_splits, make_batch, to_device
 from dermlib.train.features import image_identity, text_identity
 from dermlib.train.losses import TERMS, MultimodalLoss
-from dermlib.train.model import MultimodalModel, autocast, build_model, pick_device
+from dermlib.train.device import autocast, configure_cuda, grad_scaler, pick_device
+from dermlib.train.model import MultimodalModel, build_model
 from dermlib.train.settings import TrainSettings
 from dermlib.workdir import WorkDir
 
@@ -49,9 +53,9 @@ SELECTION = ("val_image_loss", "val_kappa")  # what picks the best epoch: lower 
 def make_optimizer(params: list[torch.nn.Parameter], optimizer: str, lr: float, weight_decay: float,
                    fused: bool) -> torch.optim.Optimizer:
     """`train.optimizer`: "adam_amsgrad_l2" (Adam with amsgrad, weight decay as an L2 term in the gradient: the
-    authors' code) or "adamw" (decoupled weight decay)."""
+    authors' code) or "adamw" (decoupled weight decay); `fused` (on CUDA): one fused kernel per step."""
     if optimizer == "adam_amsgrad_l2":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, amsgrad=True)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, amsgrad=True, fused=fused or None)
     if optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
@@ -74,9 +78,10 @@ class Trainer:
         self.cfg, self.t = cfg, TrainSettings.from_config(cfg)
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.rank = dist.get_rank() if dist.is_initialized() else 0
-        self.device = pick_device(self.t.device)
+        self.device = pick_device(self.t.device, require_cuda=self.t.require_cuda)  # before anything is built
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        self.cuda_settings = configure_cuda(self.device)
         if model is None:
             self.classes = config_classes(cfg)
             torch.manual_seed(self.t.seed)
@@ -107,12 +112,15 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(params, self.t.optimizer, self.t.lr, self.t.weight_decay,
                                         fused=self.device.type == "cuda")
-        self.net = self.model
+        self.scaler = grad_scaler(self.device)  # fp16 autocast only (GPUs without bf16)
+        self.net: torch.nn.Module = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if self.t.compile:  # the training forward only; evaluation runs the plain model
+            self.net = torch.compile(self.net)
         self.loss = MultimodalLoss(self.t.loss_weights, self.t.temperature,
                                    gather=gather_global if self.world > 1 else None)
 
@@ -138,7 +146,8 @@ class Trainer:
         return batch if pin else to_device(batch, self.device)
 
     def _batches(self, split: Split, epoch: int, train: bool):
-        """Device batches of one epoch, built in a background thread (pinned memory) on CUDA."""
+        """Device batches of one epoch, built by `train.num_workers` background threads (pinned memory; at least one
+        on CUDA), in order whatever their number (each batch's draws are seeded by its step)."""
         bs = self.t.batch_size
         order = epoch_order(len(split), bs, self.t.seed, epoch, shuffle=train,
                             rank=self.rank if train else 0, world=self.world if train else 1, drop_last=train)
@@ -150,7 +159,8 @@ class Trainer:
             return self.device_batch(split, idx, rng, pin=cuda)
 
         jobs = list(enumerate(order))
-        source = Prefetcher(jobs, build) if cuda else map(build, jobs)
+        workers = max(int(self.t.num_workers), 1 if cuda else 0)
+        source = Prefetcher(jobs, build, workers=workers) if workers else map(build, jobs)
         for k, batch in enumerate(source):
             yield k, to_device(batch, self.device) if cuda else batch
 
@@ -168,8 +178,13 @@ class Trainer:
         with autocast(self.device):
             total, terms = self._forward(batch, images)
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
+        if self.scaler is None:
+            total.backward()
+            self.optimizer.step()
+        else:  # fp16: scaled loss, unscaled step (skipped where a gradient overflowed), scale adapted
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         return total.detach(), terms
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -264,17 +279,32 @@ def alignment_metrics(image_emb: np.ndarray, text_emb: np.ndarray, labels: np.nd
                                         metrics.nanmean(lift), metrics.nanmean(ap))))
 
 
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A run's `checkpoint.pt`, read with `torch.load(weights_only=True)`: tensors, numbers, strings, lists and dicts
+    only, so a file someone handed over cannot run code while it loads. A file holding anything else, or one that
+    is truncated or corrupt, is refused with its name and what to do."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: refused: it holds objects other than tensors and plain values, which dermlib never "
+                         f"writes ({str(err).splitlines()[0][:160]}). Do not load run folders from a source you do not "
+                         f"trust; delete this run folder to train the run again") from None
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"{path}: cannot be read (truncated or corrupt: {str(err).splitlines()[0][:160]}); delete "
+                         f"this run folder to train the run again") from None
+
+
 def trainable_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
-    """The state dict without the frozen parts (`frozen_prefixes`: they are rebuilt from their pretrained source),
-    whose state dicts are never built (they are most of it): a few MB at most. A trunk adapter is in it."""
+    """What training changes, in state-dict order: every parameter that trains and the persistent buffers (batch-norm
+    statistics) outside the frozen encoders (`frozen_prefixes`). Frozen weights, whole encoders or the frozen
+    layers of a partly trained one (PubMedBERT but its last layer), are rebuilt from their pretrained source, so a
+    checkpoint is the size of what trains. A trunk adapter is in it."""
     frozen = model.frozen_prefixes()
 
     def collect(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
         if prefix in frozen:
             return {}
-        if not any(f.startswith(prefix) for f in frozen):  # nothing frozen below: the whole state dict
-            return {f"{prefix}{k}": v for k, v in module.state_dict().items()}
-        own = [*module.named_parameters(recurse=False),
+        own = [*((k, v) for k, v in module.named_parameters(recurse=False) if v.requires_grad),
                *((k, v) for k, v in module.named_buffers(recurse=False) if k not in module._non_persistent_buffers_set)]
         state = {f"{prefix}{k}": v.detach() for k, v in own}
         for name, child in module.named_children():
@@ -285,9 +315,11 @@ def trainable_state(model: MultimodalModel) -> dict[str, torch.Tensor]:
 
 
 def load_trainable(model: MultimodalModel, state: dict[str, torch.Tensor]) -> None:
-    """Load a `trainable_state` (or a full state dict); anything missing must belong to a frozen encoder."""
+    """Load a `trainable_state` (or a full state dict: checkpoints before frozen layers were left out); anything
+    missing must be frozen (a frozen encoder, or a parameter that does not train)."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     frozen = model.frozen_prefixes()
-    lost = [k for k in missing if not k.startswith(frozen)]
+    fixed = {k for k, v in model.named_parameters() if not v.requires_grad}
+    lost = [k for k in missing if not k.startswith(frozen) and k not in fixed]
     if lost or unexpected:
         raise RuntimeError(f"checkpoint does not fit the model: missing {lost[:5]}, unexpected {unexpected[:5]}")

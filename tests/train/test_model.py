@@ -81,17 +81,45 @@ def test_multimodal_forward_shapes_with_text(minilm: TextEncoder) -> None:
     assert image_only.text_emb is None and image_only.image_logits.shape == (2, 8)
 
 
-def test_densenet121_random_init_warns_loudly_when_weights_cannot_be_had(monkeypatch: pytest.MonkeyPatch,
-                                                                         tmp_path) -> None:
+def _no_download(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache: the weights must be downloaded
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # and the download must fail, fast
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+
+
+def test_densenet121_without_its_weights_stops_unless_random_init_is_allowed(monkeypatch: pytest.MonkeyPatch,
+                                                                             tmp_path) -> None:
+    _no_download(monkeypatch, tmp_path)
+    with pytest.raises(RuntimeError, match=r"densenet121-a639ec97\.pth.*--set train\.allow_random_init=true"):
+        ImageEncoder("densenet121", pretrained=True)
     with pytest.warns(RuntimeWarning, match="RANDOM INITIALISATION"):
-        enc = ImageEncoder("densenet121", pretrained=True)
+        enc = ImageEncoder("densenet121", pretrained=True, allow_random_init=True)
+    assert enc.weights_source.startswith("random (")  # what a run's config.json records
+    assert ImageEncoder("densenet121", pretrained=False).weights_source == "random"
     torch.manual_seed(0)
     model = MultimodalModel(enc, None, n_classes=8).eval()
     out = model(torch.rand(2, 3, 32, 32))
     assert out.image_emb.shape == (2, 128) and out.image_logits.shape == (2, 8) and out.text_emb is None
+
+
+def test_memory_efficient_densenet_is_an_opt_in_that_reaches_the_trunk() -> None:
+    settings = TrainSettings.from_config(get_config("paper", {"train.strategy": "Img", "train.pretrained": False}))
+    plain = build_model(settings, 8)
+    lean = build_model(settings.replace(memory_efficient=True), 8)
+    layers = lambda m: [x for x in m.image_encoder.trunk.modules() if hasattr(x, "memory_efficient")]  # noqa: E731
+    assert layers(lean) and all(x.memory_efficient for x in layers(lean))
+    assert not any(x.memory_efficient for x in layers(plain))
+    assert [(k, v.shape) for k, v in lean.state_dict().items()] == [(k, v.shape) for k, v in plain.state_dict().items()]
+    with pytest.raises(ValueError, match="DenseNet121 option"):
+        ImageEncoder("efficientnet_lite0", pretrained=False, memory_efficient=True)
+
+
+def test_text_encoder_keeps_its_load_report(minilm: TextEncoder) -> None:
+    """transformers' loading info is kept (a run's config.json shows it): MiniLM without a pooler layer leaves
+    the checkpoint's pooler weights unused, and misses nothing."""
+    assert minilm.loading_info["missing_keys"] == []
+    assert minilm.loading_info["unexpected_keys"] == ["pooler.dense.bias", "pooler.dense.weight"]
+    assert minilm.weights_source.startswith("minilm-l6")
 
 
 def test_img_baseline_has_no_text_branch() -> None:

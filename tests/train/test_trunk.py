@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dermlib.config import get_config
+from dermlib.config import UNHASHED_NOTES_KEYS, get_config
 from dermlib.train.loop import ALIGNMENT_METRICS, alignment_metrics, load_trainable, trainable_state
 from dermlib.train.model import ImageEncoder, build_model
-from dermlib.train.settings import UNHASHED_TRAIN_KEYS, TrainSettings
+from dermlib.train.settings import NEUTRAL_TRAIN_KEYS, UNHASHED_TRAIN_KEYS, TrainSettings
 from dermlib.train.trunk import ConvHeadAdapter
 from dermlib.train import features as features_module
+from dermlib.train.loop import read_checkpoint
 
 C_IN, C_OUT = 320, 1280
 
@@ -213,9 +214,9 @@ def test_config_checks_the_rank_and_rank_0_keeps_every_run_id() -> None:
         cfg = get_config(profile, {"train.trunk_adapter_rank": 0})
         # the run id as dermlib computed it before the key existed
         key = {s: cfg.get(s) for s in ("data", "notes", "train")}
-        key["notes"] = {k: v for k, v in cfg["notes"].items() if k != "ask_limit"}  # added later, never hashed
+        key["notes"] = {k: v for k, v in cfg["notes"].items() if k not in UNHASHED_NOTES_KEYS}  # added later, never hashed
         key["train"] = {k: v for k, v in cfg["train"].items()
-                        if k not in UNHASHED_TRAIN_KEYS and k != "trunk_adapter_rank"}
+                        if k not in UNHASHED_TRAIN_KEYS and k not in NEUTRAL_TRAIN_KEYS}  # each added later
         key["feature_version"] = features_module.FEATURE_VERSION
         old = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
         assert config_hash(cfg) == old
@@ -320,7 +321,7 @@ def test_fit_trains_the_adapter_caches_maps_and_logs_alignment(work: Path, m_run
     hist = pd.read_csv(m_run / "history.csv")
     assert set(ALIGNMENT_METRICS) <= set(hist.columns) and hist[list(ALIGNMENT_METRICS)].notna().all().all()
     assert (hist["val_paired_cosine"].abs() <= 1).all() and (hist["val_map_i2t_within_source"] <= 1).all()
-    saved = torch.load(m_run / "checkpoint.pt", weights_only=False)
+    saved = read_checkpoint(m_run / "checkpoint.pt")
     assert saved["model"]["image_encoder.adapter.B"].abs().max() > 0  # it trained
     assert not any(k.startswith("image_encoder.trunk.") for k in saved["model"])
     cached = sorted((work / "features").glob("image-maps-*.npy"))
@@ -346,7 +347,7 @@ def test_interrupted_run_resumes_to_the_same_adapter_and_history(work: Path, m_r
     drop = ["seconds", "samples_per_s"]
     pd.testing.assert_frame_equal(pd.read_csv(folder / "history.csv").drop(columns=drop),
                                   pd.read_csv(m_run / "history.csv").drop(columns=drop))
-    a, b = (torch.load(f / "checkpoint.pt", weights_only=False) for f in (folder, m_run))
+    a, b = (read_checkpoint(f / "checkpoint.pt") for f in (folder, m_run))
     for key in ("model", "best_model"):
         assert a[key].keys() == b[key].keys()
         for name, value in b[key].items():
@@ -359,7 +360,7 @@ def test_load_run_restores_the_adapter_and_encode_matches_an_export(work: Path, 
     from dermlib.train.inference import encode, load_run
 
     model, cfg = load_run(m_run)
-    saved = torch.load(m_run / "checkpoint.pt", weights_only=False)
+    saved = read_checkpoint(m_run / "checkpoint.pt")
     best = saved["best_model"] or saved["model"]
     for key in ("A", "B", "bn_weight", "bn_bias"):
         assert torch.equal(getattr(model.image_encoder.adapter, key), best[f"image_encoder.adapter.{key}"]), key
