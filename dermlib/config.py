@@ -115,11 +115,16 @@ BASE: dict[str, Any] = {
         "strategies": list(MM_STRATEGIES),
         "backend": "openai",  # openai | vllm | ollama | llamacpp
         "base_url": None,  # None: OpenAI; the key is read from OPENAI_API_KEY only
-        "model": "gpt-4o-mini",
+        # the paper's "gpt-4o-mini", pinned to its dated snapshot; OpenAI shuts it down on 2027-01-14 (the table and
+        # the successor: dermlib.notes.models; `python -m dermlib.notes --profile paper --check` says it too)
+        "model": "gpt-4o-mini-2024-07-18",
         "concurrency": 16,
         "timeout": 60.0,
         "max_retries": 6,
         "outage_after": 10,  # this many transient failures in a row stop a run early (see dermlib.notes.engine)
+        # this many requests in a row refused by the server (HTTP 400/404/422: a retired model, a rejected schema)
+        # stop a run at once, nothing stored for them
+        "stop_after_permanent": 3,
         "temperature": 0.7,
         "max_tokens": {"M+P1": 400, "M+P2": 600, "P3": 400},  # one number, or one per LLM strategy
         "cache_path": "{work_dir}/notes/cache.sqlite",
@@ -136,6 +141,12 @@ BASE: dict[str, Any] = {
         "image_encoder": "densenet121",
         "text_encoder": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
         "pretrained": True,
+        # False: pretrained image weights that cannot load stop the run at once (a download that failed must not
+        # train from random weights unseen); True trains from random ones instead (a run id of its own)
+        "allow_random_init": False,
+        # True (densenet121): checkpointed dense layers, for 24-40 GB cards; batch-norm statistics are then updated
+        # twice per step (torchvision recomputes the layers), so it is part of a run's id
+        "memory_efficient": False,
         "freeze_image_encoder": False,  # True: a frozen trunk's features are cached once (dermlib.train.features)
         # r > 0 (frozen efficientnet_lite0 only): a rank-r adapter on conv_head + its BN affine train before the
         # pooling (dermlib.train.trunk), the cache holds the maps before it; 0: a frozen trunk caches pooled features
@@ -160,11 +171,13 @@ BASE: dict[str, Any] = {
         "augment": True,  # flips/transposes + brightness/contrast, on the training device
         "loss_weights": {"ce_image": 1.0, "ce_text": 1.0, "l1": 1.0, "cosine": 1.0, "nt_xent": 1.0},
         "temperature": 0.07,
-        "num_workers": 8,
+        "num_workers": 8,  # threads building batches ahead of the loop (pinned memory on CUDA); 0: built in the loop
         "threads": 0,  # CPU threads of the training loop (0: torch's default); frozen encoders' features use the default
         "parallel_runs": 1,  # runs of a grid trained at once, each in its own process (dermlib.train.grid)
-        "device": "auto",
-        "tensorboard": False,  # True: per-epoch loss terms, val metrics and lr in <run_dir>/tensorboard (not hashed)
+        "device": "auto",  # "auto": CUDA when there is one; "cpu", "cuda", "cuda:1" as named
+        "require_cuda": True,  # "auto" without a usable GPU stops the run at once (--set train.device=cpu forces CPU)
+        "compile": False,  # True: torch.compile the training forward (minutes of compiling first; not hashed)
+        "tensorboard": True,  # per-epoch loss terms, val metrics and lr in <run_dir>/tensorboard (not hashed)
     },
     "eval": {
         "strategies": list(PAPER_STRATEGIES),
@@ -249,6 +262,7 @@ CHANGES: dict[str, dict[str, Any]] = {
             # heads-only steps are tiny: one thread is faster than two (and the same on every machine), so two
             # runs train at once, one per core
             "threads": 1, "parallel_runs": 2,
+            "require_cuda": False, "tensorboard": False,  # the demo trains on a CPU, in seconds per run
         },
         # the paper's strategies and the controls D and M+G (10 runs each); the optional control M+Gs has its notes
         # (notes.strategies) but stays out of the grid to keep the demo within 10 minutes: add it with
@@ -276,8 +290,9 @@ _NULLABLE: dict[str, tuple[type, ...]] = {
 _NON_NEGATIVE = {"notes.ask_limit"}  # 0 is meaningful (never ask); null where nullable means no limit
 # notes settings that decide whether notes are asked for, never what a note says: left out of a run's id
 # (`dermlib.train.runs.config_hash`) and of whether a variant shares its home's notes (`_place_variant`)
-UNHASHED_NOTES_KEYS = ("ask_limit",)
+UNHASHED_NOTES_KEYS = ("ask_limit", "stop_after_permanent")
 _POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
+             "notes.stop_after_permanent",
              "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",
              "train.feature_views", "train.parallel_runs", "train.lr", "eval.bootstrap", "eval.batch_size",
              "eval.map_at_k", "eval.comparison_bootstrap", "eval.parallel_runs"}
@@ -378,6 +393,26 @@ def _place_variant(cfg: dict[str, Any], profile: str, overrides: dict[str, Any])
     cfg["work_dir"], cfg["figures_dir"] = str(scratch), str(scratch / "figures")
     if cfg["data"] == plain["data"] and _note_settings(cfg) == _note_settings(plain):
         link_shared(scratch, home)
+
+
+def variant_config(profile: str, overrides: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, Any]:
+    """The config of `overrides` plus `changes` (an exercise's variant of a notebook's run), whose outputs never
+    land in the base run's folders: where `get_config` gives it a work dir of its own (a scratch folder) it is
+    returned as it is; where it would share the base's (folders named explicitly: `$DERMLIB_FIGURES`, `work_dir` /
+    `figures_dir` overrides, as the tests do) it works in `<base work dir>/scratch/<variant_name(changes)>/`,
+    sharing the base's data products while its data and notes settings are the base's (`link_shared`)."""
+    overrides = dict(overrides or {})
+    base = get_config(profile, overrides)
+    cfg = get_config(profile, {**overrides, **changes})
+    if not changes:
+        return cfg
+    if cfg["work_dir"] == base["work_dir"]:
+        cfg["work_dir"] = str(Path(base["work_dir"]) / "scratch" / variant_name(profile, changes))
+        if cfg["data"] == base["data"] and _note_settings(cfg) == _note_settings(base):
+            link_shared(cfg["work_dir"], base["work_dir"])
+    if cfg["figures_dir"] == base["figures_dir"]:
+        cfg["figures_dir"] = str(Path(cfg["work_dir"]) / "figures")
+    return cfg
 
 
 def _note_settings(cfg: dict[str, Any]) -> dict[str, Any]:

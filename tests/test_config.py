@@ -129,3 +129,30 @@ def test_a_variant_works_in_scratch_and_shares_the_demo_data(monkeypatch, tmp_pa
     assert (chosen["work_dir"], chosen["figures_dir"]) == (str(home), str(tmp_path / "f"))
     with pytest.raises(ValueError, match="0 or more"):
         get_config("demo", {"notes.ask_limit": -1})
+
+
+def test_an_exercise_variant_never_writes_into_its_base_run(monkeypatch, tmp_path) -> None:
+    """`variant_config`: where get_config already gives a variant its own scratch folder, that is it; where the
+    folders are named explicitly (as the notebook tests do), the variant goes to the base's scratch/ and still shares
+    the base's data products while its data and notes settings are the base's."""
+    from dermlib.config import variant_config
+    from dermlib.workdir import SHARED_ENTRIES
+
+    monkeypatch.delenv("DERMLIB_FIGURES", raising=False)
+    monkeypatch.setenv("DERMLIB_WORK", str(tmp_path / "work"))
+    assert variant_config("lab", {}, {"eval.seeds": [0, 1, 2]}) == get_config("lab", {"eval.seeds": [0, 1, 2]})
+    assert variant_config("lab", {}, {}) == get_config("lab")
+    monkeypatch.setenv("DERMLIB_FIGURES", str(tmp_path / "figures"))
+    base = get_config("demo", {"train.epochs": 1})
+    assert base["work_dir"] == str(tmp_path / "work")  # explicit folders: get_config keeps them for every variant
+    variant = variant_config("demo", {"train.epochs": 1}, {"eval.exclude_own_pair": True})
+    work = Path(variant["work_dir"])
+    assert work.parent == tmp_path / "work" / "scratch" and "exclude_own_pair=true" in work.name
+    assert variant["figures_dir"] == str(work / "figures") and variant["eval"]["exclude_own_pair"] is True
+    assert variant["train"]["epochs"] == 1
+    for name in SHARED_ENTRIES:
+        assert (work / name).is_symlink() and (work / name).resolve() == (tmp_path / "work" / name).resolve()
+    other = Path(variant_config("demo", {"train.epochs": 1}, {"data.n_per_source": 6})["work_dir"])
+    assert other.parent == work.parent and other != work and not (other / "cache").exists()
+    mine = variant_config("demo", {}, {"work_dir": str(tmp_path / "mine"), "figures_dir": str(tmp_path / "mine" / "f")})
+    assert (mine["work_dir"], mine["figures_dir"]) == (str(tmp_path / "mine"), str(tmp_path / "mine" / "f"))

