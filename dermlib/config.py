@@ -289,7 +289,7 @@ _NULLABLE: dict[str, tuple[type, ...]] = {
 }
 _NON_NEGATIVE = {"notes.ask_limit"}  # 0 is meaningful (never ask); null where nullable means no limit
 # notes settings that decide whether notes are asked for, never what a note says: left out of a run's id
-# (`dermlib.train.runs.config_hash`) and of whether a variant shares its home's notes (`_place_variant`)
+# (`dermlib.train.runs.config_hash`) and of whether a variant shares its home's notes (`note_settings`)
 UNHASHED_NOTES_KEYS = ("ask_limit", "stop_after_permanent")
 _POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
              "notes.stop_after_permanent",
@@ -388,11 +388,16 @@ def _place_variant(cfg: dict[str, Any], profile: str, overrides: dict[str, Any])
     if not (changed or profile in HOME):
         return
     home = Path(cfg["work_dir"])
-    scratch = home / "scratch" / variant_name(profile, changed)
-    plain = _merge(BASE, CHANGES[HOME.get(profile, profile)])
-    cfg["work_dir"], cfg["figures_dir"] = str(scratch), str(scratch / "figures")
-    if cfg["data"] == plain["data"] and _note_settings(cfg) == _note_settings(plain):
-        link_shared(scratch, home)
+    _to_scratch(cfg, home, variant_name(profile, changed), _merge(BASE, CHANGES[HOME.get(profile, profile)]))
+    cfg["figures_dir"] = str(Path(cfg["work_dir"]) / "figures")
+
+
+def _to_scratch(cfg: dict[str, Any], home: Path, name: str, like: dict[str, Any]) -> None:
+    """Work in `<home>/scratch/<name>/`, sharing `home`'s data products (`link_shared`) when the data and notes
+    settings are those of `like` (the config that made them)."""
+    cfg["work_dir"] = str(home / "scratch" / name)
+    if cfg["data"] == like["data"] and note_settings(cfg) == note_settings(like):
+        link_shared(cfg["work_dir"], home)
 
 
 def variant_config(profile: str, overrides: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, Any]:
@@ -407,15 +412,13 @@ def variant_config(profile: str, overrides: dict[str, Any] | None, changes: dict
     if not changes:
         return cfg
     if cfg["work_dir"] == base["work_dir"]:
-        cfg["work_dir"] = str(Path(base["work_dir"]) / "scratch" / variant_name(profile, changes))
-        if cfg["data"] == base["data"] and _note_settings(cfg) == _note_settings(base):
-            link_shared(cfg["work_dir"], base["work_dir"])
+        _to_scratch(cfg, Path(base["work_dir"]), variant_name(profile, changes), base)
     if cfg["figures_dir"] == base["figures_dir"]:
         cfg["figures_dir"] = str(Path(cfg["work_dir"]) / "figures")
     return cfg
 
 
-def _note_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+def note_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     """The notes settings that decide what a note says (all but UNHASHED_NOTES_KEYS)."""
     return {k: v for k, v in cfg["notes"].items() if k not in UNHASHED_NOTES_KEYS}
 

@@ -68,8 +68,8 @@ REFERENCE_KEYS = {"01_data": ("per_partition", "per_split"), "02_notes": ("n_ok"
 
 def write_reference(work_dir: str | Path, out: Path = REFERENCE_DIR) -> Path:
     """`<out>/reference.json`: the `REFERENCE_KEYS` values of the run's records (no paths, no timings)."""
-    reference = {nb: {k: read_records(work_dir, nb)[k] for k in keys if k in read_records(work_dir, nb)}
-                 for nb, keys in REFERENCE_KEYS.items()}
+    records = {nb: read_records(work_dir, nb) for nb in REFERENCE_KEYS}
+    reference = {nb: {k: records[nb][k] for k in keys if k in records[nb]} for nb, keys in REFERENCE_KEYS.items()}
     path = Path(out) / "reference.json"
     path.write_text(json.dumps(reference, indent=2, sort_keys=True, default=float) + "\n")
     return path
@@ -97,18 +97,14 @@ def reference_kappa(cfg: dict[str, Any], partition: str, folder: Path = REFERENC
 def reference_differs(cfg: dict[str, Any]) -> str | None:
     """Why the committed demo is not this run's reference (None when it is): data, notes or training settings
     other than the demo's, or seeds or strategies the demo did not run."""
-    from dermlib.config import UNHASHED_NOTES_KEYS, get_config
+    from dermlib.config import get_config, note_settings
 
     demo = get_config("demo")
-    for section in ("data", "train"):
-        if cfg[section] != demo[section]:
-            changed = sorted(k for k in set(cfg[section]) | set(demo[section])
-                             if cfg[section].get(k) != demo[section].get(k))
+    for section, read in (("data", lambda c: c["data"]), ("train", lambda c: c["train"]), ("notes", note_settings)):
+        mine, theirs = read(cfg), read(demo)
+        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if changed:
             return f"your {section} settings differ from the demo's ({', '.join(changed)})"
-    notes = {k for k in set(cfg["notes"]) | set(demo["notes"]) if k not in UNHASHED_NOTES_KEYS
-             and cfg["notes"].get(k) != demo["notes"].get(k)}
-    if notes:
-        return f"your notes settings differ from the demo's ({', '.join(sorted(notes))})"
     extra = set(map(str, cfg["eval"]["seeds"])) - set(map(str, demo["eval"]["seeds"]))
     extra |= set(cfg["eval"]["strategies"]) - set(demo["eval"]["strategies"])
     return f"the demo has no runs for {', '.join(sorted(extra))}" if extra else None
