@@ -2,8 +2,9 @@
 clinical photos), resize it, and keep the result in a cache so training never decodes the originals twice.
 
 Cache layout (`cache_dir/`): `images.npy` uint8 [N, S, S, 3] (row i = index row i), `index.parquet` (sample_id,
-row, crop box, original size, what was converted), `skipped.csv` (sample_id, reason) and `cache_meta.json`
-(what the cache was built from, so an identical request reuses it).
+row, crop box, original size, what was converted, entry key), `skipped.csv` (sample_id, reason, entry key),
+`files.parquet` (each file's size, mtime and content key: `dermlib.data.file_keys`) and `cache_meta.json` (the
+fingerprint of the whole content, so an identical request reuses it; runs and features are keyed by it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,6 +25,7 @@ from skimage.color import rgb2gray
 from skimage.filters import threshold_otsu
 from skimage.transform import resize
 
+from dermlib.data.file_keys import exclusive, file_keys
 from dermlib.data.schema import load_attributes
 from dermlib.progress import progress
 
@@ -202,73 +205,131 @@ def _work(args: tuple[str, str, str, str, int]) -> tuple[str, np.ndarray | None,
         return sample_id, None, f"failed to preprocess: {type(err).__name__}: {err}"
 
 
-def _fingerprint(manifest: pd.DataFrame, size: int) -> str:
-    """Hash of everything that decides the cached pixels: row order, paths, modality, attributes, size."""
-    cols = manifest[["sample_id", "image_path", "modality", "attributes"]].astype("string").fillna("<NA>")
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{size}|".encode())
-    for row in cols.itertuples(index=False):
-        digest.update("\x1f".join(row).encode() + b"\x1e")
+def _entries(manifest: pd.DataFrame, contents: pd.Series, size: int) -> pd.Series:
+    """One key per manifest row naming what decides its cached pixels: the file's content, modality, attributes,
+    size and CACHE_VERSION (not its path: a moved dataset keeps its entries)."""
+    cols = manifest[["modality", "attributes"]].astype("string").fillna("<NA>")
+    return pd.Series([hashlib.sha256(f"v{CACHE_VERSION}|{size}|{c}|{m}|{a}".encode()).hexdigest()[:32]
+                      for c, m, a in zip(contents, cols["modality"], cols["attributes"])], index=manifest.index)
+
+
+def _fingerprint(sample_ids: pd.Series, entries: pd.Series) -> str:
+    """Hash of the whole cache's content: row order, sample ids and each row's entry key."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|".encode())
+    for sample_id, entry in zip(sample_ids.astype(str), entries):
+        digest.update(f"{sample_id}\x1f{entry}\x1e".encode())
     return digest.hexdigest()
+
+
+def _previous(cache: Path) -> tuple[pd.DataFrame | None, np.ndarray | None, pd.DataFrame | None]:
+    """The earlier build's file table, images and index (None where absent or from before entry keys)."""
+    files = pd.read_parquet(cache / "files.parquet") if (cache / "files.parquet").exists() else None
+    try:
+        images, index = load_cache(cache)
+    except (FileNotFoundError, ValueError, OSError):
+        return files, None, None
+    return files, images, index if "entry" in index.columns else None
 
 
 def build_cache(manifest: pd.DataFrame, cache_dir: str | Path, size: int = 224, workers: int = 1,
                 force: bool = False) -> pd.DataFrame:
     """Preprocess every manifest row into `cache_dir` (see module doc) and return the index DataFrame. Unusable
-    images are skipped, logged and listed with their reason in skipped.csv. An existing cache built from the same
-    manifest and size is reused unless `force`."""
+    images are skipped, logged and listed with their reason in skipped.csv.
+
+    Entries are keyed by the image file's content (`dermlib.data.file_keys`): an unchanged cache is reused, and
+    after a file is replaced or corrected only that row is preprocessed again (a skipped file that changed is
+    tried again); `force` redoes every row. One builder at a time holds the cache's lock; a second waits and then
+    finds the cache built."""
     cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(manifest, size)
-    meta_path = cache / "cache_meta.json"
-    if not force and meta_path.exists() and (cache / "images.npy").exists() and (cache / "index.parquet").exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") == fingerprint:
-            images, index = load_cache(cache)
-            if images.shape == (meta["n_images"], size, size, 3) and len(index) == meta["n_images"]:
-                log.info("reusing preprocessed cache %s (%d images)", cache, len(index))
-                return index
-    meta_path.unlink(missing_ok=True)  # invalid until the new cache is complete
-    tasks = [(str(r.sample_id), str(r.image_path), str(r.modality), r.attributes, int(size))
-             for r in manifest.itertuples(index=False)]
-    tmp = np.lib.format.open_memmap(cache / "images.tmp.npy", mode="w+", dtype=np.uint8,
-                                    shape=(len(tasks), size, size, 3))
+    with exclusive(cache):
+        files, old_images, old_index = _previous(cache)
+        files = file_keys(manifest["image_path"], None if force else files)
+        contents = manifest["image_path"].astype(str).map(files.set_index("image_path")["content"])
+        entries = _entries(manifest, contents, size)
+        fingerprint = _fingerprint(manifest["sample_id"], entries)
+        meta_path = cache / "cache_meta.json"
+        if not force and meta_path.exists() and old_index is not None:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("fingerprint") == fingerprint and old_images is not None \
+                    and old_images.shape == (meta["n_images"], size, size, 3):
+                files.to_parquet(cache / "files.parquet", index=False)  # newer mtimes: no re-read next time
+                log.info("reusing preprocessed cache %s (%d images)", cache, len(old_index))
+                return old_index
+        meta_path.unlink(missing_ok=True)  # invalid until the new cache is complete
+        reuse = {} if force or old_index is None else dict(zip(old_index["entry"], range(len(old_index))))
+        known_skips = {} if force or not (cache / "skipped.csv").exists() else _skip_reasons(cache)
+        index, skipped = _build(manifest, entries, cache, size, workers, old_images, old_index, reuse, known_skips)
+        index.to_parquet(cache / "index.parquet", index=False)
+        skipped.to_csv(cache / "skipped.csv", index=False)
+        files.to_parquet(cache / "files.parquet", index=False)
+        meta_path.write_text(json.dumps({"fingerprint": fingerprint, "size": size, "n_images": len(index),
+                                         "n_skipped": len(skipped), "n_manifest": len(manifest),
+                                         "n_reused": int(index.attrs.get("n_reused", 0))}, indent=2))
+        return index
+
+
+def _skip_reasons(cache: Path) -> dict[str, str]:
+    """entry key -> the reason an earlier build skipped it (an unchanged file fails the same way again)."""
+    skipped = pd.read_csv(cache / "skipped.csv", dtype="string")
+    return dict(zip(skipped["entry"], skipped["reason"])) if "entry" in skipped.columns else {}
+
+
+def _build(manifest: pd.DataFrame, entries: pd.Series, cache: Path, size: int, workers: int,
+           old_images: np.ndarray | None, old_index: pd.DataFrame | None, reuse: dict[str, int],
+           known_skips: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write images.npy for `manifest` (old rows copied where their entry is unchanged, the others preprocessed)
+    through a temporary file of this process; return (index, skipped)."""
+    todo = [(str(r.sample_id), str(r.image_path), str(r.modality), r.attributes, int(size))
+            for r, entry in zip(manifest.itertuples(index=False), entries)
+            if entry not in reuse and entry not in known_skips]
+    tmp_path = cache / f"images.{os.getpid()}.tmp.npy"
+    tmp = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.uint8, shape=(len(manifest), size, size, 3))
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
-    results = pool.map(_work, tasks, chunksize=16) if pool else map(_work, tasks)
-    bar = progress(len(tasks), "preprocess", unit="img")
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(todo) > 1 else None
+    fresh = iter(pool.map(_work, todo, chunksize=16) if pool else map(_work, todo))
+    bar = progress(len(todo), "preprocess", unit="img")
     try:
-        for sample_id, pixels, info in results:
+        for r, entry in zip(manifest.itertuples(index=False), entries):
+            sample_id = str(r.sample_id)
+            if entry in reuse:
+                old = old_index.iloc[reuse[entry]]  # type: ignore[union-attr]
+                tmp[len(rows)] = old_images[reuse[entry]]  # type: ignore[index]
+                rows.append({**{c: old[c] for c in INDEX_COLUMNS}, "sample_id": sample_id, "row": len(rows),
+                             "entry": entry})
+                continue
+            if entry in known_skips:
+                skipped.append({"sample_id": sample_id, "reason": known_skips[entry], "entry": entry})
+                continue
+            _, pixels, info = next(fresh)
             bar.update(1)
             if pixels is None:
                 log.warning("skipped %s: %s", sample_id, info)
-                skipped.append({"sample_id": sample_id, "reason": info})
+                skipped.append({"sample_id": sample_id, "reason": str(info), "entry": entry})
                 continue
             tmp[len(rows)] = pixels
-            rows.append({"sample_id": sample_id, "row": len(rows), **info})
+            rows.append({"sample_id": sample_id, "row": len(rows), **info, "entry": entry})  # type: ignore[dict-item]
     finally:
         bar.close()
         if pool:
             pool.shutdown()
     tmp.flush()
-    if len(rows) == len(tasks):
+    if len(rows) == len(manifest):
         del tmp
-        (cache / "images.tmp.npy").replace(cache / "images.npy")
+        tmp_path.replace(cache / "images.npy")
     else:  # drop the unused rows left by skipped images
-        final = np.lib.format.open_memmap(cache / "images.npy", mode="w+", dtype=np.uint8,
-                                          shape=(len(rows), size, size, 3))
+        final = cache / f"images.{os.getpid()}.final.npy"
+        out = np.lib.format.open_memmap(final, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3))
         for start in range(0, len(rows), 512):
-            final[start:start + 512] = tmp[start:min(start + 512, len(rows))]
-        final.flush()
-        del tmp, final
-        (cache / "images.tmp.npy").unlink()
-    index = pd.DataFrame(rows, columns=INDEX_COLUMNS).astype(
-        {"sample_id": "string", "crop_method": "string", "converted": "string"})
-    index.to_parquet(cache / "index.parquet", index=False)
-    pd.DataFrame(skipped, columns=["sample_id", "reason"]).to_csv(cache / "skipped.csv", index=False)
-    meta_path.write_text(json.dumps({"fingerprint": fingerprint, "size": size, "n_images": len(rows),
-                                     "n_skipped": len(skipped), "n_manifest": len(tasks)}, indent=2))
-    return index
+            out[start:start + 512] = tmp[start:min(start + 512, len(rows))]
+        out.flush()
+        del tmp, out
+        tmp_path.unlink()
+        final.replace(cache / "images.npy")
+    index = pd.DataFrame(rows, columns=[*INDEX_COLUMNS, "entry"]).astype(
+        {"sample_id": "string", "crop_method": "string", "converted": "string", "entry": "string"})
+    index.attrs["n_reused"] = sum(e in reuse for e in entries)
+    return index, pd.DataFrame(skipped, columns=["sample_id", "reason", "entry"])
 
 
 def load_cache(cache_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:

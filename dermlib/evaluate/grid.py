@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from dermlib.atomic import CorruptFileError, read_parquet, write_parquet
 from dermlib.grammar import IMG
 from dermlib.evaluate import probes
 from dermlib.evaluate.pools import evaluation_pool, pool_id
@@ -34,7 +35,6 @@ from dermlib.train.grid import fit_many, grid_configs, map_jobs
 from dermlib.train.inference import checkpoint_state, encode, load_run
 from dermlib.train.loop import load_trainable
 from dermlib.train.model import pick_device, torch_threads
-from dermlib.train.runs import config_hash
 from dermlib.workdir import WorkDir
 
 
@@ -65,8 +65,11 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
     samples_path = work.samples(run_dir.name)
     key = eval_key(run_dir, pool, cfg)
     if cached.exists() and samples_path.exists():
-        previous = pd.read_parquet(cached)
-        if len(previous) and (previous["eval_key"] == key).all():
+        try:
+            previous = read_parquet(cached, fix="it is evaluated again")
+        except CorruptFileError:  # a damaged cache is no cache: the run is evaluated again and the file rewritten
+            previous = None
+        if previous is not None and len(previous) and (previous["eval_key"] == key).all():
             return previous.drop(columns="eval_key")
     model, run_cfg = load_run(run_dir)
     device = pick_device(run_cfg["train"].get("device", "auto"))
@@ -92,16 +95,14 @@ def evaluate_run(run_dir: Path, cfg: dict[str, Any], pool: pd.DataFrame, pixels:
         samples["cosine_last"], samples["cosine_lift_source_last"] = last["cosine"], last["cosine_lift_source"]
     samples.insert(0, "strategy", strategy)
     samples.insert(1, "seed", int(run_cfg["train"]["seed"]))
-    samples_path.parent.mkdir(parents=True, exist_ok=True)
-    samples.to_parquet(samples_path, index=False)
+    write_parquet(samples, samples_path, index=False)
     rows.insert(0, "profile", cfg["profile"])
     rows.insert(1, "strategy", strategy)
     rows.insert(2, "seed", int(run_cfg["train"]["seed"]))
     rows.insert(3, "run_id", run_dir.name)
-    rows.insert(4, "config_hash", config_hash(run_cfg))
+    rows.insert(4, "config_hash", run_cfg["resolved"]["config_hash"])
     rows = rows[RESULT_COLUMNS]
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    rows.assign(eval_key=key).to_parquet(cached, index=False)
+    write_parquet(rows.assign(eval_key=key), cached, index=False)
     return rows
 
 

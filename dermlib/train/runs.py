@@ -2,8 +2,8 @@
 `dermlib.train.grid`, the loop's pieces (`Trainer`, `make_optimizer`) are `dermlib.train.loop`, and loading a
 finished run back is `dermlib.train.inference`.
 
-A run lives in `<work_dir>/runs/<strategy>-seed<k>-<hash8>/` where the hash covers the data, notes and train
-settings: `config.json` (resolved), `checkpoint.pt` (last and best weights, optimiser, history), `history.csv`,
+A run lives in `<work_dir>/runs/<strategy>-seed<k>-<hash8>/` where the hash covers the data and train settings
+and what the run reads (the image cache's content, the notes it trains on: `config_hash`): `config.json` (resolved), `checkpoint.pt` (last and best weights, optimiser, history), `history.csv`,
 `text_encoder/` (tokenizer + encoder config, so a run loads offline) and a `done` marker. config.json's "resolved"
 section says what actually ran: device, where the image and text weights came from (or "random") and the text
 encoder's missing/unexpected keys. A finished run with the same hash is reused; an interrupted one resumes from
@@ -17,6 +17,7 @@ metric and the learning rate per epoch; a terminal or a notebook with widgets sh
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -30,11 +31,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dermlib.config import UNHASHED_NOTES_KEYS, add_cli_arguments, config_from_cli
-from dermlib.grammar import strategy_label
+from dermlib.config import add_cli_arguments, config_from_cli
+from dermlib.grammar import IMG, parse_strategy, strategy_label
 from dermlib.logs import log_to_stderr
 from dermlib.progress import progress
-from dermlib.train.features import FEATURE_VERSION
+from dermlib.train.features import FEATURE_VERSION, cache_fingerprint
 from dermlib.train.loop import Trainer, load_trainable, read_checkpoint, selection_score, trainable_state
 from dermlib.train.settings import NEUTRAL_TRAIN_KEYS, UNHASHED_TRAIN_KEYS
 from dermlib.workdir import WorkDir
@@ -42,19 +43,61 @@ from dermlib.workdir import WorkDir
 if TYPE_CHECKING:  # pandas is imported where it is used
     import pandas as pd
 
-HASHED_SECTIONS = ("data", "notes", "train")
+HASHED_SECTIONS = ("data", "train")
+# data settings that change where or how fast, not what: the image cache's content stands for the images
+UNHASHED_DATA_KEYS = ("workers", "roots")
 log = logging.getLogger("dermlib.train")
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
-    """8 hex digits identifying what a run computes (data, notes and train settings and FEATURE_VERSION; not paths
-    or device; a later key at its neutral value, `NEUTRAL_TRAIN_KEYS`, is left out, so older runs keep their id)."""
-    key = {s: cfg.get(s) for s in HASHED_SECTIONS}
-    key["notes"] = {k: v for k, v in cfg["notes"].items() if k not in UNHASHED_NOTES_KEYS}
+    """8 hex digits identifying what a run computes: its data and train settings (not paths, worker counts or
+    device; a later key at its neutral value, `NEUTRAL_TRAIN_KEYS`, is left out), FEATURE_VERSION, and what it
+    reads (`run_inputs`: the image cache's content and the notes it trains on). Notes settings are not in it:
+    the notes themselves are, so a changed note retrains exactly the runs that read it, and a changed port,
+    timeout or concurrency retrains nothing."""
+    key: dict[str, Any] = {s: cfg.get(s) for s in HASHED_SECTIONS}
+    key["data"] = {k: v for k, v in cfg["data"].items() if k not in UNHASHED_DATA_KEYS}
     key["train"] = {k: v for k, v in cfg["train"].items()
                     if k not in UNHASHED_TRAIN_KEYS and not (k in NEUTRAL_TRAIN_KEYS and v == NEUTRAL_TRAIN_KEYS[k])}
     key["feature_version"] = FEATURE_VERSION  # how frozen encoders' features are made decides what a run learns
+    key["inputs"] = run_inputs(cfg)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def run_inputs(cfg: dict[str, Any]) -> dict[str, str]:
+    """What a run reads from its work dir, as digests: "images" (the preprocessed cache's content fingerprint) and
+    one "notes:<strategy>" per note strategy it trains on (its usable notes; "absent" before notebook 02)."""
+    work = WorkDir.of(cfg)
+    inputs = {"images": cache_fingerprint(work.cache)}
+    strategy = cfg["train"]["strategy"]
+    if strategy != IMG:
+        inputs.update({f"notes:{s}": notes_digest(work.notes, s) for s in parse_strategy(strategy)})
+    return inputs
+
+
+def notes_digest(path: Path, strategy: str) -> str:
+    """16 hex digits over one strategy's usable notes (sample id and text, sorted) in a notes table; "absent"
+    when the table or the strategy is not there. Read once per version of the file."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return "absent"
+    return _notes_digest(str(path), stat.st_mtime_ns, stat.st_size, strategy)
+
+
+@functools.lru_cache(maxsize=64)
+def _notes_digest(path: str, mtime_ns: int, size: int, strategy: str) -> str:
+    import pandas as pd
+
+    notes = pd.read_parquet(path, columns=["sample_id", "strategy", "note", "status"])
+    ok = notes[(notes["strategy"] == strategy) & (notes["status"] == "ok") & notes["note"].notna()]
+    if ok.empty and strategy not in set(notes["strategy"]):
+        return "absent"
+    pairs = sorted(zip(ok["sample_id"].astype(str), ok["note"].astype(str)))
+    digest = hashlib.sha256()
+    for sample_id, note in pairs:
+        digest.update(f"{sample_id}\x1f{note}\x1e".encode())
+    return digest.hexdigest()[:16]
 
 
 def run_dir(cfg: dict[str, Any]) -> Path:
@@ -64,10 +107,12 @@ def run_dir(cfg: dict[str, Any]) -> Path:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save to a temporary file of its own, then rename (`dermlib.atomic`): a crash never leaves a half-written
+    checkpoint, and two processes saving the same run never write into one temporary file."""
+    from dermlib.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _write_history(rows: list[dict[str, Any]], path: Path) -> None:
@@ -116,9 +161,13 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
             trainer.scaler.load_state_dict(saved["scaler"])
         state = {k: saved[k] for k in state}
     elif rank0:
+        why_new = changed_inputs(folder, cfg)
+        if why_new:
+            log.info("%s: training anew: %s", folder.name, why_new)
         folder.mkdir(parents=True, exist_ok=True)
         resolved = {**cfg, "resolved": {
-            "config_hash": config_hash(cfg), "run_name": folder.name, "classes": trainer.classes,
+            "config_hash": config_hash(cfg), "run_name": folder.name, "inputs": run_inputs(cfg),
+            "classes": trainer.classes,
             "device": str(trainer.device), "world_size": trainer.world, "torch": torch.__version__,
             "n_train": len(trainer.splits["train"]), "n_val": len(trainer.splits["val"]),
             "n_train_with_note": sum(bool(n) for n in trainer.splits["train"].notes), **weights_report(trainer)}}
@@ -144,6 +193,22 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
     if dist.is_initialized():
         dist.barrier()
     return folder
+
+
+def changed_inputs(folder: Path, cfg: dict[str, Any]) -> str:
+    """Why a run of this strategy and seed is trained again although one exists beside it: which of its inputs
+    (`run_inputs`) changed since the newest such run ("" when there is none, or only settings differ)."""
+    siblings = sorted((p for p in folder.parent.glob(folder.name.rsplit("-", 1)[0] + "-*")
+                       if p != folder and (p / "config.json").exists()), key=lambda p: p.stat().st_mtime_ns)
+    if not siblings:
+        return ""
+    before = json.loads((siblings[-1] / "config.json").read_text()).get("resolved", {}).get("inputs")
+    if before is None:
+        return ""
+    now = run_inputs(cfg)
+    changed = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
+    names = ["the image cache" if k == "images" else f"the {k.split(':', 1)[1]} notes" for k in changed]
+    return f"{' and '.join(names)} changed since {siblings[-1].name}" if names else ""
 
 
 def _epochs(trainer: Trainer, state: dict[str, Any], folder: Path, stale: bool,

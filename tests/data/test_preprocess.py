@@ -3,7 +3,9 @@ cache, and rows -> cached pixels."""
 
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -155,6 +157,78 @@ def test_cache_round_trip_and_reuse(tmp_path: Path) -> None:
     assert load_cache(cache)[0].shape == (4, 16, 16, 3)  # a different size rebuilds
     build_cache(manifest.iloc[:2], cache, size=16)
     assert load_cache(cache)[0].shape[0] == 2  # a different manifest rebuilds
+
+
+def _meta(cache: Path) -> dict:
+    return json.loads((cache / "cache_meta.json").read_text())
+
+
+def test_cache_entries_follow_file_contents_not_paths_or_times(tmp_path: Path) -> None:
+    """A corrected image is preprocessed again (only it); a touched or moved one is not; the fingerprint (which
+    runs and features are keyed by) follows the content."""
+    paths = _write_awkward_files(tmp_path / "img")
+    ok = {k: v for k, v in paths.items() if k in ("ok_jpg", "ok_png", "grayscale", "rgba")}
+    manifest, cache = _manifest(ok), tmp_path / "cache"
+    build_cache(manifest, cache, size=20)
+    first = _meta(cache)["fingerprint"]
+    os.utime(ok["ok_png"], ns=(1, 1))  # touched: same bytes
+    build_cache(manifest, cache, size=20)
+    assert _meta(cache)["fingerprint"] == first
+    flipped = np.asarray(Image.open(ok["ok_png"]))[:, ::-1].copy()
+    Image.fromarray(flipped).save(ok["ok_png"])  # corrected in place, same path
+    os.utime(ok["ok_png"], ns=(1, 1))  # ... even with the old mtime: the size changed, or the bytes do
+    index = build_cache(manifest, cache, size=20)
+    meta = _meta(cache)
+    assert meta["fingerprint"] != first and meta["n_reused"] == 3  # the three others copied, not redone
+    row = index.set_index("sample_id").loc["t/ok_png", "row"]
+    assert np.array_equal(load_cache(cache)[0][row], preprocess_image(ok["ok_png"], "dermoscopic", {}, 20)[0])
+    moved = tmp_path / "moved"
+    (tmp_path / "img").rename(moved)  # the dataset moved to another folder: same content, same cache
+    manifest_moved = manifest.assign(image_path=manifest["image_path"].str.replace(str(tmp_path / "img"), str(moved)))
+    build_cache(manifest_moved, cache, size=20)
+    assert _meta(cache)["fingerprint"] == meta["fingerprint"]
+
+
+def test_replacing_a_skipped_file_and_rerunning_recovers_it(tmp_path: Path) -> None:
+    """The README's recovery: an undecodable image is skipped; replace the file, re-run notebook 01, it is in."""
+    paths = _write_awkward_files(tmp_path / "img")
+    chosen = {k: paths[k] for k in ("ok_png", "corrupt", "missing")}
+    manifest, cache = _manifest(chosen), tmp_path / "cache"
+    build_cache(manifest, cache, size=16)
+    assert set(read_skipped(cache)["sample_id"]) == {"t/corrupt", "t/missing"}
+    stamp = (cache / "images.npy").stat().st_mtime_ns
+    build_cache(manifest, cache, size=16)  # unchanged files are not tried again, and stay skipped with the reason
+    assert set(read_skipped(cache)["sample_id"]) == {"t/corrupt", "t/missing"}
+    assert (cache / "images.npy").stat().st_mtime_ns == stamp
+    Image.fromarray(_fov_image(40, 50, 20, 25, 18)).save(chosen["corrupt"], format="JPEG")
+    Image.fromarray(_fov_image(40, 50, 20, 25, 18, seed=3)).save(chosen["missing"], format="JPEG")
+    index = build_cache(manifest, cache, size=16)
+    assert list(index["sample_id"]) == ["t/ok_png", "t/corrupt", "t/missing"] and read_skipped(cache).empty
+
+
+def _build_in_child(args: tuple[str, str]) -> int:
+    manifest_path, cache = args
+    return len(build_cache(pd.read_parquet(manifest_path), cache, size=16))
+
+
+def test_two_concurrent_builders_lose_no_image(tmp_path: Path) -> None:
+    """Two processes building one cache at once (two notebook-01 runs): one waits for the other, every image is in."""
+    folder = tmp_path / "img"
+    folder.mkdir()
+    paths = {}
+    for i in range(40):
+        paths[f"im{i:02d}"] = folder / f"im{i:02d}.png"
+        Image.fromarray(_fov_image(60, 80, 30, 40, 26, seed=i)).save(paths[f"im{i:02d}"])
+    manifest = _manifest(paths)
+    manifest.to_parquet(tmp_path / "manifest.parquet")
+    cache = tmp_path / "cache"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        sizes = pool.map(_build_in_child, [(str(tmp_path / "manifest.parquet"), str(cache))] * 2)
+    assert sizes == [40, 40]
+    images, index = load_cache(cache)
+    assert len(index) == 40 and read_skipped(cache).empty and not list(cache.glob("*.tmp.npy"))
+    for row in index.itertuples():
+        assert np.array_equal(images[row.row], preprocess_image(paths[row.sample_id[2:]], "dermoscopic", {}, 16)[0])
 
 
 def test_clinical_rows_use_their_box(tmp_path: Path) -> None:

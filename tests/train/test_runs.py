@@ -113,6 +113,60 @@ def test_run_folder_depends_on_what_is_computed_only(work: Path, monkeypatch: py
     assert run_dir(tiny_cfg(work, strategy="M,P3")).name.startswith("M_P3-seed0-")
 
 
+def test_run_ids_cover_what_a_run_reads_and_not_how_it_ran(work: Path, tmp_path: Path) -> None:
+    """Operational settings keep every run id; a changed note changes exactly the ids of the runs that read it;
+    changed images change every id (issue 27, item 2)."""
+    import shutil
+
+    from dermlib.train.runs import config_hash, run_inputs
+
+    def ids(folder: Path, **notes_or_data: object) -> dict[str, str]:
+        cfg = {s: config_hash(get_config("demo", {"work_dir": str(folder), "train.strategy": s, **notes_or_data}))
+               for s in ("Img", "M", "P3")}
+        return cfg
+
+    base = ids(work)
+    for setting, value in [("notes.concurrency", 1), ("notes.timeout", 5.0), ("notes.base_url", "http://127.0.0.1:9/v1"),
+                           ("notes.cache_path", str(tmp_path / "other.sqlite")), ("data.workers", 1),
+                           ("data.roots", {"ham10000": str(tmp_path)})]:
+        assert ids(work, **{setting: value}) == base, setting
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    assert ids(copy) == base  # the same content elsewhere: the same runs
+    notes = pd.read_parquet(copy / "notes" / "notes.parquet")
+    notes.loc[notes["status"].eq("ok").idxmax(), "note"] += " Corrected."
+    notes.to_parquet(copy / "notes" / "notes.parquet")
+    changed = ids(copy)
+    assert changed["M"] != base["M"] and changed["Img"] == base["Img"] and changed["P3"] == base["P3"]
+    assert run_inputs(get_config("demo", {"work_dir": str(copy), "train.strategy": "P3"}))["notes:P3"] == "absent"
+    meta = json.loads((copy / "cache" / "cache_meta.json").read_text())
+    (copy / "cache" / "cache_meta.json").write_text(json.dumps({**meta, "fingerprint": "another image cache"}))
+    assert all(a != b for a, b in zip(ids(copy).values(), changed.values()))
+
+
+def test_changed_notes_retrain_that_run_and_say_why(work: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                    ) -> None:
+    import logging
+    import shutil
+
+    from dermlib.train.runs import fit
+
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    m_cfg, img_cfg = tiny_cfg(copy, strategy="M", epochs=1), tiny_cfg(copy, strategy="Img", epochs=1)
+    first_m, first_img = fit(m_cfg), fit(img_cfg)
+    notes = pd.read_parquet(copy / "notes" / "notes.parquet")
+    notes.loc[notes["status"].eq("ok").idxmax(), "note"] = "A different note."
+    notes.to_parquet(copy / "notes" / "notes.parquet")
+    with caplog.at_level(logging.INFO, logger="dermlib.train"):
+        second_m, second_img = fit(m_cfg), fit(img_cfg)
+    assert second_img == first_img  # reads no note: reused
+    assert second_m != first_m and (second_m / "done").exists()
+    assert f"the M notes changed since {first_m.name}" in caplog.text
+    resolved = json.loads((second_m / "config.json").read_text())["resolved"]
+    assert resolved["config_hash"] == second_m.name.rsplit("-", 1)[1] and set(resolved["inputs"]) == {"images", "notes:M"}
+
+
 def test_each_epoch_logs_one_line(work: Path, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
