@@ -25,6 +25,8 @@ from dermlib.grammar import (
     note_parts,
     parse_strategy,
 )
+from dermlib.config_checks import check_values
+from dermlib.redact import hold_url
 from dermlib.workdir import REPO_ROOT, figures_dir, link_shared, variant_name, work_dir
 
 
@@ -114,7 +116,11 @@ BASE: dict[str, Any] = {
     "notes": {
         "strategies": list(MM_STRATEGIES),
         "backend": "openai",  # openai | vllm | ollama | llamacpp
-        "base_url": None,  # None: OpenAI; the key is read from OPENAI_API_KEY only
+        # None: OpenAI. Credentials in it (http://user:pass@host/v1) stay in memory: the config holds http://***@host/v1
+        "base_url": None,
+        # the environment variable holding the key to send; None: OPENAI_API_KEY, sent to OpenAI's own host only
+        # (api.openai.com), never to another server (name it here for a proxy that needs it)
+        "api_key_env": None,
         # the paper's "gpt-4o-mini", pinned to its dated snapshot; OpenAI shuts it down on 2027-01-14 (the table and
         # the successor: dermlib.notes.models; `python -m dermlib.notes --profile paper --check` says it too)
         "model": "gpt-4o-mini-2024-07-18",
@@ -132,6 +138,10 @@ BASE: dict[str, Any] = {
         # the most notes (and class descriptions) one call may ask the LLM for before it refuses, saying how many
         # and how long they would take; None: no limit (dermlib.notes.profile.check_ask_limit)
         "ask_limit": None,
+        # notes the cache holds for an earlier version of their requests (an edited template, another setting) are not
+        # bought again beyond this many: the run refuses, saying how many and the cost; None: no limit
+        # (dermlib.notes.profile.check_reask)
+        "reask_limit": 50,
         "servers": 1,  # local llama.cpp servers (backend "llamacpp" without base_url), one request at a time each
         "n_threads": 8,  # threads per local llama.cpp server
     },
@@ -282,20 +292,16 @@ LAB = {"eval": {"strategies": list(PAPER_STRATEGIES), "seeds": [0, 1], "bootstra
 CHANGES["lab"] = {**CHANGES["demo"], "eval": {**CHANGES["demo"]["eval"], **LAB["eval"]}}
 HOME = {"lab": "demo"}  # a profile whose data products are another's: it works in that profile's work dir
 PROFILES = tuple(CHANGES)
-# Keys whose value may be None, and what they take otherwise; keys that must be positive.
+# Keys whose value may be None, and what they take otherwise (their allowed values: dermlib.config_checks.RULES).
 _NULLABLE: dict[str, tuple[type, ...]] = {
     "data.internal": (list,), "data.external": (list,), "notes.base_url": (str,), "notes.limit": (int,),
     "data.limit_per_source": (int,), "train.note_features": (str,), "notes.ask_limit": (int,),
+    "notes.reask_limit": (int,),
+    "notes.api_key_env": (str,),
 }
-_NON_NEGATIVE = {"notes.ask_limit"}  # 0 is meaningful (never ask); null where nullable means no limit
 # notes settings that decide whether notes are asked for, never what a note says: left out of a run's id
 # (`dermlib.train.runs.config_hash`) and of whether a variant shares its home's notes (`note_settings`)
-UNHASHED_NOTES_KEYS = ("ask_limit", "stop_after_permanent")
-_POSITIVE = {"data.image_size", "data.workers", "data.synth_image_size", "notes.concurrency", "notes.servers", "notes.outage_after", "notes.n_threads",
-             "notes.stop_after_permanent",
-             "notes.timeout", "train.batch_size", "train.epochs", "train.embed_dim", "train.max_text_len",
-             "train.feature_views", "train.parallel_runs", "train.lr", "eval.bootstrap", "eval.batch_size",
-             "eval.map_at_k", "eval.comparison_bootstrap", "eval.parallel_runs"}
+UNHASHED_NOTES_KEYS = ("ask_limit", "reask_limit", "stop_after_permanent", "api_key_env")
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -327,10 +333,6 @@ def _check_type(key: str, old: Any, new: Any) -> None:
         names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
         raise ValueError(f"override {key}={json.dumps(new, default=str)}: expected {names}, got "
                          f"{type(new).__name__} (values are JSON: 3, 0.5, true, \"text\", [0, 1])")
-    if key in _POSITIVE and not new > 0:
-        raise ValueError(f"override {key}={new}: must be greater than 0")
-    if key in _NON_NEGATIVE and new is not None and new < 0:
-        raise ValueError(f"override {key}={new}: must be 0 or more" + (" (null: no limit)" if key in _NULLABLE else ""))
 
 
 def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -361,6 +363,8 @@ def get_config(profile: str = "demo", overrides: dict[str, Any] | None = None) -
             raise KeyError(f"override {key!r}: unknown setting {leaf!r}; known keys of {section}: {sorted(node)}")
         _check_type(key, node[leaf], value)
         node[leaf] = value
+    cfg["notes"]["base_url"] = hold_url(cfg["notes"]["base_url"])  # credentials stay in memory (dermlib.redact)
+    check_values(cfg)  # every value in its range, one line per bad one (dermlib.config_checks)
     _check_comparisons(cfg)
     check_protocol(cfg["eval"]["protocol"])
     _check_strategies(cfg)

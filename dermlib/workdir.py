@@ -22,7 +22,23 @@ import re
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from dermlib.redact import redact_overrides
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_root() -> Path:
+    """Where work/, figures/ and data/ live: `$DERMLIB_HOME`, else the clone dermlib runs from, else (an installed
+    package: pip install . or a wheel) the current directory."""
+    home = os.environ.get("DERMLIB_HOME")
+    if home:
+        return Path(home).resolve()
+    if (SOURCE_ROOT / "pyproject.toml").is_file() and (SOURCE_ROOT / "dermlib").is_dir():
+        return SOURCE_ROOT
+    return Path.cwd().resolve()
+
+
+REPO_ROOT = project_root()  # read once, at import
 # What a variant shares with its home work dir when its data and notes settings are the home's: all of it is keyed
 # by content or by the run's config hash, so another variant's files are never mistaken for its own
 SHARED_ENTRIES = ("synthderm", "manifest.parquet", "cache", "notes", "features", "runs")
@@ -42,9 +58,11 @@ def figures_dir(profile: str) -> Path:
 
 def variant_name(profile: str, overrides: dict[str, Any]) -> str:
     """The scratch folder name of a run with `overrides`: the profile, each override as key=value (shortened,
-    filename-safe) and a hash of them all, e.g. `demo-epochs=3_seeds=[0]-5f1c0a2e`."""
+    filename-safe) and a hash of them all, e.g. `demo-epochs=3_seeds=[0]-5f1c0a2e`; a URL's credentials are never
+    part of it (`dermlib.redact`)."""
     if not overrides:
         return profile
+    overrides = redact_overrides(overrides)
     text = json.dumps(overrides, sort_keys=True, default=str)
     words = "_".join(f"{k.rsplit('.', 1)[-1]}={json.dumps(v, default=str)}" for k, v in sorted(overrides.items()))
     safe = re.sub(r"[^A-Za-z0-9=.,_+\[\]-]+", "-", words).strip("-")[:48]

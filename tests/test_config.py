@@ -156,3 +156,127 @@ def test_an_exercise_variant_never_writes_into_its_base_run(monkeypatch, tmp_pat
     assert other.parent == work.parent and other != work and not (other / "cache").exists()
     mine = variant_config("demo", {}, {"work_dir": str(tmp_path / "mine"), "figures_dir": str(tmp_path / "mine" / "f")})
     assert (mine["work_dir"], mine["figures_dir"]) == (str(tmp_path / "mine"), str(tmp_path / "mine" / "f"))
+
+
+# ------------------------------------------------------------------ value checks (dermlib.config_checks; issue 27, item 8)
+BAD_VALUES = [  # (--set text, what the one line of the error must say after "key=value: must be ")
+    ("notes.max_retries=-1", "0 or more (a whole number)"),
+    ("notes.limit=-1", "0 or more (a whole number); null: every row"),
+    ("notes.ask_limit=-1", "0 or more (a whole number); null: no limit"),
+    ("data.limit_per_source=-5", "greater than 0 (a whole number); null: no limit"),
+    ("data.limit_per_source=0", "greater than 0 (a whole number); null: no limit"),
+    ("notes.temperature=NaN", "from 0 to 2 (a finite number)"),
+    ("notes.temperature=Infinity", "from 0 to 2 (a finite number)"),
+    ("notes.temperature=2.5", "from 0 to 2 (a finite number)"),
+    ("notes.timeout=0", "greater than 0 (a finite number)"),
+    ("notes.timeout=-Infinity", "greater than 0 (a finite number)"),
+    ("notes.concurrency=0", "greater than 0 (a whole number)"),
+    ("notes.outage_after=0", "greater than 0 (a whole number)"),
+    ("notes.stop_after_permanent=-1", "greater than 0 (a whole number)"),
+    ("notes.max_tokens=0", "greater than 0 (a whole number), or a mapping to whole numbers greater than 0"),
+    ('notes.max_tokens={"P3": -2}', "greater than 0 (a whole number), or a mapping to whole numbers greater than 0"),
+    ("notes.backend=gpt", "one of 'openai', 'vllm', 'ollama', 'llamacpp'"),
+    ("notes.base_url=localhost:8000", "an http:// or https:// URL with a host"),
+    ("notes.api_key_env=MY-KEY", "an environment variable's name, or null"),
+    ("notes.servers=0", "greater than 0 (a whole number)"),
+    ("notes.strategies=[]", "a non-empty list of note strategy names, all different"),
+    ("data.n_per_source=-1", "0 or more (a whole number)"),
+    ("data.seed=-1", "0 or more (a whole number)"),
+    ("data.image_size=0", "greater than 0 (a whole number)"),
+    ("data.split_fractions=[0.7, 0.3]", "3 values of fractions >= 0 summing to 1 (train, val, test)"),
+    ("data.split_fractions=[0.7, -0.1, 0.4]", "3 values of fractions >= 0 summing to 1 (train, val, test)"),
+    ("data.split_fractions=[0.7, 0.2, 0.2]", None),  # every value allowed, the sum is not: its own line
+    ("data.taxonomy=isic9", "one of 'isic8', 'binary'"),
+    ("train.patience=-1", "greater than 0 (a whole number)"),
+    ("train.batch_size=0", "greater than 0 (a whole number)"),
+    ("train.batch_size=-64", "greater than 0 (a whole number)"),
+    ("train.epochs=0", "greater than 0 (a whole number)"),
+    ("train.lr=0", "greater than 0 (a finite number)"),
+    ("train.lr=-0.001", "greater than 0 (a finite number)"),
+    ("train.lr=NaN", "greater than 0 (a finite number)"),
+    ("train.weight_decay=-1e-4", "0 or more (a finite number)"),
+    ("train.dropout=1", "from 0 up to, not including, 1 (a finite number)"),
+    ("train.temperature=0", "greater than 0 (a finite number)"),
+    ("train.optimizer=sgd", "one of 'adam_amsgrad_l2', 'adamw'"),
+    ("train.select_on=val_acc", "one of 'val_image_loss', 'val_kappa'"),
+    ("train.pooling=max", "one of 'cls', 'pooler', 'mean'"),
+    ("train.projection=joint", "one of 'separate', 'shared'"),
+    ("train.image_encoder=resnet50", "one of 'densenet121', 'efficientnet_lite0'"),
+    ("train.device=gpu", "'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'"),
+    ("train.num_workers=-1", "0 or more (a whole number)"),
+    ("train.trunk_adapter_rank=-1", "0 or more (a whole number)"),
+    ("train.train_last_n_text_layers=-1", "0 or more (a whole number)"),
+    ('train.loss_weights={"ce_image": 1.0}', "a mapping of ce_image, ce_text, l1, cosine, nt_xent to finite numbers"),
+    ('train.loss_weights={"ce_image": -1, "ce_text": 1, "l1": 1, "cosine": 1, "nt_xent": 1}',
+     "a mapping of ce_image, ce_text, l1, cosine, nt_xent to finite numbers >= 0"),
+    ("eval.seeds=[]", "a non-empty list of whole numbers >= 0, all different"),
+    ("eval.seeds=[0, 0]", "a non-empty list of whole numbers >= 0, all different"),
+    ("eval.seeds=[-1]", "a non-empty list of whole numbers >= 0, all different"),
+    ("eval.strategies=[]", "a non-empty list of strategy names, all different"),
+    ("eval.bootstrap=0", "greater than 0 (a whole number)"),
+    ("eval.recall_k=[]", "a non-empty list of whole numbers greater than 0, all different"),
+    ("eval.recall_k=[0, 5]", "a non-empty list of whole numbers greater than 0, all different"),
+    ("eval.map_at_k=0", "greater than 0 (a whole number)"),
+    ("eval.batch_size=-1", "greater than 0 (a whole number)"),
+    ("eval.comparison_bootstrap=0", "greater than 0 (a whole number)"),
+    ("eval.comparison_partitions=[]", "a non-empty list of 'internal' and/or 'external', all different"),
+    ("eval.comparison_partitions=[\"test\"]", "a non-empty list of 'internal' and/or 'external', all different"),
+    ("eval.class_descriptions=-1", "0 or more (a whole number)"),
+    ('eval.equivalence_margins={"kappa": 0, "map": 0.03, "cosine": 0.03}', "a mapping to finite numbers greater than 0"),
+]
+
+
+@pytest.mark.parametrize("setting, needs", BAD_VALUES, ids=[s for s, _ in BAD_VALUES])
+def test_a_bad_value_stops_the_config_naming_key_value_and_range(setting: str, needs: str | None) -> None:
+    """Every numeric, list and choice setting is checked when the config loads (`--set` parsed as run_all.sh
+    does): one line naming the key, the value as typed and what it must be."""
+    key, _, text = setting.partition("=")
+    with pytest.raises(ValueError) as info:
+        get_config("paper", parse_sets([setting]))
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and message.startswith(f"{key}=")
+    if needs is None:
+        assert message.endswith("must sum to 1 (train, val, test)")
+    else:
+        assert message.endswith(f": must be {needs}") or f": must be {needs}" in message, message
+
+
+def test_every_bad_value_gets_its_own_line_and_the_command_line_stops_at_once(capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    from dermlib.config import add_cli_arguments, config_from_cli
+
+    with pytest.raises(ValueError) as info:
+        get_config("demo", {"notes.max_retries": -1, "train.patience": -1, "eval.seeds": []})
+    assert str(info.value).splitlines() == ["notes.max_retries=-1: must be 0 or more (a whole number)",
+                                            "train.patience=-1: must be greater than 0 (a whole number)",
+                                            "eval.seeds=[]: must be a non-empty list of whole numbers >= 0, all different"]
+    parser = argparse.ArgumentParser(prog="dermlib")
+    add_cli_arguments(parser)
+    with pytest.raises(SystemExit) as stop:
+        config_from_cli(parser, parser.parse_args(["--set", "notes.temperature=NaN", "--set", "train.lr=0"]))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "notes.temperature=NaN: must be from 0 to 2" in err and "train.lr=0: must be" in err
+
+
+@pytest.mark.parametrize("profile", ["demo", "lab", "paper"])
+def test_every_committed_profile_and_the_test_overrides_pass_the_value_checks(profile: str) -> None:
+    from dermlib.config_checks import RULES, config_problems
+    from tests.conftest import TINY_OVERRIDES
+
+    assert config_problems(get_config(profile)) == []
+    assert config_problems(get_config(profile, TINY_OVERRIDES)) == []
+    cfg = get_config(profile)
+    checked = {key for key in RULES if key.split(".")[0] in cfg and key.split(".")[1] in cfg[key.split(".")[0]]}
+    assert checked == set(RULES)  # every rule names a real key
+
+
+def test_the_value_checks_choices_are_the_steps_own() -> None:
+    """The choices are written out in dermlib.config_checks (below every step); they must stay the steps' lists."""
+    from dermlib.config import BASE
+    from dermlib.config_checks import BACKENDS, LOSS_TERMS, TAXONOMIES
+    from dermlib.data.labels import TAXONOMIES as LABEL_TAXONOMIES
+    from dermlib.notes.plan import BACKENDS as PLAN_BACKENDS
+
+    assert BACKENDS == PLAN_BACKENDS and set(TAXONOMIES) == set(LABEL_TAXONOMIES)
+    assert set(LOSS_TERMS) == set(BASE["train"]["loss_weights"])

@@ -62,6 +62,7 @@ def test_paper_profile_rehearsal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             **{f"data.roots.{name}": str(root) for name, root in roots.items()},
             "data.limit_per_source": 8, "data.image_size": 32, "data.workers": 1,
             "notes.base_url": fake.base_url, "notes.concurrency": 4, "notes.max_retries": 1,
+            "notes.api_key_env": "OPENAI_API_KEY",  # the fake stands in for OpenAI: its key goes there only if named
             "train.pretrained": False, "train.text_encoder": str(bert), "train.epochs": 1, "train.batch_size": 8,
             "train.max_text_len": 128, "train.num_workers": 0,
             "train.device": "cpu",  # the paper profile requires CUDA under "auto": a CPU on purpose

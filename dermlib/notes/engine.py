@@ -2,8 +2,10 @@
 retries with exponential backoff + jitter that honour `Retry-After`, a progress bar (`dermlib.progress`: off in stored notebooks and logs), token and cost totals.
 
 The client's own retries are off (`max_retries=0`); retries happen here so every attempt is counted.
-The API key only travels in the client; every text that is stored or raised (note, raw answer, error) passes
-through `scrub` first.
+The API key (and a base URL's user:password) only travels in the client; every text that is stored or raised (note,
+raw answer, error) passes through `scrub` first. Answers become notes only as clean text
+(`dermlib.notes.sanitize.clean_text`); one that cannot be cleaned (a lone surrogate, bytes that are not UTF-8) is a
+permanent failure with its reason, like an invalid one.
 
 Failure policy:
 - *transient* failures (connection errors, timeouts, HTTP 429 and 5xx) are retried with backoff; a job whose
@@ -31,7 +33,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -39,8 +41,10 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from dermlib.notes.models import PRICES  # USD per 1M tokens (input, output), standard API; Batch: half
+from dermlib.notes.sanitize import clean_text, mask_credentials, storable
 from dermlib.notes.wire import answer_token_limit
 from dermlib.progress import progress
+from dermlib.redact import url_secrets
 
 T = TypeVar("T")
 
@@ -121,15 +125,19 @@ class EngineStats:
         return (self.ok + self.failed + self.transient) / self.seconds if self.seconds > 0 else 0.0
 
 
-def scrub(text: str, secret: str | None) -> str:
-    """Remove a secret from a text by exact match, and mask any `sk-...` token. A short key (a local server's
-    "EMPTY" or "ollama") is replaced only where it stands as a whole word, so other words are never mangled."""
-    if secret:
-        if len(secret) >= 8:
-            text = text.replace(secret, "***")
+def scrub(text: str, secret: str | Sequence[str] | None) -> str:
+    """Remove secrets (the API key, a URL's password) from a text by exact match, mask any `sk-...` token, HTTP Basic
+    and Bearer value and URL user:password (`dermlib.notes.sanitize.mask_credentials`), and make it storable (a
+    lone surrogate becomes its escape). A short secret (a local server's "EMPTY" or "ollama") is replaced only where
+    it stands as a whole word, so other words are never mangled."""
+    for one in [secret] if isinstance(secret, str) or secret is None else secret:
+        if not one:
+            continue
+        if len(one) >= 8:
+            text = text.replace(one, "***")
         else:
-            text = re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", "***", text)
-    return re.sub(r"\bsk-[\w-]{4,}", "sk-***", text)
+            text = re.sub(rf"(?<![\w-]){re.escape(one)}(?![\w-])", "***", text)
+    return storable(mask_credentials(re.sub(r"\bsk-[\w-]{4,}", "sk-***", text)))
 
 
 def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float:
@@ -192,11 +200,14 @@ async def _attempt(client: openai.AsyncOpenAI, job: Job, model: str, params: dic
         return None, f"HTTP {exc.status_code}: {exc.message[:200]}", retry_after_seconds(exc)
     except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:  # a malformed body: retried
         return None, f"bad response: {type(exc).__name__}: {str(exc)[:200]}", None
+    except UnicodeDecodeError as exc:  # bytes that are not UTF-8: retried, then a failed note (never a crash)
+        return None, f"bad response: the answer is not valid UTF-8 ({exc.reason} at byte {exc.start})", None
 
 
 def judge(job: Job, completion: ChatCompletion, max_chars: int | None = None) -> tuple[str | None, str | None, str | None]:
     """Turn a chat completion into (note, raw answer, error): refusals, non-text, oversized and invalid answers
-    are errors."""
+    are errors. The answer and the note are cleaned text (`dermlib.notes.sanitize.clean_text`: NFC, no control
+    characters but newline and tab, no bidi controls); one that cannot be cleaned (a lone surrogate) is an error."""
     if not completion.choices:
         return None, None, "answer without choices"
     choice = completion.choices[0]
@@ -208,12 +219,21 @@ def judge(job: Job, completion: ChatCompletion, max_chars: int | None = None) ->
         return None, None, f"answer content is {type(raw).__name__}, not text"
     if raw is not None and max_chars is not None and len(raw) > max_chars:
         return None, raw[:2000], f"answer of {len(raw)} characters is over the bound of {max_chars} (max_tokens x {ANSWER_CHARS_PER_TOKEN})"
+    if raw is not None:
+        raw, problem = clean_text(raw)
+        if problem:
+            return None, raw[:2000], problem
     note, error = job.parse(raw, choice.finish_reason)
+    if note is not None and error is None:
+        note, problem = clean_text(note)
+        if problem:
+            return None, raw, problem.replace("answer", "note", 1)
     return note, raw, error
 
 
 async def run_job(client: openai.AsyncOpenAI, job: Job, *, model: str, params: dict[str, Any], max_retries: int,
-                  backoff_base: float, secret: str | None, stats: EngineStats, timeout: float = 60.0) -> Outcome:
+                  backoff_base: float, secret: str | Sequence[str] | None, stats: EngineStats,
+                  timeout: float = 60.0) -> Outcome:
     """All attempts of one job: HTTP errors back off; invalid answers are re-asked at once with a new seed."""
     prompt_tokens = completion_tokens = 0
     error: str | None = None
@@ -254,7 +274,7 @@ def _count(n: int, noun: str) -> str:
 
 def _text(value: Any) -> str | None:
     """A short identifier from an answer (None when absent or not text)."""
-    return value[:200] if isinstance(value, str) and value else None
+    return storable(value[:200]) if isinstance(value, str) and value else None
 
 
 async def run_jobs(jobs: list[Job], *, base_url: str | list[str] | None, api_key: str, model: str,
@@ -273,6 +293,7 @@ async def run_jobs(jobs: list[Job], *, base_url: str | list[str] | None, api_key
         return stats
     semaphore = asyncio.Semaphore(max(1, concurrency))
     urls = base_url if isinstance(base_url, list) else [base_url]
+    secrets = (api_key, *url_secrets(base_url))  # what a server may echo: scrubbed from every stored or raised text
     clients = [openai.AsyncOpenAI(base_url=url, api_key=api_key, timeout=timeout, max_retries=0) for url in urls]
     bar = progress(len(jobs) + n_cached, desc, initial=n_cached, unit="note", file=sys.stderr, ascii=True)
     start = time.perf_counter()
@@ -296,7 +317,7 @@ async def run_jobs(jobs: list[Job], *, base_url: str | list[str] | None, api_key
                 return
             try:
                 outcome = await run_job(clients[index % len(clients)], job, model=model, params=params,
-                                        max_retries=max_retries, backoff_base=backoff_base, secret=api_key,
+                                        max_retries=max_retries, backoff_base=backoff_base, secret=secrets,
                                         stats=stats, timeout=timeout)
             except LLMAuthError:
                 in_a_row["stopped"] = True

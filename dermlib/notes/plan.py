@@ -4,14 +4,17 @@ and cache key (`plan_jobs`). Shared by the normal route (`dermlib.notes.synth`) 
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from dermlib.config import REPO_ROOT
+from dermlib.config_checks import config_problems, number
 from dermlib.notes.cache import NoteCache, cache_key
 from dermlib.notes.engine import Job
 from dermlib.notes.local_llm import model_fingerprint
@@ -25,8 +28,10 @@ from dermlib.notes.strategies import (
 )
 from dermlib.notes.fields import metadata_fields
 from dermlib.notes.wire import sent_format
+from dermlib.redact import host_of, redact_url, url_secrets, with_credentials
 
 BACKENDS = ("openai", "vllm", "ollama", "llamacpp")
+OPENAI_HOST = "api.openai.com"  # the one host OPENAI_API_KEY is sent to unless a setting names a key
 
 
 def cache_path(cfg: dict[str, Any]) -> Path:
@@ -35,10 +40,12 @@ def cache_path(cfg: dict[str, Any]) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class NoteSettings:
     """How notes are requested (the `notes` section of a config, see `dermlib.config`); the API key is never part
-    of a config and is read from OPENAI_API_KEY unless given here."""
+    of a config: it is given here, or read from the variable `api_key_env` names, or from OPENAI_API_KEY for
+    OpenAI's own host only (`api_key`). `base_url` is the URL to connect to, credentials included; its repr shows
+    neither them nor the key. Numbers are checked as the config checks them (`dermlib.config_checks`)."""
 
     backend: str | None  # openai | vllm | ollama | llamacpp; None: openai without base_url, else vllm
     base_url: str | list[str] | None  # None: OpenAI; a list spreads requests over several servers
@@ -55,15 +62,35 @@ class NoteSettings:
     api_key: str | None = None
     backoff_base: float = 0.5  # seconds before the first retry of an HTTP error (doubles each time)
     stop_after_permanent: int = 3  # this many refused requests (HTTP 400/404/422) in a row stop a run
+    api_key_env: str | None = None  # the environment variable whose key to send (to whatever host)
+
+    def __post_init__(self) -> None:
+        """The numbers in their ranges: one ValueError naming every bad one."""
+        numbers = ("concurrency", "timeout", "max_retries", "outage_after", "temperature", "max_tokens", "limit",
+                   "stop_after_permanent", "api_key_env")
+        problems = config_problems({"notes": {name: getattr(self, name) for name in numbers}})
+        needs = number(0)(self.backoff_base)
+        if needs:
+            problems.append(f"backoff_base={self.backoff_base!r}: must be {needs}")
+        if problems:
+            raise ValueError("\n".join(problems))
+
+    def __repr__(self) -> str:
+        """The settings without secrets: the URL's credentials and the key are masked."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["base_url"] = redact_url(self.base_url)
+        shown["api_key"] = "***" if self.api_key else None
+        return f"NoteSettings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> NoteSettings:
         """The settings of a profile's config (cache path resolved with `cache_path`)."""
         n = cfg["notes"]
-        return cls(backend=n["backend"], base_url=n["base_url"], model=n["model"], cache_path=cache_path(cfg),
-                   concurrency=n["concurrency"], timeout=n["timeout"], max_retries=n["max_retries"],
-                   outage_after=n["outage_after"], temperature=n["temperature"], max_tokens=n["max_tokens"],
-                   limit=n["limit"], stop_after_permanent=n.get("stop_after_permanent", 3))
+        return cls(backend=n["backend"], base_url=with_credentials(n["base_url"]), model=n["model"],
+                   cache_path=cache_path(cfg), concurrency=n["concurrency"], timeout=n["timeout"],
+                   max_retries=n["max_retries"], outage_after=n["outage_after"], temperature=n["temperature"],
+                   max_tokens=n["max_tokens"], limit=n["limit"], stop_after_permanent=n.get("stop_after_permanent", 3),
+                   api_key_env=n.get("api_key_env"))
 
 
 @dataclass
@@ -97,14 +124,49 @@ def llm_backend(settings: NoteSettings) -> tuple[str, str]:
     return backend, settings.model
 
 
+def to_openai(base_url: str | list[str] | None) -> bool:
+    """Whether requests go to OpenAI's own API: every URL on api.openai.com (no base_url: the client's default,
+    which $OPENAI_BASE_URL may point elsewhere)."""
+    urls = base_url if isinstance(base_url, list) else [base_url]
+    default = os.environ.get("OPENAI_BASE_URL") or f"https://{OPENAI_HOST}/v1"
+    return all(host_of(url or default) == OPENAI_HOST for url in urls)
+
+
+def _local(host: str) -> bool:
+    """A loopback host (localhost, 127.0.0.0/8, ::1): nothing sent there crosses a network."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def api_key(backend: str, settings: NoteSettings) -> str:
-    """The key to send: the settings' own, else OPENAI_API_KEY; local servers get a placeholder."""
-    key = settings.api_key or os.environ.get("OPENAI_API_KEY")
-    if key:
-        return key
-    if backend == "openai":
-        raise ValueError("no API key: set the OPENAI_API_KEY environment variable (or pass api_key=...)")
-    return "not-needed"  # local servers ignore the key, the client just needs a value
+    """The key to send: the settings' own; else the variable `api_key_env` names; else OPENAI_API_KEY, sent to
+    OpenAI's own host only, never to another server (a local llama.cpp/vLLM/Ollama one gets a placeholder). Warns when
+    a key or a URL's credentials would cross a network in plain http."""
+    env = settings.api_key_env
+    if settings.api_key:
+        key = settings.api_key
+    elif env:
+        key = os.environ.get(env) or ""
+        if not key:
+            raise ValueError(f"no API key: notes.api_key_env names the environment variable {env}, which is not set")
+    elif to_openai(settings.base_url):
+        key = os.environ.get("OPENAI_API_KEY") or ""
+        if not key and backend == "openai":
+            raise ValueError("no API key: set the OPENAI_API_KEY environment variable (or pass api_key=...)")
+    else:
+        key = ""  # OPENAI_API_KEY is OpenAI's: another server gets it only where notes.api_key_env names it
+    urls = settings.base_url if isinstance(settings.base_url, list) else [settings.base_url]
+    for url in urls:
+        exposed = bool(key) or bool(url_secrets(url))
+        if exposed and url and url.lower().startswith("http://") and not _local(host_of(url)):
+            warnings.warn(f"notes.base_url {redact_url(url)} is plain http to a host that is not this machine: the "
+                          f"API key or the URL's credentials cross the network unencrypted (use https://)",
+                          UserWarning, stacklevel=2)
+    return key or "not-needed"  # local servers ignore the key, the client just needs a value
 
 
 def selected(manifest: pd.DataFrame, limit: int | None) -> pd.Series:

@@ -27,6 +27,7 @@ from dermlib.notes.plan import NoteSettings, Planned, api_key, build_job, llm_ba
 from dermlib.notes.profile import local_servers
 from dermlib.notes.strategies import Combo, Strategy, get_strategy
 from dermlib.notes.wire import sent_params
+from dermlib.redact import redact_url
 
 # stands in for a manifest row when there is none yet (a SynthDerm profile before notebook 01): the request's
 # shape is exact, its metadata made up, and nothing is counted
@@ -206,7 +207,8 @@ def check_notes(cfg: dict[str, Any], manifest: pd.DataFrame | None = None, *, sa
         manifest, counted_on = check_manifest(cfg)
     rows = manifest if manifest is not None and len(manifest) else pd.DataFrame([STAND_IN])  # none: a stand-in row
     count, method = token_counter(model)
-    report = Preflight(backend, model, str(settings.base_url or "https://api.openai.com/v1"), method, counted_on,
+    where = str(redact_url(settings.base_url) or "https://api.openai.com/v1")  # never the URL's credentials
+    report = Preflight(backend, model, where, method, counted_on,
                        retirement_notice(model, today) if backend == "openai" else None)
     strategies = llm_strategies(list(cfg["notes"]["strategies"]))
     with local_servers(cfg, settings, len(strategies), "notes are to be checked") as asking:

@@ -3,6 +3,7 @@ the controls D, M+G, M+Gs are templates: rendered here, no LLM, status "ok")."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pandas as pd
@@ -16,6 +17,7 @@ from dermlib.notes.plan import NoteSettings, Planned, api_key, llm_backend, plan
 from dermlib.notes.strategies import Combo, Strategy, get_strategy, render_m, stable_hash
 from dermlib.notes.fields import metadata_fields
 from dermlib.notes.wire import sent_params
+from dermlib.redact import redact_url, url_secrets
 
 RESULT_COLUMNS = ["sample_id", "strategy", "note", "status", "n_attempts", "prompt_tokens", "completion_tokens",
                   "cached", "template_version", "error", "raw"]  # raw: the LLM's answer as stored (None for M)
@@ -79,10 +81,11 @@ def ask(jobs: list[Job], cache: NoteCache, settings: NoteSettings, *, backend: s
     sent them under its own names (`dermlib.notes.wire.sent_params`). Refused requests stop the run with one
     message naming the model, the strategy and the fix (LLMAuthError, LLMRejectedError), storing nothing for them."""
     key = api_key(backend, settings)
+    secrets = (key, *url_secrets(settings.base_url))
     seeds = {job.key: job.seed for job in jobs}
 
     def clean(text: str | None) -> str | None:  # every text scrubbed of the key, whatever the server echoed
-        return scrub(text, key) if text else text
+        return scrub(text, secrets) if text else text
 
     def store(outcome: Outcome) -> None:
         cache.put({"key": outcome.key, "backend": backend, "model": model, "strategy": strategy,
@@ -95,7 +98,7 @@ def ask(jobs: list[Job], cache: NoteCache, settings: NoteSettings, *, backend: s
         cache.release(outcome.key)
 
     s = settings
-    where = s.base_url or "https://api.openai.com/v1"
+    where = redact_url(s.base_url) or "https://api.openai.com/v1"
     try:
         return run_sync(lambda: run_jobs(
             jobs, base_url=s.base_url, api_key=key, model=model, params=sent_params(backend, params),
@@ -105,8 +108,11 @@ def ask(jobs: list[Job], cache: NoteCache, settings: NoteSettings, *, backend: s
             claim=lambda k: cache.claim(k, stale_after=s.timeout * (s.max_retries + 1) + 60.0)))
     except LLMRejectedError as exc:
         kind = LLMAuthError if isinstance(exc, LLMAuthError) else LLMRejectedError
-        raise kind(f"{strategy} with model {model!r} at {where}: {exc}. Fix: {stop_advice(str(exc), model)} "
-                   f"Everything stored so far is kept in {cache.path}.") from None
+        withheld = kind is LLMAuthError and key == "not-needed" and bool(os.environ.get("OPENAI_API_KEY"))
+        hint = (" OPENAI_API_KEY is sent to api.openai.com only: name the key this server needs with "
+                "--set notes.api_key_env=OPENAI_API_KEY." if withheld else "")
+        raise kind(scrub(f"{strategy} with model {model!r} at {where}: {exc}. Fix: {stop_advice(str(exc), model)}"
+                         f"{hint} Everything stored so far is kept in {cache.path}.", secrets)) from None
 
 
 def _result(plan: Planned, stored: dict[str, dict[str, Any]], strat: Strategy, model: str, stats: Any) -> pd.DataFrame:

@@ -11,12 +11,22 @@ Fault injection, one fault per chat call, taken in order from `faults` and then 
 that the key is scrubbed). Hostile modes: "drip" (headers, then the body one byte every `drip_seconds`),
 "html" (HTTP 200 with an HTML login page), "int_content" (content is a number), "echo_key" (a successful answer
 that quotes the Authorization header), "huge" (a 2 MB answer), "drop" (close the connection without answering,
-as a server that went down).
+as a server that went down). Malformed text: "surrogate" (the content carries a lone surrogate, sent as the JSON
+escape \\ud800), "bad_utf8" (the HTTP body holds bytes that are not UTF-8 inside the content), "control_chars"
+(the content carries control characters, a bidi override and a decomposed accent).
 
 Like OpenAI's own API, when asked: `models` (the ids it serves; any other gets HTTP 404 "model_not_found"), and
 `strict_schemas` (a strict json_schema with a keyword outside OpenAI's documented subset, or an object without
 "additionalProperties": false, gets HTTP 400, as OpenAI answers "'minLength' is not permitted"). Every answer
 carries a `system_fingerprint`.
+
+Batches run all their requests at the `batch_polls`-th poll (taking the chat faults in order) and complete. As OpenAI
+ends them, when asked: `batch_end` maps a batch id ("batch_1", ...) to (status, n): "expired" or "cancelled" after
+running its first n requests (their answers in the output file, the others in the error file with code
+"batch_expired" / "batch_cancelled"), or "failed" (the whole batch refused: `errors`, no files). With
+`batch_error_file`, a request's HTTP fault ("429", "500", "400", "400_echo": quoting the batch creator's
+Authorization header, "400_long": a 14 kB message quoting it, "401") goes to the error file as OpenAI writes it,
+and "echo_key" quotes that header too.
 
 Run standalone for the benchmark: `python tests/fakes/fake_openai.py --latency 0.2 --workers 8`.
 """
@@ -35,6 +45,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Rule = Callable[[int, dict[str, Any]], "str | None"]
+BAD_UTF8_MARK = "@@not-utf8@@"  # "bad_utf8": replaced by these bytes in the HTTP body
+BAD_UTF8_BYTES = b"\xff\xfe\xc3("
 # keywords OpenAI's strict mode refuses (its guide's "not yet supported" list), written out here on their own so
 # the fake does not borrow dermlib's checker
 NOT_PERMITTED = {"minLength", "maxLength", "uniqueItems", "patternProperties", "minProperties", "maxProperties",
@@ -93,7 +105,8 @@ class FakeOpenAI:
                  api_key: str | None = None, retry_after: str = "1", slow_seconds: float = 3.0,
                  max_parallel: int | None = None, batch_polls: int = 1, first_option: bool = False,
                  drip_seconds: float = 1.0, models: set[str] | None = None, strict_schemas: bool = False,
-                 fingerprint: str = "fp_fake0001") -> None:
+                 fingerprint: str = "fp_fake0001", batch_end: dict[str, tuple[str, int]] | None = None,
+                 batch_error_file: bool = False) -> None:
         self.latency, self.faults, self.rule = latency, list(faults or []), rule
         self.api_key, self.retry_after, self.slow_seconds = api_key, retry_after, slow_seconds
         self.batch_polls = batch_polls
@@ -104,6 +117,8 @@ class FakeOpenAI:
         self.chat_bodies: list[dict[str, Any]] = []
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_end, self.batch_error_file = dict(batch_end or {}), batch_error_file
+        self.batch_auth: dict[str, str | None] = {}  # batch id -> the Authorization header that created it
         self.lock = threading.Lock()
         self.slots = threading.Semaphore(max_parallel) if max_parallel else None
         self.server = _Server(("127.0.0.1", 0), self._handler())
@@ -158,6 +173,13 @@ class FakeOpenAI:
             content = "word " * 400_000
         if fault == "int_content":
             content = 42  # type: ignore[assignment]
+        if fault == "surrogate":
+            content = f"Synthetic note {seed} \ud800 with a lone surrogate."
+        if fault == "bad_utf8":
+            content = f"Synthetic note {seed} {BAD_UTF8_MARK} with bytes that are not UTF-8."
+        if fault == "control_chars":
+            content = (f"Synthetic\x00 note {seed}\x1b[31m with a caf\u0065\u0301 \u202eevil\u202c bidi\x07 override.\r\n"
+                       "Second\tline\x7f.")
         prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
         words = len(content.split()) if isinstance(content, str) else 1
         return {
@@ -184,6 +206,8 @@ class FakeOpenAI:
         return None
 
     def _run_batch(self, batch: dict[str, Any]) -> None:
+        if self.batch_error_file or batch["id"] in self.batch_end:
+            return self._run_batch_as_openai(batch)
         lines = []
         for line in self.files[batch["input_file_id"]]["content"].decode().splitlines():
             request = json.loads(line)
@@ -199,6 +223,47 @@ class FakeOpenAI:
                                  "filename": "output.jsonl"}
         batch.update(status="completed", output_file_id=output_id,
                      request_counts={"total": len(lines), "completed": len(lines), "failed": 0})
+
+    def _run_batch_as_openai(self, batch: dict[str, Any]) -> None:
+        """Run a batch and end it as OpenAI would (`batch_end`, `batch_error_file`): answers in the output file,
+        failed and never-run requests in the error file, request_counts, `errors` for a batch failed as a whole."""
+        requests = [json.loads(line) for line in self.files[batch["input_file_id"]]["content"].decode().splitlines()
+                    if line.strip()]
+        end, n_run = self.batch_end.get(batch["id"], ("completed", len(requests)))
+        if end == "failed":
+            batch.update(status="failed", request_counts={"total": len(requests), "completed": 0, "failed": 0},
+                         errors={"object": "list", "data": [{"code": "invalid_request", "line": 1, "param": None,
+                                                             "message": "injected: the input file was refused"}]})
+            return
+        auth = self.batch_auth.get(batch["id"])
+        out, errors = [], []
+        for i, request in enumerate(requests):
+            line: dict[str, Any] = {"id": f"batch_req_{batch['id']}_{i}", "custom_id": request["custom_id"]}
+            if i >= n_run:
+                code = "batch_expired" if end == "expired" else "batch_cancelled"
+                errors.append({**line, "response": None, "error": {"code": code, "message": (
+                    "This request could not be executed before the completion window expired." if end == "expired"
+                    else "This request was cancelled with its batch.")}})
+                continue
+            fault = self._next_fault(request["body"])
+            if fault in ("429", "500") or (self.batch_error_file and fault in ("400", "400_echo", "400_long", "401")):
+                message = f"Incorrect: {auth}" if fault == "400_echo" else f"injected HTTP {fault[:3]}"
+                if fault == "400_long":
+                    message = f"Incorrect: {auth} " + "detail " * 2000 + f"{auth}"
+                response = {"status_code": int(fault[:3]), "request_id": "req",
+                            "body": {"error": {"message": message, "type": "invalid_request_error"}}}
+                (errors if self.batch_error_file else out).append({**line, "response": response, "error": None})
+                continue
+            body = {**request["body"], "_authorization": auth} if self.batch_error_file else request["body"]
+            out.append({**line, "error": None,
+                        "response": {"status_code": 200, "request_id": "req", "body": self.completion(body, fault)}})
+        for kind, lines in (("output", out), ("error", errors)):
+            file_id = f"file-{kind}-{batch['id']}" if lines else None
+            if file_id:
+                self.files[file_id] = {"content": "\n".join(json.dumps(x) for x in lines).encode(),
+                                       "purpose": f"batch_{kind}", "filename": f"{kind}.jsonl"}
+            batch[f"{kind}_file_id"] = file_id
+        batch.update(status=end, request_counts={"total": len(requests), "completed": len(out), "failed": len(errors)})
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -237,7 +302,7 @@ class FakeOpenAI:
                 if parts[:2] == ["v1", "batches"] and len(parts) == 3 and parts[2] in fake.batches:
                     batch = fake.batches[parts[2]]
                     batch["polls"] += 1
-                    if batch["status"] != "completed" and batch["polls"] >= fake.batch_polls:
+                    if batch["status"] == "in_progress" and batch["polls"] >= fake.batch_polls:
                         fake._run_batch(batch)
                     return self._send(200, {k: v for k, v in batch.items() if k != "polls"})
                 if parts[:2] == ["v1", "files"] and len(parts) == 4 and parts[2] in fake.files:
@@ -257,6 +322,7 @@ class FakeOpenAI:
                     with fake.lock:
                         fake.counts["batches"] += 1
                         batch_id = f"batch_{fake.counts['batches']}"
+                    fake.batch_auth[batch_id] = self.headers.get("Authorization")
                     fake.batches[batch_id] = {
                         "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "status": "in_progress",
                         "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
@@ -309,6 +375,9 @@ class FakeOpenAI:
                     return self._send(200, None, {"Content-Type": "text/html"}, raw=page)
                 if fault == "drip":
                     return self._drip(json.dumps(fake.completion(body, None)).encode())
+                if fault == "bad_utf8":
+                    data = json.dumps(fake.completion(body, fault)).encode()
+                    return self._send(200, None, raw=data.replace(BAD_UTF8_MARK.encode(), BAD_UTF8_BYTES))
                 self._send(200, fake.completion(body, fault))
 
             def _drip(self, data: bytes) -> None:

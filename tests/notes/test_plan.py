@@ -65,3 +65,22 @@ def test_llm_strategy_without_model_or_key_says_how_to_fix(tmp_path: Path, monke
         synthesize(make_manifest(1), "P3", note_settings(model="m"))
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
         synthesize(make_manifest(1), "P3", note_settings(model="gpt-4o-mini", cache_path=tmp_path / "c.sqlite"))
+
+
+@pytest.mark.parametrize("field, value, needs", [
+    ("max_retries", -1, "notes.max_retries=-1: must be 0 or more"),
+    ("limit", -3, "notes.limit=-3: must be 0 or more"),
+    ("temperature", float("nan"), "notes.temperature=NaN: must be from 0 to 2"),
+    ("concurrency", 0, "notes.concurrency=0: must be greater than 0"),
+    ("max_tokens", {"P3": 0}, "notes.max_tokens="),
+    ("timeout", float("inf"), "notes.timeout=Infinity: must be greater than 0"),
+    ("backoff_base", -0.5, "backoff_base=-0.5: must be 0 or more"),
+])
+def test_note_settings_made_in_code_are_checked_as_the_config_is(field: str, value: object, needs: str) -> None:
+    """NoteSettings built directly (a notebook exercise, `dataclasses.replace`) get the config's value checks."""
+    import dataclasses
+
+    with pytest.raises(ValueError, match=f"^{needs.replace('+', '[+]')}"):
+        note_settings(**{field: value})
+    with pytest.raises(ValueError, match=f"^{needs.replace('+', '[+]')}"):
+        dataclasses.replace(note_settings(), **{field: value})

@@ -70,7 +70,8 @@ def test_preflight_asks_once_per_strategy_counts_costs_and_stores_nothing(tmp_pa
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     with FakeOpenAI(models={PAPER_MODEL}, strict_schemas=True, api_key=SECRET) as fake:
-        cfg = _paper(tmp_path, fake.base_url)
+        # the fake stands in for OpenAI on 127.0.0.1: OPENAI_API_KEY goes there only where a setting names it
+        cfg = _paper(tmp_path, fake.base_url, **{"notes.api_key_env": "OPENAI_API_KEY"})
         report = check_notes(cfg, make_manifest(10), today=TODAY)
         assert len(fake.chat_bodies) == 3 and all("max_completion_tokens" in b for b in fake.chat_bodies)
     assert report.ok and report.failure() is None and [c.strategy for c in report.checks] == ["M+P1", "M+P2", "P3"]

@@ -28,3 +28,18 @@ def test_train_settings_name_every_train_key_and_refuse_unknown_ones() -> None:
     with pytest.raises(ValueError, match="needs train.threads > 0"):
         get_config("demo", {"train.threads": 0})  # two runs at once must train on the same threads as one
     assert get_config("demo", {"train.threads": 0, "train.parallel_runs": 1})["train"]["threads"] == 0
+
+
+def test_the_configs_training_choices_are_the_training_steps_own() -> None:
+    """dermlib.config_checks writes the choices out (the config sits below every step): they stay the loop's and
+    the model's lists, so a value the config accepts is one training takes."""
+    from dermlib import config_checks
+    from dermlib.train.loop import OPTIMIZERS, SELECTION
+    from dermlib.train.model import IMAGE_ENCODERS, POOLINGS
+
+    assert config_checks.OPTIMIZERS == OPTIMIZERS and config_checks.SELECTION == SELECTION
+    assert config_checks.IMAGE_ENCODERS == IMAGE_ENCODERS and config_checks.POOLINGS == POOLINGS
+    for key, value in (("train.optimizer", "sgd"), ("train.pooling", "max"), ("train.patience", -1),
+                       ("train.epochs", 0), ("train.lr", float("inf"))):
+        with pytest.raises(ValueError, match=rf"^{key}="):
+            get_config("demo", {key: value})
