@@ -9,6 +9,10 @@ to `<figures_dir>/timings.csv`, and each executed notebook is rendered to static
 While a notebook runs, the terminal (or nohup's / SLURM's log) shows its cells' outputs as they come (papermill's
 `log_output`) and dermlib's own log lines, one per training epoch among them, which the kernel writes to
 `<work_dir>/logs/pipeline.log` (`dermlib.logs`), never into the notebook.
+
+One pipeline at a time per work dir: a run holds `<work_dir>/.pipeline.lock` (`work_dir_lock`), and a second one on
+the same work dir stops at once, naming the holder. Executed notebooks, like every result file, are written to a
+temporary file and renamed into place (`dermlib.atomic`): a killed run leaves the previous notebook whole.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import time
 from contextlib import contextmanager
@@ -24,13 +29,20 @@ from typing import Iterator
 
 import pandas as pd
 
+from dermlib.atomic import atomic_path, write_csv, write_text
 from dermlib.config import REPO_ROOT, add_cli_arguments, config_from_cli, get_config
 from dermlib.logs import LOG_ENV, LogTail
 from dermlib.notebook import write_reference
 from dermlib.progress import progress_enabled
+from dermlib.redact import redact_overrides
 from dermlib.workdir import WorkDir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+LOCK_NAME = ".pipeline.lock"
+
+
+class PipelineBusy(RuntimeError):
+    """Another pipeline holds this work dir's lock."""
 
 
 def notebooks() -> list[Path]:
@@ -41,12 +53,15 @@ def notebooks() -> list[Path]:
     return found
 
 
-def relative_paths(executed: Path) -> None:
-    """Papermill records where it read and wrote a notebook; keep those paths relative to the repository."""
+def relative_paths(executed: Path, output: Path | None = None) -> None:
+    """Papermill records where it read and wrote a notebook; keep those paths relative to the repository (`output`:
+    where the notebook is published when `executed` is a temporary file)."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
     meta = nb.metadata.get("papermill", {})
+    if output is not None and "output_path" in meta:
+        meta["output_path"] = str(output)
     for key in ("input_path", "output_path"):
         path = Path(meta.get(key) or "")
         if path.is_absolute() and path.is_relative_to(REPO_ROOT):
@@ -63,9 +78,7 @@ def render_html(executed: list[Path], out_dir: Path) -> list[Path]:
     pages = []
     for nb in executed:
         body, _ = exporter.from_filename(str(nb))
-        page = out_dir / f"{nb.stem}.html"
-        page.write_text(body, encoding="utf-8")
-        pages.append(page)
+        pages.append(write_text(out_dir / f"{nb.stem}.html", body))
     return pages
 
 
@@ -78,6 +91,58 @@ def _show_cell_outputs() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+
+
+@contextmanager
+def work_dir_lock(work_dir: Path) -> Iterator[Path]:
+    """Hold `<work_dir>/.pipeline.lock` (an exclusive `fcntl.flock`, which also holds the holder's pid) for the block.
+    Held elsewhere: PipelineBusy at once, naming the work dir, the holder and the ways on. The lock goes with the
+    process however it ends (exit, crash, kill -9); the file stays."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this system (Windows): no lock
+        yield work_dir / LOCK_NAME
+        return
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "one that has not written its pid yet"
+            raise PipelineBusy(f"work dir {work_dir} is in use by another pipeline ({holder}; lock {path}): wait for "
+                               f"it to finish, or run this one in another work dir with --set work_dir=<folder>"
+                               ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                  .encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing the only descriptor drops the flock
+
+
+def execute(notebook: Path, target: Path, parameters: dict) -> None:
+    """Run `notebook` through papermill into `target` by way of a temporary file beside it, renamed into place when
+    papermill ends (`dermlib.atomic`): a killed run leaves the previous `target` whole. A notebook whose cell raised
+    still replaces it, so its error shows where the notebook is read, and the error is raised again."""
+    import papermill as pm
+
+    failed = None
+    with atomic_path(target) as tmp:
+        try:
+            pm.execute_notebook(
+                str(notebook), str(tmp), parameters=parameters,
+                cwd=str(NOTEBOOK_DIR), kernel_name="python3", log_output=True,  # cell outputs as they come
+                progress_bar=progress_enabled(),  # papermill's tqdm over the cells, on a terminal only
+            )
+        except pm.PapermillExecutionError as err:
+            if not tmp.exists():
+                raise
+            failed = err
+        relative_paths(tmp, target)
+    if failed is not None:
+        raise failed
 
 
 @contextmanager
@@ -99,10 +164,14 @@ def kernel_log(path: Path) -> Iterator[Path]:
 def run(profile: str = "demo", only: str | None = None, parameters: dict | None = None,
         overrides: dict | None = None) -> pd.DataFrame:
     """Execute the notebooks of a profile (or the one whose number is `only`) with config `overrides` (checked
-    here, before anything runs); return wall times."""
-    import papermill as pm
-
+    here, before anything runs); return wall times. Holds the work dir's lock throughout (`work_dir_lock`)."""
     cfg = get_config(profile, overrides)
+    with work_dir_lock(Path(cfg["work_dir"])):
+        return _run(cfg, profile, only, parameters, overrides)
+
+
+def _run(cfg: dict, profile: str, only: str | None, parameters: dict | None, overrides: dict | None) -> pd.DataFrame:
+    """`run` once the work dir is this process's."""
     chosen = [nb for nb in notebooks() if only is None or nb.name.startswith(f"{int(only):02d}_")]
     if not chosen:
         raise ValueError(f"no notebook numbered {only!r}; have {[nb.name for nb in notebooks()]}")
@@ -116,15 +185,11 @@ def run(profile: str = "demo", only: str | None = None, parameters: dict | None 
         print(f"== {nb.name} (profile {profile})", flush=True)
         start = time.perf_counter()
         with kernel_log(Path(cfg["work_dir"]) / "logs" / "pipeline.log"):
-            pm.execute_notebook(
-                str(nb), str(out_dir / nb.name),
-                parameters={"profile": profile, **({"overrides": overrides} if overrides else {}),
-                            **(parameters or {})},
-                cwd=str(NOTEBOOK_DIR), kernel_name="python3", log_output=True,  # cell outputs as they come
-                progress_bar=progress_enabled(),  # papermill's tqdm over the cells, on a terminal only
-            )
+            # a URL's credentials never reach the notebook: the kernel inherits them (dermlib.redact)
+            execute(nb, out_dir / nb.name,
+                    {"profile": profile, **({"overrides": redact_overrides(overrides)} if overrides else {}),
+                     **(parameters or {})})
         rows.append({"notebook": nb.name, "profile": profile, "seconds": round(time.perf_counter() - start, 1)})
-        relative_paths(out_dir / nb.name)
         print(f"   done in {rows[-1]['seconds']} s", flush=True)
     fig_dir = Path(cfg["figures_dir"])
     pages = render_html([out_dir / nb.name for nb in chosen], fig_dir / "html")
@@ -132,7 +197,7 @@ def run(profile: str = "demo", only: str | None = None, parameters: dict | None 
     timings = pd.DataFrame(rows)
     if only is None:
         fig_dir.mkdir(parents=True, exist_ok=True)
-        timings.to_csv(fig_dir / "timings.csv", index=False)
+        write_csv(timings, fig_dir / "timings.csv", index=False)
         if plain:  # the numbers the notebooks' self-checks compare a student's run with
             write_reference(cfg["work_dir"], fig_dir)
     print(timings.to_string(index=False))
@@ -148,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                    for nb in notebooks())):
         parser.error(f"--only takes a notebook number, one of {[nb.name[:2] for nb in notebooks()]}; got {args.only!r}")
     _, overrides = config_from_cli(parser, args)
-    run(args.profile, args.only, overrides=overrides)
+    try:
+        run(args.profile, args.only, overrides=overrides)
+    except PipelineBusy as err:
+        print(f"{parser.prog}: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -25,6 +25,7 @@ from skimage.color import rgb2gray
 from skimage.filters import threshold_otsu
 from skimage.transform import resize
 
+from dermlib.atomic import write_csv, write_parquet, write_text
 from dermlib.data.file_keys import exclusive, file_keys
 from dermlib.data.schema import load_attributes
 from dermlib.progress import progress
@@ -252,19 +253,19 @@ def build_cache(manifest: pd.DataFrame, cache_dir: str | Path, size: int = 224, 
             meta = json.loads(meta_path.read_text())
             if meta.get("fingerprint") == fingerprint and old_images is not None \
                     and old_images.shape == (meta["n_images"], size, size, 3):
-                files.to_parquet(cache / "files.parquet", index=False)  # newer mtimes: no re-read next time
+                write_parquet(files, cache / "files.parquet", index=False)  # newer mtimes: no re-read next time
                 log.info("reusing preprocessed cache %s (%d images)", cache, len(old_index))
                 return old_index
         meta_path.unlink(missing_ok=True)  # invalid until the new cache is complete
         reuse = {} if force or old_index is None else dict(zip(old_index["entry"], range(len(old_index))))
         known_skips = {} if force or not (cache / "skipped.csv").exists() else _skip_reasons(cache)
         index, skipped = _build(manifest, entries, cache, size, workers, old_images, old_index, reuse, known_skips)
-        index.to_parquet(cache / "index.parquet", index=False)
-        skipped.to_csv(cache / "skipped.csv", index=False)
-        files.to_parquet(cache / "files.parquet", index=False)
-        meta_path.write_text(json.dumps({"fingerprint": fingerprint, "size": size, "n_images": len(index),
-                                         "n_skipped": len(skipped), "n_manifest": len(manifest),
-                                         "n_reused": int(index.attrs.get("n_reused", 0))}, indent=2))
+        write_parquet(index, cache / "index.parquet", index=False)
+        write_csv(skipped, cache / "skipped.csv", index=False)
+        write_parquet(files, cache / "files.parquet", index=False)
+        write_text(meta_path, json.dumps({"fingerprint": fingerprint, "size": size, "n_images": len(index),
+                                          "n_skipped": len(skipped), "n_manifest": len(manifest),
+                                          "n_reused": int(index.attrs.get("n_reused", 0))}, indent=2))
         return index
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from dermlib.atomic import read_parquet, write_parquet
+
 MANIFEST_COLUMNS: list[str] = [
     "sample_id",  # unique across sources: "<source>/<id in source>"
     "source",  # registry name, e.g. "ham10000" or "synthderm_<name>"
@@ -105,16 +107,14 @@ def validate_manifest(frame: pd.DataFrame, *, where: str = "manifest") -> pd.Dat
 
 
 def save_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Validate and write a manifest as parquet."""
+    """Validate and write a manifest as parquet (atomically: `dermlib.atomic`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    validate_manifest(frame, where=str(path)).to_parquet(path, index=False)
-    return path
+    return write_parquet(validate_manifest(frame, where=str(path)), path, index=False)
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read a manifest written by save_manifest, with a clear error when it is not there yet."""
+    """Read a manifest written by save_manifest, with a clear error when it is not there yet or is damaged."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebook 01_data (./run_all.sh --only 01) first")
-    return to_manifest(pd.read_parquet(path))
+    return to_manifest(read_parquet(path, fix="run notebook 01_data again (./run_all.sh --only 01), which writes it"))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dermlib.atomic import atomic_path, read_parquet, write_csv, write_parquet
 from dermlib.evaluate import protocol, stats
 from dermlib.data.labels import config_classes
 from dermlib.data.preprocess import load_cache
@@ -21,6 +22,8 @@ from dermlib.workdir import WorkDir
 
 RESULT_COLUMNS = ["profile", "strategy", "seed", "run_id", "config_hash", "source", "partition", "metric",
                   "value", "ci_low", "ci_high", "n"]
+# what writes the results again (each run's rows and per-image values come back from results/runs, or are evaluated)
+REBUILD = "run notebook 04_evaluate again (./run_all.sh --only 04), which rewrites it"
 
 
 def results_dir(cfg: dict[str, Any]) -> Path:
@@ -33,23 +36,23 @@ def write_results(results: pd.DataFrame, cfg: dict[str, Any]) -> Path:
     partition, source, metric, value, n: what outside checks read); returns the parquet path."""
     out = results_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    results.to_parquet(WorkDir.of(cfg).results_table, index=False)
-    results.to_csv(out / "results.csv", index=False, float_format="%.6g")
+    write_parquet(results, WorkDir.of(cfg).results_table, index=False)
+    write_csv(results, out / "results.csv", index=False, float_format="%.6g")
     figures = Path(cfg["figures_dir"])
     figures.mkdir(parents=True, exist_ok=True)
     tidy = results[["strategy", "seed", "partition", "source", "metric", "value", "n"]].sort_values(
         ["strategy", "seed", "partition", "source", "metric"], kind="stable")
-    tidy.to_csv(figures / "results.csv", index=False, float_format="%.6g")
+    write_csv(tidy, figures / "results.csv", index=False, float_format="%.6g")
     return WorkDir.of(cfg).results_table
 
 
 def load_results(cfg: dict[str, Any]) -> pd.DataFrame:
-    """The results table of a profile, with a clear error when the grid has not been run."""
+    """The results table of a profile, with a clear error when the grid has not been run or the file is damaged."""
     path = WorkDir.of(cfg).results_table
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the grid in notebook 04_evaluate "
                                 "(dermlib.evaluate.grid.run_grid(cfg)) first, or copy results/ from a GPU run")
-    results = pd.read_parquet(path)
+    results = read_parquet(path, fix=REBUILD)
     missing = [c for c in RESULT_COLUMNS if c not in results.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; regenerate it with dermlib.evaluate.grid.run_grid")
@@ -64,7 +67,7 @@ def load_samples(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFrame:
         path = WorkDir.of(cfg).samples(run_id)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: re-run the grid (dermlib.evaluate.grid.run_grid)")
-        frames.append(pd.read_parquet(path))
+        frames.append(read_parquet(path, fix=REBUILD))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -81,7 +84,7 @@ def write_comparisons(cfg: dict[str, Any], results: pd.DataFrame) -> pd.DataFram
     table = table[[*stats.COMPARISON_COLUMNS, *[c for c in table.columns if c not in stats.COMPARISON_COLUMNS]]]
     path = Path(cfg["figures_dir"]) / "comparisons.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False, float_format="%.6g")
+    write_csv(table, path, index=False, float_format="%.6g")
     return table
 
 
@@ -92,9 +95,8 @@ def save_embeddings(path: Path, emb: dict[str, np.ndarray], pool: pd.DataFrame, 
     arrays.update({c: pool[c].astype(str).to_numpy(dtype=str) for c in ("sample_id", "label", "source", "partition")})
     if notes is not None:
         arrays["note"] = np.array([n or "" for n in notes], dtype=str)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
     return path
 
 

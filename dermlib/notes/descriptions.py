@@ -1,7 +1,9 @@
 """Class descriptions for zero-shot evaluation: per LLM strategy's style and class, a few descriptions the notes LLM
 writes from the diagnosis alone (template `prompts/class_descriptions.v1.json`), keyed and cached like notes (in
 `eval.class_descriptions_cache`) and asked through the same engine and local servers. The notes step writes them
-(`generate_descriptions`); evaluation only reads them (`class_descriptions`)."""
+(`generate_descriptions`); evaluation only reads them (`class_descriptions`), and stops on a class with no usable
+one, naming it, its stored errors and the way out: a permanent failure is asked again only on request
+(`python -m dermlib.notes.descriptions_cli --retry-failed`, which asks for descriptions alone)."""
 
 from __future__ import annotations
 
@@ -125,8 +127,8 @@ def class_descriptions(cfg: dict[str, Any], codes: list[str], styles: list[str] 
                        missing: str = "raise") -> dict[str, dict[str, list[str]]]:
     """Per style (default `description_styles`) and class, its LLM-written descriptions, read from their cache (never
     asked for here: `generate_descriptions` writes them, in notebook 02 or `python -m dermlib.notes`). Every (style,
-    class) needs one usable description: else an error (`missing="raise"`), or that style is left out with a warning
-    (`missing="skip"`)."""
+    class) needs one usable description: else an error naming each such (style, class) with its stored errors and
+    the way out (`missing="raise"`), or that style is left out with a warning (`missing="skip"`)."""
     if missing not in ("raise", "skip"):
         raise ValueError(f"missing must be 'raise' or 'skip', not {missing!r}")
     styles = description_styles(cfg) if styles is None else styles
@@ -140,22 +142,43 @@ def class_descriptions(cfg: dict[str, Any], codes: list[str], styles: list[str] 
         with NoteCache(where) as cache:
             found = cache.get_many([job.key for job in jobs.values()])
     out: dict[str, dict[str, list[str]]] = {style: {code: [] for code in codes} for style in styles}
-    errors = []
+    problems: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for (style, code, _), job in jobs.items():
         row = found.get(job.key) or {"status": "missing", "error": "not generated"}
         if row["status"] == "ok":
             out[style][code].append(str(row["note"]))
         else:
-            errors.append(f"{style} {code}: {row['error']}")
-    empty = [f"{style} {code}" for style in styles for code in codes if not out[style][code]]
+            problems.setdefault((style, code), []).append(row)
+    empty = [(style, code) for style in styles for code in codes if not out[style][code]]
     if not empty:
         return out
-    fix = (f"write them with notebook 02_notes or `python -m dermlib.notes --profile {cfg['profile']}` (add "
-           f"--retry-failed to ask again for failed ones), or set eval.class_descriptions=0")
+    fix = descriptions_fix(cfg, {row["status"] for key in empty for row in problems[key]})
     if missing == "skip":
-        lacking = sorted({item.split(" ", 1)[0] for item in empty}, key=styles.index)
+        lacking = sorted({style for style, _ in empty}, key=styles.index)
         warnings.warn(f"class descriptions of {lacking} are not all in {where}: those styles are left out ({fix})",
                       stacklevel=2)
         return {style: by_class for style, by_class in out.items() if style not in lacking}
-    raise RuntimeError(f"no usable class description for {', '.join(empty)} in {where}: {fix} (last errors: "
-                       f"{'; '.join(errors[-3:])})")
+    shown = [f"{style} {code} ({_why(problems[style, code])})" for style, code in empty[:5]]
+    more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+    raise RuntimeError(f"no usable class description for {', '.join(shown)}{more} in {where}: {fix}")
+
+
+def _why(rows: list[dict[str, Any]]) -> str:
+    """What became of one (style, class)'s descriptions: count per status and each distinct stored error."""
+    statuses = Counter(str(row["status"]) for row in rows)
+    errors = dict.fromkeys(" ".join(str(row.get("error") or "no error stored").split())[:160] for row in rows)
+    return f"{', '.join(f'{n} {status}' for status, n in statuses.items())}: {'; '.join(errors)}"
+
+
+def descriptions_fix(cfg: dict[str, Any], statuses: set[str]) -> str:
+    """The way out for class descriptions in these states: failed ones (permanent failures, never asked again
+    by notebook 02) with `--retry-failed`; missing or transient ones by notebook 02 or the same command."""
+    command = f"python -m dermlib.notes.descriptions_cli --profile {cfg['profile']}"
+    ways = []
+    if "failed" in statuses:
+        ways.append(f"ask again for the failed ones with `{command} --retry-failed` (notebook 02 never asks "
+                    f"again for a failed one)")
+    if statuses - {"failed"}:
+        ways.append(f"write the missing ones with notebook 02_notes (./run_all.sh --only 02) or `{command}`")
+    return "; ".join(ways + ["or set eval.class_descriptions=0 to leave them out (each command takes the run's "
+                             "--set options)"])

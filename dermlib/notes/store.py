@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dermlib.atomic import read_parquet, write_parquet
 from dermlib.notes.strategies import get_strategy
 from dermlib.workdir import WorkDir
 from dermlib.grammar import parse_strategy
@@ -15,23 +16,23 @@ REQUIRED = {"sample_id", "strategy", "note", "status"}
 
 
 def save_notes(notes: pd.DataFrame, work_dir: str | Path) -> Path:
-    """Write the long-format notes table to `<work_dir>/notes/notes.parquet`."""
+    """Write the long-format notes table to `<work_dir>/notes/notes.parquet` (atomically: `dermlib.atomic`)."""
     path = WorkDir(work_dir).notes
-    path.parent.mkdir(parents=True, exist_ok=True)
     frame = notes.copy()
     frame.attrs = {}
-    frame.to_parquet(path, index=False)
+    write_parquet(frame, path, index=False)
     return path
 
 
 def load_notes_table(work_dir_or_path: str | Path, hint: str = "") -> pd.DataFrame:
-    """The whole notes table, from a work dir or a notes.parquet path; a clear error when it is absent or lacks
-    columns (`hint` is added to the not-found message)."""
+    """The whole notes table, from a work dir or a notes.parquet path; a clear error when it is absent, damaged or
+    lacks columns (`hint` is added to the not-found message)."""
     path = Path(work_dir_or_path)
     path = path if path.suffix == ".parquet" else WorkDir(path).notes
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebook 02_notes (./run_all.sh --only 02) first{hint}")
-    notes = pd.read_parquet(path)
+    notes = read_parquet(path, fix="run notebook 02_notes again (./run_all.sh --only 02): it writes the table again "
+                                   "from the note cache, asking the LLM nothing already cached")
     missing = REQUIRED - set(notes.columns)
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dermlib.atomic import CorruptFileError, write_text
 from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.data import synthderm
 from dermlib.evaluate import protocol, stats
@@ -252,19 +253,26 @@ def update_readme(path: Path, block: str) -> bool:
     _, tail = rest.split(README_END, 1)
     new = f"{head}{README_START}\n{block}{README_END}{tail}"
     if new != text:
-        path.write_text(new, encoding="utf-8")
+        write_text(path, new)  # atomically: a crash never leaves half a README
     return new != text
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the demo findings (or write them into the README between its markers)."""
+    """Print the demo findings (or write them into the README between its markers); a work dir without results
+    ends in one line naming the missing file and the notebook that writes it, exit status 2."""
     parser = argparse.ArgumentParser(description=__doc__)
     add_cli_arguments(parser)
     parser.add_argument("--readme", type=Path, default=None, help="README to update between the findings markers")
     args = parser.parse_args(argv)
     cfg, _ = config_from_cli(parser, args)
-    results = load_results(cfg)
-    comparisons = pd.read_csv(Path(cfg["figures_dir"]) / "comparisons.csv")
+    try:
+        results = load_results(cfg)
+        compared = Path(cfg["figures_dir"]) / "comparisons.csv"
+        if not compared.exists():
+            raise FileNotFoundError(f"{compared} does not exist: run notebook 04_evaluate (./run_all.sh --only 04)")
+    except (FileNotFoundError, CorruptFileError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    comparisons = pd.read_csv(compared)
     order = [s for s in cfg["eval"]["strategies"] if s in set(results["strategy"])]
     band = synthderm.CALIBRATION_KAPPA if cfg["synthetic"] else None
     block = readme_block(results, comparisons, order, where=f"figures/{cfg['profile']}", calibration=band,

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from dermlib.atomic import atomic_path
 from dermlib.config import REPO_ROOT, add_cli_arguments, config_from_cli, shown
 from dermlib.progress import progress
 from dermlib.train.batches import augment, augment_draws, images_to_float, pad_batch, tokenize
@@ -78,10 +79,8 @@ def _stored(path: Path, compute: Any, mmap: bool = False) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None)
     with every_core():
         values = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npy")
-    np.save(tmp, values)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, values)
     return np.load(path, mmap_mode="r") if mmap else values
 
 
@@ -155,11 +154,9 @@ def write_note_store(path: str | Path, keys: Sequence[bytes], values: np.ndarray
     unique = {bytes(k): i for i, k in enumerate(keys)}  # a repeated note keeps one row
     order = sorted(unique)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, keys=np.frombuffer(b"".join(order), dtype=np.uint8).reshape(len(order), 16),
-             features=values[[unique[k] for k in order]].astype(np.float16))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, keys=np.frombuffer(b"".join(order), dtype=np.uint8).reshape(len(order), 16),
+                 features=values[[unique[k] for k in order]].astype(np.float16))
     return path
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from dermlib.atomic import atomic_path, read_parquet, write_csv, write_text
 from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.grammar import IMG, parse_strategy, strategy_label
 from dermlib.logs import log_to_stderr
@@ -89,7 +90,8 @@ def notes_digest(path: Path, strategy: str) -> str:
 def _notes_digest(path: str, mtime_ns: int, size: int, strategy: str) -> str:
     import pandas as pd
 
-    notes = pd.read_parquet(path, columns=["sample_id", "strategy", "note", "status"])
+    notes = read_parquet(path, fix="run notebook 02_notes (./run_all.sh --only 02) to write it again",
+                         columns=["sample_id", "strategy", "note", "status"])
     ok = notes[(notes["strategy"] == strategy) & (notes["status"] == "ok") & notes["note"].notna()]
     if ok.empty and strategy not in set(notes["strategy"]):
         return "absent"
@@ -109,17 +111,16 @@ def run_dir(cfg: dict[str, Any]) -> Path:
 def _atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file of its own, then rename (`dermlib.atomic`): a crash never leaves a half-written
     checkpoint, and two processes saving the same run never write into one temporary file."""
-    from dermlib.atomic import atomic_path
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:  # a file object: the bytes never hold the random name
+        torch.save(obj, file)
 
 
 def _write_history(rows: list[dict[str, Any]], path: Path) -> None:
     """history.csv: one row per epoch (epoch, train losses per term, samples/s, val kappa/loss/accuracy, seconds)."""
     import pandas as pd
 
-    pd.DataFrame(rows).to_csv(path, index=False)
+    write_csv(pd.DataFrame(rows), path, index=False)
 
 
 def _setup_distributed() -> bool:
@@ -171,7 +172,7 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
             "device": str(trainer.device), "world_size": trainer.world, "torch": torch.__version__,
             "n_train": len(trainer.splits["train"]), "n_val": len(trainer.splits["val"]),
             "n_train_with_note": sum(bool(n) for n in trainer.splits["train"].notes), **weights_report(trainer)}}
-        (folder / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
+        write_text(folder / "config.json", json.dumps(resolved, indent=2, sort_keys=True, default=str))
         if trainer.text:
             trainer.model.text_encoder.tokenizer.save_pretrained(folder / "text_encoder")
             trainer.model.text_encoder.encoder.config.save_pretrained(folder / "text_encoder")
@@ -188,7 +189,7 @@ def _fit(cfg: dict[str, Any], on_epoch_end: Callable[[dict[str, Any]], None] | N
         torch.set_num_threads(threads)
     if rank0:
         best = state["history"][state["best_epoch"] - 1] if state["best_epoch"] else {}
-        (folder / "done").write_text(f"best epoch {state['best_epoch']} by {t.select_on}, val kappa "
+        write_text(folder / "done", f"best epoch {state['best_epoch']} by {t.select_on}, val kappa "
                                      f"{best.get('val_kappa', float('nan')):.4f}\n")
     if dist.is_initialized():
         dist.barrier()

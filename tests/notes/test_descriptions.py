@@ -68,8 +68,8 @@ def test_descriptions_without_a_reachable_llm_are_failures_and_reading_them_name
     cfg = llm_cfg(tmp_path, f"http://127.0.0.1:{free_port()}/v1")
     assert generate_descriptions(cfg, ["MEL"]) == {"asked": 4, "ok": 0, "failed": 4}
     assert generate_descriptions(cfg, ["MEL"])["asked"] == 4  # a connection error is transient: asked again
-    with pytest.raises(RuntimeError, match=r"no usable class description for M\+P1 MEL.*python -m dermlib\.notes "
-                                           r"--profile demo.*connection error"):
+    with pytest.raises(RuntimeError, match=r"no usable class description for M\+P1 MEL \(2 transient: connection "
+                                           r"error.*python -m dermlib\.notes\.descriptions_cli --profile demo"):
         class_descriptions(cfg, ["MEL"])
     assert class_descriptions({**cfg, "eval": {**cfg["eval"], "class_descriptions": 0}}, ["MEL"]) == {}
 
@@ -101,3 +101,44 @@ def test_class_descriptions_read_the_cache_only(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="missing must be 'raise' or 'skip'"):
             class_descriptions(cfg, codes, missing="ignore")
         assert fake.counts["chat"] == 0
+
+
+def test_a_permanently_failed_description_names_itself_and_retry_failed_fills_it(tmp_path: Path, capsys) -> None:
+    """A refused description is stored as a permanent failure: notebook 02's `generate_descriptions` never asks
+    again, so evaluation stopped on every re-run. The error names that (style, class) and its stored reason and the
+    way out; `python -m dermlib.notes.descriptions_cli --retry-failed` against a server that answers fills it and
+    asks for nothing else (no note is touched)."""
+    from dermlib.notes.descriptions_cli import main
+
+    def refuse_p3_melanoma(call: int, body: dict) -> str | None:
+        text = body["messages"][-1]["content"]
+        return "refusal" if "melanoma" in text and "brief clinical note" in text else None
+
+    with FakeOpenAI(rule=refuse_p3_melanoma) as fake:
+        cfg = llm_cfg(tmp_path, fake.base_url)
+        assert generate_descriptions(cfg, ["MEL", "NV"]) == {"asked": 8, "ok": 6, "failed": 2}
+        assert generate_descriptions(cfg, ["MEL", "NV"])["asked"] == 0  # what notebook 02 does on a re-run
+    with pytest.raises(RuntimeError) as stuck:
+        class_descriptions(cfg, ["MEL", "NV"])
+    message = str(stuck.value)
+    assert message.startswith("no usable class description for P3 MEL (2 failed: refused: ")
+    assert "M+P1" not in message.split(" in ")[0] and "NV" not in message.split(" in ")[0]  # only the stuck one
+    assert "python -m dermlib.notes.descriptions_cli --profile demo --retry-failed" in message
+    assert "notebook 02 never asks again for a failed one" in message and "eval.class_descriptions=0" in message
+    argv = ["--set", f"work_dir={tmp_path / 'work'}", "--set", "notes.backend=vllm", "--set", "notes.model=fake-llm",
+            "--set", "notes.max_retries=0", "--set", 'eval.strategies=["Img","M","M+P1","P3"]',
+            "--set", "eval.class_descriptions=2",
+            "--set", "eval.class_descriptions_cache={work_dir}/descriptions.sqlite"]
+    with FakeOpenAI(rule=refuse_p3_melanoma) as fake:  # still refusing (the other classes are written): exit 1
+        assert main([*argv, "--set", f"notes.base_url={fake.base_url}", "--retry-failed"]) == 1
+        assert "P3 MEL (2 failed: refused" in capsys.readouterr().err
+    with FakeOpenAI() as fake:  # the server answers now
+        assert main([*argv, "--set", f"notes.base_url={fake.base_url}"]) == 1  # without the flag: not asked
+        assert fake.counts["chat"] == 0
+        capsys.readouterr()
+        assert main([*argv, "--set", f"notes.base_url={fake.base_url}", "--retry-failed"]) == 0
+        asked = [b["messages"][-1]["content"] for b in fake.chat_bodies]
+    assert "2 asked now" in capsys.readouterr().out
+    assert len(class_descriptions(cfg, ["MEL"])["P3"]["MEL"]) == 2
+    assert len(asked) == 2 and all("melanoma" in text for text in asked)  # the failed two, nothing else
+    assert not (tmp_path / "work" / "notes").exists()  # descriptions alone: no notes table written
