@@ -11,6 +11,13 @@ for; `--set notes.ask_limit=N` keeps a limit). The cache is compacted afterwards
 1 when the run stopped early (an outage, a refused key, a model or schema the server refuses) or every LLM note
 failed; transient failures are asked again by the next run, permanent ones with --retry-failed. With --check, exit
 status 1 and one message when any check request fails (dermlib.notes.preflight).
+
+The OpenAI Batch route (half the price, results within 24 h; dermlib.notes.batch_cli), resumable from any session:
+
+    python -m dermlib.notes --profile paper --batch submit     # missing notes -> batches, ids kept in the cache
+    python -m dermlib.notes --profile paper --batch collect [--timeout 3600 --poll-interval 60]
+
+collect exits 3 while some batch is still running (run it again later), 1 on a problem, 0 when all are stored.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import time
 
 from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.data.schema import read_manifest
+from dermlib.notes.batch import MAX_BYTES, MAX_REQUESTS
 from dermlib.notes.cache import NoteCache
 from dermlib.notes.descriptions import descriptions_cache_path, generate_descriptions
 from dermlib.notes.engine import LLMOutageError, LLMRejectedError
@@ -37,9 +45,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-failed", action="store_true", help="ask again for notes stored as failed")
     parser.add_argument("--check", action="store_true",
                         help="pre-flight only: one real request per LLM strategy, pending count, cost, retirement")
+    parser.add_argument("--batch", choices=["submit", "collect"], default=None,
+                        help="the OpenAI Batch route: submit the missing notes, or collect the pending batches")
+    parser.add_argument("--timeout", type=float, default=0.0,
+                        help="--batch collect: wait up to this many seconds for running batches (default 0: look once)")
+    parser.add_argument("--poll-interval", type=float, default=60.0, help="--batch collect: seconds between polls")
+    parser.add_argument("--batch-max-requests", type=int, default=MAX_REQUESTS,
+                        help="--batch submit: requests per batch")
+    parser.add_argument("--batch-max-bytes", type=int, default=MAX_BYTES, help="--batch submit: bytes per input file")
     add_cli_arguments(parser)
     args = parser.parse_args(argv)
     cfg, overrides = config_from_cli(parser, args)
+    if args.batch:
+        if args.check:
+            parser.error("--check and --batch are separate steps: run one, then the other")
+        from dermlib.notes.batch_cli import batch_command
+
+        return batch_command(args.batch, cfg, args.manifest, args.strategies, retry_failed=args.retry_failed,
+                             timeout=args.timeout, poll_interval=args.poll_interval,
+                             max_requests=args.batch_max_requests, max_bytes=args.batch_max_bytes)
     if args.check:
         if args.strategies:
             cfg["notes"]["strategies"] = list(args.strategies)

@@ -9,6 +9,10 @@ every note. No API key or header is ever stored.
 Beside each answer: the `model` and `system_fingerprint` the server reported (`ANSWER_COLUMNS`, NULL for rows
 written before they were kept, and for servers that send none). They are added to an older file by the first
 write, never by opening it, so a committed cache that is only read stays byte for byte as it is; no key changes.
+
+The OpenAI Batch route (`dermlib.notes.batch`) records its batches beside the notes: `batches` (one row per batch:
+what it holds, its files, its last status, when it was collected) and `batch_requests` (which note keys each batch
+asks for). Both are made by the first batch written (IF NOT EXISTS), never by opening a file; no note row changes.
 """
 
 from __future__ import annotations
@@ -48,6 +52,31 @@ CREATE TABLE IF NOT EXISTS claims (
     since REAL NOT NULL
 )
 """
+_BATCHES = """
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,          -- the OpenAI batch id
+    strategy TEXT NOT NULL,
+    template_version TEXT NOT NULL,
+    model TEXT NOT NULL,
+    created REAL NOT NULL,
+    status TEXT NOT NULL,               -- the batch's last status seen (validating ... completed | expired | ...)
+    n_requests INTEGER NOT NULL,
+    input_file_id TEXT NOT NULL,
+    output_file_id TEXT,
+    error_file_id TEXT,
+    collected REAL,                     -- when its results were stored (NULL: pending)
+    summary TEXT                        -- JSON counts of the collection (ok, failed, unanswered, tokens)
+)
+"""
+_BATCH_REQUESTS = """
+CREATE TABLE IF NOT EXISTS batch_requests (
+    batch_id TEXT NOT NULL,
+    key TEXT NOT NULL,                  -- a note key (notes.key) the batch asks for
+    PRIMARY KEY (batch_id, key)
+)
+"""
+BATCH_COLUMNS = ["batch_id", "strategy", "template_version", "model", "created", "status", "n_requests",
+                 "input_file_id", "output_file_id", "error_file_id", "collected", "summary"]
 COLUMNS = ["key", "backend", "model", "strategy", "template_version", "seed", "status", "note", "raw", "error",
            "n_attempts", "prompt_tokens", "completion_tokens", "created"]
 # what the server said it answered with (added later: a migration adds them to older files on their first write)
@@ -191,6 +220,59 @@ class NoteCache:
         if status is None:
             return self.conn.execute("SELECT COUNT(*) FROM notes").fetchone()[0]
         return self.conn.execute("SELECT COUNT(*) FROM notes WHERE status = ?", (status,)).fetchone()[0]
+
+    def usage(self, strategy: str, model: str, exclude: set[str]) -> tuple[int, int, int]:
+        """(notes, prompt tokens, completion tokens) of the ok notes of `strategy` from `model` whose key is not
+        in `exclude`: notes no current request asks for any more (an edited template, another setting)."""
+        rows = self.conn.execute("SELECT key, prompt_tokens, completion_tokens FROM notes WHERE strategy = ? AND "
+                                 "model = ? AND status = 'ok'", (strategy, model)).fetchall()
+        kept = [(p, c) for key, p, c in rows if key not in exclude]
+        return len(kept), sum(p for p, _ in kept), sum(c for _, c in kept)
+
+    def _has_batches(self) -> bool:
+        """Whether this file has the batch tables (made by the first batch written)."""
+        found = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='batches'").fetchone()
+        return found is not None
+
+    def add_batch(self, row: dict[str, Any], keys: list[str]) -> None:
+        """Record a submitted batch (`BATCH_COLUMNS`) and the note keys it asks for, in one transaction."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute(_BATCHES)
+            self.conn.execute(_BATCH_REQUESTS)
+            values = {"created": time.time(), **row}
+            marks = ", ".join("?" * len(BATCH_COLUMNS))
+            self.conn.execute(f"INSERT INTO batches ({', '.join(BATCH_COLUMNS)}) VALUES ({marks})",
+                              [values.get(c) for c in BATCH_COLUMNS])
+            self.conn.executemany("INSERT OR IGNORE INTO batch_requests (batch_id, key) VALUES (?, ?)",
+                                  [(row["batch_id"], k) for k in keys])
+
+    def update_batch(self, batch_id: str, **fields: Any) -> None:
+        """Set some columns of a recorded batch (status, output_file_id, error_file_id, collected, summary)."""
+        unknown = set(fields) - {"status", "output_file_id", "error_file_id", "collected", "summary"}
+        if unknown:
+            raise ValueError(f"not a batch column that changes: {sorted(unknown)}")
+        sets = ", ".join(f"{c} = ?" for c in fields)
+        self.conn.execute(f"UPDATE batches SET {sets} WHERE batch_id = ?", [*fields.values(), batch_id])
+
+    def batches(self, *, pending: bool = False) -> list[dict[str, Any]]:
+        """The recorded batches, oldest first (`pending`: only those not collected yet); [] for a file without any."""
+        if not self._has_batches():
+            return []
+        where = " WHERE collected IS NULL" if pending else ""
+        rows = self.conn.execute(f"SELECT {', '.join(BATCH_COLUMNS)} FROM batches{where} ORDER BY created, batch_id")
+        return [dict(zip(BATCH_COLUMNS, row)) for row in rows]
+
+    def batch_keys(self, batch_ids: list[str]) -> dict[str, str]:
+        """note key -> batch id, for the keys the given batches ask for."""
+        found: dict[str, str] = {}
+        if not batch_ids or not self._has_batches():
+            return found
+        marks = ",".join("?" * len(batch_ids))
+        for batch_id, key in self.conn.execute(
+                f"SELECT batch_id, key FROM batch_requests WHERE batch_id IN ({marks})", batch_ids):
+            found[key] = batch_id
+        return found
 
     def compact(self) -> None:
         """Fold the WAL into the file and VACUUM it (before committing a cache file to git)."""
