@@ -11,7 +11,10 @@ from typing import Any
 import pandas as pd
 
 from dermlib.notes.local_llm import INSTALL_HINT, LocalLLM, llama_cpp_available
-from dermlib.notes.plan import NoteSettings
+from dermlib.notes.cache import NoteCache
+from dermlib.notes.engine import estimate_cost
+from dermlib.notes.plan import NoteSettings, plan_jobs
+from dermlib.notes.strategies import Combo, get_strategy
 from dermlib.notes.synth import count_pending, synthesize
 
 # Notes per second of the demo's local LLM (2 SmolLM2-135M servers x 1 thread, 2 idle cores), as measured by
@@ -50,6 +53,52 @@ def check_ask_limit(cfg: dict[str, Any], pending: dict[str, int], what: str,
         f"anyway with --set notes.ask_limit=null (overrides={{\"notes.ask_limit\": None}} in a notebook).")
 
 
+class ReaskError(AskLimitError):
+    """Notes the cache held for an earlier version of their requests would be asked again: nothing was asked."""
+
+
+def check_reask(cfg: dict[str, Any], manifest: pd.DataFrame, settings: NoteSettings, pending: dict[str, int]) -> None:
+    """Refuse, before any request, to ask for more than `notes.reask_limit` notes of a strategy when the cache holds
+    that strategy's notes from the same model that no current request matches: an edit changed the requests (a
+    template, a setting, the data), and asking again would buy those notes anew. Says how many, and at what cost
+    (the stale notes' recorded tokens per note at the model's price, sync and Batch)."""
+    limit = cfg["notes"].get("reask_limit")
+    if limit is None or not any(pending.values()):
+        return
+    found: list[str] = []
+    total = 0
+    with NoteCache(settings.cache_path) as cache:
+        for name in llm_parts([s for s, n in pending.items() if n]):
+            plan = plan_jobs(manifest, get_strategy(name), settings, cache)
+            if not plan.jobs:
+                continue
+            stale, prompt, completion = cache.usage(name, plan.model, set(plan.frame["key"].dropna()))
+            if not stale:
+                continue
+            total += len(plan.jobs)
+            share = len(plan.jobs) / stale
+            sync = estimate_cost(plan.model, round(prompt * share), round(completion * share))
+            price = f", about ${sync:,.2f} (${sync / 2:,.2f} by Batch)" if sync else ""
+            found.append(f"{name}: {len(plan.jobs):,} to ask while {stale:,} stored notes match no request{price}")
+    if found and total > limit:
+        raise ReaskError(
+            f"{total:,} notes would be asked again of {settings.model!r} ({'; '.join(found)}). Their stored notes "
+            f"were asked with other requests: a template, a notes setting or the data changed since. notes.reask_limit "
+            f"is {limit}, so nothing was asked. Undo the change to use the stored notes, or ask anyway with "
+            f"--set notes.reask_limit=null.")
+
+
+def llm_parts(strategies: list[str]) -> list[str]:
+    """The LLM base strategies among `strategies` (a combination counts as its parts), each once, in order."""
+    parts: list[str] = []
+    for name in strategies:
+        strat = get_strategy(name)
+        for part in (strat.parts if isinstance(strat, Combo) else (name,)):
+            if get_strategy(part).uses_llm and part not in parts:
+                parts.append(part)
+    return parts
+
+
 @contextmanager
 def local_servers(cfg: dict[str, Any], settings: NoteSettings, pending: int, what: str) -> Iterator[NoteSettings]:
     """The settings to ask with: as they are, or, for backend "llamacpp" without a base_url and `pending` requests,
@@ -81,6 +130,7 @@ def synthesize_profile(manifest: pd.DataFrame, cfg: dict[str, Any], strategies: 
     strategies = list(strategies or cfg["notes"]["strategies"])
     settings = replace(NoteSettings.from_config(cfg), retry_failed=retry_failed)
     pending = {s: count_pending(manifest, s, settings) for s in strategies}
+    check_reask(cfg, manifest, settings, pending)
     check_ask_limit(cfg, pending, "notes")
     with local_servers(cfg, settings, sum(pending.values()), f"notes are not in the cache {settings.cache_path}") as asking:
         frames = [synthesize(manifest, s, asking) for s in strategies]

@@ -47,3 +47,27 @@ def test_the_refusal_says_how_long_the_local_llm_would_take() -> None:
     with pytest.raises(AskLimitError, match="--set notes.ask_limit=null"):
         check_ask_limit(cfg, {"P3": 51}, "notes")
     check_ask_limit({"notes": {**cfg["notes"], "ask_limit": None}}, {"P3": 10**6}, "notes")  # no limit
+
+
+def test_an_edit_that_would_buy_stored_notes_again_refuses_with_count_and_cost(tmp_path: Path) -> None:
+    """Issue 27, item 7: notes stored for an earlier version of their requests are not bought again silently."""
+    from dermlib.notes.profile import ReaskError
+
+    manifest = make_manifest(60)
+    with FakeOpenAI() as fake:
+        cfg = llm_cfg(tmp_path, fake.base_url, **{"notes.strategies": ["M+P1"], "notes.reask_limit": 50,
+                                                   "notes.ask_limit": None, "notes.model": "gpt-4o-mini-2024-07-18",
+                                                   "notes.cache_path": "{work_dir}/notes.sqlite"})
+        assert (synthesize_profile(manifest, cfg)["status"] == "ok").all()  # a first run: nothing stored is stale
+        asked = len(fake.chat_bodies)
+        cfg["notes"]["temperature"] = 0.5  # every request changes
+        with pytest.raises(ReaskError, match=r"60 notes would be asked again .*M\+P1: 60 to ask while 60 stored "
+                                             r"notes match no request, about \$[0-9.]+ \(\$[0-9.]+ by Batch\)"
+                                             r".*--set notes.reask_limit=null"):
+            synthesize_profile(manifest, cfg)
+        assert len(fake.chat_bodies) == asked  # nothing was asked
+        cfg["notes"]["reask_limit"] = 60  # within the limit: asked
+        assert (synthesize_profile(manifest, cfg)["status"] == "ok").all() and len(fake.chat_bodies) >= asked + 60
+        cfg["notes"]["temperature"] = 0.7
+        cfg["notes"]["reask_limit"] = None  # no limit
+        assert (synthesize_profile(manifest, cfg)["status"] == "ok").all()
