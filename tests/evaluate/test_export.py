@@ -1,10 +1,12 @@
-"""Exporting a trained run (dermlib.evaluate.export): self-contained weights that reload to the same embeddings, the
-model card's metrics with their intervals read back from a real evaluation, and the command line with its errors and
-progress bars, on a tiny real SynthDerm work dir (internal and external sources, M notes)."""
+"""Exporting a trained run (dermlib.evaluate.export): a self-contained Hub model folder (dermlib.predict.DermModel,
+tested in tests/predict/) that reloads to the same embeddings, the model card's metrics with their intervals read back
+from a real evaluation, and the command line with its errors and progress bars, on a tiny real SynthDerm work dir
+(internal and external sources, M notes)."""
 
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from sklearn.metrics import cohen_kappa_score
@@ -71,19 +74,22 @@ def test_export_is_self_contained_and_reloads_to_the_same_embeddings(work: Path,
     from dermlib.train.inference import encode, load_run
 
     out = export_run(m_run, tmp_path / "export")
-    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "text_encoder", "README.md"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "text_encoder", "README.md",
+                                               "preprocessor_config.json", "prompts.json"}
     card = (out / "README.md").read_text()
     assert "Trained on synthetic data (SynthDerm)" in card and "Limitations" in card and m_run.name in card
     shutil.rmtree(m_run.parent.parent / "features", ignore_errors=True)  # the export must not need the run's caches
-    exported, cfg = load_exported(out)
-    original, _ = load_run(m_run)
+    exported, config = load_exported(out)
+    original, cfg = load_run(m_run)
+    assert config["run"] == m_run.name and "work_dir" not in config
     images, _ = load_cache(work / "cache")
     pixels, notes = np.asarray(images[:6]), ["a dark irregular lesion"] * 6
     a, b = encode(exported, pixels, notes, cfg), encode(original, pixels, notes, cfg)
     for key in ("image_emb", "image_logits", "text_emb"):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-5)
-    path = export_embeddings(out, "test")
+    path = export_embeddings(out, "test", m_run)
     frame = pd.read_parquet(path)
+    assert json.loads(pq.read_schema(path).metadata[b"dermlib"])["run"] == m_run.name  # a gallery names its model
     assert len(frame) > 0 and len(frame["image_emb"].iloc[0]) == cfg["train"]["embed_dim"]
     assert {"sample_id", "label", "note", "text_emb"} <= set(frame.columns)
 
@@ -144,7 +150,7 @@ def test_command_line_exports_embeddings_and_draws_progress_on_a_terminal(work: 
     assert main([str(m_run), str(out), "--embeddings", "test", "external"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed == [str(out / "embeddings_test.parquet"), str(out / "embeddings_external.parquet"), str(out)]
-    _, cfg = load_exported(out)
+    cfg = json.loads((m_run / "config.json").read_text())
     drawn = terminal.getvalue()
     assert re.search(r"export embeddings: 100%.*\| 2/2 \[", drawn), drawn[-500:]
     for split in ("test", "external"):
@@ -159,3 +165,27 @@ def test_command_line_exports_embeddings_and_draws_progress_on_a_terminal(work: 
     quiet = sys.stderr
     main([str(m_run), str(tmp_path / "quiet"), "--embeddings", "test"])
     assert quiet.getvalue() == ""
+
+
+def test_an_out_dir_holding_something_else_is_refused_naming_the_file(m_run: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """An OUT_DIR with other files, or an export of another format version, is left as it is (exit status 1, one
+    line naming it and the fix); a model folder of this format is exported over."""
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "thesis.tex").write_text("mine")
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "config.json").write_text(json.dumps({"train": {}, "resolved": {}, "work_dir": "/somewhere"}))
+    for out, message in [(busy, f"OUT_DIR {busy} is not empty and not a dermlib model folder: choose a new or "
+                                "empty folder"),
+                         (older, f"{older / 'config.json'}: an export of an older dermlib (a whole pipeline config, "
+                                 f"format 0; this dermlib reads format 1): export the run again with `dermlib export "
+                                 f"RUN_DIR {older}` (into a new or emptied folder); or delete {older} first")]:
+        with pytest.raises(SystemExit) as stopped:
+            main([str(m_run), str(out)])
+        assert stopped.value.code == 1
+        assert capsys.readouterr().err.splitlines() == [f"python -m dermlib.evaluate.export: {message}"]
+    assert [p.name for p in busy.iterdir()] == ["thesis.tex"] and [p.name for p in older.iterdir()] == ["config.json"]
+    again = tmp_path / "again"
+    assert main([str(m_run), str(again)]) == 0 and main([str(m_run), str(again)]) == 0
