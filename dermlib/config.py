@@ -98,6 +98,7 @@ EQUIVALENCE_MARGINS = {
 
 BASE: dict[str, Any] = {
     "synthetic": False,
+    "pdf_figures": True,  # every figure also as PDF (the publication form) beside its PNG; the lab skips it (time)
     "data": {
         "sources": PAPER_INTERNAL + PAPER_EXTERNAL,  # registry names, or "synthderm" (the offline benchmark)
         "internal": PAPER_INTERNAL,  # None: the generator's own internal/external assignment (SynthDerm)
@@ -289,7 +290,7 @@ CHANGES: dict[str, dict[str, Any]] = {
 # It shares the demo's data products (work/demo) and writes everything else to work/demo/scratch/lab/ (`dermlib.workdir`).
 LAB = {"eval": {"strategies": list(PAPER_STRATEGIES), "seeds": [0, 1], "bootstrap": 200,
                 "comparison_bootstrap": 2000}}
-CHANGES["lab"] = {**CHANGES["demo"], "eval": {**CHANGES["demo"]["eval"], **LAB["eval"]}}
+CHANGES["lab"] = {**CHANGES["demo"], "eval": {**CHANGES["demo"]["eval"], **LAB["eval"]}, "pdf_figures": False}
 HOME = {"lab": "demo"}  # a profile whose data products are another's: it works in that profile's work dir
 PROFILES = tuple(CHANGES)
 # Keys whose value may be None, and what they take otherwise (their allowed values: dermlib.config_checks.RULES).

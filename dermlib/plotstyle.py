@@ -152,8 +152,8 @@ def place_mark(fig: plt.Figure, text: str = SYNTHETIC_MARK, pad_in: float = 0.06
 
 
 def save(fig: plt.Figure, cfg: dict[str, Any], name: str) -> None:
-    """Write `fig` as PNG + PDF under its stable name (synthetic figures stamped below everything else, no
-    timestamps in the files).
+    """Write `fig` as PNG, and PDF unless the config's `pdf_figures` is off (the lab), under its stable name
+    (synthetic figures stamped below everything else, no timestamps in the files).
 
     Returns nothing, so a notebook cell that ends with `save(...)` shows the figure itself, not a path.
     """
@@ -162,4 +162,5 @@ def save(fig: plt.Figure, cfg: dict[str, Any], name: str) -> None:
     if cfg.get("synthetic"):
         place_mark(fig)
     fig.savefig(png, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(pdf, bbox_inches="tight", metadata={"Creator": None, "Producer": None, "CreationDate": None})
+    if cfg.get("pdf_figures", True):
+        fig.savefig(pdf, bbox_inches="tight", metadata={"Creator": None, "Producer": None, "CreationDate": None})

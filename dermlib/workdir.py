@@ -118,6 +118,11 @@ class WorkDir:
         return self.notes_dir / "notes.parquet"
 
     @property
+    def audit_flags(self) -> Path:
+        """`notes/audit_flags.parquet`: the per-note audit flags, with the key of what they were made from."""
+        return self.notes_dir / "audit_flags.parquet"
+
+    @property
     def audit_summary(self) -> Path:
         """`notes/audit_summary.csv`: the notes' hallucination audit per strategy."""
         return self.notes_dir / "audit_summary.csv"

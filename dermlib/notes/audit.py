@@ -14,11 +14,16 @@ Per note (lexical rules, documented here so the numbers can be read critically):
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from dermlib.atomic import atomic_path
 from dermlib.data.labels import ISIC8
 from dermlib.data.schema import load_attributes
 
@@ -255,6 +260,37 @@ def audit(manifest: pd.DataFrame, notes: pd.DataFrame) -> pd.DataFrame:
     records = [{"sample_id": sid, "strategy": strategy, **audit_note(note, rows[sid])}
                for sid, strategy, note in zip(ok["sample_id"].astype(str), ok["strategy"], ok["note"])]
     return pd.DataFrame(records)
+
+
+def audit_key(manifest: pd.DataFrame, notes: pd.DataFrame) -> str:
+    """What `audit`'s flags depend on, as 16 hex digits: these rules (this module's source), the ok notes and the
+    manifest fields a note is checked against."""
+    digest = hashlib.sha256(Path(__file__).read_bytes() + repr(ISIC8).encode())
+    ok = notes if "status" not in notes else notes[notes["status"] == "ok"]
+    for column in ("sample_id", "strategy", "note"):
+        digest.update(pd.util.hash_pandas_object(ok[column].astype(str), index=False).to_numpy().tobytes())
+    known = manifest[[c for c in ("sample_id", "age", "sex", "site", "label", "attributes") if c in manifest]]
+    digest.update(pd.util.hash_pandas_object(known.astype(str), index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def audit_cached(manifest: pd.DataFrame, notes: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    """`audit`, kept in `path` (parquet) with its `audit_key`: read back when the notes, the manifest and the rules
+    are the ones it was made from (a re-run, the lab on the demo's notes), made and written again otherwise."""
+    path, key = Path(path), audit_key(manifest, notes)
+    if path.exists():
+        try:
+            table = pq.read_table(path)
+            if (table.schema.metadata or {}).get(b"dermlib_audit_key") == key.encode():
+                return table.to_pandas()
+        except (OSError, ValueError):  # damaged: made again below
+            pass
+    flags = audit(manifest, notes)
+    table = pa.Table.from_pandas(flags, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                      b"dermlib_audit_key": key.encode()}), tmp)
+    return flags
 
 
 COUNT_COLUMNS = ["n_notes", "age_invented", "sex_invented", "site_invented", "diagnosis_invented",

@@ -81,6 +81,29 @@ def test_audit_table_and_summary_numbers() -> None:
         audit(manifest, notes.assign(sample_id=["s/9"] * 5))
 
 
+def test_audit_flags_are_kept_and_made_again_only_for_other_notes(tmp_path, monkeypatch) -> None:
+    import sys
+
+    from dermlib.notes import audit_cached
+
+    audit_module = sys.modules["dermlib.notes.audit"]  # the module (dermlib.notes.audit is also the function's name)
+
+    manifest = to_manifest(pd.DataFrame([row(sample_id="s/1"), row(sample_id="s/2", label="NV", sex="female")]))
+    notes = pd.DataFrame({"sample_id": ["s/1", "s/2"], "strategy": ["A", "A"],
+                          "note": ["black, dark brown; melanoma", "red streaks; nevus"], "status": ["ok", "ok"]})
+    path = tmp_path / "audit_flags.parquet"
+    first = audit_cached(manifest, notes, path)
+    pd.testing.assert_frame_equal(first, audit(manifest, notes))
+    with monkeypatch.context() as patch:  # the same notes: read back, not audited again
+        patch.setattr(audit_module, "audit", lambda *a: pytest.fail("audited again"))
+        pd.testing.assert_frame_equal(audit_cached(manifest, notes, path), first)
+    edited = notes.assign(note=["red streaks; melanoma", "red streaks; nevus"])
+    assert audit_cached(manifest, edited, path)["colors_stated"].tolist() == ["red", "red"]  # made again
+    other_truth = manifest.assign(sex=["female", "female"])
+    assert audit_cached(manifest, edited, path).equals(audit(manifest, edited))
+    assert audit_cached(other_truth, edited, path).equals(audit(other_truth, edited))  # the manifest counts too
+
+
 def test_distinct_ngrams() -> None:
     assert distinct_ngrams(["a b a b"], 1) == 0.5
     assert distinct_ngrams(["a b a b"], 2) == pytest.approx(2 / 3)
