@@ -4,7 +4,9 @@ and cache key (`plan_jobs`). Shared by the normal route (`dermlib.notes.synth`) 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import os
 import warnings
 from dataclasses import dataclass, fields
@@ -15,7 +17,7 @@ import pandas as pd
 
 from dermlib.config import REPO_ROOT
 from dermlib.config_checks import config_problems, number
-from dermlib.notes.cache import NoteCache, cache_key
+from dermlib.notes.cache import NoteCache
 from dermlib.notes.engine import Job
 from dermlib.notes.local_llm import model_fingerprint
 from dermlib.notes.strategies import (
@@ -103,6 +105,7 @@ class Planned:
     backend: str
     model: str
     params: dict[str, Any]  # temperature, max_tokens: sent with every request and part of every key
+    fields: dict[str, dict[str, str]]  # key -> the metadata fields its note is rendered with (`render_answer`)
 
 
 def max_tokens_for(max_tokens: int | dict[str, int], strategy: str) -> int:
@@ -193,10 +196,21 @@ def build_job(row: dict[str, Any], strategy: Strategy, backend: str, model: str,
     messages = build_messages(strategy, fields, options)
     fmt = response_format(strategy, backend, options)
     seed = stable_hash(sample_id) % (2 ** 31)
-    key = cache_key(backend=backend, model=model, strategy=strategy.name, template_version=strategy.template_version,
-                    messages=messages, response_format=fmt, params=params, seed=seed, identity=identity)
+    key = request_key(backend=backend, model=model, model_fingerprint=identity["model_fingerprint"],
+                      messages=messages, response_format=fmt, params=params, seed=seed)
     return Job(key, messages, sent_format(backend, fmt), seed,
                lambda content, finish: parse_response(strategy, fields, content, finish))
+
+
+def request_key(*, backend: str, model: str, model_fingerprint: str, messages: Any, response_format: Any,
+                params: dict[str, Any], seed: int) -> str:
+    """A note's cache key: the sha256 of its request as the LLM receives it (backend, model and the local model
+    file's hash, messages, schema, sampling parameters, seed) and of nothing rendered locally. A comment in a
+    template, its [render] section or the M template change no key: the stored answers are rendered again when
+    read (`dermlib.notes.synth`, `render_answer`), and nothing is bought twice."""
+    payload = {"backend": backend, "model": model, "model_fingerprint": model_fingerprint, "messages": messages,
+               "response_format": response_format, "params": params, "seed": seed}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def plan_jobs(manifest: pd.DataFrame, strategy: Strategy, settings: NoteSettings, cache: NoteCache) -> Planned:
@@ -206,7 +220,8 @@ def plan_jobs(manifest: pd.DataFrame, strategy: Strategy, settings: NoteSettings
     params = note_params(settings, strategy)
     rows, jobs = [], {}
     chosen = selected(manifest, settings.limit)
-    identity = {"model_fingerprint": model_fingerprint(backend, model), "templates": strategy.digest}
+    identity = {"model_fingerprint": model_fingerprint(backend, model)}
+    rendered_with: dict[str, dict[str, str]] = {}
     for row, take in zip(manifest.to_dict("records"), chosen):  # plain dicts: iterrows is 10x slower
         sample_id = str(row["sample_id"])
         if not take:
@@ -215,9 +230,11 @@ def plan_jobs(manifest: pd.DataFrame, strategy: Strategy, settings: NoteSettings
         job = build_job(row, strategy, backend, model, params, identity)
         rows.append({"sample_id": sample_id, "key": job.key, "status": "pending"})
         jobs.setdefault(job.key, job)
+        if strategy.output == "json" and job.key not in rendered_with:
+            rendered_with[job.key] = metadata_fields(row)
     frame = pd.DataFrame(rows, columns=["sample_id", "key", "status"])
     found = cache.get_many(list(jobs))
     # transient failures are never final; permanent ones are asked again only on request
     todo = {k: j for k, j in jobs.items() if k not in found or found[k]["status"] == "transient"
             or (settings.retry_failed and found[k]["status"] != "ok")}
-    return Planned(frame, todo, found, backend, model, params)
+    return Planned(frame, todo, found, backend, model, params, rendered_with)

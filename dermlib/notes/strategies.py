@@ -296,6 +296,18 @@ def parse_response(strategy: Strategy, fields: dict[str, str], content: str | No
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
         return None, f"schema violation at {where}: {exc.message[:200]}"
+    return render_answer(strategy, fields, data)
+
+
+def render_answer(strategy: Strategy, fields: dict[str, str], data: dict[str, Any] | str) -> tuple[str | None, str | None]:
+    """The note of a structured strategy from its answer (the JSON text or its data, already validated against the
+    schema its request carried): the M note, then the [render] section filled with the answer's values. Rendering
+    is local, so an edited template re-renders stored answers instead of asking again (`dermlib.notes.synth`)."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            return None, f"malformed JSON: {exc.msg} at char {exc.pos}"
     values = {k: (list(dict.fromkeys(v)) if isinstance(v, list) else " ".join(str(v).split())) for k, v in data.items()}
     if strategy.name == "M+P1":
         return render_m(fields) + " " + render_lines(strategy.sections["render"], values), None

@@ -14,7 +14,8 @@ from dermlib.notes.engine import (EngineStats, Job, LLMAuthError, LLMRejectedErr
                                   run_sync, scrub)
 from dermlib.notes.models import stop_advice
 from dermlib.notes.plan import NoteSettings, Planned, api_key, llm_backend, plan_jobs
-from dermlib.notes.strategies import Combo, Strategy, get_strategy, render_m, stable_hash
+from dermlib.notes.sanitize import clean_text
+from dermlib.notes.strategies import Combo, Strategy, get_strategy, render_answer, render_m, stable_hash
 from dermlib.notes.fields import metadata_fields
 from dermlib.notes.wire import sent_params
 from dermlib.redact import redact_url, url_secrets
@@ -129,6 +130,8 @@ def _result(plan: Planned, stored: dict[str, dict[str, Any]], strat: Strategy, m
             continue
         if hit["status"] == "transient" and key not in generated:
             hit = {**hit, "error": f"{hit['error']} (from an earlier run; asked again next time)"}
+        if hit["status"] == "ok" and key in plan.fields and hit.get("raw"):
+            hit = _rendered(strat, plan.fields[key], hit)
         rows.append({"sample_id": sample_id, "status": "failed" if hit["status"] == "transient" else hit["status"],
                      "note": hit["note"],
                      "n_attempts": hit["n_attempts"], "prompt_tokens": hit["prompt_tokens"],
@@ -147,6 +150,18 @@ def _result(plan: Planned, stored: dict[str, dict[str, Any]], strat: Strategy, m
         "errors": dict(stats.errors) if stats else {}, "model": model, "n_rows_generated": len(new),
     }
     return _typed(out)
+
+
+def _rendered(strat: Strategy, fields: dict[str, str], hit: dict[str, Any]) -> dict[str, Any]:
+    """A stored structured answer rendered with today's templates (its key covers only what was sent, so an edited
+    [render] section or M template reaches stored notes without asking again); the cleaned note, or a failure that
+    says why it no longer renders."""
+    note, error = render_answer(strat, fields, hit["raw"])
+    if note is not None:
+        note, error = clean_text(note)
+        if error is None:
+            return {**hit, "note": note}
+    return {**hit, "status": "failed", "note": None, "error": f"the stored answer no longer renders: {error}"}
 
 
 def _combine(manifest: pd.DataFrame, combo: Combo, settings: NoteSettings | None) -> pd.DataFrame:

@@ -1,5 +1,5 @@
-"""Planning the LLM jobs (dermlib.notes.plan): one generation per image, a key that covers every template and
-parameter a note depends on, `limit`, and settings that say how to fix what is missing."""
+"""Planning the LLM jobs (dermlib.notes.plan): one generation per image, a key that covers what is sent to the LLM
+(and nothing rendered locally), `limit`, and settings that say how to fix what is missing."""
 
 from __future__ import annotations
 
@@ -23,28 +23,56 @@ def test_p3_is_one_generation_per_image(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("strategy", ["M+P1", "M+P2", "P3"])
-def test_editing_any_template_a_note_depends_on_changes_its_key(strategy: str, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_key_covers_what_is_sent_and_nothing_rendered_locally(strategy: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27, item 7: a comment in any template changes no key; an edit of what is sent (the strategy's prompt,
+    its schema, the vocabulary) asks again; an edit of what is rendered locally (the M template, the [render]
+    section) asks nothing and reaches the stored notes."""
     manifest, cache = make_manifest(3), tmp_path / "c.sqlite"
     prompts = tmp_path / "prompts"
     shutil.copytree(strategies.PROMPT_DIR, prompts)
     monkeypatch.setattr(strategies, "PROMPT_DIR", prompts)
+    settings = note_settings(cache_path=cache, base_url="http://127.0.0.1:9", model="fake-model")
 
-    def pending() -> int:  # a key holds the digest of the strategy's files, read from PROMPT_DIR on every call
+    def reload() -> None:  # templates are read once per process: read them again after an edit
         strategies.vocabulary.cache_clear()
-        return count_pending(manifest, strategy, note_settings(cache_path=cache, base_url="http://127.0.0.1:9",
-                                                               model="fake-model"))
+        strategies._base.cache_clear()
+        strategies._option_order.cache_clear()
+
+    def pending() -> int:
+        reload()
+        return count_pending(manifest, strategy, settings)
 
     with FakeOpenAI() as fake:
-        synthesize(manifest, strategy, llm_args(fake, cache))
+        first = synthesize(manifest, strategy, llm_args(fake, cache))
     assert pending() == 0
-    for name in get_strategy(strategy).files:
+    own = get_strategy(strategy)
+    for name in own.files:  # a comment line anywhere
         original = (prompts / name).read_text()
-        (prompts / name).write_text(original.replace("\n", "\n ", 1) if name.endswith(".json") else original + "\n# edited\n")
-        assert pending() == 3, name  # the edit is only whitespace or a comment, and still no old note is reused
-        (prompts / name).write_text(original)
-        assert pending() == 0, name
-    strategies.vocabulary.cache_clear()
+        if name.endswith(".txt"):
+            (prompts / name).write_text(original + "\n# edited\n")
+            assert pending() == 0, name
+            (prompts / name).write_text(original)
+    sent = prompts / f"{own.template}.{own.version}.txt"  # what the LLM receives: asked again
+    original = sent.read_text()
+    sent.write_text(original.replace("[user]\n", "[user]\nPlease be brief.\n", 1))
+    assert pending() == 3
+    sent.write_text(original)
+    assert pending() == 0
+    if own.output == "json":
+        schema = prompts / f"{own.template}.schema.{own.version}.json"
+        original = schema.read_text()
+        schema.write_text(original.replace("\n", "\n ", 1))  # whitespace in the schema file: the same schema sent
+        assert pending() == 0
+        schema.write_text(original)
+        m = prompts / "m.v2.txt"  # rendered here, never sent: the stored answers are rendered again
+        m.write_text(m.read_text().replace("presents with a skin lesion.", "presents with a new lesion."))
+        assert pending() == 0
+        reload()
+        again = synthesize(manifest, strategy, settings)
+        assert again["note"].str.contains("presents with a new lesion.").all() and again["cached"].all()
+        assert (again["note"].str.replace("a new lesion", "a skin lesion") == first["note"]).all()
+    reload()
 
 
 def test_changed_parameters_or_limit_only_request_what_is_new(tmp_path: Path) -> None:
