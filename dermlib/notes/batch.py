@@ -145,6 +145,7 @@ def submit_batches(manifest: pd.DataFrame, strategy: str, settings: NoteSettings
         jobs = [job for key, job in plan.jobs.items() if key not in pending]
         if not jobs:
             return out
+        cache.require_writable("submit a batch")  # before anything is uploaded or billed
         lines = [request_line(job, plan).encode() for job in jobs]
         chunks = chunk_requests([len(line) for line in lines], max_requests, max_bytes)
         client = _client(settings, secret)

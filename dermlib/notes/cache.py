@@ -1,10 +1,10 @@
 """Durable note cache: one SQLite file (WAL), one row per generated note, committed as each note arrives.
 
-The key is a sha256 over everything that determines a generation: backend and its version, model alias and
-(for the local model) the model file's hash, strategy, the content hash of every template file the note is
-rendered from, the rendered prompt and schema, generation parameters and the sample's seed. So an edited
-template, another model file or a changed parameter never reuses an old note. The raw answer is kept beside
-every note. No API key or header is ever stored.
+A note's key (`dermlib.notes.plan.request_key`) is a sha256 over what the LLM receives and who answers: backend,
+model alias and (for the local model) the model file's hash, the rendered prompt and schema, generation parameters
+and the sample's seed. So another prompt, model file or parameter never reuses an old note, while what is rendered
+locally (the M note, a [render] section, comments) changes no key: the raw answer is kept beside every note and
+rendered again when read. (Class descriptions keep `cache_key`, which also covers their template files' digests.) No API key or header is ever stored.
 
 Beside each answer: the `model` and `system_fingerprint` the server reported (`ANSWER_COLUMNS`, NULL for rows
 written before they were kept, and for servers that send none). They are added to an older file by the first
@@ -13,6 +13,11 @@ write, never by opening it, so a committed cache that is only read stays byte fo
 The OpenAI Batch route (`dermlib.notes.batch`) records its batches beside the notes: `batches` (one row per batch:
 what it holds, its files, its last status, when it was collected) and `batch_requests` (which note keys each batch
 asks for). Both are made by the first batch written (IF NOT EXISTS), never by opening a file; no note row changes.
+
+A cache this process cannot write (a read-only file or folder, a read-only file system, another user's clone) is
+opened read-only (`NoteCache.read_only`): every read works, every write raises `ReadOnlyCacheError` naming the file
+and the fix, and nothing beside the file is made (no -wal, no -shm), so a run whose notes are all cached needs no
+write access.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ import json
 import os
 import socket
 import sqlite3
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS notes (
@@ -106,12 +113,40 @@ def _alive(owner: str) -> bool:
     return True
 
 
+class ReadOnlyCacheError(PermissionError):
+    """A write to a cache opened read-only (`NoteCache.read_only`): the message names the file and the fix."""
+
+
+def _write_denied(path: Path) -> str | None:
+    """Why this process cannot write the cache at `path`, or None when it can. The folder is tried (a probe file
+    made and removed at once: a read-only file system or folder fails it, for root too); the file and its -wal/-shm
+    are checked with os.access, which is exact for them (root may write any file of a writable file system) and,
+    unlike opening them, never closes a descriptor of the database (that would drop this process's SQLite locks)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return f"its folder {path.parent} cannot be written: {err.strerror or err}"
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if name.exists() and not os.access(name, os.W_OK):
+            return f"{name.name} is not writable by this user"
+    return None
+
+
 class NoteCache:
-    """A SQLite note store; use as a context manager or call close()."""
+    """A SQLite note store; use as a context manager or call close(). Read-only where it cannot be written."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.denied = _write_denied(self.path)
+        self.read_only = self.denied is not None
+        if self.denied is not None:
+            self.conn = self._open_read_only(self.denied)
+            self._migrated = True
+            return
         self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._use_wal()
         self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -120,8 +155,42 @@ class NoteCache:
             self.conn.execute(_SCHEMA)
             self._add_answer_columns()
         self.conn.execute(_CLAIMS)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._migrated = existing is None
+
+    def _open_read_only(self, why: str) -> sqlite3.Connection:
+        """A read-only connection (immutable: no lock, no -shm, unless a non-empty -wal holds pages still to read),
+        checked to hold the notes table; else ReadOnlyCacheError naming the file."""
+        if not self.path.is_file():
+            raise ReadOnlyCacheError(f"note cache {self.path} does not exist and cannot be made here ({why}): point "
+                                     f"the run at a writable place (--set notes.cache_path=...) or make it writable")
+        wal = Path(f"{self.path}-wal")
+        pending = wal.exists() and wal.stat().st_size > 0
+        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro{'' if pending else '&immutable=1'}"
+        conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='notes'").fetchone()
+        except sqlite3.Error as err:
+            conn.close()
+            raise ReadOnlyCacheError(f"note cache {self.path} cannot be written here ({why}) and cannot be read "
+                                     f"read-only either ({err}{'; its -wal is not empty' if pending else ''}): "
+                                     f"{self._fix(pending)}") from err
+        if found is None:
+            conn.close()
+            raise ReadOnlyCacheError(f"{self.path} is not a note cache (no notes table) and cannot be written here "
+                                     f"({why})")
+        return conn
+
+    def _fix(self, wal: bool = False) -> str:
+        """The way out for a read-only cache (`wal`: its -wal holds notes too, copied with it)."""
+        files = f"{self.path} {self.path}-wal" if wal else str(self.path)
+        return (f"copy it somewhere writable (cp {files} DIR/) and --set notes.cache_path=DIR/{self.path.name} "
+                f"(eval.class_descriptions_cache=... for class descriptions), or make it and its folder writable")
+
+    def require_writable(self, what: str) -> None:
+        """Raise ReadOnlyCacheError (naming the file, why and the fix) when this cache was opened read-only."""
+        if self.read_only:
+            raise ReadOnlyCacheError(f"cannot {what}: note cache {self.path} is read-only here ({self.denied}); "
+                                     f"every note it holds is read, but nothing can be stored: {self._fix()}")
 
     def _use_wal(self) -> None:
         """Switch the file to WAL; a second process opening a new cache at the same moment finds it switched
@@ -161,7 +230,10 @@ class NoteCache:
 
     def close(self) -> None:
         """Drop this connection's claims (an interrupted run leaves none behind) and close it (SQLite folds the
-        WAL back into the file when the last connection closes)."""
+        WAL back into the file when the last connection closes). Read-only: only closes."""
+        if self.read_only:
+            self.conn.close()
+            return
         try:
             self.conn.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
         finally:
@@ -182,6 +254,7 @@ class NoteCache:
     def put(self, row: dict[str, Any]) -> None:
         """Store one result and commit it at once (an `ok` row is never replaced by a failure); the first write to
         an older file adds ANSWER_COLUMNS."""
+        self.require_writable("store a note")
         if not self._migrated:
             self._add_answer_columns()
             self._migrated = True
@@ -199,6 +272,7 @@ class NoteCache:
     def claim(self, key: str, stale_after: float) -> bool:
         """Take the right to generate `key`: False when another live process holds a claim younger than
         `stale_after` seconds or the note is already stored ok (two processes on one cache never pay twice)."""
+        self.require_writable("claim a note to ask for")
         now = time.time()
         with self.conn:  # one transaction: check and take atomically
             self.conn.execute("BEGIN IMMEDIATE")
@@ -213,6 +287,7 @@ class NoteCache:
 
     def release(self, key: str) -> None:
         """Drop this process's claim on `key` (after its result is stored)."""
+        self.require_writable("release a claim")
         self.conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
 
     def count(self, status: str | None = None) -> int:
@@ -236,6 +311,7 @@ class NoteCache:
 
     def add_batch(self, row: dict[str, Any], keys: list[str]) -> None:
         """Record a submitted batch (`BATCH_COLUMNS`) and the note keys it asks for, in one transaction."""
+        self.require_writable("record a batch")
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute(_BATCHES)
@@ -249,6 +325,7 @@ class NoteCache:
 
     def update_batch(self, batch_id: str, **fields: Any) -> None:
         """Set some columns of a recorded batch (status, output_file_id, error_file_id, collected, summary)."""
+        self.require_writable("update a batch")
         unknown = set(fields) - {"status", "output_file_id", "error_file_id", "collected", "summary"}
         if unknown:
             raise ValueError(f"not a batch column that changes: {sorted(unknown)}")
@@ -275,8 +352,12 @@ class NoteCache:
         return found
 
     def compact(self) -> None:
-        """Fold the WAL into the file and VACUUM it (before committing a cache file to git)."""
+        """Fold the WAL into the file and VACUUM it (before committing a cache file to git). Only this process's
+        claims and those of processes that are gone are dropped: another live process keeps what it is asking."""
+        self.require_writable("compact it")
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self.conn.execute("DELETE FROM claims")
+        gone = [owner for (owner,) in self.conn.execute("SELECT DISTINCT owner FROM claims")
+                if owner == self.owner or not _alive(owner)]
+        self.conn.executemany("DELETE FROM claims WHERE owner = ?", [(owner,) for owner in gone])
         self.conn.execute("VACUUM")
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

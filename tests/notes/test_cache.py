@@ -71,3 +71,25 @@ def test_two_processes_on_one_cache_do_not_pay_twice(tmp_path: Path) -> None:
         again = synthesize(manifest, "M+P1", llm_args(fake, cache))
     assert (again["status"] == "ok").all() and again["cached"].all()
     assert sum(r.attrs["stats"]["n_rows_generated"] for r in runs) >= 30
+
+
+def test_compact_keeps_the_claims_of_live_processes(tmp_path: Path) -> None:
+    """Issue 27: compacting a cache (before a commit) drops its own and dead processes' claims, never the claim of a
+    process that is asking for a note right now."""
+    from dermlib.notes.cache import NoteCache
+
+    path = tmp_path / "cache.sqlite"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with NoteCache(path) as cache:
+            cache.claim("mine", stale_after=600)
+            live = f"{cache.owner.split(':')[0]}:{sleeper.pid}:live"
+            dead = f"{cache.owner.split(':')[0]}:{2 ** 22 + 7}:dead"  # above pid_max's default: no such process
+            for owner, key in ((live, "theirs"), (dead, "orphan")):
+                cache.conn.execute("INSERT INTO claims VALUES (?, ?, ?)", (key, owner, time.time()))
+            cache.compact()
+            left = dict(cache.conn.execute("SELECT key, owner FROM claims").fetchall())
+        assert left == {"theirs": live}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
