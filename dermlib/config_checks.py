@@ -2,6 +2,10 @@
 config is loaded, so a bad `--set` stops before any work: `config_problems(cfg)` lists one line per bad value,
 naming the key, the value and what it must be (`notes.max_retries=-1: must be 0 or more (a whole number)`).
 
+A profile that is not synthetic (`synthetic: false`: real data) may not point `notes.cache_path` or
+`eval.class_descriptions_cache` at a committed demo cache (COMMITTED_CACHES): its notes, derived from real data,
+would be written into a file that is committed and shared (`committed_cache_problems`).
+
 Types are checked where overrides are applied (`dermlib.config._check_type`); here the values. The choices are
 written out here (the config sits below every step); `tests/test_config.py` checks them against the steps' own
 lists (`dermlib.notes.plan.BACKENDS`, `dermlib.train.model.IMAGE_ENCODERS`, ...).
@@ -11,10 +15,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from dermlib.workdir import REPO_ROOT, SOURCE_ROOT
 
 Rule = Callable[[Any], "str | None"]  # None: the value is allowed; else what it must be
 
@@ -158,6 +166,53 @@ def _shown(value: Any) -> str:
     return json.dumps(value, default=str)  # NaN, Infinity and -1 as they were typed; text in quotes
 
 
+# The note caches committed with the demo (relative to the repository): only a synthetic profile may write to them.
+COMMITTED_CACHES = ("data/notes-cache-demo.sqlite", "data/class-descriptions-demo.sqlite")
+_OWN_CACHE = {"notes.cache_path": "{work_dir}/notes/cache.sqlite",
+              "eval.class_descriptions_cache": "{notes_dir}/class-descriptions.sqlite"}  # the paper profile's
+
+
+def _cache_file(template: str, work_dir: str, notes_dir: str = "") -> Path | None:
+    """A cache setting as the notes code resolves it ({work_dir}, {notes_dir} filled in; relative to the repository);
+    None when the template does not format."""
+    try:
+        path = Path(template.format(work_dir=work_dir, notes_dir=notes_dir)).expanduser()
+    except (KeyError, IndexError, ValueError):
+        return None
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _committed(path: Path) -> str | None:
+    """The committed cache `path` is (followed through links), else None."""
+    for rel in COMMITTED_CACHES:
+        for root in dict.fromkeys((REPO_ROOT, SOURCE_ROOT)):
+            cache = root / rel
+            same = os.path.realpath(path) == os.path.realpath(cache)
+            if same or (path.exists() and cache.exists() and os.path.samefile(path, cache)):
+                return rel
+    return None
+
+
+def committed_cache_problems(cfg: dict[str, Any]) -> list[str]:
+    """One line per note cache setting of a non-synthetic profile that resolves to a committed demo cache."""
+    if _value(cfg, "synthetic") != (True, False):
+        return []
+    work_dir = str(_value(cfg, "work_dir")[1] or "")
+    problems, notes_dir = [], ""
+    for key in ("notes.cache_path", "eval.class_descriptions_cache"):
+        found, value = _value(cfg, key)
+        path = _cache_file(value, work_dir, notes_dir) if found and isinstance(value, str) else None
+        if key == "notes.cache_path" and path is not None:
+            notes_dir = str(path.parent)
+        committed = _committed(path) if path is not None else None
+        if committed:
+            problems.append(f"{key}={_shown(value)}: is the committed demo cache {committed}, and profile "
+                            f"{cfg.get('profile', '?')!r} reads real data (synthetic: false), so what it writes "
+                            f"there would land in a committed file; give it a cache of its own, e.g. --set "
+                            f"{key}={_OWN_CACHE[key]} (the paper profile's default)")
+    return problems
+
+
 def config_problems(cfg: dict[str, Any], keys: list[str] | None = None) -> list[str]:
     """One line per setting of `cfg` whose value is not allowed (`keys`: only those), in RULES order; [] if none."""
     problems = []
@@ -173,6 +228,8 @@ def config_problems(cfg: dict[str, Any], keys: list[str] | None = None) -> list[
     sources = _value(cfg, "data.sources")[1]
     if isinstance(sources, list) and not sources:
         problems.append('data.sources=[]: must be "synthderm" or a non-empty list of dataset names')
+    if keys is None:
+        problems += committed_cache_problems(cfg)
     return problems
 
 

@@ -280,3 +280,34 @@ def test_the_value_checks_choices_are_the_steps_own() -> None:
 
     assert BACKENDS == PLAN_BACKENDS and set(TAXONOMIES) == set(LABEL_TAXONOMIES)
     assert set(LOSS_TERMS) == set(BASE["train"]["loss_weights"])
+
+
+def test_a_real_data_profile_may_not_write_into_the_committed_demo_caches(tmp_path: Path) -> None:
+    """Issue 27: the paper profile pointed at data/notes-cache-demo.sqlite (or the demo's class descriptions) would
+    write real-data-derived rows into a committed file: refused when the config loads, one line saying why and what
+    to do; the demo and lab profiles, whose caches they are, and a cache of its own stay allowed."""
+    from dermlib.config import REPO_ROOT
+
+    notes, descriptions = "data/notes-cache-demo.sqlite", "data/class-descriptions-demo.sqlite"
+    link = tmp_path / "cache.sqlite"
+    link.symlink_to(REPO_ROOT / notes)
+    for overrides, key, cache in [({"notes.cache_path": notes}, "notes.cache_path", notes),
+                                  ({"notes.cache_path": str(REPO_ROOT / notes)}, "notes.cache_path", notes),
+                                  ({"notes.cache_path": str(link)}, "notes.cache_path", notes),
+                                  ({"eval.class_descriptions_cache": descriptions}, "eval.class_descriptions_cache",
+                                   descriptions),
+                                  ({"notes.cache_path": str(tmp_path / "c.sqlite"),  # {notes_dir} resolved too
+                                    "eval.class_descriptions_cache": "{notes_dir}/" + "../" * len(tmp_path.parts)
+                                    + str(REPO_ROOT / descriptions).lstrip("/")}, "eval.class_descriptions_cache",
+                                   descriptions)]:
+        with pytest.raises(ValueError) as info:
+            get_config("paper", overrides)
+        (line,) = str(info.value).splitlines()
+        assert line.startswith(f"{key}=") and f"is the committed demo cache {cache}" in line, line
+        assert "reads real data" in line and f"--set {key}=" in line
+    both = str(pytest.raises(ValueError, get_config, "paper", {"notes.cache_path": notes,
+                                                               "eval.class_descriptions_cache": descriptions}).value)
+    assert len(both.splitlines()) == 2
+    assert get_config("demo")["notes"]["cache_path"] == notes and get_config("lab")
+    assert get_config("paper", {"notes.cache_path": str(tmp_path / "own.sqlite"),
+                                "eval.class_descriptions_cache": "{notes_dir}/descriptions.sqlite"})

@@ -11,11 +11,16 @@ AK includes intraepithelial carcinoma: Bowen's disease, squamous cell carcinoma 
 are AK wherever they occur (PAD-UFES-20's own release counts Bowen's disease with SCC; dermlib does not, so that
 one lesion type never changes class with its source). BKL includes solar lentigo and lichen planus-like
 keratosis; VASC includes angiomas and pyogenic granulomas.
+
+Ages (`harmonise_age`): a number of years as the sources write it (`45`, `45.0`), or one of the unambiguous
+spellings `45,0` (decimal comma), `45y`, `45 y`, `45 yrs`, `45 years`; anything else is left missing and reported in
+one warning naming the file and the first few lines, never dropped silently.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -129,3 +134,25 @@ def harmonise_sex(raw_sex: pd.Series) -> pd.Series:
     """Map raw sex spellings (MALE, Female, m, ...) to "male"/"female"; anything else becomes NA."""
     key = raw_sex.astype("string").str.strip().str.lower()
     return key.map({"male": "male", "female": "female", "m": "male", "f": "female"}).astype("string")
+
+
+# A number of years: digits with a decimal point, or 1-3 digits with a decimal comma of 1-2 digits ("45,0"; "1,000"
+# is not an age), then optionally y / yr(s) / year(s); case and spaces around the unit do not matter.
+_AGE = re.compile(r"^(\d{1,3},\d{1,2}|\d+(?:\.\d+)?)\s*(?:y|yrs?|years?)?\.?$", re.IGNORECASE)
+AGE_SHOWN = 5  # unreadable ages a warning lists
+
+
+def harmonise_age(raw_ages: pd.Series, path: Path, source: str) -> pd.Series:
+    """Ages in years (Float64) from a metadata column already cleaned of missing spellings (`clean_missing`, index =
+    row position in `path`): numbers and the spellings in the module's docs; any other text becomes NA and is
+    reported in one warning with its file line (header = line 1) and value."""
+    text = raw_ages.astype("string").str.strip()
+    years = text.str.extract(_AGE, expand=False).str.replace(",", ".", regex=False)
+    bad = text.notna() & years.isna()
+    if bad.any():
+        lines = [f"line {int(i) + 2} {v!r}" for i, v in text[bad].head(AGE_SHOWN).items()]
+        more = f" and {int(bad.sum()) - AGE_SHOWN} more" if bad.sum() > AGE_SHOWN else ""
+        log.warning("%s: %s: %d ages are not a number of years and are left missing: %s%s (read: 45, 45.0, 45,0, "
+                    "45y, 45 years); correct them in the file to keep them", source, path, int(bad.sum()),
+                    ", ".join(lines), more)
+    return pd.to_numeric(years, errors="coerce").astype("Float64")

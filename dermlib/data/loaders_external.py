@@ -27,7 +27,6 @@ from dermlib.data.loading import (
     require_ids,
     require_root,
     row_labels,
-    skipped_rows,
     to_bool,
     to_number,
 )
@@ -40,7 +39,8 @@ _SKINL2_VERSION = re.compile(r"^skinl2_?(v\d+)$", re.IGNORECASE)
 
 def load_skinl2(root: str | Path, strict: bool = True) -> Loaded:
     """SKINL2 dermoscopic images, v1 (Dermatoscopic/<Category>/<NNNN>_Dermatoscopic.png) and v2/v3
-    (<NNNN>/<Category>/Dermatoscopic/<NNNN>_Dermatoscopic.png) layouts; `strict` is unused (no image list exists)."""
+    (<NNNN>/<Category>/Dermatoscopic/<NNNN>_Dermatoscopic.png) layouts. No image list exists, so no image is missing;
+    `strict`: an empty or too small image file raises (True) or has its row skipped and counted (False)."""
     name = "skinl2"
     root = require_root(name, root)
     rows = []
@@ -65,12 +65,14 @@ def load_skinl2(root: str | Path, strict: bool = True) -> Loaded:
         raise FileNotFoundError(f"{name}: no <NNNN>_Dermatoscopic.png images found below {root}. {fix_hint(name)}")
     frame = pd.DataFrame(rows)
     frame["attributes"] = attributes_json(frame, {"skinl2_version": "version", "category_folder": "label_raw"})
-    return finish(name, frame), skipped_rows(frame.iloc[:0], name, "")
+    kept, skipped = drop_missing_images(frame, name, root, root, strict, frame["image_path"], frame["image_path"])
+    return finish(name, kept), skipped
 
 
 def load_med_node(root: str | Path, strict: bool = True) -> Loaded:
     """MED-NODE: complete_mednode_dataset/<class folder>/*.jpg; every class folder found is read (unknown ones are
-    reported as unmapped labels); `strict` is unused (no image list exists)."""
+    reported as unmapped labels). No image list exists, so no image is missing; `strict`: an empty or too small
+    image file raises (True) or has its row skipped and counted (False)."""
     name = "med_node"
     root = require_root(name, root)
     base = root / "complete_mednode_dataset" if (root / "complete_mednode_dataset").is_dir() else root
@@ -84,7 +86,8 @@ def load_med_node(root: str | Path, strict: bool = True) -> Loaded:
             rows.append({"id": f"{folder.name}/{Path(path).stem}", "label_raw": folder.name, "image_path": path})
     frame = pd.DataFrame(rows, columns=["id", "label_raw", "image_path"])
     frame["attributes"] = attributes_json(frame, {"class_folder": "label_raw"})
-    return finish(name, frame), skipped_rows(frame.iloc[:0], name, "")
+    kept, skipped = drop_missing_images(frame, name, base, base, strict, frame["image_path"], frame["image_path"])
+    return finish(name, kept), skipped
 
 
 def load_fitzpatrick17k(root: str | Path, strict: bool = True) -> Loaded:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dermlib.data.harmonise import harmonise_sex, harmonise_site
+from dermlib.data.harmonise import harmonise_age, harmonise_sex, harmonise_site
 from dermlib.data.labels import ISIC8
 from dermlib.data.loading import (
     Loaded,
@@ -23,7 +23,6 @@ from dermlib.data.loading import (
     require_columns,
     require_root,
     to_bool,
-    to_number,
 )
 from dermlib.data.schema import clean_missing
 
@@ -39,7 +38,7 @@ def load_ham10000(root: str | Path, strict: bool = True) -> Loaded:
     frame = pd.DataFrame({"id": require_ids(raw["image_id"], meta, name, "image_id")})
     frame["label_raw"] = clean_missing(raw["dx"])
     frame["lesion_id"] = clean_missing(raw["lesion_id"])
-    frame["age"] = to_number(clean_missing(raw["age"]))
+    frame["age"] = harmonise_age(clean_missing(raw["age"]), meta, name)
     frame["sex"] = harmonise_sex(clean_missing(raw["sex"]))
     frame["site_raw"] = clean_missing(raw["localization"])
     frame["site"] = harmonise_site(frame["site_raw"])
@@ -65,7 +64,7 @@ def load_bcn20000(root: str | Path, strict: bool = True) -> Loaded:
     frame["lesion_id"] = clean_missing(raw["lesion_id"])
     if "patient_id" in raw:
         frame["patient_id"] = clean_missing(raw["patient_id"])
-    frame["age"] = to_number(clean_missing(raw["age_approx"]))
+    frame["age"] = harmonise_age(clean_missing(raw["age_approx"]), meta, name)
     frame["sex"] = harmonise_sex(clean_missing(raw["sex"]))
     frame["site_raw"] = clean_missing(raw["anatom_site_general"])
     frame["site"] = harmonise_site(frame["site_raw"])
@@ -93,6 +92,7 @@ def load_isic2019(root: str | Path, strict: bool = True) -> Loaded:
     require_columns(gt, ["image", *ISIC8], gt_path, name)
     meta = read_text_table(meta_path, name).rename(columns={"gender": "sex"})  # older copies name it `gender`
     require_columns(meta, ["image", "age_approx", "anatom_site_general", "sex"], meta_path, name)
+    meta["age"] = harmonise_age(clean_missing(meta["age_approx"]), meta_path, name)  # in file order: its lines
     classes = [c for c in [*ISIC8, "UNK"] if c in gt]
     onehot = gt[classes].apply(pd.to_numeric, errors="coerce")
     bad = onehot.isna().any(axis=1) | (onehot.eq(1).sum(axis=1) != 1)
@@ -111,7 +111,7 @@ def load_isic2019(root: str | Path, strict: bool = True) -> Loaded:
                          f"has no row in {meta_path}; use the metadata file of the same release")
     meta = meta.loc[frame["id"]].reset_index(drop=True)
     frame["lesion_id"] = clean_missing(meta["lesion_id"]) if "lesion_id" in meta else pd.NA
-    frame["age"] = to_number(clean_missing(meta["age_approx"]))
+    frame["age"] = meta["age"]
     frame["sex"] = harmonise_sex(clean_missing(meta["sex"]))
     frame["site_raw"] = clean_missing(meta["anatom_site_general"])
     frame["site"] = harmonise_site(frame["site_raw"])
@@ -133,7 +133,7 @@ def load_isic2020(root: str | Path, strict: bool = True) -> Loaded:
     frame["label_raw"] = clean_missing(raw["diagnosis"])  # 'unknown' (27,124 benign images) becomes NA
     frame["patient_id"] = clean_missing(raw["patient_id"])
     frame["lesion_id"] = clean_missing(raw["lesion_id"]) if "lesion_id" in raw else pd.NA
-    frame["age"] = to_number(clean_missing(raw["age_approx"]))
+    frame["age"] = harmonise_age(clean_missing(raw["age_approx"]), gt_path, name)
     frame["sex"] = harmonise_sex(clean_missing(raw["sex"]))
     frame["site_raw"] = clean_missing(raw["anatom_site_general_challenge"])
     frame["site"] = harmonise_site(frame["site_raw"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dermlib.data.harmonise import harmonise_sex, harmonise_site
+from dermlib.data.harmonise import harmonise_age, harmonise_sex, harmonise_site
 from dermlib.data.loading import (
     Loaded,
     attach_images,
@@ -62,7 +62,7 @@ def load_pad_ufes_20(root: str | Path, strict: bool = True) -> Loaded:
     frame["label_raw"] = clean_missing(raw["diagnostic"])
     frame["patient_id"] = name + "/" + clean_missing(raw["patient_id"])
     frame["lesion_id"] = name + "/" + clean_missing(raw["lesion_id"])
-    frame["age"] = to_number(clean_missing(raw["age"]))
+    frame["age"] = harmonise_age(clean_missing(raw["age"]), meta, name)
     frame["sex"] = harmonise_sex(clean_missing(raw["gender"]))
     frame["fitzpatrick"] = to_number(clean_missing(raw["fitspatrick"]))
     frame["site_raw"] = clean_missing(raw["region"])

@@ -3,7 +3,9 @@ errors that name the file/row and the fix, and turning a loader's table into the
 
 Missing images: with `strict=True` (default) a metadata row whose image file is absent raises FileNotFoundError naming
 the file and row; with `strict=False` such rows are skipped and returned in a `skipped` table (source, sample_id,
-label_raw, reason), which `build_manifest` adds to its report, so no row ever disappears uncounted.
+label_raw, reason), which `build_manifest` adds to its report, so no row ever disappears uncounted. An image file
+that is there but empty or too small to be an image (under MIN_IMAGE_BYTES, an interrupted download or copy) is
+unusable: strict raises ValueError naming the files, non-strict skips its row with REASON_EMPTY_IMAGE.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from dermlib.data.schema import clean_missing, dump_attributes, to_manifest
 
 SKIPPED_COLUMNS = ["source", "sample_id", "label_raw", "reason"]
 REASON_NO_IMAGE = "image file missing"
+REASON_EMPTY_IMAGE = "image file empty or too small to be an image"
+MIN_IMAGE_BYTES = 32  # no PNG, JPEG, BMP or TIFF image is this small (the smallest valid ones have 50 bytes or more)
+EMPTY_SHOWN = 5  # unusable files an error names
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 Loaded = tuple[pd.DataFrame, pd.DataFrame]  # what every loader returns: (manifest, skipped rows)
 
@@ -112,19 +117,65 @@ def match_images(candidates: Sequence[pd.Series], index: dict[str, str]) -> pd.S
     return path
 
 
+def image_sizes(paths: pd.Series) -> pd.Series:
+    """Each file's size in bytes (Int64): NA where the path is NA, -1 where the file cannot be stat'ed."""
+    def size(path: object) -> int | None:
+        if path is None or path is pd.NA:
+            return None
+        try:
+            return os.stat(str(path)).st_size
+        except OSError:
+            return -1
+    return pd.Series([size(p) for p in paths.astype(object)], index=paths.index, dtype="Int64")
+
+
+def too_small_images(paths: pd.Series) -> pd.Series:
+    """True where a found image file is empty, under MIN_IMAGE_BYTES or unreadable (a dangling link)."""
+    return (image_sizes(paths) < MIN_IMAGE_BYTES).fillna(False).astype(bool)
+
+
+def small_image_files(root: Path) -> list[tuple[str, int]]:
+    """(path, size; -1: unreadable) of every image file below root that is too small to be an image, sorted."""
+    paths = pd.Series(sorted(index_relative(root).values()), dtype="string")
+    paths = paths[paths.str.lower().str.endswith(IMAGE_SUFFIXES)]
+    sizes = image_sizes(paths)
+    small = (sizes < MIN_IMAGE_BYTES).fillna(False)
+    return [(str(p), int(n)) for p, n in zip(paths[small], sizes[small])]
+
+
+def _empty_error(frame: pd.DataFrame, small: pd.Series, name: str, meta_path: Path, rows: pd.Series) -> ValueError:
+    """The strict error for rows whose image file is empty or too small: count, then the first files with size."""
+    sizes = image_sizes(frame["image_path"][small])
+    shown = [f"{rows[i]}: {frame['image_path'][i]} ({'unreadable' if n < 0 else f'{n} bytes'})"
+             for i, n in sizes.head(EMPTY_SHOWN).items()]
+    more = f"; and {int(small.sum()) - EMPTY_SHOWN} more" if small.sum() > EMPTY_SHOWN else ""
+    return ValueError(f"{name}: {int(small.sum())} of {len(frame)} image files listed in {meta_path} are empty or too "
+                      f"small to be an image (under {MIN_IMAGE_BYTES} bytes; a download or copy cut short): "
+                      f"{'; '.join(shown)}{more}. Replace them with the original files (download them again). Or "
+                      f"load with strict=False to skip and count these rows (`python -m dermlib.data doctor` lists "
+                      f"them all).")
+
+
 def drop_missing_images(frame: pd.DataFrame, name: str, meta_path: Path, root: Path, strict: bool,
                         expected: pd.Series, rows: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Raise (strict) or split off (counted) rows whose `image_path` is NA; `expected`/`rows` describe each row."""
+    """Raise (strict) or split off (counted) rows whose `image_path` is NA, or whose file is empty or too small to
+    be an image (`too_small_images`); `expected`/`rows` describe each row."""
     missing = frame["image_path"].isna()
-    if not missing.any():
+    small = too_small_images(frame["image_path"])
+    if not missing.any() and not small.any():
         return frame, skipped_rows(frame.iloc[:0], name, REASON_NO_IMAGE)
-    if strict:
+    if strict and missing.any():
         first = missing.idxmax()
         raise FileNotFoundError(
             f"{name}: {int(missing.sum())} of {len(frame)} images listed in {meta_path} are missing below {root}; "
             f"first: {rows[first]} expects {expected[first]!r}. {fix_hint(name)} Or load with strict=False to skip and "
             f"count the rows whose image is absent.")
-    return frame[~missing], skipped_rows(frame[missing], name, REASON_NO_IMAGE)
+    if strict:
+        raise _empty_error(frame, small, name, meta_path, rows)
+    skipped = skipped_rows(frame[missing], name, REASON_NO_IMAGE)
+    if small.any():
+        skipped = pd.concat([skipped, skipped_rows(frame[small], name, REASON_EMPTY_IMAGE)], ignore_index=True)
+    return frame[~missing & ~small], skipped
 
 
 def skipped_rows(frame: pd.DataFrame, name: str, reason: str) -> pd.DataFrame:

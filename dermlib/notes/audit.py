@@ -9,6 +9,10 @@ Per note (lexical rules, documented here so the numbers can be read critically):
 - vocabulary adherence: colour/structure mentions inside the constrained vocabulary vs outside it ("pink", "tan",
   "milia-like cysts", ...).
 - length in words; the per-strategy summary adds diversity (distinct 1-/2-grams over all notes).
+- non_english (per note only, not in the summary): True when a note of at least 20 letters is mostly in another
+  script (over 30% of its letters outside A-Z), or has 8 words or more of which under 5% are common English words
+  (ENGLISH_STOPWORDS); the demo's English notes have 10% or more, whole notes in French, Spanish, German,
+  Portuguese or Italian about 0%. Notes in another language are kept (the paper's subject), and flagged here.
 """
 
 from __future__ import annotations
@@ -79,6 +83,23 @@ _AGE_PHRASES = {  # what `stated_ages` reads, as the spans `marked_phrases` mark
     r"aged?\s*:?\s*\d{1,3}": lambda m: (float(re.search(r"\d+", m).group(0)),) * 2,
     r"(?<=in his )\d0s|(?<=in her )\d0s|(?<=in their )\d0s": lambda m: (float(m[0]) * 10, float(m[0]) * 10 + 9),
 }
+
+
+ENGLISH_STOPWORDS = frozenset(
+    "a about after an and are as at be been but by can for from had has have he her his in into is it its may not "
+    "of on or she such than that the their there these they this those to was were which who with".split())
+_LETTER_WORD = re.compile(r"[^\W\d_]+")  # a run of letters, any script
+
+
+def non_english(text: str) -> bool:
+    """Whether a note reads as another language: see the module's docs (non_english)."""
+    letters = [c for c in text if c.isalpha()]
+    if len(letters) < 20:
+        return False  # too short to tell
+    if sum(not ("a" <= c.lower() <= "z") for c in letters) > 0.3 * len(letters):
+        return True
+    words = _LETTER_WORD.findall(text.lower())
+    return len(words) >= 8 and sum(w in ENGLISH_STOPWORDS for w in words) < 0.05 * len(words)
 
 
 @functools.lru_cache(maxsize=256)
@@ -196,6 +217,7 @@ def audit_note(note: str, row: pd.Series | dict[str, Any]) -> dict[str, Any]:
     unsupported = [(stated - truth) for stated, truth in ((colours, true_colours), (structures, true_structures))
                    if truth is not None]
     out["any_unsupported_attribute"] = any(len(u) > 0 for u in unsupported) if unsupported else pd.NA
+    out["non_english"] = non_english(text)
     return out
 
 

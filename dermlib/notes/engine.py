@@ -41,7 +41,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from dermlib.notes.models import PRICES  # USD per 1M tokens (input, output), standard API; Batch: half
-from dermlib.notes.sanitize import clean_text, mask_credentials, storable
+from dermlib.notes.sanitize import clean_text, mask_credentials, not_a_note, storable
 from dermlib.notes.wire import answer_token_limit
 from dermlib.progress import progress
 from dermlib.redact import url_secrets
@@ -207,7 +207,9 @@ async def _attempt(client: openai.AsyncOpenAI, job: Job, model: str, params: dic
 def judge(job: Job, completion: ChatCompletion, max_chars: int | None = None) -> tuple[str | None, str | None, str | None]:
     """Turn a chat completion into (note, raw answer, error): refusals, non-text, oversized and invalid answers
     are errors. The answer and the note are cleaned text (`dermlib.notes.sanitize.clean_text`: NFC, no control
-    characters but newline and tab, no bidi controls); one that cannot be cleaned (a lone surrogate) is an error."""
+    characters but newline and tab, no bidi controls); one that cannot be cleaned (a lone surrogate) is an error.
+    A free-text note (no response_format) that is a refusal or carries instruction-like text is an error too
+    (`dermlib.notes.sanitize.not_a_note`); JSON answers are held to their schema instead."""
     if not completion.choices:
         return None, None, "answer without choices"
     choice = completion.choices[0]
@@ -228,6 +230,9 @@ def judge(job: Job, completion: ChatCompletion, max_chars: int | None = None) ->
         note, problem = clean_text(note)
         if problem:
             return None, raw, problem.replace("answer", "note", 1)
+        problem = not_a_note(note) if job.response_format is None else None
+        if problem:
+            return None, raw, problem
     return note, raw, error
 
 

@@ -9,6 +9,13 @@
 - a lone surrogate (U+D800-U+DFFF, which a JSON escape can carry but no UTF-8 text can) cannot be cleaned: the
   answer is a failure with that reason, never a note.
 
+`not_a_note` turns down a free-text answer (P3, class descriptions: JSON answers are checked by their schema) that
+is a refusal or carries instruction-like text, by a short list of patterns (NOT_A_NOTE), each a phrase no clinical
+note needs: "I'm sorry, but I can't help", "As an AI language model", "I cannot assist with that", "ignore (all)
+previous instructions", "system prompt". The list is kept small on purpose: every ok note and class description
+of the committed demo caches passes it (tests/notes/test_refusals_content.py). A note in another language or one
+naming another diagnosis is not turned down (that is what the audit measures, `dermlib.notes.audit`).
+
 `storable` makes any text writable as UTF-8 (a lone surrogate becomes the visible escape `\\ud800`), and
 `mask_credentials` removes credentials a server echoes (HTTP Basic and Bearer values, a URL's user:password):
 `dermlib.notes.engine.scrub` applies both to every text it passes.
@@ -39,6 +46,34 @@ def clean_text(text: str) -> tuple[str, str | None]:
                                 f"character {bad.start()}")
     text = _REMOVED.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     return unicodedata.normalize("NFC", text), None
+
+
+_APOS = "['\u2019]"  # a straight or a typographic apostrophe
+_CANT = rf"(?:can(?:not|{_APOS}t)|am unable to|{_APOS}m unable to|won{_APOS}t|will not)"
+NOT_A_NOTE: tuple[tuple[str, str], ...] = (  # (kind, pattern): matched case-insensitively, as whole words
+    ("a refusal", rf"(?:I{_APOS}m|I am) sorry,? (?:but )?I {_CANT} (?:help|assist|provide|comply|create|generate|write"
+                  rf"|fulfil+|complete|do)"),
+    ("a refusal", r"as an (?:AI|artificial intelligence)(?: language)? (?:model|assistant)"),
+    ("a refusal", rf"I(?:{_APOS}m| am) (?:just |only )?an AI(?: language model| assistant| model)?"),
+    ("a refusal", rf"I {_CANT} (?:help|assist|comply) with (?:that|this|your request)"),
+    ("a refusal", rf"I {_CANT} (?:fulfil+|complete) (?:that|this|your) request"),
+    ("instruction-like text", r"(?:ignore|disregard|forget) (?:all |any )?(?:of )?(?:the |your |my )?(?:previous|prior"
+                              r"|above|earlier|preceding) (?:instructions?|prompts?|messages?|directions?)"),
+    ("instruction-like text", r"system prompt"),
+)
+_NOT_A_NOTE = [(kind, re.compile(rf"\b(?:{pattern})\b", re.IGNORECASE)) for kind, pattern in NOT_A_NOTE]
+
+
+def not_a_note(text: str) -> str | None:
+    """Why a free-text answer is no note (a refusal, instruction-like text: NOT_A_NOTE), quoting what matched;
+    None for any other text."""
+    for kind, regex in _NOT_A_NOTE:
+        found = regex.search(text)
+        if found:
+            quoted = repr(found.group(0)[:80])
+            return (f"refused: the answer is a refusal, not a note ({quoted})" if kind == "a refusal" else
+                    f"not a note: the answer carries {kind} ({quoted})")
+    return None
 
 
 def storable(text: str) -> str:
