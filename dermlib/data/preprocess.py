@@ -243,8 +243,8 @@ def build_cache(manifest: pd.DataFrame, cache_dir: str | Path, size: int = 224, 
     finds the cache built."""
     cache = Path(cache_dir)
     with exclusive(cache):
-        files, old_images, old_index = _previous(cache)
-        files = file_keys(manifest["image_path"], None if force else files)
+        known, old_images, old_index = _previous(cache)
+        files = file_keys(manifest["image_path"], None if force else known)
         contents = manifest["image_path"].astype(str).map(files.set_index("image_path")["content"])
         entries = _entries(manifest, contents, size)
         fingerprint = _fingerprint(manifest["sample_id"], entries)
@@ -253,7 +253,8 @@ def build_cache(manifest: pd.DataFrame, cache_dir: str | Path, size: int = 224, 
             meta = json.loads(meta_path.read_text())
             if meta.get("fingerprint") == fingerprint and old_images is not None \
                     and old_images.shape == (meta["n_images"], size, size, 3):
-                write_parquet(files, cache / "files.parquet", index=False)  # newer mtimes: no re-read next time
+                if known is None or not files.equals(known):  # newer mtimes: no re-read next time
+                    write_parquet(files, cache / "files.parquet", index=False)
                 log.info("reusing preprocessed cache %s (%d images)", cache, len(old_index))
                 return old_index
         meta_path.unlink(missing_ok=True)  # invalid until the new cache is complete

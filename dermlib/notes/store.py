@@ -3,6 +3,8 @@ written by notebook 02 and read by training, evaluation, export and the audit. N
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +15,9 @@ from dermlib.workdir import WorkDir
 from dermlib.grammar import parse_strategy
 
 REQUIRED = {"sample_id", "strategy", "note", "status"}
+# what to do about a damaged table
+REWRITE = ("run notebook 02_notes again (./run_all.sh --only 02): it writes the table again from the note cache, "
+           "asking the LLM nothing already cached")
 
 
 def save_notes(notes: pd.DataFrame, work_dir: str | Path) -> Path:
@@ -31,8 +36,7 @@ def load_notes_table(work_dir_or_path: str | Path, hint: str = "") -> pd.DataFra
     path = path if path.suffix == ".parquet" else WorkDir(path).notes
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebook 02_notes (./run_all.sh --only 02) first{hint}")
-    notes = read_parquet(path, fix="run notebook 02_notes again (./run_all.sh --only 02): it writes the table again "
-                                   "from the note cache, asking the LLM nothing already cached")
+    notes = read_parquet(path, fix=REWRITE)
     missing = REQUIRED - set(notes.columns)
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}")
@@ -69,3 +73,27 @@ def first_notes(work_dir: str | Path, strategy: str, sample_ids: pd.Series) -> l
     """The note each sample has for a training strategy (its first usable one; None when it has none)."""
     notes = notes_by_sample(work_dir, parse_strategy(strategy))
     return [notes[s][0] if notes.get(s) else None for s in sample_ids.astype(str)]
+
+
+def notes_digest(path: Path, strategy: str) -> str:
+    """16 hex digits over one strategy's usable notes (sample id and text, sorted) in a notes table; "absent"
+    when the table or the strategy is not there. Read once per version of the file; a run's id holds it
+    (`dermlib.train.runs.run_inputs`)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return "absent"
+    return _notes_digest(str(path), stat.st_mtime_ns, stat.st_size, strategy)
+
+
+@functools.lru_cache(maxsize=64)
+def _notes_digest(path: str, mtime_ns: int, size: int, strategy: str) -> str:
+    notes = read_parquet(path, fix=REWRITE, columns=["sample_id", "strategy", "note", "status"])
+    ok = notes[(notes["strategy"] == strategy) & (notes["status"] == "ok") & notes["note"].notna()]
+    if ok.empty and strategy not in set(notes["strategy"]):
+        return "absent"
+    pairs = sorted(zip(ok["sample_id"].astype(str), ok["note"].astype(str)))
+    digest = hashlib.sha256()
+    for sample_id, note in pairs:
+        digest.update(f"{sample_id}\x1f{note}\x1e".encode())
+    return digest.hexdigest()[:16]

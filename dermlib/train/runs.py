@@ -17,7 +17,6 @@ metric and the learning rate per epoch; a terminal or a notebook with widgets sh
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import logging
@@ -31,10 +30,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dermlib.atomic import atomic_path, read_parquet, write_csv, write_text
+from dermlib.atomic import atomic_path, write_csv, write_text
 from dermlib.config import add_cli_arguments, config_from_cli
 from dermlib.grammar import IMG, parse_strategy, strategy_label
 from dermlib.logs import log_to_stderr
+from dermlib.notes.store import notes_digest
 from dermlib.progress import progress
 from dermlib.train.features import FEATURE_VERSION, cache_fingerprint
 from dermlib.train.loop import Trainer, load_trainable, read_checkpoint, selection_score, trainable_state
@@ -74,32 +74,6 @@ def run_inputs(cfg: dict[str, Any]) -> dict[str, str]:
     if strategy != IMG:
         inputs.update({f"notes:{s}": notes_digest(work.notes, s) for s in parse_strategy(strategy)})
     return inputs
-
-
-def notes_digest(path: Path, strategy: str) -> str:
-    """16 hex digits over one strategy's usable notes (sample id and text, sorted) in a notes table; "absent"
-    when the table or the strategy is not there. Read once per version of the file."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return "absent"
-    return _notes_digest(str(path), stat.st_mtime_ns, stat.st_size, strategy)
-
-
-@functools.lru_cache(maxsize=64)
-def _notes_digest(path: str, mtime_ns: int, size: int, strategy: str) -> str:
-    import pandas as pd
-
-    notes = read_parquet(path, fix="run notebook 02_notes (./run_all.sh --only 02) to write it again",
-                         columns=["sample_id", "strategy", "note", "status"])
-    ok = notes[(notes["strategy"] == strategy) & (notes["status"] == "ok") & notes["note"].notna()]
-    if ok.empty and strategy not in set(notes["strategy"]):
-        return "absent"
-    pairs = sorted(zip(ok["sample_id"].astype(str), ok["note"].astype(str)))
-    digest = hashlib.sha256()
-    for sample_id, note in pairs:
-        digest.update(f"{sample_id}\x1f{note}\x1e".encode())
-    return digest.hexdigest()[:16]
 
 
 def run_dir(cfg: dict[str, Any]) -> Path:
